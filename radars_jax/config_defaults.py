@@ -1,0 +1,63 @@
+"""Every config field with its default; config files change a few.
+
+A config file (`configs/*.py`) defines `get_config()`, starting from
+`base_config()`. Every field can be overridden on the command line, e.g.
+`--config.dnas.epochs=3 --config.space.name=nb201`.
+"""
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.mode = "search"          # search | describe | train
+  config.method = "single_darts"  # darts | single_darts | radars | rl | random
+  config.seed = 0
+  config.memory_budget_gb = ml_collections.FieldReference(None, field_type=float)
+  config.log_every = 10           # steps between host syncs (metrics, progress)
+  config.progress_bar = True
+  config.compilation_cache = True  # persistent XLA cache in WORKDIR/jax_cache
+
+  config.data = ml_collections.ConfigDict()
+  config.data.name = "digits"     # cifar10 | cifar100 | digits | synthetic
+  config.data.data_dir = ml_collections.FieldReference(None, field_type=str)
+  config.data.download = True
+  config.data.train_size = ml_collections.FieldReference(None, field_type=int)
+  config.data.test_size = ml_collections.FieldReference(None, field_type=int)
+  config.data.holdout_size = 5000  # training examples kept out of search steps, for scoring
+  config.data.split_seed = 0
+  config.data.batch_size = 64
+  config.data.eval_batch_size = 500
+  config.data.crop_padding = 4     # DARTS augmentation: pad-and-crop, flip
+  config.data.flip = True
+  # synthetic data only
+  config.data.image_size = 8
+  config.data.channels = 3
+  config.data.num_classes = 10
+
+  config.space = ml_collections.ConfigDict()
+  config.space.name = "darts"      # darts | darts_large | nb201
+  config.space.ops = ml_collections.FieldReference(None, field_type=str)  # "a,b,c"
+  config.space.num_ops = ml_collections.FieldReference(None, field_type=int)
+
+  config.supernet = ml_collections.ConfigDict()
+  config.supernet.channels = 16
+  config.supernet.layers = 8       # DARTS cells
+  config.supernet.steps = 4        # nodes per DARTS cell
+  config.supernet.stem_multiplier = 3
+  config.supernet.cells_per_stage = 5  # NAS-Bench-201 skeleton
+  config.supernet.depthwise_impl = "xla"
+
+  config.dnas = ml_collections.ConfigDict()
+  config.dnas.epochs = 50
+  config.dnas.order = 1            # method=darts: 1 first order, 2 second order
+  config.dnas.inner_mode = "single_level"  # DNAS mode inside RADARS subspaces
+  config.dnas.weight_lr = 0.025
+  config.dnas.weight_lr_min = 0.001
+  config.dnas.momentum = 0.9
+  config.dnas.weight_decay = 3e-4
+  config.dnas.grad_clip = 5.0
+  config.dnas.alpha_lr = 3e-4
+  config.dnas.alpha_betas = (0.5, 0.999)
+  config.dnas.alpha_weight_decay = 1e-3
+  config.dnas.alpha_init_scale = 1e-3
+  return config

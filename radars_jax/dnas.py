@@ -1,0 +1,243 @@
+"""DNAS inside one subspace: optimisers, train steps, evaluation.
+
+Three modes (`config.dnas` and `config.method` pick one, see `dnas_mode`):
+- `single_level` (Single-DARTS): one batch, one gradient for weights and
+  alphas together.
+- `first_order` (DARTS V1): an alpha step on a batch of the alpha half, then
+  a weight step on a batch of the weight half.
+- `second_order` (DARTS V2): the alpha step follows the unrolled objective
+  L_val(w - xi * (dL_train/dw + wd * w), alpha) with xi the current weight
+  learning rate; JAX differentiates through the inner gradient exactly (the
+  Hessian-vector product DARTS approximates by finite differences).
+
+Weights use SGD with momentum, cosine learning rate, weight decay and
+gradient clipping; alphas use Adam with L2 decay (DARTS's settings), both
+as optax transformations. State is a pytree (`DnasState`); the step is a
+pure function compiled once per subspace (`DnasProgram`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from radars_jax import data as data_lib
+from radars_jax import memory as memory_lib
+from radars_jax import parallel
+
+MODES = ("single_level", "first_order", "second_order")
+Batch = dict  # {"image": float32 [B, H, W, C], "label": int32 [B]}
+
+
+def dnas_mode(method: str, order: int) -> str:
+  if method == "single_darts":
+    return "single_level"
+  return {1: "first_order", 2: "second_order"}[int(order)]
+
+
+@flax.struct.dataclass
+class DnasState:
+  step: jax.Array
+  weights: Any
+  alphas: Any
+  weight_opt_state: Any
+  alpha_opt_state: Any
+
+
+def weight_schedule(dnas_config, total_steps: int) -> optax.Schedule:
+  """Cosine from `weight_lr` to `weight_lr_min` over the run."""
+  lr, lr_min = dnas_config.weight_lr, dnas_config.weight_lr_min
+  return optax.cosine_decay_schedule(lr, max(int(total_steps), 1), alpha=lr_min / lr)
+
+
+def weight_optimizer(dnas_config, schedule: optax.Schedule) -> optax.GradientTransformation:
+  """DARTS: clip the gradient norm, add L2 weight decay, SGD with momentum."""
+  return optax.chain(
+      optax.clip_by_global_norm(dnas_config.grad_clip),
+      optax.add_decayed_weights(dnas_config.weight_decay),
+      optax.sgd(schedule, momentum=dnas_config.momentum))
+
+
+def alpha_optimizer(dnas_config) -> optax.GradientTransformation:
+  """DARTS: Adam on the alphas with L2 decay added to the gradient."""
+  b1, b2 = dnas_config.alpha_betas
+  return optax.chain(
+      optax.add_decayed_weights(dnas_config.alpha_weight_decay),
+      optax.adam(dnas_config.alpha_lr, b1=b1, b2=b2))
+
+
+def loss_and_accuracy(model: nn.Module, weights, alphas, batch: Batch):
+  logits = model.apply({"params": weights}, batch["image"], alphas)
+  loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+  accuracy = (jnp.argmax(logits, -1) == batch["label"]).mean()
+  return loss, accuracy
+
+
+def unrolled_alpha_loss(model, alphas, weights, batch_w: Batch, batch_a: Batch,
+                        xi, weight_decay):
+  """L_val(w', alpha) with w' = w - xi * (grad_w L_train(w, alpha) + wd * w)."""
+  grad_w = jax.grad(lambda w: loss_and_accuracy(model, w, alphas, batch_w)[0])(weights)
+  unrolled = jax.tree_util.tree_map(lambda w, g: w - xi * (g + weight_decay * w),
+                                    weights, grad_w)
+  return loss_and_accuracy(model, unrolled, alphas, batch_a)[0]
+
+
+def make_train_step(model: nn.Module, mode: str, weight_tx, alpha_tx,
+                    schedule: optax.Schedule, weight_decay: float) -> Callable:
+  """The pure train step `(state, batch_w, batch_a) -> (state, metrics)`.
+
+  `batch_a` is the alpha-half batch (bi-level modes); single-level ignores it.
+  """
+  if mode not in MODES:
+    raise ValueError(f"unknown DNAS mode {mode!r}")
+
+  def apply_updates(params, grads, opt_state, tx):
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+  def step(state: DnasState, batch_w: Batch, batch_a: Batch | None = None):
+    weights, alphas = state.weights, state.alphas
+    alpha_opt_state = state.alpha_opt_state
+    if mode == "single_level":
+      (loss, acc), (grad_w, grad_a) = jax.value_and_grad(
+          lambda w, a: loss_and_accuracy(model, w, a, batch_w), argnums=(0, 1),
+          has_aux=True)(weights, alphas)
+      alphas, alpha_opt_state = apply_updates(alphas, grad_a, alpha_opt_state, alpha_tx)
+    else:
+      if mode == "first_order":
+        grad_a = jax.grad(lambda a: loss_and_accuracy(model, weights, a, batch_a)[0])(alphas)
+      else:
+        xi = schedule(state.step)
+        grad_a = jax.grad(unrolled_alpha_loss, argnums=1)(
+            model, alphas, weights, batch_w, batch_a, xi, weight_decay)
+      alphas, alpha_opt_state = apply_updates(alphas, grad_a, alpha_opt_state, alpha_tx)
+      (loss, acc), grad_w = jax.value_and_grad(
+          lambda w: loss_and_accuracy(model, w, alphas, batch_w), has_aux=True)(weights)
+    weights, weight_opt_state = apply_updates(weights, grad_w, state.weight_opt_state, weight_tx)
+    new_state = DnasState(state.step + 1, weights, alphas, weight_opt_state, alpha_opt_state)
+    return new_state, {"loss": loss, "accuracy": acc}
+
+  return step
+
+
+def make_eval_step(model: nn.Module, mean, std, batch_sharding) -> Callable:
+  """`(weights, op_scales, split, start, first_counted) -> (correct, counted)` on
+  the `batch_size` examples from `start`; examples before `first_counted` are
+  not counted (the last batch overlaps the previous one so that every batch
+  has the same shape, and BatchNorm sees only real examples)."""
+
+  def eval_step(weights, op_scales, split: data_lib.DeviceSplit, start, first_counted,
+                batch_size: int):
+    images = jax.lax.dynamic_slice_in_dim(split.images, start, batch_size)
+    labels = jax.lax.dynamic_slice_in_dim(split.labels, start, batch_size)
+    images = jax.lax.with_sharding_constraint(images, batch_sharding)
+    labels = jax.lax.with_sharding_constraint(labels, batch_sharding)
+    logits = model.apply({"params": weights}, data_lib.normalise(images, mean, std),
+                         op_scales=op_scales)
+    counted = (start + jnp.arange(batch_size)) >= first_counted
+    correct = ((jnp.argmax(logits, -1) == labels) & counted).sum()
+    return correct, counted.sum()
+
+  return eval_step
+
+
+def make_batch_fn(split: data_lib.DeviceSplit, batch_size: int, mean, std, *,
+                  pad: int, flip: bool, sharding) -> Callable:
+  """Jitted `(key, step) -> batch`: the step's shuffled, augmented, normalised
+  batch, gathered on device and sharded over the mesh."""
+  num_examples = int(split.labels.shape[0])
+
+  def gather(split, key, step):
+    idx = data_lib.batch_indices(key, step, num_examples, batch_size)
+    images = data_lib.normalise(split.images[idx], mean, std)
+    images = data_lib.random_crop_and_flip(jax.random.fold_in(key, step), images, pad, flip)
+    return {"image": images, "label": split.labels[idx]}
+
+  batch_sharding = {"image": sharding, "label": sharding}
+  gather_jit = jax.jit(gather, out_shardings=batch_sharding)
+  return lambda key, step: gather_jit(split, key, step)
+
+
+@dataclasses.dataclass
+class CompiledStep:
+  fn: Callable
+  seconds: float
+  bytes: int
+
+
+class DnasProgram:
+  """The supernet of one subspace with its optimisers and compiled steps."""
+
+  def __init__(self, model: nn.Module, mode: str, dnas_config, total_steps: int,
+               mesh, mean, std):
+    self.model, self.mode, self.mesh = model, mode, mesh
+    self.schedule = weight_schedule(dnas_config, total_steps)
+    self.weight_tx = weight_optimizer(dnas_config, self.schedule)
+    self.alpha_tx = alpha_optimizer(dnas_config)
+    self.step_fn = make_train_step(model, mode, self.weight_tx, self.alpha_tx,
+                                   self.schedule, dnas_config.weight_decay)
+    self.mean, self.std = mean, std
+    self.replicated = parallel.replicated(mesh)
+    self.batch_sharding = parallel.batch_sharded(mesh)
+
+  @property
+  def bilevel(self) -> bool:
+    return self.mode != "single_level"
+
+  def initial_state(self, weights, alphas) -> DnasState:
+    return DnasState(jnp.zeros((), jnp.int32), weights, tuple(alphas),
+                     self.weight_tx.init(weights), self.alpha_tx.init(tuple(alphas)))
+
+  def init_state(self, weights, alphas) -> DnasState:
+    """Step 0 with fresh optimiser states, replicated over the mesh."""
+    return jax.device_put(self.initial_state(weights, alphas), self.replicated)
+
+  def abstract_inputs(self, weights_shapes, alphas_shapes, batch_size: int, image_shape):
+    """ShapeDtypeStructs of the step's inputs, with their shardings."""
+    state = jax.eval_shape(self.initial_state, weights_shapes, alphas_shapes)
+    state = jax.tree_util.tree_map(
+        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=self.replicated), state)
+    batch = {"image": jax.ShapeDtypeStruct((batch_size, *image_shape), jnp.float32,
+                                           sharding=self.batch_sharding),
+             "label": jax.ShapeDtypeStruct((batch_size,), jnp.int32,
+                                           sharding=self.batch_sharding)}
+    return state, batch, (batch if self.bilevel else None)
+
+  def compile_train_step(self, state, batch_w, batch_a) -> CompiledStep:
+    """Ahead-of-time compile (arguments may be abstract): also measures the
+    compile time and the bytes the step needs."""
+    jitted = jax.jit(self.step_fn, donate_argnums=(0,),
+                     out_shardings=(self.replicated, self.replicated))
+    start = time.perf_counter()
+    compiled = jitted.lower(state, batch_w, batch_a).compile()
+    seconds = time.perf_counter() - start
+    return CompiledStep(compiled, seconds, memory_lib.compiled_bytes(compiled))
+
+
+class Evaluator:
+  """Accuracy of a model on a whole split, data-parallel, one host transfer."""
+
+  def __init__(self, model: nn.Module, mesh, mean, std):
+    self.model, self.mesh = model, mesh
+    self._step = jax.jit(make_eval_step(model, mean, std, parallel.batch_sharded(mesh)),
+                         static_argnums=(5,))
+
+  def accuracy(self, weights, op_scales, split: data_lib.DeviceSplit, batch_size: int) -> float:
+    n = int(split.labels.shape[0])
+    batch_size = parallel.largest_divisible(n, batch_size, self.mesh)
+    correct = counted = 0
+    previous_end = 0
+    for start in range(0, n, batch_size):
+      start = min(start, n - batch_size)
+      c, k = self._step(weights, op_scales, split, start, previous_end, batch_size)
+      correct, counted = correct + c, counted + k
+      previous_end = start + batch_size
+    correct, counted = jax.device_get((correct, counted))
+    return float(correct) / max(int(counted), 1)

@@ -1,0 +1,321 @@
+"""The op registry: every candidate operation of every search space, by name.
+
+An op is a Flax module built by `make_op(name, channels, stride, settings)`.
+It maps [B, H, W, C] to [B, H/stride, W/stride, C]. Every op keeps the
+channel count, so any op can stand on any edge of a cell. `OP_DOCS` says
+what each one is; `OP_NAMES` lists them in registry order.
+
+The names follow the DARTS code (`sep_conv_3x3`, `dil_conv_5x5`, ...) and
+NAS-Bench-201 (`nor_conv_3x3`): a space is a list of these names.
+
+Normalisation: inside a search supernet BatchNorm has no affine parameters
+and normalises with the statistics of the current batch (as in DARTS search
+mixed ops and NAS-Bench-201 search cells); a retrained network uses affine
+BatchNorm with running averages. `OpSettings` carries that choice.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from radars_jax import depthwise
+from radars_jax.errors import UserError
+
+BN_EPSILON = 1e-5
+BN_MOMENTUM = 0.9  # PyTorch's 0.1 on the new statistic.
+
+
+@dataclasses.dataclass(frozen=True)
+class OpSettings:
+  """How ops normalise and compute. Hashable: part of a module's static config."""
+  affine: bool = False               # BatchNorm scale and bias
+  track_running_stats: bool = False  # False: always normalise with batch stats
+  pool_bn: bool = True               # BatchNorm after pooling (DARTS search)
+  depthwise_impl: str = "xla"        # see radars_jax.depthwise
+
+
+class BatchNorm(nn.Module):
+  """BatchNorm over (batch, height, width).
+
+  With `track_running_stats=False` it is a pure function of the batch (no
+  state to carry): the search supernet's choice. Statistics are taken over
+  the global batch, also when the batch is sharded over devices.
+  """
+  settings: OpSettings
+
+  @nn.compact
+  def __call__(self, x, train: bool = True):
+    s = self.settings
+    if s.track_running_stats:
+      return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM,
+                          epsilon=BN_EPSILON, use_bias=s.affine,
+                          use_scale=s.affine)(x)
+    xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))  # statistics in >= f32
+    mean = xf.mean(axis=(0, 1, 2))
+    var = jnp.square(xf - mean).mean(axis=(0, 1, 2))
+    y = (xf - mean) * jax.lax.rsqrt(var + BN_EPSILON)
+    if s.affine:
+      y = y * self.param("scale", nn.initializers.ones, (x.shape[-1],))
+      y = y + self.param("bias", nn.initializers.zeros, (x.shape[-1],))
+    return y.astype(x.dtype)
+
+
+def _conv(features, kernel, stride=1, padding=0, dilation=1, name=None):
+  kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+  sh, sw = (stride, stride) if isinstance(stride, int) else stride
+  ph, pw = (padding, padding) if isinstance(padding, int) else padding
+  return nn.Conv(features, (kh, kw), strides=(sh, sw),
+                 padding=((ph, ph), (pw, pw)), kernel_dilation=dilation,
+                 use_bias=False, name=name)
+
+
+class DepthwiseConv(nn.Module):
+  """k x k per-channel convolution; the kernel has nn.Conv's grouped layout."""
+  kernel_size: int
+  stride: int = 1
+  dilation: int = 1
+  impl: str = "xla"
+
+  @nn.compact
+  def __call__(self, x):
+    c = x.shape[-1]
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        (self.kernel_size, self.kernel_size, 1, c))
+    return depthwise.depthwise_conv2d(x, kernel, self.stride, self.dilation,
+                                      impl=self.impl)
+
+
+class Zero(nn.Module):
+  """`none`: the zero map (subsampled at stride 2). Has no weights."""
+  stride: int = 1
+
+  def __call__(self, x, train: bool = True):
+    return jnp.zeros_like(x[:, ::self.stride, ::self.stride, :])
+
+
+class Identity(nn.Module):
+  def __call__(self, x, train: bool = True):
+    return x
+
+
+class FactorizedReduce(nn.Module):
+  """Halve the resolution: ReLU, two offset 1x1 stride-2 convs, concat, BN."""
+  channels: int
+  settings: OpSettings
+
+  @nn.compact
+  def __call__(self, x, train: bool = True):
+    x = nn.relu(x)
+    a = _conv(self.channels // 2, 1, 2, name="conv_a")(x)
+    b = _conv(self.channels - self.channels // 2, 1, 2, name="conv_b")(x[:, 1:, 1:, :])
+    return BatchNorm(self.settings)(jnp.concatenate([a, b], axis=-1), train)
+
+
+class ReLUConvBN(nn.Module):
+  """ReLU, k x k convolution (no bias), BatchNorm."""
+  channels: int
+  kernel_size: int
+  stride: int
+  padding: int
+  settings: OpSettings
+
+  @nn.compact
+  def __call__(self, x, train: bool = True):
+    x = _conv(self.channels, self.kernel_size, self.stride, self.padding)(nn.relu(x))
+    return BatchNorm(self.settings)(x, train)
+
+
+class FactorisedConv(nn.Module):
+  """ReLU, 1 x k then k x 1 convolution, BatchNorm (DARTS `conv_7x1_1x7`)."""
+  channels: int
+  kernel_size: int
+  stride: int
+  settings: OpSettings
+
+  @nn.compact
+  def __call__(self, x, train: bool = True):
+    k, p, s = self.kernel_size, self.kernel_size // 2, self.stride
+    x = _conv(self.channels, (1, k), (1, s), (0, p))(nn.relu(x))
+    x = _conv(self.channels, (k, 1), (s, 1), (p, 0))(x)
+    return BatchNorm(self.settings)(x, train)
+
+
+class DilConv(nn.Module):
+  """ReLU, depthwise k x k (dilated), pointwise 1x1, BatchNorm."""
+  channels: int
+  kernel_size: int
+  stride: int
+  dilation: int
+  settings: OpSettings
+
+  @nn.compact
+  def __call__(self, x, train: bool = True):
+    x = DepthwiseConv(self.kernel_size, self.stride, self.dilation,
+                      self.settings.depthwise_impl)(nn.relu(x))
+    x = _conv(self.channels, 1)(x)
+    return BatchNorm(self.settings)(x, train)
+
+
+class SepConv(nn.Module):
+  """DARTS separable conv: two (ReLU, depthwise, pointwise, BN) stacks."""
+  channels: int
+  kernel_size: int
+  stride: int
+  settings: OpSettings
+
+  @nn.compact
+  def __call__(self, x, train: bool = True):
+    x = DilConv(self.channels, self.kernel_size, self.stride, 1, self.settings)(x, train)
+    return DilConv(self.channels, self.kernel_size, 1, 1, self.settings)(x, train)
+
+
+class InvertedResidual(nn.Module):
+  """MobileNetV2 block without its residual (the edge's `skip_connect` is
+  a candidate of its own): ReLU, 1x1 expand by `expansion`, BN, ReLU,
+  depthwise k x k, BN, ReLU, 1x1 project, BN."""
+  channels: int
+  kernel_size: int
+  stride: int
+  expansion: int
+  settings: OpSettings
+
+  @nn.compact
+  def __call__(self, x, train: bool = True):
+    hidden = self.channels * self.expansion
+    x = BatchNorm(self.settings)(_conv(hidden, 1)(nn.relu(x)), train)
+    x = DepthwiseConv(self.kernel_size, self.stride, 1,
+                      self.settings.depthwise_impl)(nn.relu(x))
+    x = BatchNorm(self.settings)(x, train)
+    x = _conv(self.channels, 1)(nn.relu(x))
+    return BatchNorm(self.settings)(x, train)
+
+
+class Pool(nn.Module):
+  """k x k max or average pooling (average excludes padding), then BN if
+  `settings.pool_bn` (the DARTS search mixed op adds it)."""
+  kind: str
+  kernel_size: int
+  stride: int
+  settings: OpSettings
+
+  @nn.compact
+  def __call__(self, x, train: bool = True):
+    k, p = self.kernel_size, self.kernel_size // 2
+    window, strides, pad = (k, k), (self.stride, self.stride), ((p, p), (p, p))
+    if self.kind == "max":
+      x = nn.max_pool(x, window, strides, pad)
+    else:
+      x = nn.avg_pool(x, window, strides, pad, count_include_pad=False)
+    if self.settings.pool_bn:
+      x = BatchNorm(self.settings)(x, train)
+    return x
+
+
+class SkipConnect(nn.Module):
+  """Identity, or FactorizedReduce when the edge halves the resolution."""
+  channels: int
+  stride: int
+  settings: OpSettings
+
+  @nn.compact
+  def __call__(self, x, train: bool = True):
+    if self.stride == 1:
+      return x
+    return FactorizedReduce(self.channels, self.settings)(x, train)
+
+
+OpMaker = Callable[[int, int, OpSettings, str], nn.Module]
+
+
+@dataclasses.dataclass(frozen=True)
+class OpSpec:
+  name: str
+  make: OpMaker
+  doc: str
+
+
+def _spec(name, doc, make):
+  return OpSpec(name, make, doc)
+
+
+_REGISTRY: tuple[OpSpec, ...] = (
+    # --- the 8 DARTS primitives, in DARTS order ---
+    _spec("none", "Zero map: the edge is absent.",
+          lambda c, s, st, n: Zero(s, name=n)),
+    _spec("max_pool_3x3", "3x3 max pooling (+ BN in the search supernet).",
+          lambda c, s, st, n: Pool("max", 3, s, st, name=n)),
+    _spec("avg_pool_3x3", "3x3 average pooling, padding excluded (+ BN in the search supernet).",
+          lambda c, s, st, n: Pool("avg", 3, s, st, name=n)),
+    _spec("skip_connect", "Identity; FactorizedReduce on a stride-2 edge.",
+          lambda c, s, st, n: SkipConnect(c, s, st, name=n)),
+    _spec("sep_conv_3x3", "Two stacks of ReLU, depthwise 3x3, pointwise, BN.",
+          lambda c, s, st, n: SepConv(c, 3, s, st, name=n)),
+    _spec("sep_conv_5x5", "Two stacks of ReLU, depthwise 5x5, pointwise, BN.",
+          lambda c, s, st, n: SepConv(c, 5, s, st, name=n)),
+    _spec("dil_conv_3x3", "ReLU, depthwise 3x3 with dilation 2 (5x5 field), pointwise, BN.",
+          lambda c, s, st, n: DilConv(c, 3, s, 2, st, name=n)),
+    _spec("dil_conv_5x5", "ReLU, depthwise 5x5 with dilation 2 (9x9 field), pointwise, BN.",
+          lambda c, s, st, n: DilConv(c, 5, s, 2, st, name=n)),
+    # --- more kernel sizes and dilations ---
+    _spec("sep_conv_7x7", "Two stacks of ReLU, depthwise 7x7, pointwise, BN.",
+          lambda c, s, st, n: SepConv(c, 7, s, st, name=n)),
+    _spec("dil_conv_7x7", "ReLU, depthwise 7x7 with dilation 2 (13x13 field), pointwise, BN.",
+          lambda c, s, st, n: DilConv(c, 7, s, 2, st, name=n)),
+    _spec("dil4_conv_3x3", "ReLU, depthwise 3x3 with dilation 4 (9x9 field), pointwise, BN.",
+          lambda c, s, st, n: DilConv(c, 3, s, 4, st, name=n)),
+    # --- plain and factorised convolutions ---
+    _spec("nor_conv_1x1", "ReLU, 1x1 convolution, BN (NAS-Bench-201).",
+          lambda c, s, st, n: ReLUConvBN(c, 1, s, 0, st, name=n)),
+    _spec("nor_conv_3x3", "ReLU, full 3x3 convolution, BN (NAS-Bench-201).",
+          lambda c, s, st, n: ReLUConvBN(c, 3, s, 1, st, name=n)),
+    _spec("conv_1x3_3x1", "ReLU, 1x3 then 3x1 convolution, BN.",
+          lambda c, s, st, n: FactorisedConv(c, 3, s, st, name=n)),
+    _spec("conv_1x7_7x1", "ReLU, 1x7 then 7x1 convolution, BN (DARTS conv_7x1_1x7).",
+          lambda c, s, st, n: FactorisedConv(c, 7, s, st, name=n)),
+    # --- larger pooling windows ---
+    _spec("max_pool_5x5", "5x5 max pooling (+ BN in the search supernet).",
+          lambda c, s, st, n: Pool("max", 5, s, st, name=n)),
+    _spec("avg_pool_5x5", "5x5 average pooling, padding excluded (+ BN in the search supernet).",
+          lambda c, s, st, n: Pool("avg", 5, s, st, name=n)),
+    # --- inverted residual (MobileNetV2) blocks ---
+    _spec("mbconv_3x3_e3", "Inverted residual block: expand x3, depthwise 3x3, project.",
+          lambda c, s, st, n: InvertedResidual(c, 3, s, 3, st, name=n)),
+    _spec("mbconv_3x3_e6", "Inverted residual block: expand x6, depthwise 3x3, project.",
+          lambda c, s, st, n: InvertedResidual(c, 3, s, 6, st, name=n)),
+    _spec("mbconv_5x5_e3", "Inverted residual block: expand x3, depthwise 5x5, project.",
+          lambda c, s, st, n: InvertedResidual(c, 5, s, 3, st, name=n)),
+    _spec("mbconv_5x5_e6", "Inverted residual block: expand x6, depthwise 5x5, project.",
+          lambda c, s, st, n: InvertedResidual(c, 5, s, 6, st, name=n)),
+    _spec("mbconv_7x7_e3", "Inverted residual block: expand x3, depthwise 7x7, project.",
+          lambda c, s, st, n: InvertedResidual(c, 7, s, 3, st, name=n)),
+    _spec("mbconv_7x7_e6", "Inverted residual block: expand x6, depthwise 7x7, project.",
+          lambda c, s, st, n: InvertedResidual(c, 7, s, 6, st, name=n)),
+)
+
+OPS: dict[str, OpSpec] = {spec.name: spec for spec in _REGISTRY}
+OP_NAMES: tuple[str, ...] = tuple(OPS)
+OP_DOCS: dict[str, str] = {spec.name: spec.doc for spec in _REGISTRY}
+
+
+def check_op_names(names) -> tuple[str, ...]:
+  """Returns `names` as a tuple, or raises UserError naming the unknown ones."""
+  names = tuple(names)
+  unknown = [n for n in names if n not in OPS]
+  if unknown:
+    raise UserError(f"unknown op(s) {', '.join(map(repr, unknown))}; "
+                    f"known ops: {', '.join(OP_NAMES)}")
+  if len(set(names)) != len(names):
+    raise UserError(f"op list has duplicates: {', '.join(names)}")
+  return names
+
+
+def make_op(name: str, channels: int, stride: int, settings: OpSettings,
+            module_name: str | None = None) -> nn.Module:
+  """Builds op `name` as a Flax module (named `module_name`, default `name`)."""
+  if name not in OPS:
+    check_op_names([name])
+  return OPS[name].make(channels, stride, settings, module_name or name)

@@ -1,0 +1,332 @@
+"""The differentiable search: data, one DNAS run in a subspace, scoring.
+
+`run_search(config, workdir)` is what `python -m radars_jax.main` runs in
+`mode=search`. For `method=darts` and `method=single_darts` it is one DNAS
+run over the whole space (refused up front if its step does not fit
+`memory_budget_gb`). The RADARS loop (`radars_jax.radars`) calls the same
+`Searcher.run_dnas` once per sampled subspace.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from radars_jax import data as data_lib
+from radars_jax import dnas as dnas_lib
+from radars_jax import memory as memory_lib
+from radars_jax import metrics as metrics_lib
+from radars_jax import parallel
+from radars_jax import spaces as spaces_lib
+from radars_jax import supernet as supernet_lib
+from radars_jax import weight_pool as pool_lib
+from radars_jax import workdir as workdir_lib
+from radars_jax.errors import UserError
+
+METHODS = ("darts", "single_darts", "radars", "rl", "random")
+DNAS_METHODS = ("darts", "single_darts")
+
+
+# ---------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class SearchData:
+  """The training split cut for search, on device.
+
+  `weight_split` / `alpha_split`: the two halves of the training split
+  (DARTS); `joint_split`: both (single-level); `holdout_split`: examples no
+  search step trains on, used to score architectures (`val_accuracy`).
+  """
+  name: str
+  image_shape: tuple[int, ...]
+  num_classes: int
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+  weight_split: data_lib.DeviceSplit
+  alpha_split: data_lib.DeviceSplit
+  joint_split: data_lib.DeviceSplit
+  holdout_split: data_lib.DeviceSplit
+
+
+def load_search_data(data_config, mesh) -> SearchData:
+  ds = data_lib.load_dataset(data_config)
+  n = len(ds.train_labels)
+  holdout = int(data_config.holdout_size)
+  if not 0 < holdout < n - 2:
+    raise UserError(f"data.holdout_size={holdout} must be between 1 and {n - 3} "
+                    f"(the {ds.name} training split has {n} examples)")
+  order = np.random.RandomState(data_config.get("split_seed", 0)).permutation(n)
+  hold, rest = order[:holdout], order[holdout:]
+  half_a, half_b = data_lib.split_in_halves(len(rest), data_config.get("split_seed", 0))
+  idx_w, idx_a = rest[half_a], rest[half_b]
+  put = lambda idx: data_lib.to_device(ds.train_images[idx], ds.train_labels[idx],
+                                       parallel.replicated(mesh))
+  return SearchData(ds.name, tuple(ds.image_shape), ds.num_classes, tuple(ds.mean),
+                    tuple(ds.std), put(idx_w), put(idx_a),
+                    put(np.concatenate([idx_w, idx_a])), put(hold))
+
+
+# ---------------------------------------------------------------------------
+# One DNAS run
+# ---------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class DnasResult:
+  subspace: spaces_lib.Subspace
+  alphas: list[np.ndarray]
+  weights: Any
+  genotype: dict
+  val_accuracy: float
+  train_loss: float
+  train_accuracy: float
+  step_bytes: int
+  compile_seconds: float
+  steps: int
+
+
+def dnas_mode(config) -> str:
+  if config.method in DNAS_METHODS:
+    return dnas_lib.dnas_mode(config.method, config.dnas.order)
+  return config.dnas.get("inner_mode", "single_level")
+
+
+class Searcher:
+  """What every DNAS run of one search shares: config, mesh, data, space,
+  the metric writer and the compile / memory bookkeeping."""
+
+  def __init__(self, config, mesh, data: SearchData, space: spaces_lib.SearchSpace,
+               writer: metrics_lib.MetricWriter | None = None):
+    self.config, self.mesh, self.data, self.space = config, mesh, data, space
+    self.writer = writer or metrics_lib.MetricWriter(None)
+    self.mode = dnas_mode(config)
+    self.batch_size = int(config.data.batch_size)
+    parallel.check_divisible(self.batch_size, mesh)
+    self.compile_seconds = 0.0
+    self.global_step = 0
+    self._batch_fns: dict = {}
+
+  # -- sizes ---------------------------------------------------------------
+  def train_split(self) -> data_lib.DeviceSplit:
+    return self.data.weight_split if self.mode != "single_level" else self.data.joint_split
+
+  def steps_per_epoch(self) -> int:
+    n = int(self.train_split().labels.shape[0])
+    if n < self.batch_size:
+      raise UserError(f"data.batch_size={self.batch_size} is larger than the "
+                      f"{n} training examples of a search step")
+    return n // self.batch_size
+
+  # -- building blocks -----------------------------------------------------
+  def model(self, subspace):
+    return supernet_lib.build_supernet(self.space, subspace, self.config.supernet,
+                                       self.data.num_classes)
+
+  def program(self, subspace, total_steps: int) -> dnas_lib.DnasProgram:
+    return dnas_lib.DnasProgram(self.model(subspace), self.mode, self.config.dnas,
+                                total_steps, self.mesh, self.data.mean, self.data.std)
+
+  def compile_step(self, program: dnas_lib.DnasProgram, subspace) -> dnas_lib.CompiledStep:
+    """Compiles the train step on abstract inputs: nothing runs."""
+    alphas = jax.eval_shape(lambda: supernet_lib.init_alphas(jax.random.key(0), subspace))
+    weights = supernet_lib.param_shapes(program.model, self.data.image_shape, alphas)
+    inputs = program.abstract_inputs(weights, alphas, self.batch_size, self.data.image_shape)
+    compiled = program.compile_train_step(*inputs)
+    self.compile_seconds += compiled.seconds
+    return compiled
+
+  def batch_fn(self, split_name: str):
+    if split_name not in self._batch_fns:
+      split = {"weights": self.train_split(), "alphas": self.data.alpha_split}[split_name]
+      aug = self.config.data
+      self._batch_fns[split_name] = dnas_lib.make_batch_fn(
+          split, self.batch_size, self.data.mean, self.data.std,
+          pad=int(aug.get("crop_padding", 4)), flip=bool(aug.get("flip", True)),
+          sharding=parallel.batch_sharded(self.mesh))
+    return self._batch_fns[split_name]
+
+  def init_weights(self, model, subspace, key, pool: pool_lib.WeightPool | None):
+    alphas = supernet_lib.init_alphas(jax.random.fold_in(key, 1), subspace,
+                                      self.config.dnas.alpha_init_scale)
+    weights = supernet_lib.init_params(model, self.data.image_shape, alphas,
+                                       jax.random.fold_in(key, 0))
+    if pool is not None:
+      weights = pool.select(weights)
+    return weights, alphas
+
+  # -- the run ---------------------------------------------------------------
+  def run_dnas(self, subspace, epochs: int, key: jax.Array, *,
+               pool: pool_lib.WeightPool | None = None, tag: str = "dnas",
+               compiled: dnas_lib.CompiledStep | None = None) -> DnasResult:
+    """Trains weights and alphas in `subspace`, derives the genotype and
+    scores it on the holdout split with the inherited weights."""
+    subspace = self.space.check_subspace(subspace)
+    steps = max(1, int(epochs * self.steps_per_epoch()))
+    program = self.program(subspace, steps)
+    compiled = compiled or self.compile_step(program, subspace)
+    weights, alphas = self.init_weights(program.model, subspace, key, pool)
+    state = program.init_state(weights, alphas)
+    data_key = jax.random.fold_in(key, 2)
+    key_w, key_a = jax.random.split(data_key)
+    gather_w = self.batch_fn("weights")
+    gather_a = self.batch_fn("alphas") if program.bilevel else None
+    log_every = max(1, int(self.config.get("log_every", 10)))
+    steps_per_epoch = self.steps_per_epoch()
+    sums, count = None, 0
+    loss = accuracy = float("nan")
+    bar = metrics_lib.progress_bar(steps, tag, enabled=self.config.get("progress_bar", True))
+    for step in range(steps):
+      batch_w = gather_w(key_w, step)
+      batch_a = gather_a(key_a, step) if gather_a is not None else None
+      state, step_metrics = compiled.fn(state, batch_w, batch_a)
+      sums = step_metrics if sums is None else jax.tree_util.tree_map(jnp.add, sums, step_metrics)
+      count += 1
+      bar.update(1)
+      if (step + 1) % log_every == 0 or step + 1 == steps:
+        means = {k: float(v) / count for k, v in jax.device_get(sums).items()}
+        if not np.isfinite(means["loss"]):
+          bar.close()
+          raise FloatingPointError(f"{tag}: loss is {means['loss']} at step {step + 1}; "
+                                   "lower dnas.weight_lr or check the data")
+        loss, accuracy = means["loss"], means["accuracy"]
+        bar.set_postfix(epoch=f"{step // steps_per_epoch + 1}/{epochs}",
+                        loss=f"{loss:.3f}", acc=f"{accuracy:.3f}")
+        self.writer.scalars(self.global_step + step + 1,
+                            {"loss": loss, "accuracy": accuracy,
+                             "weight_lr": float(program.schedule(step))}, prefix="dnas/")
+        sums, count = None, 0
+    bar.close()
+    self.global_step += steps
+    alphas_np = [np.asarray(a) for a in jax.device_get(state.alphas)]
+    genotype = spaces_lib.derive_genotype(self.space, subspace, alphas_np)
+    val_accuracy = self.score(genotype, state.weights, subspace, alphas_np)
+    return DnasResult(subspace, alphas_np, state.weights, genotype, val_accuracy,
+                      loss, accuracy, compiled.bytes, compiled.seconds, steps)
+
+  def score(self, genotype: dict, weights, subspace, alphas) -> float:
+    """Holdout accuracy of the derived architecture with inherited weights;
+    each kept op is scaled by its softmax weight in the supernet, so the
+    network sees activations of the scale it was trained with."""
+    derived = spaces_lib.genotype_subspace(self.space, genotype)
+    probs = spaces_lib.op_weights(self.space, subspace, alphas)
+    op_scales = tuple(jnp.asarray(probs[c, list(ops)], jnp.float32)
+                      for c, ops in enumerate(derived))
+    model = self.model(derived)
+    template = supernet_lib.param_shapes(model, self.data.image_shape)
+    flat = pool_lib.flatten(weights)
+    derived_weights = pool_lib.unflatten({p: flat[p] for p in pool_lib.flatten(template)})
+    evaluator = dnas_lib.Evaluator(model, self.mesh, self.data.mean, self.data.std)
+    return evaluator.accuracy(derived_weights, op_scales, self.data.holdout_split,
+                              int(self.config.data.get("eval_batch_size", 500)))
+
+
+# ---------------------------------------------------------------------------
+# Entry points
+# ---------------------------------------------------------------------------
+
+def check_config(config) -> None:
+  if config.method not in METHODS:
+    raise UserError(f"unknown method {config.method!r}; known methods: {', '.join(METHODS)}")
+  if config.method == "darts" and int(config.dnas.order) not in (1, 2):
+    raise UserError(f"dnas.order={config.dnas.order} must be 1 or 2")
+
+
+def budget_bytes(config) -> float | None:
+  gb = config.get("memory_budget_gb")
+  return None if gb is None else float(gb) * memory_lib.GB
+
+
+def run_search(config, workdir: str) -> dict:
+  check_config(config)
+  space = spaces_lib.space_from_config(config.space)
+  path = workdir_lib.prepare(workdir)
+  workdir_lib.write_json(path / "config.json", config.to_dict())
+  if config.method not in DNAS_METHODS:
+    try:
+      from radars_jax import radars  # pylint: disable=import-outside-toplevel
+    except ImportError:
+      raise UserError(f"method={config.method} is not in this version yet; "
+                      f"use one of {', '.join(DNAS_METHODS)}") from None
+    return radars.run(config, path, space)
+  return run_dnas_search(config, path, space)
+
+
+def run_dnas_search(config, path: Path, space: spaces_lib.SearchSpace) -> dict:
+  """`method=darts` / `single_darts`: DNAS over the whole space."""
+  start = time.perf_counter()
+  mesh = parallel.make_mesh()
+  data = load_search_data(config.data, mesh)
+  writer = metrics_lib.MetricWriter(path / "tensorboard", path / "metrics.jsonl")
+  searcher = Searcher(config, mesh, data, space, writer)
+  subspace = space.full_subspace()
+  epochs = int(config.dnas.epochs)
+  program = searcher.program(subspace, max(1, epochs * searcher.steps_per_epoch()))
+  compiled = searcher.compile_step(program, subspace)
+  budget = budget_bytes(config)
+  if budget is not None and compiled.bytes > budget:
+    raise UserError(
+        f"method={config.method} on space {space.name} needs "
+        f"{memory_lib.format_gb(compiled.bytes)} per step, budget "
+        f"{memory_lib.format_gb(budget)}; use method=radars to search it within the budget")
+  result = searcher.run_dnas(subspace, epochs, jax.random.key(config.seed),
+                             tag=config.method, compiled=compiled)
+  writer.close()
+  summary = {
+      "method": config.method, "mode": searcher.mode, "space": space.name,
+      "dataset": data.name, "seed": int(config.seed), "genotype": result.genotype,
+      "val_accuracy": result.val_accuracy, "train_loss": result.train_loss,
+      "train_accuracy": result.train_accuracy,
+      "search_seconds": time.perf_counter() - start,
+      "compile_seconds": searcher.compile_seconds, "step_bytes": result.step_bytes,
+      "memory_budget_bytes": budget, "steps": result.steps,
+      "devices": int(mesh.devices.size),
+      "supernet_weights": supernet_lib.count_params(result.weights),
+      "choice_points": [cp.name for cp in space.choice_points],
+      "space_ops": list(space.op_names),
+      "subspace": [list(a) for a in subspace],
+      "alphas": [a.tolist() for a in result.alphas],
+  }
+  workdir_lib.write_json(path / "genotype.json", result.genotype)
+  workdir_lib.write_json(path / "summary.json", summary)
+  return summary
+
+
+def describe(config) -> dict:
+  """`mode=describe`: the space, the supernet and the bytes of one
+  full-space train step, read from XLA on abstract inputs (nothing runs)."""
+  check_config(config)
+  space = spaces_lib.space_from_config(config.space)
+  image_shape, num_classes = data_lib.dataset_spec(config.data)
+  mesh = parallel.make_mesh()
+  batch_size = int(config.data.batch_size)
+  parallel.check_divisible(batch_size, mesh)
+  subspace = space.full_subspace()
+  model = supernet_lib.build_supernet(space, subspace, config.supernet, num_classes)
+  alphas = jax.eval_shape(lambda: supernet_lib.init_alphas(jax.random.key(0), subspace))
+  weights = supernet_lib.param_shapes(model, image_shape, alphas)
+  mode = dnas_mode(config)
+  program = dnas_lib.DnasProgram(model, mode, config.dnas, 1, mesh, (0.0,), (1.0,))
+  compiled = program.compile_train_step(
+      *program.abstract_inputs(weights, alphas, batch_size, image_shape))
+  budget = budget_bytes(config)
+  return {
+      "space": space.name, "kind": space.kind,
+      "num_choice_points": space.num_choice_points,
+      "choice_points": [{"name": cp.name, "ops": list(cp.ops)} for cp in space.choice_points],
+      "ops_per_choice_point": [len(cp.ops) for cp in space.choice_points],
+      "supernet_weights": supernet_lib.count_params(weights),
+      "dataset": config.data.name, "image_shape": list(image_shape),
+      "num_classes": num_classes, "batch_size": batch_size, "devices": int(mesh.devices.size),
+      "method": config.method, "dnas_mode": mode,
+      "full_space_step_bytes": compiled.bytes,
+      "full_space_step": memory_lib.format_gb(compiled.bytes),
+      "compile_seconds": round(compiled.seconds, 2),
+      "memory_budget_bytes": budget,
+      "fits_budget": None if budget is None else compiled.bytes <= budget,
+  }

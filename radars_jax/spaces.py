@@ -1,0 +1,232 @@
+"""Search spaces as data: choice points, candidate ops, subspaces, genotypes.
+
+A `SearchSpace` is a list of choice points, each with candidate op names
+from `radars_jax.ops`. A *subspace* is, per choice point, the sorted tuple
+of active op indices: a static, hashable value that selects which op modules
+the supernet builds (`Subspace`). A *genotype* is the discrete architecture
+derived from a search, kept as a JSON-serialisable dict.
+
+Spaces:
+- `darts`: the DARTS cell space: 14 edges in the normal cell and 14 in the
+  reduction cell (28 choice points), the 8 DARTS primitives on each.
+- `darts_large`: the same cells with all 23 registry ops (the 8 DARTS ones
+  first, so `num_ops=N` takes the first N).
+- `nb201`: the NAS-Bench-201 cell: 6 edges of a 4-node DAG, 5 ops.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+
+from radars_jax import ops as ops_lib
+from radars_jax.errors import UserError
+
+DARTS_PRIMITIVES = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
+                    "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
+DARTS_LARGE_OPS = ops_lib.OP_NAMES  # the 8 DARTS primitives come first
+NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+
+DARTS_STEPS = 4          # intermediate nodes per DARTS cell
+NB201_NODES = 4          # nodes of the NAS-Bench-201 cell (node 0 is the input)
+
+# Per choice point: sorted tuple of active op indices.
+Subspace = tuple[tuple[int, ...], ...]
+
+
+def darts_edges(steps: int = DARTS_STEPS) -> tuple[tuple[int, int], ...]:
+  """(source state, target node) of each DARTS cell edge, in DARTS order.
+
+  States 0 and 1 are the cell inputs; node i is state i + 2.
+  """
+  return tuple((j, i + 2) for i in range(steps) for j in range(2 + i))
+
+
+def nb201_edges(nodes: int = NB201_NODES) -> tuple[tuple[int, int], ...]:
+  """(source node, target node) in NAS-Bench-201 arch_str order."""
+  return tuple((j, i) for i in range(1, nodes) for j in range(i))
+
+
+@dataclasses.dataclass(frozen=True)
+class ChoicePoint:
+  name: str                 # e.g. "normal/2->4"
+  ops: tuple[str, ...]      # candidate op names
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSpace:
+  name: str
+  kind: str                 # "darts_cell" or "nb201_cell": which supernet
+  choice_points: tuple[ChoicePoint, ...]
+
+  @property
+  def num_choice_points(self) -> int:
+    return len(self.choice_points)
+
+  @property
+  def max_ops(self) -> int:
+    return max(len(cp.ops) for cp in self.choice_points)
+
+  @property
+  def op_names(self) -> tuple[str, ...]:
+    """The candidate ops (the same list at every choice point here)."""
+    return self.choice_points[0].ops
+
+  def full_subspace(self) -> Subspace:
+    return tuple(tuple(range(len(cp.ops))) for cp in self.choice_points)
+
+  def subspace_from_mask(self, mask) -> Subspace:
+    """Subspace of the True entries of a [num_choice_points, max_ops] mask."""
+    mask = np.asarray(mask, bool)
+    return tuple(tuple(int(i) for i in np.flatnonzero(mask[c, :len(cp.ops)]))
+                 for c, cp in enumerate(self.choice_points))
+
+  def mask_from_subspace(self, subspace: Subspace) -> np.ndarray:
+    mask = np.zeros((self.num_choice_points, self.max_ops), bool)
+    for c, active in enumerate(subspace):
+      mask[c, list(active)] = True
+    return mask
+
+  def op_names_of(self, subspace: Subspace) -> tuple[tuple[str, ...], ...]:
+    """Per choice point, the names of the active ops."""
+    return tuple(tuple(cp.ops[i] for i in active)
+                 for cp, active in zip(self.choice_points, subspace))
+
+  def check_subspace(self, subspace: Subspace, allow_empty: bool = False) -> Subspace:
+    subspace = tuple(tuple(int(i) for i in active) for active in subspace)
+    if len(subspace) != self.num_choice_points:
+      raise ValueError(f"subspace has {len(subspace)} choice points, space "
+                       f"{self.name} has {self.num_choice_points}")
+    for cp, active in zip(self.choice_points, subspace):
+      if not active and not allow_empty:
+        raise ValueError(f"choice point {cp.name} has no active op")
+      if tuple(sorted(set(active))) != active:
+        raise ValueError(f"choice point {cp.name}: active ops {active} must be sorted and distinct")
+      if active and not 0 <= active[0] <= active[-1] < len(cp.ops):
+        raise ValueError(f"choice point {cp.name}: op index out of range in {active}")
+    return subspace
+
+
+SPACE_NAMES = ("darts", "darts_large", "nb201")
+
+
+def _select_ops(default: Sequence[str], ops, num_ops) -> tuple[str, ...]:
+  if ops:
+    names = [s.strip() for s in ops.split(",")] if isinstance(ops, str) else list(ops)
+    return ops_lib.check_op_names(names)
+  names = tuple(default)
+  if num_ops is not None:
+    if not 1 <= int(num_ops) <= len(names):
+      raise UserError(f"space.num_ops={num_ops} must be between 1 and {len(names)}")
+    names = names[:int(num_ops)]
+  return ops_lib.check_op_names(names)
+
+
+def make_space(name: str, ops=None, num_ops=None) -> SearchSpace:
+  """Builds a named space; `ops` (names, or comma-separated) or `num_ops`
+  (the first N of the space's ops) change the candidate list."""
+  if name in ("darts", "darts_large"):
+    default = DARTS_PRIMITIVES if name == "darts" else DARTS_LARGE_OPS
+    names = _select_ops(default, ops, num_ops)
+    cps = tuple(ChoicePoint(f"{cell}/{src}->{dst}", names)
+                for cell in ("normal", "reduce") for src, dst in darts_edges())
+    return SearchSpace(name, "darts_cell", cps)
+  if name == "nb201":
+    names = _select_ops(NB201_OPS, ops, num_ops)
+    cps = tuple(ChoicePoint(f"cell/{src}->{dst}", names) for src, dst in nb201_edges())
+    return SearchSpace(name, "nb201_cell", cps)
+  raise UserError(f"unknown space {name!r}; known spaces: {', '.join(SPACE_NAMES)}")
+
+
+def space_from_config(space_config) -> SearchSpace:
+  return make_space(space_config.name, space_config.get("ops"),
+                    space_config.get("num_ops"))
+
+
+# --------------------------------------------------------------------------
+# Genotypes: the discrete architecture a search returns.
+# --------------------------------------------------------------------------
+
+def _softmax(x):
+  x = np.asarray(x, np.float64)
+  e = np.exp(x - x.max())
+  return e / e.sum()
+
+
+def op_weights(space: SearchSpace, subspace: Subspace, alphas) -> np.ndarray:
+  """[num_choice_points, max_ops] softmax weights, NaN for inactive ops."""
+  out = np.full((space.num_choice_points, space.max_ops), np.nan)
+  for c, (active, alpha) in enumerate(zip(subspace, alphas)):
+    if active:
+      out[c, list(active)] = _softmax(alpha)
+  return out
+
+
+def derive_genotype(space: SearchSpace, subspace: Subspace, alphas) -> dict:
+  """The discrete architecture from the alphas of a search in `subspace`.
+
+  DARTS rule for DARTS cells: per node keep the two incoming edges whose
+  strongest non-`none` op is strongest, each with that op (an edge whose
+  only active op is `none` ranks last and keeps `none`). NAS-Bench-201:
+  the strongest op per edge (`none` included, as in NAS-Bench-201).
+  """
+  weights = op_weights(space, subspace, alphas)
+  if space.kind == "nb201_cell":
+    ops = [cp.ops[int(np.nanargmax(weights[c]))] for c, cp in enumerate(space.choice_points)]
+    return {"space": space.name, "ops": ops, "arch_str": nb201_arch_str(ops)}
+  edges = darts_edges()
+  genotype = {"space": space.name}
+  for cell_index, cell in enumerate(("normal", "reduce")):
+    chosen = []
+    offset = cell_index * len(edges)
+    for node in range(2, DARTS_STEPS + 2):
+      candidates = []
+      for e, (src, dst) in enumerate(edges):
+        if dst != node:
+          continue
+        c = offset + e
+        cp = space.choice_points[c]
+        best_op, best_w = "none", -np.inf
+        for i in subspace[c]:
+          if cp.ops[i] != "none" and weights[c, i] > best_w:
+            best_op, best_w = cp.ops[i], weights[c, i]
+        candidates.append((best_w, -src, best_op, src))
+      candidates.sort(reverse=True)
+      chosen.extend([[op, src] for _, _, op, src in sorted(candidates[:2], key=lambda t: t[3])])
+    genotype[cell] = chosen
+    genotype[f"{cell}_concat"] = list(range(2, DARTS_STEPS + 2))
+  return genotype
+
+
+def nb201_arch_str(ops: Sequence[str]) -> str:
+  """NAS-Bench-201 notation: |op~0|+|op~0|op~1|+|op~0|op~1|op~2|."""
+  parts, e = [], 0
+  for node in range(1, NB201_NODES):
+    parts.append("|" + "|".join(f"{ops[e + j]}~{j}" for j in range(node)) + "|")
+    e += node
+  return "+".join(parts)
+
+
+def genotype_subspace(space: SearchSpace, genotype: dict) -> Subspace:
+  """The derived architecture as a subspace: one op on each kept edge and
+  none on dropped ones. Run with `alphas=None` the supernet computes exactly
+  the discrete network, with the supernet's (inherited) weights."""
+  needed = "ops" if space.kind == "nb201_cell" else "normal"
+  if needed not in genotype:
+    raise UserError(f"genotype {genotype.get('space', '?')!r} does not fit space "
+                    f"{space.name!r} (it has no {needed!r} field)")
+  if space.kind == "nb201_cell":
+    return tuple((cp.ops.index(op),) for cp, op in zip(space.choice_points, genotype["ops"]))
+  edges = darts_edges()
+  subspace = [() for _ in space.choice_points]
+  for cell_index, cell in enumerate(("normal", "reduce")):
+    pairs = genotype[cell]
+    for k, (op, src) in enumerate(pairs):
+      node = 2 + k // 2
+      c = cell_index * len(edges) + edges.index((int(src), node))
+      ops = space.choice_points[c].ops
+      if op not in ops:
+        raise UserError(f"genotype op {op!r} is not in space {space.name!r}")
+      subspace[c] = tuple(sorted(subspace[c] + (ops.index(op),)))
+  return tuple(subspace)

@@ -1,0 +1,260 @@
+"""The search supernet: Flax modules built from a (static) subspace.
+
+A `MixedOp` holds only the ops active at its choice point, so XLA never sees
+an inactive op and memory scales with the subspace, not the space. Its output
+is the sum over active ops of softmax(alpha)_i * op_i(x); with `alphas=None`
+it is the plain sum, which for one op per edge (`spaces.genotype_subspace`)
+is exactly the derived discrete network, evaluated with inherited weights.
+`none` ops contribute zero and are never computed (their alpha still counts
+in the softmax).
+
+Parameter paths name the cell, the edge and the op
+(`cell_3/edge_1_4/sep_conv_3x3/...`), so the same op on the same edge has
+the same path in every subspace: that is what `weight_pool` keys on.
+
+Networks:
+- `DartsSupernet`: the DARTS search network (stem multiplier 3, `layers`
+  cells, reductions at 1/3 and 2/3 of the depth, 4 nodes per cell).
+- `NB201Supernet`: the NAS-Bench-201 skeleton (3 stages of
+  `cells_per_stage` cells with residual reduction blocks between them).
+"""
+from __future__ import annotations
+
+import zlib
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from radars_jax import ops as ops_lib
+from radars_jax import spaces as spaces_lib
+from radars_jax.ops import BatchNorm, FactorizedReduce, OpSettings, ReLUConvBN
+
+Alphas = Sequence[jax.Array]   # one [n_active] vector per choice point
+
+
+def mixing_weights(alphas, op_scales):
+  """Per choice point, the factors of the active ops: softmax(alpha), or
+  `op_scales` as given (the derived network scaled as the supernet saw its
+  ops), or None (plain sum)."""
+  if op_scales is not None:
+    return list(op_scales)
+  return None if alphas is None else [jax.nn.softmax(a) for a in alphas]
+
+
+class MixedOp(nn.Module):
+  """One choice point: the weighted sum of its active ops."""
+  op_names: tuple[str, ...]
+  channels: int
+  stride: int
+  settings: OpSettings
+
+  @nn.compact
+  def __call__(self, x, weights=None, train: bool = True):
+    out = None
+    for i, name in enumerate(self.op_names):
+      if name == "none":
+        continue
+      y = ops_lib.make_op(name, self.channels, self.stride, self.settings)(x, train)
+      if weights is not None:
+        y = weights[i].astype(y.dtype) * y
+      out = y if out is None else out + y
+    if out is None:
+      out = jnp.zeros_like(x[:, ::self.stride, ::self.stride, :])
+    return out
+
+
+class DartsSearchCell(nn.Module):
+  """DARTS cell: two preprocessed inputs, `steps` nodes, each the sum of
+  mixed ops over all earlier states; output = concat of the nodes."""
+  edge_ops: tuple[tuple[str, ...], ...]
+  channels: int
+  reduction: bool
+  reduction_prev: bool
+  settings: OpSettings
+  steps: int = spaces_lib.DARTS_STEPS
+
+  @nn.compact
+  def __call__(self, s0, s1, edge_weights=None, train: bool = True):
+    c, st = self.channels, self.settings
+    if self.reduction_prev:
+      s0 = FactorizedReduce(c, st, name="preprocess0")(s0, train)
+    else:
+      s0 = ReLUConvBN(c, 1, 1, 0, st, name="preprocess0")(s0, train)
+    s1 = ReLUConvBN(c, 1, 1, 0, st, name="preprocess1")(s1, train)
+    states = [s0, s1]
+    for e, (src, dst) in enumerate(spaces_lib.darts_edges(self.steps)):
+      if src == 0:
+        states.append(None)  # node dst starts empty
+      stride = 2 if self.reduction and src < 2 else 1
+      y = MixedOp(self.edge_ops[e], c, stride, st, name=f"edge_{src}_{dst}")(
+          states[src], None if edge_weights is None else edge_weights[e], train)
+      states[dst] = y if states[dst] is None else states[dst] + y
+    return jnp.concatenate(states[2:], axis=-1)
+
+
+class DartsSupernet(nn.Module):
+  """The DARTS CIFAR search network over a subspace."""
+  normal_ops: tuple[tuple[str, ...], ...]
+  reduce_ops: tuple[tuple[str, ...], ...]
+  num_classes: int
+  channels: int = 16
+  layers: int = 8
+  steps: int = spaces_lib.DARTS_STEPS
+  stem_multiplier: int = 3
+  settings: OpSettings = OpSettings()
+
+  @nn.compact
+  def __call__(self, x, alphas: Alphas | None = None, train: bool = True,
+               op_scales: Alphas | None = None):
+    n = len(self.normal_ops)
+    weights = mixing_weights(alphas, op_scales)
+    w_normal, w_reduce = (None, None) if weights is None else (weights[:n], weights[n:])
+    c = self.channels
+    stem_settings = OpSettings(affine=True,
+                               track_running_stats=self.settings.track_running_stats)
+    x = nn.Conv(self.stem_multiplier * c, (3, 3), padding=((1, 1), (1, 1)),
+                use_bias=False, name="stem_conv")(x)
+    s0 = s1 = BatchNorm(stem_settings, name="stem_bn")(x, train)
+    reduction_prev = False
+    for i in range(self.layers):
+      reduction = i in (self.layers // 3, 2 * self.layers // 3)
+      if reduction:
+        c *= 2
+      cell = DartsSearchCell(self.reduce_ops if reduction else self.normal_ops,
+                             c, reduction, reduction_prev, self.settings,
+                             self.steps, name=f"cell_{i}")
+      s0, s1 = s1, cell(s0, s1, w_reduce if reduction else w_normal, train)
+      reduction_prev = reduction
+    return nn.Dense(self.num_classes, name="classifier")(s1.mean(axis=(1, 2)))
+
+
+class ResNetBasicBlock(nn.Module):
+  """NAS-Bench-201 reduction block: two 3x3 ReLU-conv-BN (the first with
+  stride 2) plus a shortcut of 2x2 average pooling and a 1x1 conv."""
+  channels: int
+  settings: OpSettings
+
+  @nn.compact
+  def __call__(self, x, train: bool = True):
+    y = ReLUConvBN(self.channels, 3, 2, 1, self.settings, name="conv_a")(x, train)
+    y = ReLUConvBN(self.channels, 3, 1, 1, self.settings, name="conv_b")(y, train)
+    shortcut = nn.avg_pool(x, (2, 2), (2, 2))
+    shortcut = nn.Conv(self.channels, (1, 1), use_bias=False, name="shortcut")(shortcut)
+    return shortcut + y
+
+
+class NB201SearchCell(nn.Module):
+  """NAS-Bench-201 cell: node i = sum over j < i of mixed_op(j->i)(node j)."""
+  edge_ops: tuple[tuple[str, ...], ...]
+  channels: int
+  settings: OpSettings
+
+  @nn.compact
+  def __call__(self, x, edge_weights=None, train: bool = True):
+    nodes = [x]
+    for e, (src, dst) in enumerate(spaces_lib.nb201_edges()):
+      if src == 0:
+        nodes.append(None)
+      y = MixedOp(self.edge_ops[e], self.channels, 1, self.settings,
+                  name=f"edge_{src}_{dst}")(
+                      nodes[src], None if edge_weights is None else edge_weights[e], train)
+      nodes[dst] = y if nodes[dst] is None else nodes[dst] + y
+    return nodes[-1]
+
+
+class NB201Supernet(nn.Module):
+  """The NAS-Bench-201 network: stem, 3 stages of cells, residual reductions."""
+  edge_ops: tuple[tuple[str, ...], ...]
+  num_classes: int
+  channels: int = 16
+  cells_per_stage: int = 5
+  settings: OpSettings = OpSettings(pool_bn=False)
+
+  @nn.compact
+  def __call__(self, x, alphas: Alphas | None = None, train: bool = True,
+               op_scales: Alphas | None = None):
+    weights = mixing_weights(alphas, op_scales)
+    block_settings = OpSettings(affine=True,
+                                track_running_stats=self.settings.track_running_stats)
+    c = self.channels
+    x = nn.Conv(c, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, name="stem_conv")(x)
+    x = BatchNorm(block_settings, name="stem_bn")(x, train)
+    for stage in range(3):
+      if stage > 0:
+        c *= 2
+        x = ResNetBasicBlock(c, block_settings, name=f"reduce_{stage}")(x, train)
+      for i in range(self.cells_per_stage):
+        x = NB201SearchCell(self.edge_ops, c, self.settings,
+                            name=f"cell_{stage}_{i}")(x, weights, train)
+    x = nn.relu(BatchNorm(block_settings, name="last_bn")(x, train))
+    return nn.Dense(self.num_classes, name="classifier")(x.mean(axis=(1, 2)))
+
+
+def build_supernet(space: spaces_lib.SearchSpace, subspace: spaces_lib.Subspace,
+                   supernet_config: Any, num_classes: int) -> nn.Module:
+  """The supernet of `space` restricted to `subspace` (static: one module,
+  hence one compiled step, per subspace)."""
+  subspace = space.check_subspace(subspace, allow_empty=True)
+  names = space.op_names_of(subspace)
+  impl = supernet_config.get("depthwise_impl", "xla")
+  if space.kind == "darts_cell":
+    n = len(spaces_lib.darts_edges(supernet_config.get("steps", spaces_lib.DARTS_STEPS)))
+    return DartsSupernet(
+        normal_ops=names[:n], reduce_ops=names[n:], num_classes=num_classes,
+        channels=supernet_config.channels, layers=supernet_config.layers,
+        steps=supernet_config.get("steps", spaces_lib.DARTS_STEPS),
+        stem_multiplier=supernet_config.get("stem_multiplier", 3),
+        settings=OpSettings(pool_bn=True, depthwise_impl=impl))
+  if space.kind == "nb201_cell":
+    return NB201Supernet(
+        edge_ops=names, num_classes=num_classes, channels=supernet_config.channels,
+        cells_per_stage=supernet_config.get("cells_per_stage", 5),
+        settings=OpSettings(pool_bn=False, depthwise_impl=impl))
+  raise ValueError(f"unknown space kind {space.kind!r}")
+
+
+def init_alphas(key: jax.Array, subspace: spaces_lib.Subspace,
+                scale: float = 1e-3) -> tuple[jax.Array, ...]:
+  """One small random vector per choice point over its active ops (DARTS:
+  1e-3 * N(0, 1))."""
+  keys = jax.random.split(key, len(subspace))
+  return tuple(scale * jax.random.normal(k, (len(active),), jnp.float32)
+               for k, active in zip(keys, subspace))
+
+
+def count_params(tree) -> int:
+  return int(sum(np.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(tree)))
+
+
+def param_shapes(model: nn.Module, image_shape: Sequence[int], alphas=None):
+  """Abstract parameter tree (shapes only, nothing runs)."""
+  x = jax.ShapeDtypeStruct((2, *image_shape), jnp.float32)
+  variables = jax.eval_shape(model.init, jax.random.key(0), x, alphas)
+  return variables["params"]
+
+
+def init_params(model: nn.Module, image_shape: Sequence[int], alphas, key: jax.Array):
+  """Fresh weights without running the network: shapes from `eval_shape`,
+  then each leaf initialised from a key derived from its path (kernels
+  LeCun-normal, biases 0, scales 1). The same op on the same edge gets the
+  same initial weights in every subspace, and nothing is traced op by op."""
+  from radars_jax import weight_pool  # pylint: disable=import-outside-toplevel
+  flat = weight_pool.flatten(param_shapes(model, image_shape, alphas))
+
+  def init_all(key):
+    out = {}
+    for path, shape in flat.items():
+      leaf_key = jax.random.fold_in(key, zlib.crc32(path.encode()))
+      name = path.rsplit("/", 1)[-1]
+      if name == "scale":
+        out[path] = jnp.ones(shape.shape, shape.dtype)
+      elif name == "bias":
+        out[path] = jnp.zeros(shape.shape, shape.dtype)
+      else:
+        out[path] = nn.initializers.lecun_normal()(leaf_key, shape.shape, shape.dtype)
+    return out
+
+  return weight_pool.unflatten(jax.jit(init_all)(key))

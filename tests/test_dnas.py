@@ -1,0 +1,132 @@
+"""DNAS steps: the toy task whose best op is known, the exact second-order
+alpha gradient, optimiser settings."""
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from radars_jax import config_defaults
+from radars_jax import dnas
+from radars_jax.ops import OpSettings
+from radars_jax.supernet import MixedOp
+
+TOY_OPS = ("none", "skip_connect", "avg_pool_3x3", "nor_conv_3x3")
+
+
+class ToyNet(nn.Module):
+  """x -> one mixed op -> global average -> linear: a one-edge supernet."""
+  ops: tuple = TOY_OPS
+  channels: int = 4
+
+  @nn.compact
+  def __call__(self, x, alphas=None, train=True):
+    w = None if alphas is None else jax.nn.softmax(alphas[0])
+    y = MixedOp(self.ops, self.channels, 1, OpSettings(pool_bn=True), name="edge")(x, w)
+    return nn.Dense(2)(y.mean(axis=(1, 2)))
+
+
+def toy_batch(key, n=32, size=8, channels=4):
+  """Class 1: a checkerboard of random phase, class 0: flat; both have mean 0
+  and the same noise. Only an op with a nonlinearity before a local filter
+  (nor_conv_3x3: ReLU-conv-BN) tells them apart after global averaging;
+  skip, pooling and none cannot."""
+  k1, k2, k3 = jax.random.split(key, 3)
+  labels = jax.random.bernoulli(k1, 0.5, (n,)).astype(jnp.int32)
+  phase = jnp.where(jax.random.bernoulli(k2, 0.5, (n,)), 1.0, -1.0)
+  ii, jj = jnp.meshgrid(jnp.arange(size), jnp.arange(size), indexing="ij")
+  checker = jnp.where((ii + jj) % 2 == 0, 1.0, -1.0)
+  images = labels[:, None, None, None] * phase[:, None, None, None] * checker[None, :, :, None]
+  images = images + 0.3 * jax.random.normal(k3, (n, size, size, channels))
+  return {"image": images.astype(jnp.float32), "label": labels}
+
+
+def _dnas_config(**overrides):
+  cfg = config_defaults.base_config().dnas
+  cfg.update(overrides)
+  return cfg
+
+
+def _init(model, key):
+  alphas = (1e-3 * jax.random.normal(jax.random.fold_in(key, 1), (len(TOY_OPS),)),)
+  batch = toy_batch(key)
+  weights = model.init(key, batch["image"], alphas)["params"]
+  return weights, alphas
+
+
+def test_single_level_finds_the_only_useful_op():
+  model = ToyNet()
+  cfg = _dnas_config(alpha_lr=0.01)
+  schedule = dnas.weight_schedule(cfg, 150)
+  wtx, atx = dnas.weight_optimizer(cfg, schedule), dnas.alpha_optimizer(cfg)
+  step = jax.jit(dnas.make_train_step(model, "single_level", wtx, atx, schedule,
+                                      cfg.weight_decay))
+  weights, alphas = _init(model, jax.random.key(0))
+  state = dnas.DnasState(jnp.zeros((), jnp.int32), weights, alphas,
+                         wtx.init(weights), atx.init(alphas))
+  for i in range(150):
+    state, metrics = step(state, toy_batch(jax.random.key(100 + i)), None)
+  probs = jax.nn.softmax(state.alphas[0])
+  assert TOY_OPS[int(jnp.argmax(probs))] == "nor_conv_3x3", probs
+  assert float(metrics["accuracy"]) > 0.9
+
+
+def test_first_and_second_order_steps_update_weights_and_alphas():
+  model = ToyNet()
+  cfg = _dnas_config()
+  schedule = dnas.weight_schedule(cfg, 10)
+  wtx, atx = dnas.weight_optimizer(cfg, schedule), dnas.alpha_optimizer(cfg)
+  weights, alphas = _init(model, jax.random.key(0))
+  for mode in ("first_order", "second_order"):
+    step = jax.jit(dnas.make_train_step(model, mode, wtx, atx, schedule, cfg.weight_decay))
+    state = dnas.DnasState(jnp.zeros((), jnp.int32), weights, alphas,
+                           wtx.init(weights), atx.init(alphas))
+    new, metrics = step(state, toy_batch(jax.random.key(1)), toy_batch(jax.random.key(2)))
+    chex.assert_tree_all_finite((new, metrics))
+    assert int(new.step) == 1
+    assert not np.allclose(new.alphas[0], alphas[0])
+    assert not np.allclose(new.weights["Dense_0"]["kernel"], weights["Dense_0"]["kernel"])
+
+
+def test_second_order_alpha_gradient_matches_finite_differences():
+  """d/dalpha L_val(w - xi * (grad_w L_train(w, alpha) + wd w), alpha), exact
+  by autodiff, against central differences in float64."""
+  with jax.enable_x64(True):
+    model = ToyNet(channels=2)
+    key = jax.random.key(3)
+    batch_w = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64) if a.dtype == jnp.float32 else a,
+                                     toy_batch(jax.random.key(4), n=8, channels=2))
+    batch_a = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64) if a.dtype == jnp.float32 else a,
+                                     toy_batch(jax.random.key(5), n=8, channels=2))
+    alphas = (jnp.asarray([0.1, -0.2, 0.3, 0.05], jnp.float64),)
+    weights = model.init(key, batch_w["image"], alphas)["params"]
+    weights = jax.tree_util.tree_map(lambda w: w.astype(jnp.float64), weights)
+    xi, wd = 0.5, 3e-4  # a large xi makes the second-order term matter
+
+    def objective(a):
+      return dnas.unrolled_alpha_loss(model, a, weights, batch_w, batch_a, xi, wd)
+
+    grad = jax.grad(objective)(alphas)[0]
+    first_order = jax.grad(lambda a: dnas.loss_and_accuracy(model, weights, a, batch_a)[0])(alphas)[0]
+    eps = 1e-5
+    fd = np.zeros(4)
+    for i in range(4):
+      e = jnp.zeros(4, jnp.float64).at[i].set(eps)
+      fd[i] = (objective((alphas[0] + e,)) - objective((alphas[0] - e,))) / (2 * eps)
+    np.testing.assert_allclose(np.asarray(grad), fd, rtol=1e-5, atol=1e-8)
+    # the unrolled gradient really differs from the first-order one
+    assert np.abs(np.asarray(grad) - np.asarray(first_order)).max() > 1e-4
+
+
+def test_optimisers_follow_darts_settings():
+  cfg = _dnas_config()
+  schedule = dnas.weight_schedule(cfg, 100)
+  assert np.isclose(schedule(0), 0.025) and np.isclose(schedule(100), 0.001)
+  # gradient clipping at norm 5 then SGD: a huge gradient moves weights by lr * 5
+  tx = dnas.weight_optimizer(_dnas_config(weight_decay=0.0, momentum=0.0), schedule)
+  params = {"w": jnp.zeros(4)}
+  updates, _ = tx.update({"w": jnp.full(4, 1e6)}, tx.init(params), params)
+  np.testing.assert_allclose(np.linalg.norm(updates["w"]), 0.025 * 5.0, rtol=1e-5)
+  assert cfg.alpha_betas == (0.5, 0.999) and cfg.alpha_lr == 3e-4
