@@ -27,7 +27,7 @@ def run_main(*args, env_extra=None):
     ("--config.space.ops=sep_conv_3x3,warp_drive", "unknown op"),
     ("--config.space.name=galaxy", "unknown space"),
     ("--config.method=hillclimb", "unknown method"),
-    ("--config.data.name=imagenet42", "unknown dataset"),
+    ("--config.data.name=imagenet42", "known datasets"),
 ])
 def test_bad_config_values_exit_2_with_one_line(tmp_path, override, needle):
   result = run_main(f"--workdir={tmp_path / 'w'}", override)
