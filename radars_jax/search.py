@@ -315,7 +315,7 @@ def describe(config) -> dict:
   compiled = program.compile_train_step(
       *program.abstract_inputs(weights, alphas, batch_size, image_shape))
   budget = budget_bytes(config)
-  return {
+  info = {
       "space": space.name, "kind": space.kind,
       "num_choice_points": space.num_choice_points,
       "choice_points": [{"name": cp.name, "ops": list(cp.ops)} for cp in space.choice_points],
@@ -330,3 +330,7 @@ def describe(config) -> dict:
       "memory_budget_bytes": budget,
       "fits_budget": None if budget is None else compiled.bytes <= budget,
   }
+  if config.get("genotype"):
+    from radars_jax import train  # pylint: disable=import-outside-toplevel
+    info["genotype_network"] = train.describe_genotype(config)
+  return info

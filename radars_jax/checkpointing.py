@@ -1,0 +1,302 @@
+"""Checkpoints of arbitrary pytrees with orbax, restored against a template.
+
+    ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=3)
+    restored = ckpt.restore_latest(state)        # None on a fresh start
+    if restored is not None:
+      step, state, metadata = restored
+    ...
+    ckpt.save(step, state, {"epoch": 3})
+    ckpt.close()
+
+One wrapper over `orbax.checkpoint.CheckpointManager` that the search and
+the final training share. What it adds:
+
+- Any pytree (dicts, lists, tuples, flax/chex dataclasses, optax states) of
+  jax or numpy arrays, Python ints / floats / bools and typed PRNG keys
+  (stored as `jax.random.key_data`). The tree is saved as a flat list of
+  leaves with their paths; a restore needs a *template* of the same
+  structure (the freshly initialised state, or its `jax.eval_shape`) and
+  gives every leaf back as the template's kind: a jax array with the
+  template's sharding, a numpy array, a Python scalar, a PRNG key.
+- JSON metadata per step (anything `json.dumps` takes).
+- Crash safety: orbax writes a step into a temporary directory and renames
+  it when complete, and deletes old steps (beyond `max_to_keep`) only after
+  a new one is complete, so a crash mid-save leaves the previous checkpoint
+  intact (the partial one is cleaned up at the next start). Saves are
+  asynchronous (training goes on while they are written); `close()`,
+  `restore_latest()` and `latest_step()` wait for them.
+- A corrupt or partial latest step (unreadable files) is moved aside to
+  `<step>.corrupt` with a `logging.warning`, and the previous step is
+  restored instead. A checkpoint of a different structure (another model or
+  config in the same directory) is a `UserError`, not a fallback.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from radars_jax.errors import UserError
+
+STATE_ITEM = "state"
+META_ITEM = "meta"
+FORMAT_VERSION = 1
+
+
+class _Leaf(NamedTuple):
+  """How a template leaf is stored and rebuilt."""
+  kind: str                      # "array" | "numpy" | "scalar" | "key"
+  shape: tuple[int, ...]         # the stored array's shape
+  dtype: np.dtype                # the stored array's dtype
+  sharding: Any = None           # jax arrays and keys: where to restore
+  impl: Any = None               # keys: the PRNG implementation
+  py_type: type | None = None    # scalars: int / float / bool
+
+
+def _is_key(x) -> bool:
+  dtype = getattr(x, "dtype", None)
+  return dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+
+
+def _key_impl(x):
+  if isinstance(x, jax.Array):
+    return jax.random.key_impl(x)
+  return x.dtype._impl  # pylint: disable=protected-access  # abstract key: ShapeDtypeStruct
+
+
+def _default_sharding():
+  return jax.sharding.SingleDeviceSharding(jax.devices()[0])
+
+
+def _describe_leaf(x) -> _Leaf:
+  """The storage plan of one template (or state) leaf."""
+  if _is_key(x):
+    impl = _key_impl(x)
+    data = jax.eval_shape(lambda k: jax.random.key_data(k), x)  # pylint: disable=unnecessary-lambda
+    sharding = getattr(x, "sharding", None) or _default_sharding()
+    return _Leaf("key", tuple(data.shape), np.dtype(data.dtype), sharding, impl)
+  if isinstance(x, (bool, int, float, np.bool_, np.integer, np.floating)) and not isinstance(
+      x, np.ndarray):
+    py_type = bool if isinstance(x, (bool, np.bool_)) else (
+        int if isinstance(x, (int, np.integer)) else float)
+    dtype = {bool: np.bool_, int: np.int64, float: np.float64}[py_type]
+    return _Leaf("scalar", (), np.dtype(dtype), py_type=py_type)
+  if isinstance(x, np.ndarray):
+    return _Leaf("numpy", tuple(x.shape), np.dtype(x.dtype))
+  if isinstance(x, (jax.Array, jax.ShapeDtypeStruct)):
+    sharding = getattr(x, "sharding", None) or _default_sharding()
+    return _Leaf("array", tuple(x.shape), np.dtype(x.dtype), sharding)
+  raise TypeError(f"cannot checkpoint a leaf of type {type(x).__name__}; use arrays, "
+                  "Python scalars or PRNG keys")
+
+
+def _to_storable(x, plan: _Leaf):
+  """A state leaf as what orbax writes: an array (keys as their data)."""
+  if plan.kind == "key":
+    return jax.random.key_data(x)
+  if plan.kind == "array":
+    return x
+  return np.asarray(x, plan.dtype)
+
+
+def _leaves_with_paths(tree) -> tuple[list[str], list[Any], Any]:
+  flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
+  paths = [jax.tree_util.keystr(path) for path, _ in flat]
+  return paths, [leaf for _, leaf in flat], treedef
+
+
+class _QuietOrbax(logging.Filter):
+  """Drops orbax's INFO/DEBUG chatter (a dozen lines per save) from absl's
+  logger; its warnings and errors still show."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or (
+        f"{os.sep}orbax{os.sep}" not in (record.pathname or ""))
+
+
+def _quiet_orbax_logging() -> None:
+  logger = logging.getLogger("absl")
+  if not any(isinstance(f, _QuietOrbax) for f in logger.filters):
+    logger.addFilter(_QuietOrbax())
+
+
+def _leaf_name(i: int) -> str:
+  return f"leaf_{i:06d}"
+
+
+class Checkpointer:
+  """Numbered checkpoints of one pytree (plus JSON metadata) in `directory`."""
+
+  def __init__(self, directory: str | os.PathLike, max_to_keep: int = 3):
+    self.directory = Path(directory).expanduser().absolute()
+    if self.directory.exists() and not self.directory.is_dir():
+      raise UserError(f"checkpoint directory {str(self.directory)!r} is not a directory")
+    _quiet_orbax_logging()
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True,
+        enable_async_checkpointing=True)
+    self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+  # -- saving ---------------------------------------------------------------
+  def save(self, step: int, state_pytree, metadata: dict | None = None) -> None:
+    """Starts writing `state_pytree` (and `metadata`) as step `step`.
+
+    Returns once the arrays are copied off the accelerator; the files are
+    written in the background (`close()` waits). A step that already exists
+    (for example one left behind by a run that crashed after a fallback) is
+    replaced: the new one is written first, under a temporary name.
+    """
+    step = int(step)
+    paths, leaves, _ = _leaves_with_paths(state_pytree)
+    plans = [_describe_leaf(leaf) for leaf in leaves]
+    arrays = {_leaf_name(i): _to_storable(leaf, plan)
+              for i, (leaf, plan) in enumerate(zip(leaves, plans))}
+    meta = {
+        "format": FORMAT_VERSION,
+        "metadata": {} if metadata is None else metadata,
+        "leaves": [{"path": p, "kind": plan.kind, "shape": list(plan.shape),
+                    "dtype": plan.dtype.name} for p, plan in zip(paths, plans)],
+    }
+    json.dumps(meta)  # fail here, not in a background thread, if not serialisable
+    self._manager.wait_until_finished()
+    self._manager.reload()
+    if step in self._manager.all_steps():
+      self._manager.delete(step)
+    self._manager.save(step, args=ocp.args.Composite(**{
+        STATE_ITEM: ocp.args.PyTreeSave(arrays),
+        META_ITEM: ocp.args.JsonSave(meta)}), force=True)
+
+  def wait(self) -> None:
+    """Blocks until every started save is on disk."""
+    self._manager.wait_until_finished()
+
+  # -- restoring --------------------------------------------------------------
+  def latest_step(self) -> int | None:
+    """The newest complete step on disk (not checked for corruption)."""
+    self.wait()
+    self._manager.reload()
+    return self._manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    self.wait()
+    self._manager.reload()
+    return sorted(int(s) for s in self._manager.all_steps())
+
+  def restore_latest(self, template_pytree) -> tuple[int, Any, dict] | None:
+    """`(step, state, metadata)` of the newest readable step, or None if
+    there is no checkpoint. `template_pytree` fixes the structure and the
+    kind, shape, dtype and sharding of every leaf (arrays or
+    `jax.ShapeDtypeStruct`s). A step whose files cannot be read is moved
+    aside with a warning and the one before it is tried."""
+    steps = self.all_steps()
+    errors = []
+    for step in reversed(steps):
+      meta = self._read_meta(step, errors)
+      if meta is None:
+        continue
+      self._check_structure(step, meta, template_pytree)
+      try:
+        state = self._read_state(step, template_pytree)
+      except Exception as e:  # pylint: disable=broad-except  # any read error = corrupt
+        self._set_aside(step, e, errors)
+        continue
+      return step, state, meta.get("metadata", {})
+    if errors:
+      raise UserError(f"no checkpoint in {self.directory} could be read (steps "
+                      f"{', '.join(map(str, steps))}); the last error: {errors[-1]}. "
+                      "Use a new workdir to start afresh")
+    return None
+
+  def _read_meta(self, step: int, errors: list) -> dict | None:
+    try:
+      restored = self._manager.restore(
+          step, args=ocp.args.Composite(**{META_ITEM: ocp.args.JsonRestore()}))
+      meta = restored[META_ITEM]
+      if not isinstance(meta, dict) or "leaves" not in meta:
+        raise ValueError("metadata has no leaf list")
+      return meta
+    except Exception as e:  # pylint: disable=broad-except
+      self._set_aside(step, e, errors)
+      return None
+
+  def _check_structure(self, step: int, meta: dict, template) -> None:
+    paths, leaves, _ = _leaves_with_paths(template)
+    stored = meta["leaves"]
+    # Paths and shapes must match; dtypes may differ (the restore casts, so
+    # an abstract template may ask for float32 where numpy stored float64).
+    expected = [(p, list(_describe_leaf(x).shape)) for p, x in zip(paths, leaves)]
+    found = [(d["path"], list(d["shape"])) for d in stored]
+    if expected != found:
+      diff = next(((e, f) for e, f in zip(expected, found) if e != f), None)
+      detail = (f"first difference: checkpoint has {diff[1]}, expected {diff[0]}"
+                if diff else f"{len(found)} leaves stored, {len(expected)} expected")
+      raise UserError(f"checkpoint step {step} in {self.directory} holds a different "
+                      f"state than this run builds ({detail}); use a new workdir or the "
+                      "config that wrote it")
+
+  def _read_state(self, step: int, template):
+    _, leaves, treedef = _leaves_with_paths(template)
+    plans = [_describe_leaf(x) for x in leaves]
+    item, restore_args = {}, {}
+    for i, plan in enumerate(plans):
+      name = _leaf_name(i)
+      if plan.kind in ("array", "key"):
+        item[name] = jax.ShapeDtypeStruct(plan.shape, plan.dtype, sharding=plan.sharding)
+        restore_args[name] = ocp.ArrayRestoreArgs(sharding=plan.sharding,
+                                                  global_shape=plan.shape, dtype=plan.dtype)
+      else:  # numpy arrays and Python scalars stay on the host, in full precision
+        item[name] = np.zeros(plan.shape, plan.dtype)
+        restore_args[name] = ocp.RestoreArgs(restore_type=np.ndarray, dtype=plan.dtype)
+    restored = self._manager.restore(step, args=ocp.args.Composite(**{
+        STATE_ITEM: ocp.args.PyTreeRestore(item=item, restore_args=restore_args)}))
+    arrays = restored[STATE_ITEM]
+    out = []
+    for i, plan in enumerate(plans):
+      value = arrays[_leaf_name(i)]
+      if tuple(value.shape) != plan.shape:
+        raise ValueError(f"leaf {i} has shape {value.shape}, expected {plan.shape}")
+      if plan.kind == "key":
+        value = jax.random.wrap_key_data(value, impl=plan.impl)
+      elif plan.kind == "numpy":
+        value = np.asarray(value)
+      elif plan.kind == "scalar":
+        value = plan.py_type(np.asarray(value).item())
+      out.append(value)
+    return jax.tree_util.tree_unflatten(treedef, out)
+
+  def _set_aside(self, step: int, error: Exception, errors: list) -> None:
+    """Moves an unreadable step to `<step>.corrupt` (orbax then ignores it)."""
+    message = f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
+    errors.append(message)
+    source = self.directory / str(step)
+    target = self.directory / f"{step}.corrupt"
+    n = 1
+    while target.exists():
+      n += 1
+      target = self.directory / f"{step}.corrupt{n}"
+    try:
+      os.replace(source, target)
+      where = f"moved to {target.name}"
+    except OSError as e:
+      where = f"could not be moved aside ({e.strerror})"
+    logging.warning("checkpoint step %d in %s is unreadable (%s); %s, falling back to "
+                    "the previous step", step, self.directory, message, where)
+    self._manager.reload()
+
+  # -- end --------------------------------------------------------------------
+  def close(self) -> None:
+    """Waits for pending saves and releases orbax's threads."""
+    self._manager.wait_until_finished()
+    self._manager.close()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()

@@ -1,0 +1,576 @@
+"""Final training: retrain a genotype from scratch (`config.mode=train`).
+
+    python -m radars_jax.main --config configs/cifar_train.py --workdir runs/v2
+    python -m radars_jax.main --config configs/digits_train.py --workdir runs/d \\
+        --config.genotype=runs/digits/genotype.json
+
+The DARTS evaluation protocol, every number a field of `config.train`
+(`add_train_config`): `layers` cells of `channels` initial channels, SGD with
+momentum and weight decay, a learning rate following a cosine from `lr` to
+`lr_min` over the epochs (set per epoch, as in DARTS), gradient clipping,
+cutout, drop path ramped linearly from 0 to `drop_path` over the epochs, an
+auxiliary head weighted `auxiliary_weight` (0: no head). NAS-Bench-201
+genotypes train the NAS-Bench-201 network (`nb201_channels`,
+`nb201_cells_per_stage`) with the same optimiser, without drop path or head.
+
+Sections: config; data; model and optimiser; steps; the run (checkpoint,
+loop, evaluation). Data-parallel like the search: one mesh over all local
+devices, batches sharded, state replicated. Each step gathers its batch on
+device from the step number (`data.batch_indices`), and every random draw is
+`fold_in(key, step)`, so a run restored from a checkpoint (always tried at
+start) ends with exactly the weights of an uninterrupted one. Outputs in the
+workdir: `config.json`, `checkpoints/`, `tensorboard/`, `metrics.jsonl` and
+`eval.json` (test accuracy, weights, FLOPs, time, genotype).
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import functools
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from radars_jax import checkpointing
+from radars_jax import data as data_lib
+from radars_jax import genotypes as genotypes_lib
+from radars_jax import metrics as metrics_lib
+from radars_jax import networks
+from radars_jax import parallel
+from radars_jax import workdir as workdir_lib
+from radars_jax.errors import UserError
+
+# Streams folded into the run's key (then each folded with the step).
+_INIT, _DATA, _AUGMENT, _DROP_PATH = 0, 1, 2, 3
+
+
+# ---------------------------------------------------------------------------
+# Config
+# ---------------------------------------------------------------------------
+
+def train_config_defaults() -> ml_collections.ConfigDict:
+  """The `config.train` block: the DARTS CIFAR evaluation protocol."""
+  t = ml_collections.ConfigDict()
+  t.layers = 20                 # DARTS cells (reductions at 1/3 and 2/3)
+  t.channels = 36               # initial channels
+  t.batch_size = 96
+  t.epochs = 600
+  t.lr = 0.025                  # cosine (per epoch) from lr ...
+  t.lr_min = 0.0                # ... to lr_min
+  t.momentum = 0.9
+  t.weight_decay = 3e-4
+  t.grad_clip = 5.0             # global gradient norm
+  t.cutout = 16                 # cutout square side (0: none)
+  t.drop_path = 0.2             # final drop-path probability, ramped from 0
+  t.auxiliary_weight = 0.4      # auxiliary head at 2/3 depth (0: no head)
+  t.nb201_channels = 16         # NAS-Bench-201 genotypes: the NB201 skeleton
+  t.nb201_cells_per_stage = 5
+  t.depthwise_impl = "xla"      # see radars_jax.depthwise
+  t.log_every = 50              # steps between host syncs (metrics, progress)
+  t.eval_every = 0              # epochs between test evaluations (0: at the end only)
+  t.checkpoint_every_steps = 1000
+  t.max_to_keep = 3             # checkpoints kept
+  # Stop after this many global steps as if the process were killed (no final
+  # checkpoint, no evaluation); a later run resumes. For tests; None: run on.
+  t.stop_after_steps = ml_collections.FieldReference(None, field_type=int)
+  return t
+
+
+def add_train_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Adds `config.train`, `config.genotype` (a published name, a NAS-Bench-201
+  arch string or a genotype.json path) and `config.table` (NAS-Bench-201
+  CSV) where missing; fields already there are kept. Returns `config`."""
+  with config.unlocked():
+    if "genotype" not in config:
+      config.genotype = ml_collections.FieldReference(None, field_type=str)
+    if "table" not in config:
+      config.table = ml_collections.FieldReference(None, field_type=str)
+    if "train" not in config:
+      config.train = train_config_defaults()
+    else:
+      defaults = train_config_defaults()
+      with config.train.unlocked():
+        for name in defaults:
+          if name not in config.train:
+            setattr(config.train, name, defaults.get_ref(name) if name == "stop_after_steps"
+                    else defaults[name])
+  return config
+
+
+def _train_config(config) -> ml_collections.ConfigDict:
+  if "train" not in config:
+    add_train_config(config)
+  return config.train
+
+
+# ---------------------------------------------------------------------------
+# Model
+# ---------------------------------------------------------------------------
+
+def build_model(genotype: dict, num_classes: int, train_config, auxiliary: bool | None = None):
+  if auxiliary is None:
+    auxiliary = float(train_config.auxiliary_weight) > 0
+  return networks.build_network(
+      genotype, num_classes, channels=int(train_config.channels),
+      layers=int(train_config.layers), auxiliary=auxiliary,
+      nb201_channels=int(train_config.nb201_channels),
+      nb201_cells_per_stage=int(train_config.nb201_cells_per_stage),
+      depthwise_impl=train_config.get("depthwise_impl", "xla"))
+
+
+def describe_genotype(config) -> dict:
+  """`mode=describe` for `config.genotype`: the eval network's weights (with
+  and without the auxiliary head) and FLOPs (multiply-adds of convolutions
+  and dense layers for one image of `config.data`'s shape). Nothing runs."""
+  train_config = _train_config(config)
+  genotype = genotypes_lib.load_genotype(config.get("genotype"))
+  image_shape, num_classes = data_lib.dataset_spec(config.data)
+  model = build_model(genotype, num_classes, train_config, auxiliary=True)
+  try:
+    info = networks.describe_network(model, image_shape)
+  except UserError:  # the head does not fit images this small
+    model = build_model(genotype, num_classes, train_config, auxiliary=False)
+    info = networks.describe_network(model, image_shape)
+    info["weights_with_auxiliary"] = None
+  is_nb201 = genotypes_lib.is_nb201(genotype)
+  return {
+      "genotype": genotype, "network": "nb201" if is_nb201 else "darts",
+      "dataset": config.data.name, "image_shape": list(image_shape),
+      "num_classes": num_classes,
+      "layers": None if is_nb201 else int(train_config.layers),
+      "channels": int(train_config.nb201_channels if is_nb201 else train_config.channels),
+      "weights": info["weights"],
+      "weights_with_auxiliary": info["weights_with_auxiliary"],
+      "flops": info["macs"],
+      "flops_unit": "multiply-adds of convolutions and dense layers, one image",
+  }
+
+
+# ---------------------------------------------------------------------------
+# NAS-Bench-201 table
+# ---------------------------------------------------------------------------
+
+def nb201_table_entry(path: str, genotype: dict) -> dict:
+  """The row of a NAS-Bench-201 CSV (`arch_str` plus metric columns) for a
+  nb201 genotype, numbers as floats. UserError if the file, the column or
+  the architecture is missing."""
+  from radars_jax import tabular  # pylint: disable=import-outside-toplevel
+  target = tuple(tabular.NB201_OPS.index(op) for op in genotype["ops"])
+  if not Path(path).is_file():
+    raise UserError(f"table not found: {path} (a NAS-Bench-201 CSV with an arch_str column)")
+  with open(path, newline="", encoding="utf-8") as f:
+    reader = csv.DictReader(f)
+    if "arch_str" not in (reader.fieldnames or []):
+      raise UserError(f"table {path} has no arch_str column "
+                      f"(columns: {', '.join(reader.fieldnames or [])})")
+    for row in reader:
+      if tabular.ops_from_arch_str(row["arch_str"] or "") == target:
+        entry = {}
+        for name, value in row.items():
+          try:
+            entry[name] = float(value) if name != "arch_str" else value
+          except (TypeError, ValueError):
+            entry[name] = value
+        return entry
+  raise UserError(f"architecture {genotype['arch_str']} is not in table {path}")
+
+
+# ---------------------------------------------------------------------------
+# State, optimiser, schedules
+# ---------------------------------------------------------------------------
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array          # int32 scalar: steps done
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  metrics: dict            # sums since the last log: loss, accuracy, count
+  key: jax.Array           # the run's PRNG key (constant; steps fold into it)
+
+
+def _zero_metrics():
+  return {"loss": jnp.zeros((), jnp.float32), "accuracy": jnp.zeros((), jnp.float32),
+          "count": jnp.zeros((), jnp.float32)}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSpec:
+  """Everything the compiled steps depend on: hashable, so runs with equal
+  specs in one process share their compiled programs (`program`)."""
+  model: Any                   # a Flax module (hashable)
+  image_shape: tuple[int, ...]
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+  num_examples: int            # training examples
+  batch_size: int
+  steps_per_epoch: int
+  epochs: int
+  lr: float
+  lr_min: float
+  momentum: float
+  weight_decay: float
+  grad_clip: float
+  drop_path: float             # 0: no drop path
+  auxiliary_weight: float      # 0: no auxiliary loss
+  crop_padding: int
+  flip: bool
+  cutout: int
+
+  @classmethod
+  def from_config(cls, config, model, dataset, drop_path: float, auxiliary_weight: float):
+    t = config.train
+    n = len(dataset.train_labels)
+    batch_size = int(t.batch_size)
+    return cls(model, tuple(dataset.image_shape), tuple(dataset.mean), tuple(dataset.std),
+               n, batch_size, n // batch_size, int(t.epochs), float(t.lr), float(t.lr_min),
+               float(t.momentum), float(t.weight_decay), float(t.grad_clip),
+               float(drop_path), float(auxiliary_weight),
+               int(config.data.get("crop_padding", 4)), bool(config.data.get("flip", True)),
+               int(t.cutout))
+
+  @property
+  def total_steps(self) -> int:
+    return self.epochs * self.steps_per_epoch
+
+  def epoch_of(self, step):
+    return step // self.steps_per_epoch
+
+  def learning_rate(self, step):
+    """DARTS: cosine annealing stepped per epoch, `lr` at epoch 0 towards
+    `lr_min` at epoch `epochs`."""
+    epoch = jnp.asarray(self.epoch_of(step), jnp.float32)
+    return self.lr_min + 0.5 * (self.lr - self.lr_min) * (
+        1 + jnp.cos(jnp.pi * epoch / self.epochs))
+
+  def drop_prob(self, step):
+    """DARTS: `drop_path * epoch / epochs`; None (static) when drop path is off."""
+    if self.drop_path <= 0:
+      return None
+    return self.drop_path * jnp.asarray(self.epoch_of(step), jnp.float32) / self.epochs
+
+  def optimizer(self) -> optax.GradientTransformation:
+    """Clip the gradient norm, add L2 weight decay, SGD with momentum (DARTS)."""
+    return optax.chain(
+        optax.clip_by_global_norm(self.grad_clip),
+        optax.add_decayed_weights(self.weight_decay),
+        optax.sgd(self.learning_rate, momentum=self.momentum))
+
+
+# ---------------------------------------------------------------------------
+# Steps
+# ---------------------------------------------------------------------------
+
+def make_init(spec: TrainSpec, tx) -> Callable:
+  """`key -> TrainState` at step 0."""
+
+  def init(key):
+    x = jnp.zeros((1, *spec.image_shape), jnp.float32)
+    init_key = jax.random.fold_in(key, _INIT)
+    variables = spec.model.init({"params": init_key, networks.DROP_PATH_RNG: init_key}, x,
+                                train=False)
+    params, batch_stats = variables["params"], variables.get("batch_stats", {})
+    return TrainState(jnp.zeros((), jnp.int32), params, batch_stats, tx.init(params),
+                      _zero_metrics(), key)
+
+  return init
+
+
+def make_train_step(spec: TrainSpec, tx, batch_sharding) -> Callable:
+  """`(state, split) -> state`: gathers and augments the step's batch on
+  device (DARTS: crop, flip, then cutout), one SGD step, adds the loss and
+  accuracy to `state.metrics`."""
+  model = spec.model
+
+  def train_step(state: TrainState, split: data_lib.DeviceSplit) -> TrainState:
+    step = state.step
+    idx = data_lib.batch_indices(jax.random.fold_in(state.key, _DATA), step,
+                                 spec.num_examples, spec.batch_size)
+    aug_key = jax.random.fold_in(jax.random.fold_in(state.key, _AUGMENT), step)
+    crop_key, cutout_key = jax.random.split(aug_key)
+    images = data_lib.normalise(split.images[idx], spec.mean, spec.std)
+    images = data_lib.random_crop_and_flip(crop_key, images, spec.crop_padding, spec.flip)
+    images = data_lib.cutout(cutout_key, images, spec.cutout)
+    images = jax.lax.with_sharding_constraint(images, batch_sharding)
+    labels = jax.lax.with_sharding_constraint(split.labels[idx], batch_sharding)
+    drop_key = jax.random.fold_in(jax.random.fold_in(state.key, _DROP_PATH), step)
+
+    def loss_fn(params):
+      (logits, aux_logits), updates = model.apply(
+          {"params": params, "batch_stats": state.batch_stats}, images, train=True,
+          drop_prob=spec.drop_prob(step), rngs={networks.DROP_PATH_RNG: drop_key},
+          mutable=["batch_stats"])
+      loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+      if aux_logits is not None and spec.auxiliary_weight > 0:
+        loss = loss + spec.auxiliary_weight * optax.softmax_cross_entropy_with_integer_labels(
+            aux_logits, labels).mean()
+      accuracy = (jnp.argmax(logits, -1) == labels).mean()
+      return loss, (accuracy, updates["batch_stats"])
+
+    (loss, (accuracy, batch_stats)), grads = jax.value_and_grad(
+        loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    m = state.metrics
+    metrics = {"loss": m["loss"] + loss, "accuracy": m["accuracy"] + accuracy,
+               "count": m["count"] + 1}
+    return state.replace(step=step + 1, params=params, batch_stats=batch_stats,
+                         opt_state=opt_state, metrics=metrics)
+
+  return train_step
+
+
+class Evaluator:
+  """Test loss and accuracy of the eval network (running BN statistics)
+  over a whole split, data-parallel, one host transfer at the end."""
+
+  def __init__(self, model, mesh, mean, std):
+    self.mesh = mesh
+    batch_sharding = parallel.batch_sharded(mesh)
+
+    def eval_step(params, batch_stats, split, start, first_counted, batch_size):
+      images = jax.lax.dynamic_slice_in_dim(split.images, start, batch_size)
+      labels = jax.lax.dynamic_slice_in_dim(split.labels, start, batch_size)
+      images = jax.lax.with_sharding_constraint(images, batch_sharding)
+      labels = jax.lax.with_sharding_constraint(labels, batch_sharding)
+      logits, _ = model.apply({"params": params, "batch_stats": batch_stats},
+                              data_lib.normalise(images, mean, std), train=False)
+      counted = (start + jnp.arange(batch_size)) >= first_counted
+      losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+      correct = ((jnp.argmax(logits, -1) == labels) & counted).sum()
+      return correct, jnp.where(counted, losses, 0.0).sum(), counted.sum()
+
+    self._step = jax.jit(eval_step, static_argnums=(5,))
+
+  def evaluate(self, params, batch_stats, split: data_lib.DeviceSplit,
+               batch_size: int) -> dict:
+    n = split.num_examples
+    batch_size = parallel.largest_divisible(n, batch_size, self.mesh)
+    correct = loss = counted = 0
+    previous_end = 0
+    for start in range(0, n, batch_size):
+      start = min(start, n - batch_size)  # same shape; overlap is not counted twice
+      c, l, k = self._step(params, batch_stats, split, start, previous_end, batch_size)
+      correct, loss, counted = correct + c, loss + l, counted + k
+      previous_end = start + batch_size
+    correct, loss, counted = jax.device_get((correct, loss, counted))
+    counted = max(int(counted), 1)
+    return {"accuracy": float(correct) / counted, "loss": float(loss) / counted}
+
+
+@dataclasses.dataclass
+class Program:
+  """The jitted init, train step and evaluator of one `TrainSpec`."""
+  tx: optax.GradientTransformation
+  init: Callable
+  train_step: Callable
+  evaluator: Evaluator
+
+
+@functools.lru_cache(maxsize=4)
+def program(spec: TrainSpec, mesh) -> Program:
+  """Built once per (spec, mesh) in a process, so a resumed or repeated run
+  in the same process (tests, notebooks) does not compile again."""
+  replicated = parallel.replicated(mesh)
+  tx = spec.optimizer()
+  init = jax.jit(make_init(spec, tx), out_shardings=replicated)
+  train_step = jax.jit(make_train_step(spec, tx, parallel.batch_sharded(mesh)),
+                       donate_argnums=(0,), out_shardings=replicated)
+  return Program(tx, init, train_step, Evaluator(spec.model, mesh, spec.mean, spec.std))
+
+
+# ---------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------
+
+def _check_train_config(t) -> None:
+  for name in ("layers", "channels", "batch_size", "epochs", "nb201_channels",
+               "nb201_cells_per_stage", "max_to_keep"):
+    if int(t[name]) < 1:
+      raise UserError(f"train.{name}={t[name]} must be a positive integer")
+  if not 0 <= float(t.drop_path) < 1:
+    raise UserError(f"train.drop_path={t.drop_path} must be in [0, 1)")
+  for name in ("auxiliary_weight", "lr", "lr_min", "momentum", "weight_decay", "grad_clip",
+               "cutout", "log_every", "eval_every", "checkpoint_every_steps"):
+    if float(t[name]) < 0:
+      raise UserError(f"train.{name}={t[name]} must not be negative")
+
+
+def _setup(config, genotype: dict, dataset, mesh) -> tuple[TrainSpec, bool]:
+  """The run's spec; checks the batch against the data and the devices."""
+  t = config.train
+  is_nb201 = genotypes_lib.is_nb201(genotype)
+  parallel.check_divisible(int(t.batch_size), mesh, "train.batch_size")
+  n = len(dataset.train_labels)
+  if n // int(t.batch_size) < 1:
+    raise UserError(f"train.batch_size={t.batch_size} is larger than the {n} "
+                    f"training examples of {dataset.name}")
+  auxiliary = (not is_nb201) and float(t.auxiliary_weight) > 0
+  model = build_model(genotype, dataset.num_classes, t, auxiliary=auxiliary)
+  spec = TrainSpec.from_config(config, model, dataset,
+                               drop_path=0.0 if is_nb201 else float(t.drop_path),
+                               auxiliary_weight=float(t.auxiliary_weight) if auxiliary else 0.0)
+  return spec, is_nb201
+
+
+def load_trained_state(config, workdir) -> tuple[int, TrainState] | None:
+  """`(step, state)` of the latest checkpoint of a training workdir run with
+  `config` (None if there is none): the trained `params` and `batch_stats`."""
+  _check_train_config(_train_config(config))
+  genotype = genotypes_lib.load_genotype(config.get("genotype"))
+  mesh = parallel.make_mesh()
+  image_shape, num_classes = data_lib.dataset_spec(config.data)
+  batch = int(config.train.batch_size)
+  placeholder = np.zeros((batch, *image_shape), np.uint8)  # only shapes matter here
+  dataset = data_lib.ImageDataset(
+      config.data.name, placeholder, np.zeros(batch, np.int32), placeholder,
+      np.zeros(batch, np.int32), num_classes, mean=(0.0,) * image_shape[-1],
+      std=(1.0,) * image_shape[-1])
+  spec, _ = _setup(config, genotype, dataset, mesh)
+  template = jax.eval_shape(program(spec, mesh).init, jax.random.key(int(config.seed)))
+  replicated = parallel.replicated(mesh)
+  template = jax.tree_util.tree_map(
+      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated), template)
+  with checkpointing.Checkpointer(Path(workdir) / "checkpoints") as ckpt:
+    restored = ckpt.restore_latest(template)
+  return None if restored is None else (restored[0], restored[1])
+
+
+def run_training(config, workdir) -> dict:
+  """Trains `config.genotype` from scratch (resuming from the workdir's
+  latest checkpoint), evaluates on the test split and writes eval.json.
+  Returns the eval.json dict (or, when stopped by `train.stop_after_steps`,
+  `{"stopped_at_step": N}`)."""
+  start_time = time.perf_counter()
+  t = _train_config(config)
+  _check_train_config(t)
+  genotype = genotypes_lib.load_genotype(config.get("genotype"))
+  table_entry = None
+  if config.get("table"):
+    if genotypes_lib.is_nb201(genotype):
+      table_entry = nb201_table_entry(config.table, genotype)
+    else:
+      print("radars_jax: config.table is ignored: the genotype is not a NAS-Bench-201 cell")
+  path = workdir_lib.prepare(workdir)
+  workdir_lib.write_json(path / "config.json", config.to_dict())
+  if table_entry is not None:
+    print(f"NAS-Bench-201 table {config.table}: {genotype['arch_str']}: " + ", ".join(
+        f"{k}={v}" for k, v in table_entry.items() if k != "arch_str"))
+
+  # --- mesh, data, model, optimiser ---
+  mesh = parallel.make_mesh()
+  replicated = parallel.replicated(mesh)
+  ds = data_lib.load_dataset(config.data)
+  spec, is_nb201 = _setup(config, genotype, ds, mesh)
+  prog = program(spec, mesh)
+  size = networks.describe_network(spec.model, ds.image_shape)
+  train_split = data_lib.to_device(ds.train_images, ds.train_labels, replicated)
+  test_split = data_lib.to_device(ds.test_images, ds.test_labels, replicated)
+  steps_per_epoch, epochs, total_steps = spec.steps_per_epoch, spec.epochs, spec.total_steps
+  state = prog.init(jax.random.key(int(config.seed)))
+
+  # --- checkpoint: always resume from the latest ---
+  ckpt = checkpointing.Checkpointer(path / "checkpoints", max_to_keep=int(t.max_to_keep))
+  history: list[dict] = []
+  seconds_before = 0.0
+  train_loss = train_accuracy = float("nan")  # of the last log window
+  try:
+    restored = ckpt.restore_latest(state)
+  except BaseException:
+    ckpt.close()
+    raise
+  if restored is not None:
+    _, state, meta = restored
+    history = list(meta.get("history", []))
+    seconds_before = float(meta.get("seconds", 0.0))
+    train_loss = float(meta.get("train_loss", float("nan")))
+    train_accuracy = float(meta.get("train_accuracy", float("nan")))
+  start_step = int(jax.device_get(state.step))
+  if start_step > total_steps:
+    ckpt.close()
+    raise UserError(f"the checkpoint in {path / 'checkpoints'} is at step {start_step}, "
+                    f"beyond this run's {total_steps} steps; use a new workdir")
+
+  def save(step):
+    ckpt.save(step, state, {
+        "history": history, "epoch": step / steps_per_epoch,
+        "train_loss": train_loss, "train_accuracy": train_accuracy,
+        "seconds": seconds_before + time.perf_counter() - start_time})
+
+  # --- loop ---
+  eval_batch = int(config.data.get("eval_batch_size", 500))
+  writer = metrics_lib.MetricWriter(path / "tensorboard", path / "metrics.jsonl")
+  log_every = max(1, int(t.log_every))
+  eval_every_steps = int(t.eval_every) * steps_per_epoch
+  ckpt_every = int(t.checkpoint_every_steps)
+  stop_after = t.get("stop_after_steps")
+  bar = metrics_lib.progress_bar(total_steps, "train", initial=start_step,
+                                 enabled=config.get("progress_bar", True))
+  try:
+    for step in range(start_step, total_steps):
+      state = prog.train_step(state, train_split)
+      done = step + 1
+      bar.update(1)
+      if done % log_every == 0 or done == total_steps:
+        sums = jax.device_get(state.metrics)
+        count = max(float(sums["count"]), 1.0)
+        train_loss, train_accuracy = float(sums["loss"]) / count, float(sums["accuracy"]) / count
+        if not np.isfinite(train_loss):
+          raise FloatingPointError(f"train: loss is {train_loss} at step {done}; lower "
+                                   "train.lr or check the data")
+        state = state.replace(metrics=jax.device_put(_zero_metrics(), replicated))
+        bar.set_postfix(epoch=f"{-(-done // steps_per_epoch)}/{epochs}",
+                        loss=f"{train_loss:.3f}", acc=f"{train_accuracy:.3f}")
+        writer.scalars(done, {"loss": train_loss, "accuracy": train_accuracy,
+                              "lr": float(spec.learning_rate(step)),
+                              "drop_path": float(spec.drop_prob(step) or 0.0)},
+                       prefix="train/")
+      if eval_every_steps and done % eval_every_steps == 0 and done < total_steps:
+        result = prog.evaluator.evaluate(state.params, state.batch_stats, test_split,
+                                         eval_batch)
+        history.append({"step": done, "epoch": done // steps_per_epoch,
+                        "test_accuracy": result["accuracy"], "test_loss": result["loss"]})
+        writer.scalars(done, result, prefix="test/")
+        bar.write(f"epoch {done // steps_per_epoch}: test accuracy {result['accuracy']:.4f}")
+      if ckpt_every and done % ckpt_every == 0 and done < total_steps:
+        save(done)
+      if stop_after is not None and done >= int(stop_after) and done < total_steps:
+        return {"stopped_at_step": done}
+    # --- end: evaluate, checkpoint, report ---
+    result = prog.evaluator.evaluate(state.params, state.batch_stats, test_split, eval_batch)
+    if start_step < total_steps:
+      history.append({"step": total_steps, "epoch": epochs,
+                      "test_accuracy": result["accuracy"], "test_loss": result["loss"]})
+      save(total_steps)
+    writer.scalars(total_steps, result, prefix="test/")
+  finally:
+    bar.close()
+    writer.close()
+    ckpt.close()
+
+  summary = {
+      "genotype": genotype, "network": "nb201" if is_nb201 else "darts",
+      "dataset": ds.name, "seed": int(config.seed),
+      "test_accuracy": result["accuracy"], "test_loss": result["loss"],
+      "train_loss": train_loss, "train_accuracy": train_accuracy,
+      "weights": size["weights"],
+      "weights_with_auxiliary": networks.count_weights(state.params, include_auxiliary=True),
+      "flops": size["macs"],
+      "flops_unit": "multiply-adds of convolutions and dense layers, one image",
+      "epochs": epochs, "steps": total_steps, "steps_per_epoch": steps_per_epoch,
+      "batch_size": spec.batch_size,
+      "resumed_from_step": None if restored is None else int(restored[0]),
+      "seconds": seconds_before + time.perf_counter() - start_time,
+      "devices": int(mesh.devices.size), "history": history,
+  }
+  if table_entry is not None:
+    summary["table"] = {"path": str(config.table), **table_entry}
+  workdir_lib.write_json(path / "eval.json", summary)
+  return summary

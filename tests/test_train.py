@@ -1,0 +1,224 @@
+"""Final training: published genotypes, faithful network sizes, a retrain on
+digits, exact resume, clear errors."""
+import importlib.util
+import json
+import os
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from radars_jax import config_defaults
+from radars_jax import genotypes
+from radars_jax import networks
+from radars_jax import train
+from radars_jax.errors import UserError
+
+CONFIGS = os.path.join(os.path.dirname(__file__), os.pardir, "configs")
+NB201_TABLE = "/work/shared/data/nb201_cifar10.csv"
+ALL_3X3 = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+
+
+def _config_file(name):
+  spec = importlib.util.spec_from_file_location(name, os.path.join(CONFIGS, f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  config.progress_bar = False
+  return config
+
+
+def _weights(genotype, auxiliary=False, image_shape=(32, 32, 3), **kwargs):
+  model = networks.build_network(genotype, 10, auxiliary=auxiliary, **kwargs)
+  params = networks.abstract_variables(model, image_shape)["params"]
+  return networks.count_weights(params, include_auxiliary=False), networks.count_weights(params)
+
+
+# ---------------------------------------------------------------------------
+# Genotypes and networks (shapes only: nothing is compiled)
+# ---------------------------------------------------------------------------
+
+def test_published_genotypes_load_by_name():
+  for name in genotypes.GENOTYPE_NAMES:
+    g = genotypes.load_genotype(name)
+    assert g["space"] == "darts" and len(g["normal"]) == 8 and len(g["reduce"]) == 8
+    assert g["normal_concat"] == [2, 3, 4, 5] == g["reduce_concat"]
+    assert g == genotypes.check_genotype(g)
+  v2 = genotypes.load_genotype("DARTS_V2")
+  assert v2["normal"][-1] == ["dil_conv_3x3", 2] and v2["reduce"][-1] == ["max_pool_3x3", 1]
+  v2["normal"][0][0] = "changed"  # a copy: the published one stays intact
+  assert genotypes.DARTS_V2["normal"][0][0] == "sep_conv_3x3"
+
+
+def test_load_genotype_from_files_and_arch_strings(tmp_path):
+  path = tmp_path / "genotype.json"
+  path.write_text(json.dumps(genotypes.PC_DARTS))
+  assert genotypes.load_genotype(str(path)) == genotypes.PC_DARTS
+  summary = tmp_path / "summary.json"  # a search summary holds it under "genotype"
+  summary.write_text(json.dumps({"val_accuracy": 0.5, "genotype": genotypes.DARTS_V1}))
+  assert genotypes.load_genotype(str(summary)) == genotypes.DARTS_V1
+  g = genotypes.load_genotype(ALL_3X3)
+  assert g["ops"] == ["nor_conv_3x3"] * 6 and g["arch_str"] == ALL_3X3
+
+
+def test_bad_genotypes_are_user_errors(tmp_path):
+  with pytest.raises(UserError, match="DARTS_V1, DARTS_V2, PC_DARTS"):
+    genotypes.load_genotype("DARTS_V3")
+  with pytest.raises(UserError, match="no genotype"):
+    genotypes.load_genotype(None)
+  bad = tmp_path / "bad.json"
+  bad.write_text(json.dumps({"normal": [["sep_conv_3x3", 5]] * 8, "reduce": []}))
+  with pytest.raises(UserError, match="input in 0..1"):
+    genotypes.load_genotype(str(bad))
+  bad.write_text("{not json")
+  with pytest.raises(UserError, match="cannot read"):
+    genotypes.load_genotype(str(bad))
+  config = _config_file("digits_train")
+  config.genotype = "nope"
+  with pytest.raises(UserError, match="unknown genotype 'nope'"):
+    train.run_training(config, str(tmp_path / "run"))
+
+
+def test_darts_network_weight_counts_match_the_papers():
+  """DARTS NetworkCIFAR at 36 channels, 20 cells, 10 classes, counted as the
+  DARTS code does (without the auxiliary head)."""
+  assert _weights(genotypes.DARTS_V2, auxiliary=True) == (3_349_342, 3_825_768)
+  assert _weights(genotypes.DARTS_V1)[0] == 3_169_414
+  assert _weights(genotypes.PC_DARTS)[0] == 3_634_678          # paper: 3.63M
+
+
+def test_nb201_network_weight_count_and_flops():
+  """NAS-Bench-201 reports 1.5315M weights and 220.11M FLOPs for its
+  largest cell (3x3 convolutions on every edge)."""
+  model = networks.build_network(genotypes.load_genotype(ALL_3X3), 10)
+  info = networks.describe_network(model, (32, 32, 3))
+  assert info["weights"] == 1_531_546
+  assert info["macs"] == 220_119_680
+
+
+def test_describe_genotype_darts_v2_on_cifar():
+  config = _config_file("cifar_train")
+  info = train.describe_genotype(config)
+  assert info["weights"] == 3_349_342
+  assert info["weights_with_auxiliary"] == 3_825_768
+  assert info["flops"] == 528_359_040   # DARTS V2: 528M multiply-adds in the literature
+  assert info["network"] == "darts" and info["image_shape"] == [32, 32, 3]
+
+
+def test_forward_shapes_with_auxiliary_head_and_drop_path():
+  model = networks.build_network(genotypes.DARTS_V2, 10, channels=4, layers=3, auxiliary=True)
+  x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
+  variables = networks.abstract_variables(model, (32, 32, 3))
+  (logits, aux), _ = jax.eval_shape(
+      lambda v, x: model.apply(v, x, train=True, drop_prob=0.2, mutable=["batch_stats"],
+                               rngs={networks.DROP_PATH_RNG: jax.random.key(0)}),
+      variables, x)
+  chex.assert_shape(logits, (2, 10))
+  chex.assert_shape(aux, (2, 10))
+  logits, aux = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, x)
+  chex.assert_shape(logits, (2, 10))
+  assert aux is None
+
+
+def test_drop_path():
+  x = jnp.ones((1000, 2, 2, 3))
+  chex.assert_trees_all_equal(networks.drop_path(x, 0.0, jax.random.key(0)), x)
+  y = networks.drop_path(x, 0.25, jax.random.key(0))
+  kept = np.asarray(y[:, 0, 0, 0])
+  assert np.all(np.isclose(kept, 0.0) | np.isclose(kept, 1 / 0.75))
+  assert 0.2 < np.mean(kept == 0) < 0.3
+  assert np.all(np.asarray(y) == np.asarray(y[:, :1, :1, :1]))  # whole examples
+
+
+# ---------------------------------------------------------------------------
+# Config and checks that fail before any compile
+# ---------------------------------------------------------------------------
+
+def test_add_train_config_is_idempotent():
+  config = config_defaults.base_config()
+  train.add_train_config(config)
+  config.train.epochs = 7
+  config.genotype = "PC_DARTS"
+  train.add_train_config(config)
+  assert config.train.epochs == 7 and config.genotype == "PC_DARTS"
+  assert config.train.layers == 20 and config.train.channels == 36
+  assert config.train.batch_size == 96 and config.train.lr == 0.025
+  assert config.train.drop_path == 0.2 and config.train.auxiliary_weight == 0.4
+  assert config.table is None and config.train.stop_after_steps is None
+  del config.train["cutout"]
+  train.add_train_config(config)
+  assert config.train.cutout == 16
+
+
+def test_batch_not_divisible_by_devices_is_a_user_error(tmp_path):
+  config = _config_file("digits_train")
+  config.train.batch_size = 4 * jax.device_count() + 1 if jax.device_count() > 1 else 0
+  with pytest.raises(UserError, match="train.batch_size"):
+    train.run_training(config, str(tmp_path))
+
+
+def test_nb201_table_entry(tmp_path):
+  if os.path.exists(NB201_TABLE):
+    entry = train.nb201_table_entry(NB201_TABLE, genotypes.load_genotype(ALL_3X3))
+    assert 0 < entry["cifar10-test"] <= 100 and entry["arch_str"] == ALL_3X3
+  table = tmp_path / "t.csv"
+  table.write_text("arch_str,acc\n" + ALL_3X3 + ",93.5\n")
+  assert train.nb201_table_entry(str(table), genotypes.load_genotype(ALL_3X3))["acc"] == 93.5
+  other = ALL_3X3.replace("nor_conv_3x3~2", "none~2")
+  with pytest.raises(UserError, match="not in table"):
+    train.nb201_table_entry(str(table), genotypes.load_genotype(other))
+
+
+# ---------------------------------------------------------------------------
+# Training on digits: accuracy, outputs, exact resume
+# ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+  """configs/digits_train.py, uninterrupted (the slow part of this file)."""
+  config = _config_file("digits_train")
+  workdir = tmp_path_factory.mktemp("digits_uninterrupted")
+  return config, workdir, train.run_training(config, str(workdir))
+
+
+def test_digits_retrain_reaches_95_percent(digits_run):
+  config, workdir, result = digits_run
+  assert result["test_accuracy"] >= 0.95, result
+  assert result["steps"] == config.train.epochs * result["steps_per_epoch"]
+  assert result["history"][-1]["test_accuracy"] == result["test_accuracy"]
+  saved = json.loads((workdir / "eval.json").read_text())
+  for key in ("test_accuracy", "weights", "flops", "epochs", "seconds", "genotype"):
+    assert key in saved
+  assert saved["genotype"] == genotypes.DARTS_V2 and saved["flops"] > 0
+  assert json.loads((workdir / "config.json").read_text())["train"]["epochs"] == config.train.epochs
+  assert any(f.startswith("events") for f in os.listdir(workdir / "tensorboard"))
+
+
+def test_killed_and_resumed_training_equals_uninterrupted(digits_run, tmp_path):
+  """Stopped between two checkpoints, then a fresh run_training in the same
+  workdir: the same final weights, optimiser state and metrics. (In one
+  process the runs share the compiled step, `train.program`; a new process
+  compiles the same program again.)"""
+  config, workdir, uninterrupted = digits_run
+  every = config.train.checkpoint_every_steps
+  config = config.copy_and_resolve_references()
+  config.train.stop_after_steps = every + every // 2  # "killed" between checkpoints
+  assert train.run_training(config, str(tmp_path)) == {"stopped_at_step": every + every // 2}
+  assert not (tmp_path / "eval.json").exists()
+  config.train.stop_after_steps = None
+  resumed = train.run_training(config, str(tmp_path))
+  assert resumed["resumed_from_step"] == every
+  for key in ("test_accuracy", "test_loss", "train_loss", "train_accuracy", "history"):
+    assert resumed[key] == uninterrupted[key], key
+  step_a, state_a = train.load_trained_state(config, str(workdir))
+  step_b, state_b = train.load_trained_state(config, str(tmp_path))
+  assert step_a == step_b == uninterrupted["steps"]
+  chex.assert_trees_all_equal(state_a.params, state_b.params)
+  chex.assert_trees_all_equal(state_a.batch_stats, state_b.batch_stats)
+  chex.assert_trees_all_equal(state_a.opt_state, state_b.opt_state)
+  # Started again once finished, it trains no further and reports the same.
+  again = train.run_training(config, str(tmp_path))
+  assert again["test_accuracy"] == uninterrupted["test_accuracy"]
+  assert again["resumed_from_step"] == uninterrupted["steps"]
