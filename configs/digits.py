@@ -22,6 +22,7 @@ def get_config():
   config.supernet.channels = 8
   config.supernet.layers = 3
   config.supernet.depthwise_impl = "shifted"  # XLA CPU grouped convs are ~10x slower
-  config.dnas.epochs = 30
+  config.dnas.epochs = 20
+  config.dnas.derived_finetune_steps = 200
   config.log_every = 5
   return config

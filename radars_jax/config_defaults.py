@@ -60,4 +60,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.dnas.alpha_betas = (0.5, 0.999)
   config.dnas.alpha_weight_decay = 1e-3
   config.dnas.alpha_init_scale = 1e-3
+  # Steps of fine-tuning the derived network from its inherited weights
+  # before scoring it (0: score the inherited weights as they are).
+  config.dnas.derived_finetune_steps = 0
   return config

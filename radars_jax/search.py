@@ -16,6 +16,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from radars_jax import data as data_lib
 from radars_jax import dnas as dnas_lib
@@ -221,9 +222,36 @@ class Searcher:
     template = supernet_lib.param_shapes(model, self.data.image_shape)
     flat = pool_lib.flatten(weights)
     derived_weights = pool_lib.unflatten({p: flat[p] for p in pool_lib.flatten(template)})
+    steps = int(self.config.dnas.get("derived_finetune_steps", 0))
+    if steps > 0:
+      derived_weights = self.finetune(model, derived_weights, op_scales, steps)
     evaluator = dnas_lib.Evaluator(model, self.mesh, self.data.mean, self.data.std)
     return evaluator.accuracy(derived_weights, op_scales, self.data.holdout_split,
                               int(self.config.data.get("eval_batch_size", 500)))
+
+  def finetune(self, model, weights, op_scales, steps: int):
+    """A short fine-tune of the derived network's inherited weights on the
+    training split (SGD at `dnas.weight_lr_min`..`weight_lr` cosine): closes
+    the gap between the supernet and the discrete network it implies."""
+    schedule = dnas_lib.weight_schedule(self.config.dnas, steps)
+    tx = dnas_lib.weight_optimizer(self.config.dnas, schedule)
+
+    def step(weights, opt_state, batch):
+      def loss_fn(w):
+        logits = model.apply({"params": w}, batch["image"], op_scales=op_scales)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+      grads = jax.grad(loss_fn)(weights)
+      updates, opt_state = tx.update(grads, opt_state, weights)
+      return optax.apply_updates(weights, updates), opt_state
+
+    step = jax.jit(step, donate_argnums=(0, 1))
+    gather = self.batch_fn("weights")
+    key = jax.random.key(int(self.config.seed) + 7)
+    opt_state = tx.init(weights)
+    weights = jax.tree_util.tree_map(jnp.copy, weights)
+    for i in range(steps):
+      weights, opt_state = step(weights, opt_state, gather(key, i))
+    return weights
 
 
 # ---------------------------------------------------------------------------

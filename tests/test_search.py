@@ -61,6 +61,7 @@ def test_four_devices_match_one(one_device_result):
 def test_run_search_writes_outputs(tmp_path):
   config = tiny_config(method="darts")
   config.dnas.epochs = 1
+  config.dnas.derived_finetune_steps = 3
   summary = search.run_search(config, str(tmp_path))
   for name in ("config.json", "genotype.json", "summary.json", "metrics.jsonl"):
     assert (tmp_path / name).exists(), name
