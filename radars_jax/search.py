@@ -322,6 +322,8 @@ def run_dnas_search(config, path: Path, space: spaces_lib.SearchSpace) -> dict:
   }
   workdir_lib.write_json(path / "genotype.json", result.genotype)
   workdir_lib.write_json(path / "summary.json", summary)
+  from radars_jax import report  # pylint: disable=import-outside-toplevel
+  report.write_report(path)
   return summary
 
 

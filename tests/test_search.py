@@ -66,6 +66,7 @@ def test_run_search_writes_outputs(tmp_path):
   for name in ("config.json", "genotype.json", "summary.json", "metrics.jsonl"):
     assert (tmp_path / name).exists(), name
   assert list((tmp_path / "tensorboard").iterdir())
+  assert (tmp_path / "report" / "index.html").exists()
   saved = workdir_lib.read_json(tmp_path / "summary.json")
   for key in ("method", "space", "genotype", "val_accuracy", "search_seconds",
               "compile_seconds", "step_bytes", "seed"):
