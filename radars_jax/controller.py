@@ -1,0 +1,692 @@
+"""The RADARS controller: pure-function PPO with an uncertainty-aware critic.
+
+The policy is one logit vector per choice point, `logits[c, o]`
+(float32 [num_choice_points, max_ops]). `alive[c, o]` (bool, same shape) says
+which ops may still be chosen: pruned ops and padding (choice points with
+fewer than `max_ops` ops) are False and behave as logit -inf.
+
+An action is a *subspace*: for every choice point, k distinct alive ops drawn
+without replacement (Gumbel-top-k), stored in draw order as
+`ops[..., c, j]` (int32); where a choice point has fewer than k alive ops the
+extra slots are -1. Its log-probability is the exact Plackett-Luce
+probability of the ordered draw, summed over choice points (-1 slots add 0).
+
+Critic: an ensemble of small MLPs (vmapped over members) that predict a
+subspace's reward from its multi-hot encoding. Ensemble mean = baseline,
+standard deviation across members = uncertainty. Members differ by their
+initialisation and by Poisson(1) bootstrap weights on the training samples.
+The critic is trained on standardised rewards (mean/std of the replay
+buffer); predictions are returned in reward units.
+
+How the uncertainty is used (`config.uncertainty`):
+  * 'scale_advantage' (default): advantage_i *= confidence_i with
+    confidence_i = 1 / (1 + spread_i / (uncertainty_scale * reward_std)):
+    where the critic is unsure its baseline is unreliable, so the sample
+    moves the policy less.
+  * 'exploration_bonus': advantage_i += uncertainty_scale * spread_i: a
+    UCB-like bonus for subspaces the critic knows little about.
+  * 'trust_critic' (FNAS transfer): baseline_i = confidence_i * critic_i +
+    (1 - confidence_i) * batch mean reward: a critic carried over from an
+    earlier search (copy `critic_params`, `critic_opt_state`, `reward_mean`,
+    `reward_std` from its state into a new one) is trusted only where it is
+    sure.
+  * 'none': critic mean is the baseline, spread unused.
+Until the critic has seen any data (first update) the baseline is the batch
+mean reward and confidence is 1.
+
+Policy update (`controller_update`): PPO clipped surrogate over the
+iteration's batch for `ppo_epochs` full-batch Adam steps, minus an entropy
+bonus (mean over choice points of the alive-op categorical entropy), plus
+`replay_weight` times an off-policy term over `replay_batch` samples drawn
+uniformly from the replay buffer (earlier iterations): its per-sample weight
+is the importance ratio pi_new / pi_behaviour truncated at `importance_clip`
+(V-trace / ACER style, gradient min(rho, c) * A * grad log pi). Advantages
+are normalised (zero mean, unit std) within the batch and within the replay
+sample. Then the batch is written into the ring buffer and the critic is
+refit on the buffer for `critic_steps` Adam steps.
+
+Everything is jit-compiled once: shapes are static and the hyperparameters
+are a hashable `ControllerHParams` passed as a static argument.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from radars_jax.errors import UserError
+
+# A finite stand-in for -inf inside log-softmaxes: exp() of it is 0 in
+# float32, and its gradients stay finite (true -inf would give NaNs).
+_MASKED = -1e30
+
+UNCERTAINTY_MODES = ("scale_advantage", "exploration_bonus", "trust_critic", "none")
+BASELINE_MODES = ("counterfactual", "subspace", "batch_mean")
+
+
+# ---------------------------------------------------------------------------
+# Config
+# ---------------------------------------------------------------------------
+
+def default_controller_config() -> ml_collections.ConfigDict:
+  """Every controller hyperparameter with its default (nested as
+  `config.controller` by the main config). The subspace size k is not here:
+  the caller sets it (from the memory budget)."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.samples_per_iteration = 8     # subspaces sampled (and scored) per iteration
+  # policy
+  c.lr = 0.05                     # Adam on the logits
+  c.max_grad_norm = 10.0
+  c.ppo_epochs = 8                # full-batch PPO steps per iteration
+  c.clip_eps = 0.2                # PPO ratio clip
+  c.entropy_coef = 0.01           # times mean per-choice-point entropy
+  c.normalize_advantages = True
+  c.baseline = "counterfactual"   # counterfactual | subspace | batch_mean
+  c.baseline_samples = 8          # k > 1: draws per choice point for the counterfactual baseline
+  # replay (off-policy correction)
+  c.replay_capacity = 512         # ring buffer entries
+  c.replay_batch = 32             # replayed samples per PPO step
+  c.replay_weight = 0.5           # weight of the replay term in the loss
+  c.importance_clip = 1.0         # truncation c of pi_new / pi_behaviour
+  # critic ensemble
+  c.critic_members = 5
+  c.critic_hidden = (64, 64)
+  c.critic_lr = 3e-3
+  c.critic_steps = 100            # full-batch Adam steps on the buffer per update
+  c.critic_bootstrap = True       # Poisson(1) bootstrap weights per member
+  c.uncertainty = "scale_advantage"  # scale_advantage | exploration_bonus | trust_critic | none
+  c.uncertainty_scale = 0.5       # spread (in reward stds) at which confidence = 1/2
+  # pruning
+  c.prune_threshold = 0.05        # drop ops with probability below this
+  return c
+
+
+@dataclasses.dataclass(frozen=True)
+class ControllerHParams:
+  """The hyperparameters `controller_update` needs, hashable so that they are
+  a static (compile-time) argument. Build with `from_config`."""
+  lr: float = 0.05
+  max_grad_norm: float = 10.0
+  ppo_epochs: int = 8
+  clip_eps: float = 0.2
+  entropy_coef: float = 0.01
+  normalize_advantages: bool = True
+  baseline: str = "counterfactual"
+  baseline_samples: int = 8
+  replay_batch: int = 32
+  replay_weight: float = 0.5
+  importance_clip: float = 1.0
+  critic_lr: float = 3e-3
+  critic_steps: int = 100
+  critic_bootstrap: bool = True
+  uncertainty: str = "scale_advantage"
+  uncertainty_scale: float = 0.5
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict) -> "ControllerHParams":
+    """The update's hyperparameters from a controller config (validated)."""
+    validate_controller_config(config)
+    names = [f.name for f in dataclasses.fields(cls)]
+    return cls(**{n: config[n] for n in names})
+
+
+def validate_controller_config(config: ml_collections.ConfigDict) -> None:
+  """Raise UserError (one line) for a controller config that cannot work."""
+  if config.uncertainty not in UNCERTAINTY_MODES:
+    raise UserError(f"controller.uncertainty={config.uncertainty!r}: choose one of "
+                    f"{', '.join(UNCERTAINTY_MODES)}")
+  if config.baseline not in BASELINE_MODES:
+    raise UserError(f"controller.baseline={config.baseline!r}: choose one of "
+                    f"{', '.join(BASELINE_MODES)}")
+  for name in ("samples_per_iteration", "ppo_epochs", "replay_capacity",
+               "critic_members", "critic_steps"):
+    if int(config[name]) < 1:
+      raise UserError(f"controller.{name}={config[name]} must be at least 1")
+  if config.replay_batch < 0:
+    raise UserError(f"controller.replay_batch={config.replay_batch} must be >= 0")
+  if not 0.0 <= config.prune_threshold < 1.0:
+    raise UserError(f"controller.prune_threshold={config.prune_threshold} must be in [0, 1)")
+
+
+# ---------------------------------------------------------------------------
+# Policy: sampling, exact log-probabilities, entropy
+# ---------------------------------------------------------------------------
+
+def masked_log_softmax(logits: jax.Array, alive: jax.Array) -> jax.Array:
+  """Log-probabilities of one categorical draw per choice point over its
+  alive ops; dead ops get a huge negative number (probability exactly 0)."""
+  return jax.nn.log_softmax(jnp.where(alive, logits, _MASKED), axis=-1)
+
+
+@functools.partial(jax.jit, static_argnames=("k", "num_samples", "per_choice_point"))
+def sample_subspaces(key: jax.Array, logits: jax.Array, alive: jax.Array, k: int,
+                     num_samples: int, temperature: float | jax.Array = 1.0,
+                     per_choice_point: bool = False):
+  """Draw `num_samples` subspaces by Gumbel-top-k.
+
+  Args:
+    key: PRNG key.
+    logits: float [C, M] policy logits.
+    alive: bool [C, M] ops that may be chosen.
+    k: ops per choice point (static), 1 <= k <= M.
+    num_samples: subspaces to draw (static).
+    temperature: sample from softmax(logits / temperature) (1 = the policy).
+    per_choice_point: return log-probabilities per choice point [N, C]
+      instead of their sum [N] (what `controller_update` wants when the
+      samples do not come from the state's own policy at temperature 1).
+
+  Returns:
+    ops: int32 [num_samples, C, k], per choice point k distinct alive ops in
+      draw order; -1 where the choice point has fewer than k alive ops.
+    log_probs: float32 [num_samples] (or [num_samples, C]), Plackett-Luce
+      log-probability of each draw under the (tempered) policy that drew it.
+  """
+  num_choice_points, max_ops = logits.shape
+  if not 1 <= k <= max_ops:
+    raise UserError(f"subspace size k={k} must be between 1 and {max_ops}")
+  tempered = logits / temperature
+  gumbel = jax.random.gumbel(key, (num_samples, num_choice_points, max_ops), jnp.float32)
+  perturbed = jnp.where(alive, tempered + gumbel, -jnp.inf)
+  values, indices = jax.lax.top_k(perturbed, k)
+  ops = jnp.where(jnp.isfinite(values), indices, -1).astype(jnp.int32)
+  point_logp = log_prob_per_point(tempered, alive, ops)
+  return ops, (point_logp if per_choice_point else jnp.sum(point_logp, axis=-1))
+
+
+def log_prob_per_point(logits: jax.Array, alive: jax.Array, ops: jax.Array) -> jax.Array:
+  """Exact Plackett-Luce log-probability of each choice point's ordered draw.
+
+  log p_c = sum_j [ l[c, o_j] - logsumexp_{o alive, not in o_<j} l[c, o] ].
+
+  Args:
+    logits: float [C, M]; alive: bool [C, M].
+    ops: int [..., C, k] in draw order, -1 for empty slots (contribute 0).
+
+  Returns:
+    float [..., C]. An op that is not alive gets a huge negative value.
+  """
+  max_ops = logits.shape[-1]
+  masked = jnp.where(alive, logits, _MASKED)
+  onehot = jax.nn.one_hot(ops, max_ops, dtype=jnp.float32)          # [..., C, k, M]
+  drawn_before = jnp.cumsum(onehot, axis=-2) - onehot               # exclusive
+  remaining = alive[:, None, :] & (drawn_before < 0.5)              # [..., C, k, M]
+  normaliser = jax.nn.logsumexp(jnp.where(remaining, masked[:, None, :], _MASKED), axis=-1)
+  chosen = jnp.sum(onehot * masked[:, None, :], axis=-1)
+  terms = jnp.where(ops >= 0, chosen - normaliser, 0.0)
+  return jnp.sum(terms, axis=-1)
+
+
+def log_prob(logits: jax.Array, alive: jax.Array, ops: jax.Array) -> jax.Array:
+  """Exact Plackett-Luce log-probability of ordered draws `ops` [..., C, k]
+  (-1 slots contribute 0), summed over choice points: float [...]."""
+  return jnp.sum(log_prob_per_point(logits, alive, ops), axis=-1)
+
+
+def policy_entropy(logits: jax.Array, alive: jax.Array) -> jax.Array:
+  """Mean over choice points of the entropy of one categorical draw over the
+  alive ops (the entropy bonus; exact PL entropy of k draws is costlier and
+  moves the same way)."""
+  logp = masked_log_softmax(logits, alive)
+  per_point = -jnp.sum(jnp.where(alive, jnp.exp(logp) * logp, 0.0), axis=-1)
+  return jnp.mean(per_point)
+
+
+def multi_hot(ops: jax.Array, max_ops: int) -> jax.Array:
+  """Float [..., C * max_ops] encoding of subspaces `ops` [..., C, k]: 1 for
+  every active op (-1 slots add nothing). The critic's input."""
+  encoded = jnp.sum(jax.nn.one_hot(ops, max_ops, dtype=jnp.float32), axis=-2)
+  return encoded.reshape(*ops.shape[:-2], ops.shape[-2] * max_ops)
+
+
+def feasible(ops: jax.Array, alive: jax.Array) -> jax.Array:
+  """bool [...]: every op of the subspace `ops` [..., C, k] is still alive."""
+  num_choice_points = alive.shape[0]
+  point = jnp.arange(num_choice_points)[:, None]
+  ok = jnp.where(ops >= 0, alive[point, jnp.maximum(ops, 0)], True)
+  return jnp.all(ok, axis=(-2, -1))
+
+
+def importance_weights(new_logp: jax.Array, behaviour_logp: jax.Array,
+                       importance_clip: float) -> jax.Array:
+  """Truncated importance ratios min(pi_new / pi_behaviour, c)."""
+  return jnp.minimum(jnp.exp(new_logp - behaviour_logp), importance_clip)
+
+
+def policy_probabilities(state: "ControllerState", alive: jax.Array) -> jax.Array:
+  """float [C, M]: probability of each op at its choice point (one draw);
+  0 for dead ops."""
+  return jnp.where(alive, jnp.exp(masked_log_softmax(state.logits, alive)), 0.0)
+
+
+def prune(alive: jax.Array, probs: jax.Array, threshold: float) -> jax.Array:
+  """New alive mask without every op whose probability is below `threshold`
+  at its choice point, but never emptying a choice point: the most probable
+  alive op (first on ties; NaN counts as lowest) always stays. Dead ops stay
+  dead; a choice point with no alive op is left as it is."""
+  alive = jnp.asarray(alive, bool)
+  probs = jnp.asarray(probs, jnp.float32)
+  score = jnp.where(alive & ~jnp.isnan(probs), probs, -jnp.inf)
+  score = jnp.where(alive & jnp.isnan(probs), -jnp.finfo(jnp.float32).max, score)
+  keep_best = jax.nn.one_hot(jnp.argmax(score, axis=-1), alive.shape[-1], dtype=bool)
+  return alive & ((probs >= threshold) | keep_best)
+
+
+def most_likely_subspace(logits: jax.Array, alive: jax.Array, k: int) -> jax.Array:
+  """int32 [C, k]: the policy's most likely draw (the k most probable alive
+  ops per choice point, best first), -1 where fewer than k are alive."""
+  values, indices = jax.lax.top_k(jnp.where(alive, logits, -jnp.inf), k)
+  return jnp.where(jnp.isfinite(values), indices, -1).astype(jnp.int32)
+
+
+# ---------------------------------------------------------------------------
+# Critic: an ensemble of MLPs on the multi-hot encoding
+# ---------------------------------------------------------------------------
+
+class CriticMLP(nn.Module):
+  """One ensemble member: multi-hot subspace -> predicted (standardised) reward."""
+  hidden: tuple[int, ...] = (64, 64)
+
+  @nn.compact
+  def __call__(self, x):
+    for width in self.hidden:
+      x = nn.relu(nn.Dense(width)(x))
+    return nn.Dense(1)(x)[..., 0]
+
+
+def critic_init(key: jax.Array, input_dim: int, members: int,
+                hidden: tuple[int, ...]) -> Any:
+  """Ensemble parameters, every leaf with a leading [members] axis (one init
+  key per member)."""
+  model = CriticMLP(tuple(hidden))
+  keys = jax.random.split(key, members)
+  return jax.vmap(lambda k: model.init(k, jnp.zeros((1, input_dim))))(keys)
+
+
+def critic_apply(params: Any, x: jax.Array, hidden: tuple[int, ...]) -> jax.Array:
+  """float [members, ...]: every member's prediction for inputs x [..., D]."""
+  model = CriticMLP(tuple(hidden))
+  return jax.vmap(lambda p: model.apply(p, x))(params)
+
+
+def critic_fit(params: Any, opt_state: Any, key: jax.Array, x: jax.Array, y: jax.Array,
+               valid: jax.Array, hidden: tuple[int, ...], lr: float, steps: int,
+               bootstrap: bool):
+  """Fit the ensemble to (x [N, D], y [N]) on `valid` [N] rows: `steps`
+  full-batch Adam steps on the per-member weighted MSE, each member with its
+  own Poisson(1) bootstrap weights (if `bootstrap`). Returns (params,
+  opt_state, final mean loss)."""
+  members = jax.tree_util.tree_leaves(params)[0].shape[0]
+  weights = valid.astype(jnp.float32)[None, :] * jnp.ones((members, 1))
+  if bootstrap:
+    weights = weights * jax.random.poisson(key, 1.0, weights.shape).astype(jnp.float32)
+  weights = weights / jnp.maximum(jnp.sum(weights, axis=1, keepdims=True), 1.0)
+  optimizer = optax.adam(lr)
+
+  def loss_fn(p):
+    pred = critic_apply(p, x, hidden)                               # [members, N]
+    return jnp.sum(weights * (pred - y[None, :]) ** 2) / members
+
+  def step(carry, _):
+    p, s = carry
+    loss, grads = jax.value_and_grad(loss_fn)(p)
+    updates, s = optimizer.update(grads, s, p)
+    return (optax.apply_updates(p, updates), s), loss
+
+  (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), None, length=steps)
+  return params, opt_state, losses[-1]
+
+
+# ---------------------------------------------------------------------------
+# State
+# ---------------------------------------------------------------------------
+
+@flax.struct.dataclass
+class ReplayBuffer:
+  """Fixed-capacity ring buffer of scored subspaces from earlier iterations.
+
+  ops: int32 [capacity, C, max_ops] (padded with -1 beyond k);
+  behaviour_logp: float32 [capacity, C] per-choice-point log-probability
+  under the policy that drew it; rewards: float32 [capacity]; valid: bool
+  [capacity] (False = empty slot or unscored sample); next_index: where the
+  next entry goes.
+  """
+  ops: jax.Array
+  behaviour_logp: jax.Array
+  rewards: jax.Array
+  valid: jax.Array
+  next_index: jax.Array
+
+  @classmethod
+  def empty(cls, capacity: int, num_choice_points: int, max_ops: int) -> "ReplayBuffer":
+    return cls(
+        ops=-jnp.ones((capacity, num_choice_points, max_ops), jnp.int32),
+        behaviour_logp=jnp.zeros((capacity, num_choice_points), jnp.float32),
+        rewards=jnp.zeros((capacity,), jnp.float32),
+        valid=jnp.zeros((capacity,), bool),
+        next_index=jnp.zeros((), jnp.int32))
+
+  def add(self, ops, behaviour_logp, rewards, valid) -> "ReplayBuffer":
+    """Write a batch (overwriting the oldest entries when full)."""
+    capacity = self.rewards.shape[0]
+    n = rewards.shape[0]
+    if n > capacity:  # keep the newest `capacity` entries
+      ops, behaviour_logp, rewards, valid = (
+          a[-capacity:] for a in (ops, behaviour_logp, rewards, valid))
+      n = capacity
+    slots = (self.next_index + jnp.arange(n)) % capacity
+    return self.replace(
+        ops=self.ops.at[slots].set(ops),
+        behaviour_logp=self.behaviour_logp.at[slots].set(behaviour_logp),
+        rewards=self.rewards.at[slots].set(rewards),
+        valid=self.valid.at[slots].set(valid),
+        next_index=(self.next_index + n) % capacity)
+
+
+@flax.struct.dataclass
+class ControllerState:
+  """Everything the controller learns, as one pytree.
+
+  logits: float32 [C, M] policy logits; policy_opt_state: optax Adam state;
+  critic_params: ensemble parameters (leading [members] axis);
+  critic_opt_state: its Adam state; buffer: ReplayBuffer; reward_mean,
+  reward_std: the standardisation the critic was last trained with;
+  step: number of updates done. critic_hidden is static.
+  """
+  logits: jax.Array
+  policy_opt_state: Any
+  critic_params: Any
+  critic_opt_state: Any
+  buffer: ReplayBuffer
+  reward_mean: jax.Array
+  reward_std: jax.Array
+  step: jax.Array
+  critic_hidden: tuple = flax.struct.field(pytree_node=False, default=(64, 64))
+
+
+def _policy_optimizer(lr: float, max_grad_norm: float):
+  return optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.adam(lr))
+
+
+def init_controller(key: jax.Array, num_choice_points: int, max_ops: int,
+                    config: ml_collections.ConfigDict) -> ControllerState:
+  """A fresh controller: uniform policy (zero logits), random critic
+  ensemble, empty replay buffer."""
+  validate_controller_config(config)
+  hidden = tuple(int(h) for h in config.critic_hidden)
+  logits = jnp.zeros((num_choice_points, max_ops), jnp.float32)
+  critic_params = critic_init(key, num_choice_points * max_ops, int(config.critic_members), hidden)
+  return ControllerState(
+      logits=logits,
+      policy_opt_state=_policy_optimizer(config.lr, config.max_grad_norm).init(logits),
+      critic_params=critic_params,
+      critic_opt_state=optax.adam(config.critic_lr).init(critic_params),
+      buffer=ReplayBuffer.empty(int(config.replay_capacity), num_choice_points, max_ops),
+      reward_mean=jnp.zeros((), jnp.float32),
+      reward_std=jnp.ones((), jnp.float32),
+      step=jnp.zeros((), jnp.int32),
+      critic_hidden=hidden)
+
+
+def _pad_ops(ops: jax.Array, max_ops: int) -> jax.Array:
+  """[..., C, k] -> [..., C, max_ops], extra slots -1."""
+  k = ops.shape[-1]
+  pad = [(0, 0)] * (ops.ndim - 1) + [(0, max_ops - k)]
+  return jnp.pad(ops.astype(jnp.int32), pad, constant_values=-1)
+
+
+def _member_predictions(state: ControllerState, x: jax.Array) -> jax.Array:
+  """float [members, ...] predictions in reward units for encodings x [..., D]."""
+  preds = critic_apply(state.critic_params, x, state.critic_hidden)
+  return preds * state.reward_std + state.reward_mean
+
+
+def predict_reward(state: ControllerState, ops: jax.Array):
+  """Critic (mean, spread) in reward units for subspaces ops [..., C, k]:
+  ensemble mean and standard deviation across members."""
+  preds = _member_predictions(state, multi_hot(ops, state.logits.shape[-1]))
+  return jnp.mean(preds, axis=0), jnp.std(preds, axis=0)
+
+
+def _alternative_rows(key, logits, alive, k: int, num_samples: int):
+  """What a choice point could have drawn instead, for the counterfactual
+  baseline: rows [A, C, M] (multi-hot of one choice point's draw) and
+  weights [A, C] summing to 1 over A. k = 1: every alive op, weighted by
+  its probability (exact). k > 1: `num_samples` Plackett-Luce draws."""
+  max_ops = logits.shape[-1]
+  if k == 1:
+    probs = jnp.exp(masked_log_softmax(logits, alive))              # [C, M]
+    probs = jnp.where(alive, probs, 0.0)
+    rows = jnp.broadcast_to(jnp.eye(max_ops)[:, None, :], (max_ops,) + logits.shape)
+    return rows, probs.T
+  ops, _ = sample_subspaces(key, logits, alive, k, num_samples)        # [A, C, k]
+  rows = jnp.sum(jax.nn.one_hot(ops, max_ops, dtype=jnp.float32), axis=-2)
+  return rows, jnp.full(ops.shape[:2], 1.0 / num_samples)
+
+
+def _counterfactual_baselines(state, x, rows, weights):
+  """b[members, N, C] = sum_a weights[a, c] * Q(x_i with choice point c's row
+  replaced by rows[a, c]): the critic's expected reward of sample i had
+  choice point c drawn afresh from the policy (COMA-style). It does not
+  depend on what c drew, so it is an unbiased baseline for c's decision."""
+  n = x.shape[0]
+  num_choice_points, max_ops = rows.shape[1:]
+  x = x.reshape(n, 1, 1, num_choice_points, max_ops)
+  is_point = jnp.eye(num_choice_points, dtype=bool)[None, :, None, :, None]   # [1,C,1,C,1]
+  alt = jnp.swapaxes(rows, 0, 1)[None, :, :, None, :]                        # [1,C,A,1,M]
+  inputs = jnp.where(is_point, alt, x)                                       # [N,C,A,C,M]
+  inputs = inputs.reshape(n, num_choice_points, rows.shape[0], num_choice_points * max_ops)
+  preds = _member_predictions(state, inputs)                                 # [m,N,C,A]
+  return jnp.einsum("mnca,ac->mnc", preds, weights)
+
+
+def _normalise(x, valid, enabled: bool, reward_scale):
+  """Zero mean, unit std over the entries where `valid` (broadcast to x).
+  The std is floored at 1% of the reward scale, so that advantages that are
+  all ~0 (every sample as good as expected) stay ~0 instead of being blown
+  up into noise."""
+  if not enabled:
+    return x
+  w = jnp.broadcast_to(valid, x.shape).astype(jnp.float32)
+  n = jnp.maximum(jnp.sum(w), 1.0)
+  mean = jnp.sum(w * x) / n
+  std = jnp.sqrt(jnp.sum(w * (x - mean) ** 2) / n)
+  std = jnp.maximum(std, 0.01 * reward_scale) + 1e-8
+  return jnp.where(w > 0, (x - mean) / std, 0.0)
+
+
+def _masked_mean(x, valid):
+  w = jnp.broadcast_to(valid, x.shape).astype(jnp.float32)
+  return jnp.sum(w * x) / jnp.maximum(jnp.sum(w), 1.0)
+
+
+def _advantages(state: ControllerState, ops, rewards, valid, alt_rows, alt_weights,
+                hp: ControllerHParams, critic_ready):
+  """Per-sample, per-choice-point advantages [N, C] (before normalisation)
+  for subspaces ops [N, C, M], with the critic's mean [N], spread [N] and
+  confidence [N] at the sampled subspaces."""
+  num_choice_points, max_ops = state.logits.shape
+  batch_mean = _masked_mean(rewards, valid)
+  x = multi_hot(ops, max_ops)
+  member_q = _member_predictions(state, x)                                  # [m, N]
+  critic_mean = jnp.where(critic_ready, jnp.mean(member_q, 0), batch_mean)
+  spread = jnp.where(critic_ready, jnp.std(member_q, 0), 0.0)
+  confidence = 1.0 / (1.0 + spread / (hp.uncertainty_scale * state.reward_std + 1e-8))
+  if hp.baseline == "counterfactual":
+    critic_baseline = jnp.mean(_counterfactual_baselines(state, x, alt_rows, alt_weights), 0)
+  elif hp.baseline == "subspace":
+    critic_baseline = jnp.broadcast_to(critic_mean[:, None], (ops.shape[0], num_choice_points))
+  else:  # batch_mean
+    critic_baseline = jnp.full((ops.shape[0], num_choice_points), batch_mean)
+  critic_baseline = jnp.where(critic_ready, critic_baseline, batch_mean)
+  if hp.uncertainty == "trust_critic":
+    baseline = (confidence[:, None] * critic_baseline
+                + (1.0 - confidence[:, None]) * batch_mean)
+  else:
+    baseline = critic_baseline
+  advantages = rewards[:, None] - baseline
+  if hp.uncertainty == "scale_advantage":
+    advantages = advantages * confidence[:, None]
+  elif hp.uncertainty == "exploration_bonus":
+    advantages = advantages + hp.uncertainty_scale * spread[:, None]
+  return jnp.where(valid[:, None], advantages, 0.0), critic_mean, spread, confidence
+
+
+@functools.partial(jax.jit, static_argnames=("hparams",))
+def _controller_update(state: ControllerState, key: jax.Array, ops: jax.Array,
+                       behaviour_logp: jax.Array, rewards: jax.Array, alive: jax.Array,
+                       valid: jax.Array, hparams: ControllerHParams):
+  hp = hparams
+  num_choice_points, max_ops = state.logits.shape
+  k = ops.shape[-1]
+  ops = _pad_ops(ops, max_ops)
+  rewards = rewards.astype(jnp.float32)
+  behaviour_logp = behaviour_logp.astype(jnp.float32)
+  if behaviour_logp.ndim == 1:
+    # Only the joint log-probability is known: split it over choice points
+    # as the state's own policy does (exact when the batch was drawn from
+    # it at temperature 1, and the joint ratio stays exact in any case).
+    own = log_prob_per_point(state.logits, alive, ops)
+    behaviour_logp = own + (behaviour_logp - jnp.sum(own, -1))[:, None] / num_choice_points
+  valid = valid & jnp.isfinite(rewards) & feasible(ops, alive)
+  rewards = jnp.where(valid, rewards, 0.0)
+  buffer = state.buffer
+  critic_ready = jnp.any(buffer.valid)
+  replay_key, critic_key, alt_key = jax.random.split(key, 3)
+  alt_rows, alt_weights = _alternative_rows(alt_key, state.logits, alive, k, hp.baseline_samples)
+
+  # Advantages of the batch, from the critic as it was before this batch.
+  advantages, critic_mean, spread, confidence = _advantages(
+      state, ops, rewards, valid, alt_rows, alt_weights, hp, critic_ready)
+  raw_advantage_mean = _masked_mean(advantages, valid[:, None])
+  batch_std = jnp.sqrt(_masked_mean((rewards - _masked_mean(rewards, valid)) ** 2, valid))
+  reward_scale = jnp.where(critic_ready, state.reward_std, batch_std)
+  advantages = _normalise(advantages, valid[:, None], hp.normalize_advantages, reward_scale)
+
+  # Replay sample from earlier iterations (uniform over valid, still feasible entries).
+  replay_ok = buffer.valid & feasible(buffer.ops, alive)
+  use_replay = hp.replay_batch > 0 and hp.replay_weight > 0
+  if use_replay:
+    choice_logits = jnp.where(replay_ok, 0.0, -jnp.inf)
+    choice_logits = jnp.where(jnp.any(replay_ok), choice_logits, 0.0)
+    idx = jax.random.categorical(replay_key, choice_logits, shape=(hp.replay_batch,))
+    r_ops, r_blogp, r_valid = buffer.ops[idx], buffer.behaviour_logp[idx], replay_ok[idx]
+    r_adv, _, _, _ = _advantages(state, r_ops, buffer.rewards[idx], r_valid,
+                                 alt_rows, alt_weights, hp, critic_ready)
+    r_adv = _normalise(r_adv, r_valid[:, None], hp.normalize_advantages, reward_scale)
+
+  optimizer = _policy_optimizer(hp.lr, hp.max_grad_norm)
+
+  def loss_fn(logits):
+    new_logp = log_prob_per_point(logits, alive, ops)                      # [N, C]
+    ratio = jnp.exp(new_logp - behaviour_logp)
+    clipped = jnp.clip(ratio, 1.0 - hp.clip_eps, 1.0 + hp.clip_eps)
+    surrogate = jnp.minimum(ratio * advantages, clipped * advantages)
+    policy_loss = -_masked_mean(surrogate, valid[:, None])
+    entropy = policy_entropy(logits, alive)
+    loss = policy_loss - hp.entropy_coef * entropy
+    aux = dict(
+        policy_loss=policy_loss, entropy=entropy,
+        clip_fraction=_masked_mean((jnp.abs(ratio - 1.0) > hp.clip_eps).astype(jnp.float32),
+                                   valid[:, None]),
+        approx_kl=_masked_mean(jnp.sum(behaviour_logp - new_logp, -1), valid))
+    if use_replay:
+      r_logp = log_prob_per_point(logits, alive, r_ops)
+      rho_raw = jnp.exp(r_logp - r_blogp)
+      rho = jax.lax.stop_gradient(importance_weights(r_logp, r_blogp, hp.importance_clip))
+      replay_loss = -_masked_mean(rho * r_adv * r_logp, r_valid[:, None])
+      loss = loss + hp.replay_weight * replay_loss
+      aux.update(
+          replay_loss=replay_loss,
+          replay_ratio_mean=_masked_mean(rho_raw, r_valid[:, None]),
+          replay_clip_fraction=_masked_mean(
+              (rho_raw > hp.importance_clip).astype(jnp.float32), r_valid[:, None]),
+          replay_valid=jnp.sum(r_valid.astype(jnp.float32)))
+    return loss, aux
+
+  def ppo_step(carry, _):
+    logits, opt_state = carry
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(logits)
+    grads = jnp.where(alive, grads, 0.0)
+    updates, opt_state = optimizer.update(grads, opt_state, logits)
+    return (optax.apply_updates(logits, updates), opt_state), (loss, aux)
+
+  (logits, policy_opt_state), (losses, auxes) = jax.lax.scan(
+      ppo_step, (state.logits, state.policy_opt_state), None, length=hp.ppo_epochs)
+  first_aux = jax.tree_util.tree_map(lambda a: a[0], auxes)
+  last_aux = jax.tree_util.tree_map(lambda a: a[-1], auxes)
+
+  # Store the batch, then refit the critic on the buffer (standardised rewards).
+  buffer = buffer.add(ops, behaviour_logp, rewards, valid)
+  reward_mean = _masked_mean(buffer.rewards, buffer.valid)
+  reward_std = jnp.maximum(
+      jnp.sqrt(_masked_mean((buffer.rewards - reward_mean) ** 2, buffer.valid)), 1e-6)
+  targets = jnp.where(buffer.valid, (buffer.rewards - reward_mean) / reward_std, 0.0)
+  critic_params, critic_opt_state, critic_loss = critic_fit(
+      state.critic_params, state.critic_opt_state, critic_key,
+      multi_hot(buffer.ops, max_ops), targets, buffer.valid, state.critic_hidden,
+      hp.critic_lr, hp.critic_steps, hp.critic_bootstrap)
+
+  new_state = state.replace(
+      logits=logits, policy_opt_state=policy_opt_state, critic_params=critic_params,
+      critic_opt_state=critic_opt_state, buffer=buffer, reward_mean=reward_mean,
+      reward_std=reward_std, step=state.step + 1)
+  metrics = dict(
+      loss=losses[-1],
+      policy_loss=first_aux["policy_loss"],
+      entropy=last_aux["entropy"],
+      clip_fraction=last_aux["clip_fraction"],
+      approx_kl=last_aux["approx_kl"],
+      reward_mean=_masked_mean(rewards, valid),
+      critic_mean=_masked_mean(critic_mean, valid),
+      critic_spread=_masked_mean(spread, valid),
+      confidence=_masked_mean(confidence, valid),
+      advantage_mean=raw_advantage_mean,
+      critic_loss=critic_loss,
+      valid_samples=jnp.sum(valid.astype(jnp.float32)))
+  if use_replay:
+    metrics.update(replay_loss=first_aux["replay_loss"],
+                   replay_ratio_mean=last_aux["replay_ratio_mean"],
+                   replay_clip_fraction=last_aux["replay_clip_fraction"],
+                   replay_valid=first_aux["replay_valid"])
+  return new_state, metrics
+
+
+def controller_update(state: ControllerState, key: jax.Array, ops: jax.Array,
+                      behaviour_logp: jax.Array, rewards: jax.Array, alive: jax.Array,
+                      hparams: ControllerHParams, valid: jax.Array | None = None):
+  """One controller iteration: PPO (+ replay) on the policy, then store the
+  batch and refit the critic. Jit-compiled once per shape and `hparams`.
+
+  Args:
+    state: ControllerState.
+    key: PRNG key (replay sampling, baseline draws, bootstrap weights).
+    ops: int [N, C, k] the sampled subspaces (k <= max_ops; -1 slots).
+    behaviour_logp: float [N, C] (or [N]) their log-probabilities under the
+      policy that drew them, from `sample_subspaces` (per_choice_point=True
+      for [N, C]). With [N], the split over choice points is taken from the
+      state's policy: exact when the batch was drawn from it at temperature 1.
+    rewards: float [N] their scores (NaN = unscored, ignored).
+    alive: bool [C, M] current alive mask.
+    hparams: ControllerHParams (static).
+    valid: optional bool [N]; False rows (unscored, padding) are ignored.
+
+  Returns:
+    (new_state, metrics): metrics is a dict of scalars (loss, policy_loss,
+    entropy, clip_fraction, approx_kl, reward_mean, critic_mean,
+    critic_spread, confidence, advantage_mean, critic_loss, valid_samples,
+    and with replay: replay_loss, replay_ratio_mean, replay_clip_fraction,
+    replay_valid).
+  """
+  if valid is None:
+    valid = jnp.ones(jnp.shape(rewards), bool)
+  return _controller_update(state, key, jnp.asarray(ops), jnp.asarray(behaviour_logp),
+                            jnp.asarray(rewards), jnp.asarray(alive, bool),
+                            jnp.asarray(valid, bool), hparams)
