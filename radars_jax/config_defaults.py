@@ -6,6 +6,8 @@ A config file (`configs/*.py`) defines `get_config()`, starting from
 """
 import ml_collections
 
+from radars_jax import controller
+
 
 def base_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
@@ -63,4 +65,18 @@ def base_config() -> ml_collections.ConfigDict:
   # Steps of fine-tuning the derived network from its inherited weights
   # before scoring it (0: score the inherited weights as they are).
   config.dnas.derived_finetune_steps = 0
+
+  # method=radars | rl | random (radars_jax.radars)
+  config.radars = ml_collections.ConfigDict()
+  config.radars.max_iterations = 20
+  config.radars.subspace_epochs = 2.0   # DNAS epochs in each sampled subspace
+  config.radars.final_epochs = ml_collections.FieldReference(None, field_type=float)  # None: dnas.epochs
+  config.radars.k = ml_collections.FieldReference(None, field_type=int)  # cap on ops per choice point
+  config.radars.budget_margin = 0.05    # size k to (1 - margin) * budget
+  # Fine-tune steps of each sample's derived network before scoring it
+  # (dnas.derived_finetune_steps applies to the final search).
+  config.radars.sample_finetune_steps = 0
+  config.radars.cost_weight = 0.0       # reward -= cost_weight * derived weights (millions)
+  config.radars.checkpoint_every_steps = 200  # DNAS state checkpoints inside long runs
+  config.controller = controller.default_controller_config()
   return config

@@ -164,15 +164,27 @@ class Searcher:
   # -- the run ---------------------------------------------------------------
   def run_dnas(self, subspace, epochs: int, key: jax.Array, *,
                pool: pool_lib.WeightPool | None = None, tag: str = "dnas",
-               compiled: dnas_lib.CompiledStep | None = None) -> DnasResult:
+               compiled: dnas_lib.CompiledStep | None = None,
+               checkpoint: tuple[Any, int] | None = None,
+               finetune_steps: int | None = None) -> DnasResult:
     """Trains weights and alphas in `subspace`, derives the genotype and
-    scores it on the holdout split with the inherited weights."""
+    scores it on the holdout split with the inherited weights.
+
+    `checkpoint=(checkpointer, every)`: resume from the checkpointer's latest
+    step if it has one, and save the DNAS state every `every` steps.
+    `finetune_steps` overrides `dnas.derived_finetune_steps` for scoring."""
     subspace = self.space.check_subspace(subspace)
     steps = max(1, int(epochs * self.steps_per_epoch()))
     program = self.program(subspace, steps)
     compiled = compiled or self.compile_step(program, subspace)
     weights, alphas = self.init_weights(program.model, subspace, key, pool)
     state = program.init_state(weights, alphas)
+    first_step = 0
+    ckpt, every = checkpoint if checkpoint is not None else (None, 0)
+    if ckpt is not None:
+      restored = ckpt.restore_latest(state)
+      if restored is not None:
+        first_step, state, _ = restored
     data_key = jax.random.fold_in(key, 2)
     key_w, key_a = jax.random.split(data_key)
     gather_w = self.batch_fn("weights")
@@ -181,8 +193,9 @@ class Searcher:
     steps_per_epoch = self.steps_per_epoch()
     sums, count = None, 0
     loss = accuracy = float("nan")
-    bar = metrics_lib.progress_bar(steps, tag, enabled=self.config.get("progress_bar", True))
-    for step in range(steps):
+    bar = metrics_lib.progress_bar(steps, tag, initial=first_step,
+                                   enabled=self.config.get("progress_bar", True))
+    for step in range(first_step, steps):
       batch_w = gather_w(key_w, step)
       batch_a = gather_a(key_a, step) if gather_a is not None else None
       state, step_metrics = compiled.fn(state, batch_w, batch_a)
@@ -202,15 +215,18 @@ class Searcher:
                             {"loss": loss, "accuracy": accuracy,
                              "weight_lr": float(program.schedule(step))}, prefix="dnas/")
         sums, count = None, 0
+      if ckpt is not None and every > 0 and (step + 1) % every == 0 and step + 1 < steps:
+        ckpt.save(step + 1, state)
     bar.close()
     self.global_step += steps
     alphas_np = [np.asarray(a) for a in jax.device_get(state.alphas)]
     genotype = spaces_lib.derive_genotype(self.space, subspace, alphas_np)
-    val_accuracy = self.score(genotype, state.weights, subspace, alphas_np)
+    val_accuracy = self.score(genotype, state.weights, subspace, alphas_np, finetune_steps)
     return DnasResult(subspace, alphas_np, state.weights, genotype, val_accuracy,
                       loss, accuracy, compiled.bytes, compiled.seconds, steps)
 
-  def score(self, genotype: dict, weights, subspace, alphas) -> float:
+  def score(self, genotype: dict, weights, subspace, alphas,
+            finetune_steps: int | None = None) -> float:
     """Holdout accuracy of the derived architecture with inherited weights;
     each kept op is scaled by its softmax weight in the supernet, so the
     network sees activations of the scale it was trained with."""
@@ -222,7 +238,8 @@ class Searcher:
     template = supernet_lib.param_shapes(model, self.data.image_shape)
     flat = pool_lib.flatten(weights)
     derived_weights = pool_lib.unflatten({p: flat[p] for p in pool_lib.flatten(template)})
-    steps = int(self.config.dnas.get("derived_finetune_steps", 0))
+    steps = (int(self.config.dnas.get("derived_finetune_steps", 0)) if finetune_steps is None
+             else int(finetune_steps))
     if steps > 0:
       derived_weights = self.finetune(model, derived_weights, op_scales, steps)
     evaluator = dnas_lib.Evaluator(model, self.mesh, self.data.mean, self.data.std)

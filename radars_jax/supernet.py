@@ -236,25 +236,37 @@ def param_shapes(model: nn.Module, image_shape: Sequence[int], alphas=None):
   return variables["params"]
 
 
+def _lecun_normal(rng: np.random.Generator, shape) -> np.ndarray:
+  """Flax's `lecun_normal` (truncated at 2 std, fan-in = all but the last
+  axis) drawn with numpy."""
+  fan_in = max(int(np.prod(shape[:-1])), 1)
+  std = np.sqrt(1.0 / fan_in) / 0.87962566103423978
+  x = rng.standard_normal(shape)
+  bad = np.abs(x) > 2.0
+  while bad.any():
+    x[bad] = rng.standard_normal(int(bad.sum()))
+    bad = np.abs(x) > 2.0
+  return (x * std).astype(np.float32)
+
+
 def init_params(model: nn.Module, image_shape: Sequence[int], alphas, key: jax.Array):
   """Fresh weights without running the network: shapes from `eval_shape`,
-  then each leaf initialised from a key derived from its path (kernels
-  LeCun-normal, biases 0, scales 1). The same op on the same edge gets the
-  same initial weights in every subspace, and nothing is traced op by op."""
+  then each leaf drawn on the host from a generator seeded by the key and
+  its path (kernels LeCun-normal, biases 0, scales 1). The same op on the
+  same edge gets the same initial weights in every subspace, and nothing is
+  compiled (a jitted initialiser cost seconds of compile per subspace)."""
   from radars_jax import weight_pool  # pylint: disable=import-outside-toplevel
   flat = weight_pool.flatten(param_shapes(model, image_shape, alphas))
-
-  def init_all(key):
-    out = {}
-    for path, shape in flat.items():
-      leaf_key = jax.random.fold_in(key, zlib.crc32(path.encode()))
-      name = path.rsplit("/", 1)[-1]
-      if name == "scale":
-        out[path] = jnp.ones(shape.shape, shape.dtype)
-      elif name == "bias":
-        out[path] = jnp.zeros(shape.shape, shape.dtype)
-      else:
-        out[path] = nn.initializers.lecun_normal()(leaf_key, shape.shape, shape.dtype)
-    return out
-
-  return weight_pool.unflatten(jax.jit(init_all)(key))
+  seed = [int(v) for v in np.asarray(jax.random.key_data(key)).ravel()]
+  out = {}
+  for path, shape in flat.items():
+    name = path.rsplit("/", 1)[-1]
+    if name == "scale":
+      value = np.ones(shape.shape, np.float32)
+    elif name == "bias":
+      value = np.zeros(shape.shape, np.float32)
+    else:
+      rng = np.random.default_rng(seed + [zlib.crc32(path.encode())])
+      value = _lecun_normal(rng, shape.shape)
+    out[path] = jnp.asarray(value, shape.dtype)
+  return weight_pool.unflatten(out)

@@ -1,0 +1,522 @@
+"""The RADARS search loop (`method=radars`) and its baselines (`rl`, `random`).
+
+    python -m radars_jax.main --config configs/digits.py --workdir runs/digits
+
+`method=radars`, per iteration:
+  1. size k: the largest number of ops per choice point whose worst-case
+     subspace fits `memory_budget_gb` (`radars_jax.cost_model`);
+  2. the controller (`radars_jax.controller`) samples P subspaces of k alive
+     ops per choice point;
+  3. each one is compiled (its exact bytes checked against the budget; a
+     subspace over it is shrunk first, so no step ever runs over budget) and
+     searched by DNAS, warm-started from the weight pool, its weights written
+     back; its reward is the holdout accuracy of the architecture derived
+     from it (minus `radars.cost_weight` x millions of parameters);
+  4. the controller's critic and policy are updated, and ops whose policy
+     probability is below `controller.prune_threshold` are pruned (never the
+     last op of a choice point).
+The loop stops when the whole alive space fits the budget (or after
+`radars.max_iterations`, then the alive space is cut to the k most probable
+ops per choice point); one final DNAS over it gives the genotype.
+
+`method=rl` is the same controller with k = 1: every sample is a whole
+architecture, scored after brief training with shared weights; the best one
+found is the result (no pruning, `radars.max_iterations` iterations).
+`method=random` samples uniformly and never learns.
+
+Everything is resumable: after every scored sample, the search state (weight
+pool, controller and critic with their optimiser states and replay buffer,
+alive set, PRNG key) goes to an orbax checkpoint in WORKDIR/checkpoints/search
+with the loop position, history and cost model as JSON metadata, and long
+DNAS runs checkpoint their own state every `radars.checkpoint_every_steps`
+steps. Rerunning the same command continues from there; the result equals
+that of an uninterrupted run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from radars_jax import checkpointing
+from radars_jax import controller as ctrl
+from radars_jax import cost_model as cost_lib
+from radars_jax import memory as memory_lib
+from radars_jax import metrics as metrics_lib
+from radars_jax import parallel
+from radars_jax import search as search_lib
+from radars_jax import spaces as spaces_lib
+from radars_jax import supernet as supernet_lib
+from radars_jax import weight_pool as pool_lib
+from radars_jax import workdir as workdir_lib
+from radars_jax.errors import UserError
+
+LOOP_METHODS = ("radars", "rl", "random")
+
+
+# ---------------------------------------------------------------------------
+# State
+# ---------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class LoopState:
+  """The arrays of the search (checkpointed as one pytree).
+
+  pool: {param path: float32 array} every op's weights in the full space;
+  trained: {param path: bool array ()} whether the pool entry was trained
+  (untrained entries start from their fresh initialisation);
+  controller: ctrl.ControllerState; alive: bool [C, M]; key: PRNG key."""
+  pool: dict
+  trained: dict
+  controller: Any
+  alive: np.ndarray
+  key: jax.Array
+
+  def tree(self):
+    return {"pool": self.pool, "trained": self.trained, "controller": self.controller,
+            "alive": self.alive, "key": self.key}
+
+  @classmethod
+  def from_tree(cls, t) -> "LoopState":
+    # An uncommitted key (as a fresh one is), so that it may meet arrays
+    # sharded over every device.
+    key = jax.random.wrap_key_data(np.asarray(jax.random.key_data(t["key"])))
+    return cls(t["pool"], t["trained"], t["controller"], np.asarray(t["alive"], bool), key)
+
+
+class PoolView(pool_lib.WeightPool):
+  """A `WeightPool` over the fixed full-space arrays of a LoopState: only
+  trained entries are used by `select`, and `write_back` marks them."""
+
+  def __init__(self, state: LoopState):
+    super().__init__()
+    self.state = state
+
+  def select(self, template):
+    flat = pool_lib.flatten(template)
+    out = {}
+    for path, value in flat.items():
+      if bool(self.state.trained.get(path, False)) and \
+          self.state.pool[path].shape == tuple(value.shape):
+        out[path] = self.state.pool[path]
+        self.hits += 1
+      else:
+        out[path] = value
+        self.misses += 1
+    return pool_lib.unflatten(out)
+
+  def write_back(self, params) -> None:
+    for path, value in pool_lib.flatten(jax.device_get(params)).items():
+      if path in self.state.pool:
+        self.state.pool[path] = np.asarray(value, np.float32)
+        self.state.trained[path] = np.asarray(True)
+
+
+# ---------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------
+
+def check_config(config) -> None:
+  r = config.radars
+  if config.get("memory_budget_gb") is None and config.method == "radars":
+    raise UserError("method=radars needs a memory budget: set --config.memory_budget_gb=GB")
+  if config.get("memory_budget_gb") is not None and float(config.memory_budget_gb) <= 0:
+    raise UserError(f"memory_budget_gb={config.memory_budget_gb} must be positive")
+  for name in ("max_iterations", "subspace_epochs"):
+    if float(r[name]) <= 0:
+      raise UserError(f"radars.{name}={r[name]} must be positive")
+  ctrl.validate_controller_config(config.controller)
+
+
+def subspace_of(ops_row) -> spaces_lib.Subspace:
+  """Controller sample int [C, k] (-1 = empty slot) -> Subspace."""
+  return tuple(tuple(sorted(int(o) for o in row if o >= 0)) for row in np.asarray(ops_row))
+
+
+def ops_of(subspace: spaces_lib.Subspace, k: int) -> np.ndarray:
+  """Subspace -> int [C, k] (-1 padded)."""
+  out = -np.ones((len(subspace), k), np.int32)
+  for c, active in enumerate(subspace):
+    out[c, :len(active)] = active[:k]
+  return out
+
+
+def _slug(text: str) -> str:
+  return "".join(ch if ch.isalnum() else "_" for ch in text)
+
+
+def _full_pool(space, searcher) -> tuple[dict, dict]:
+  """Fixed-structure pool: zero arrays of every full-space parameter."""
+  model = searcher.model(space.full_subspace())
+  alphas = jax.eval_shape(lambda: supernet_lib.init_alphas(jax.random.key(0),
+                                                           space.full_subspace()))
+  shapes = pool_lib.flatten(supernet_lib.param_shapes(model, searcher.data.image_shape, alphas))
+  pool = {p: np.zeros(s.shape, np.float32) for p, s in shapes.items()}
+  trained = {p: np.asarray(False) for p in shapes}
+  return pool, trained
+
+
+def _params_millions(searcher, genotype) -> float:
+  model = searcher.model(spaces_lib.genotype_subspace(searcher.space, genotype))
+  return supernet_lib.count_params(
+      supernet_lib.param_shapes(model, searcher.data.image_shape)) / 1e6
+
+
+# ---------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------
+
+class RadarsSearch:
+  """One `method=radars|rl|random` search in a workdir (resumable)."""
+
+  def __init__(self, config, path: Path, space: spaces_lib.SearchSpace):
+    check_config(config)
+    self.config, self.path, self.space = config, path, space
+    self.method = config.method
+    self.start = time.perf_counter()
+    self.mesh = parallel.make_mesh()
+    self.data = search_lib.load_search_data(config.data, self.mesh)
+    self.writer = metrics_lib.MetricWriter(path / "tensorboard", path / "metrics.jsonl")
+    self.searcher = search_lib.Searcher(config, self.mesh, self.data, space, self.writer)
+    self.budget = search_lib.budget_bytes(config)
+    self.hparams = ctrl.ControllerHParams.from_config(config.controller)
+    self.num_samples = int(config.controller.samples_per_iteration)
+    self.ckpt = checkpointing.Checkpointer(path / "checkpoints" / "search", max_to_keep=2)
+    self.dnas_ckpt_root = path / "checkpoints" / "dnas"
+    self.verbose = bool(config.get("progress_bar", True))
+
+  # -- state -------------------------------------------------------------
+  def fresh(self) -> tuple[LoopState, dict]:
+    pool, trained = _full_pool(self.space, self.searcher)
+    key = jax.random.key(int(self.config.seed))
+    controller = ctrl.init_controller(jax.random.fold_in(key, 1), self.space.num_choice_points,
+                                      self.space.max_ops, self.config.controller)
+    alive = np.zeros((self.space.num_choice_points, self.space.max_ops), bool)
+    for c, cp in enumerate(self.space.choice_points):
+      alive[c, :len(cp.ops)] = True
+    state = LoopState(pool, trained, controller, alive, key)
+    meta = {"iteration": 0, "sample": 0, "batch": None, "history": [], "runs": [],
+            "cost_model": None, "compile_seconds": 0.0, "elapsed_seconds": 0.0,
+            "phase": "loop", "best": None}
+    return state, meta
+
+  def save(self, step: int, state: LoopState, meta: dict) -> None:
+    meta = dict(meta, elapsed_seconds=self.elapsed(meta))
+    self.ckpt.save(step, state.tree(), meta)
+    self.ckpt.wait()
+
+  def elapsed(self, meta) -> float:
+    return self._elapsed_before + time.perf_counter() - self.start
+
+  # -- cost model ----------------------------------------------------------
+  def cost_model(self, meta, alive) -> cost_lib.CostModel:
+    if meta["cost_model"] is not None:
+      return cost_lib.CostModel.from_json(meta["cost_model"], self.space)
+    per_device = self.searcher.batch_size // int(self.mesh.devices.size)
+    bar = metrics_lib.progress_bar(1, "cost model (tracing ops)", enabled=self.verbose)
+
+    def progress(done, total):
+      bar.total = total
+      bar.n = done
+      bar.refresh()
+
+    model = cost_lib.trace_cost_model(self.space, self.config.supernet, self.data.num_classes,
+                                      self.data.image_shape, per_device, progress)
+    bar.close()
+    # Calibrate on two real compiles: the worst cases at k = 1 and at the k
+    # the uncalibrated model would choose (at least 2).
+    most = int(np.asarray(alive).sum(-1).max())
+    k_guess = max(2, model.largest_k(alive, self.budget) if self.budget else 2)
+    for k in sorted({1, min(k_guess, most)}):
+      mask = model.worst_case(alive, k)
+      compiled = self.compile(self.space.subspace_from_mask(mask), meta)
+      model.add_point(mask, compiled.bytes)
+    return model
+
+  def compile(self, subspace, meta, steps: int = 1):
+    program = self.searcher.program(subspace, steps)
+    compiled = self.searcher.compile_step(program, subspace)
+    meta["compile_seconds"] += compiled.seconds
+    return compiled
+
+  # -- sampling ------------------------------------------------------------
+  def sample(self, state: LoopState, iteration: int, k: int):
+    key = jax.random.fold_in(jax.random.fold_in(state.key, iteration), 0)
+    logits = state.controller.logits
+    if self.method == "random":
+      logits = jnp.zeros_like(logits)
+    ops, logp = ctrl.sample_subspaces(key, logits, jnp.asarray(state.alive), k,
+                                      self.num_samples, per_choice_point=True)
+    return np.asarray(ops), np.asarray(logp)
+
+  def fit_budget(self, subspace, model: cost_lib.CostModel, meta):
+    """Compile `subspace`; while its exact bytes exceed the budget, drop its
+    costliest op at the choice point where that op costs most (never the
+    last op of a choice point). Returns (subspace, compiled, estimate)."""
+    while True:
+      mask = self.space.mask_from_subspace(subspace)
+      estimate = model.estimate(mask)
+      compiled = self.compile(subspace, meta, self.run_steps())
+      model.add_point(mask, compiled.bytes)
+      if self.budget is None or compiled.bytes <= self.budget:
+        return subspace, compiled, estimate
+      cost = np.where(mask & (mask.sum(-1, keepdims=True) > 1), model.per_op, -np.inf)
+      if not np.isfinite(cost).any():
+        raise UserError(
+            f"one op per choice point needs {memory_lib.format_gb(compiled.bytes)} per step, "
+            f"budget {memory_lib.format_gb(self.budget)}: raise memory_budget_gb or make the "
+            "supernet smaller (supernet.channels, supernet.layers, data.batch_size)")
+      c, o = np.unravel_index(np.argmax(cost), cost.shape)
+      subspace = tuple(tuple(x for x in active if not (i == c and x == o))
+                       for i, active in enumerate(subspace))
+
+  def run_steps(self) -> int:
+    return max(1, int(float(self.config.radars.subspace_epochs) * self.searcher.steps_per_epoch()))
+
+  def run_sample(self, state, meta, iteration: int, index: int, subspace, model):
+    """DNAS in one sampled subspace, resumable mid-run; returns a run record."""
+    subspace, compiled, estimate = self.fit_budget(subspace, model, meta)
+    tag = f"it{iteration}_s{index}"
+    key = jax.random.fold_in(jax.random.fold_in(state.key, iteration), index + 1)
+    pool = PoolView(state)
+    ckpt_dir = self.dnas_ckpt_root / tag
+    with checkpointing.Checkpointer(ckpt_dir, max_to_keep=2) as dnas_ckpt:
+      result = self.searcher.run_dnas(
+          subspace, float(self.config.radars.subspace_epochs), key, pool=pool,
+          tag=f"{self.method} {tag}", compiled=compiled,
+          checkpoint=(dnas_ckpt, int(self.config.radars.checkpoint_every_steps)),
+          finetune_steps=int(self.config.radars.sample_finetune_steps))
+    pool.write_back(result.weights)
+    reward = float(result.val_accuracy)
+    cost_weight = float(self.config.radars.get("cost_weight", 0.0))
+    params_m = _params_millions(self.searcher, result.genotype)
+    if cost_weight:
+      reward -= cost_weight * params_m
+    return {"iteration": iteration, "sample": index,
+            "subspace": [list(a) for a in subspace],
+            "ops_per_choice_point": [len(a) for a in subspace],
+            "estimated_bytes": estimate, "compiled_bytes": compiled.bytes,
+            # every op dead (e.g. an NB201 cell whose output node gets only
+            # `none`): XLA removes the cell, the estimate is an upper bound
+            "degenerate": not cost_lib.live_ops(self.space,
+                                                self.space.mask_from_subspace(subspace)).any(),
+            "val_accuracy": result.val_accuracy, "reward": reward,
+            "derived_params_millions": params_m, "genotype": result.genotype,
+            "steps": result.steps, "pool_hits": pool.hits, "pool_misses": pool.misses}
+
+  # -- the whole search ------------------------------------------------------
+  def run(self) -> dict:
+    state, meta = self.fresh()
+    restored = self.ckpt.restore_latest(state.tree())
+    self._elapsed_before = 0.0
+    if restored is not None:
+      _, tree, meta = restored
+      state = LoopState.from_tree(tree)
+      self._elapsed_before = float(meta.get("elapsed_seconds", 0.0))
+      print(f"radars_jax: resuming {self.method} search at iteration {meta['iteration']}, "
+            f"sample {meta['sample']} from {self.ckpt.directory}", flush=True)
+    model = self.cost_model(meta, state.alive)
+    meta["cost_model"] = model.to_json()
+    if self.budget is not None and model.largest_k(state.alive, self.budget) < 1:
+      one = model.estimate(model.worst_case(state.alive, 1))
+      raise UserError(f"one op per choice point needs about {memory_lib.format_gb(one)} per "
+                      f"step, budget {memory_lib.format_gb(self.budget)}: raise "
+                      "memory_budget_gb or make the supernet smaller")
+    max_iterations = int(self.config.radars.max_iterations)
+    bar = metrics_lib.progress_bar(max_iterations, f"{self.method} iterations",
+                                   initial=meta["iteration"], enabled=self.verbose)
+    while meta["phase"] == "loop":
+      it = meta["iteration"]
+      k = self.subspace_size(model, state.alive)
+      if self.method == "radars" and (it >= max_iterations or self.alive_fits(model, state.alive)):
+        meta["phase"] = "final"
+        break
+      if self.method != "radars" and it >= max_iterations:
+        meta["phase"] = "done"
+        break
+      if meta["batch"] is None:
+        ops, logp = self.sample(state, it, k)
+        meta["batch"] = {"ops": ops.tolist(), "logp": logp.tolist(), "k": k, "records": []}
+        meta["sample"] = 0
+      batch = meta["batch"]
+      ops = np.asarray(batch["ops"], np.int32)
+      while meta["sample"] < len(ops):
+        i = meta["sample"]
+        record = self.run_sample(state, meta, it, i, subspace_of(ops[i]), model)
+        batch["records"].append(record)
+        runs_best = meta["best"]
+        if runs_best is None or record["reward"] > runs_best["reward"]:
+          meta["best"] = record
+        meta["runs"].append({k2: v for k2, v in record.items() if k2 != "genotype"})
+        meta["sample"] = i + 1
+        meta["cost_model"] = model.to_json()
+        self.save(it * (self.num_samples + 1) + i + 1, state, meta)
+        shutil.rmtree(self.dnas_ckpt_root / f"it{it}_s{i}", ignore_errors=True)
+      self.end_iteration(state, meta, model, ops, batch)
+      meta["iteration"] = it + 1
+      meta["batch"] = None
+      meta["sample"] = 0
+      self.save((it + 1) * (self.num_samples + 1), state, meta)
+      bar.update(1)
+      bar.set_postfix(best=f"{meta['best']['reward']:.3f}", k=batch["k"],
+                      alive=int(state.alive.sum()))
+      self.write_plots(meta)
+    bar.close()
+    if meta["phase"] == "final":
+      self.final(state, meta, model)
+    return self.finish(state, meta, model)
+
+  def subspace_size(self, model, alive) -> int:
+    if self.method != "radars":
+      return 1
+    k = model.largest_k(alive, self.budget * (1.0 - float(self.config.radars.budget_margin)))
+    cap = self.config.radars.get("k")
+    if cap:
+      k = min(k, int(cap))
+    return max(1, k)
+
+  def alive_fits(self, model, alive) -> bool:
+    return model.estimate(alive) <= self.budget * (1.0 - float(self.config.radars.budget_margin))
+
+  def end_iteration(self, state: LoopState, meta, model, ops, batch) -> None:
+    it = meta["iteration"]
+    rewards = np.array([r["reward"] for r in batch["records"]], np.float32)
+    # A subspace shrunk to fit the budget is what was run: learn from that.
+    run_ops = np.stack([ops_of(tuple(tuple(a) for a in r["subspace"]), ops.shape[-1])
+                        for r in batch["records"]])
+    alive = jnp.asarray(state.alive)
+    logp = np.asarray(batch["logp"], np.float32)
+    metrics = {}
+    if self.method != "random":
+      new_logp = np.asarray(ctrl.log_prob_per_point(state.controller.logits, alive,
+                                                    jnp.asarray(run_ops)))
+      same = np.all(np.sort(np.where(ops < 0, 1 << 20, ops), -1)
+                    == np.sort(np.where(run_ops < 0, 1 << 20, run_ops), -1), axis=(1, 2))
+      logp = np.where(same[:, None], logp, new_logp)
+      key = jax.random.fold_in(jax.random.fold_in(state.key, it), 10_000)
+      state.controller, m = ctrl.controller_update(state.controller, key, run_ops, logp,
+                                                   rewards, alive, self.hparams)
+      metrics = {name: float(v) for name, v in jax.device_get(m).items()}
+    probs = np.asarray(ctrl.policy_probabilities(state.controller, alive))
+    if self.method == "radars":
+      state.alive = np.asarray(ctrl.prune(state.alive, probs,
+                                          float(self.config.controller.prune_threshold)))
+    step_bytes = [r["compiled_bytes"] for r in batch["records"]]
+    estimates = [r["estimated_bytes"] for r in batch["records"]]
+    entry = {
+        "iteration": it, "k": int(batch["k"]), "rewards": rewards.tolist(),
+        "best_reward": float(meta["best"]["reward"]),
+        "alive": state.alive.tolist(), "policy_probs": probs.tolist(),
+        "alive_ops": int(state.alive.sum()),
+        "step_bytes": int(max(step_bytes)), "estimated_bytes": float(max(estimates)),
+        "elapsed_seconds": self.elapsed(meta)}
+    entry.update({n: metrics[n] for n in ("entropy", "critic_mean", "critic_spread",
+                                          "confidence", "advantage_mean", "critic_loss")
+                  if n in metrics})
+    meta["history"].append(entry)
+    scalars = {"reward_mean": float(rewards.mean()), "reward_max": float(rewards.max()),
+               "best_reward": entry["best_reward"], "k": entry["k"],
+               "alive_ops": entry["alive_ops"], "step_bytes": entry["step_bytes"],
+               "estimated_bytes": entry["estimated_bytes"]}
+    scalars.update({n: v for n, v in metrics.items()})
+    self.writer.scalars(it, scalars, prefix=f"{self.method}/")
+    self.writer.histogram(it, f"{self.method}/alive_per_choice_point", state.alive.sum(-1))
+    self.writer.histogram(it, f"{self.method}/rewards", rewards)
+    self.writer.flush()
+
+  def final(self, state: LoopState, meta, model) -> None:
+    """One DNAS over the alive space (cut to the k most probable ops per
+    choice point if it still does not fit)."""
+    alive = state.alive
+    if not self.alive_fits(model, alive):
+      k = self.subspace_size(model, alive)
+      top = np.asarray(ctrl.most_likely_subspace(state.controller.logits, jnp.asarray(alive), k))
+      alive = self.space.mask_from_subspace(subspace_of(top))
+    subspace = self.space.subspace_from_mask(alive)
+    subspace, compiled, estimate = self.fit_budget(subspace, model, meta)
+    epochs = self.config.radars.get("final_epochs") or self.config.dnas.epochs
+    key = jax.random.fold_in(state.key, 999_999)
+    pool = PoolView(state)
+    with checkpointing.Checkpointer(self.dnas_ckpt_root / "final", max_to_keep=2) as dnas_ckpt:
+      result = self.searcher.run_dnas(
+          subspace, float(epochs), key, pool=pool, tag=f"{self.method} final", compiled=compiled,
+          checkpoint=(dnas_ckpt, int(self.config.radars.checkpoint_every_steps)))
+    meta["final"] = {"subspace": [list(a) for a in subspace], "genotype": result.genotype,
+                     "val_accuracy": result.val_accuracy, "estimated_bytes": estimate,
+                     "compiled_bytes": compiled.bytes, "steps": result.steps,
+                     "alphas": [a.tolist() for a in result.alphas]}
+    meta["runs"].append({"iteration": "final", "subspace": [list(a) for a in subspace],
+                         "estimated_bytes": estimate, "compiled_bytes": compiled.bytes,
+                         "val_accuracy": result.val_accuracy})
+    meta["phase"] = "done"
+    self.save((meta["iteration"] + 1) * (self.num_samples + 1), state, meta)
+
+  def write_plots(self, meta) -> None:
+    from radars_jax import report  # pylint: disable=import-outside-toplevel
+    try:
+      (self.path / "plots").mkdir(exist_ok=True)
+      report.plot_history(meta["history"], self.summary_stub(), self.path / "plots")
+    except Exception as e:  # pylint: disable=broad-except  # a plot never stops a search
+      print(f"radars_jax: warning: plots not written ({e})", flush=True)
+
+  def summary_stub(self) -> dict:
+    return {"choice_points": [cp.name for cp in self.space.choice_points],
+            "space_ops": list(self.space.op_names), "memory_budget_bytes": self.budget}
+
+  def finish(self, state: LoopState, meta, model) -> dict:
+    final = meta.get("final")
+    best = meta["best"]
+    if final is not None:
+      genotype, val_accuracy = final["genotype"], final["val_accuracy"]
+    else:
+      genotype, val_accuracy = best["genotype"], best["val_accuracy"]
+    runs = meta["runs"]
+    errors = [abs(r["estimated_bytes"] / r["compiled_bytes"] - 1.0) for r in runs
+              if r.get("compiled_bytes") and not r.get("degenerate")]
+    summary = {
+        "method": self.method, "mode": self.searcher.mode, "space": self.space.name,
+        "dataset": self.data.name, "seed": int(self.config.seed), "genotype": genotype,
+        "val_accuracy": val_accuracy,
+        "search_seconds": self.elapsed(meta), "compile_seconds": meta["compile_seconds"],
+        "step_bytes": int(max(r["compiled_bytes"] for r in runs)),
+        "memory_budget_bytes": self.budget,
+        "over_budget_steps": sum(1 for r in runs if self.budget and
+                                 r["compiled_bytes"] > self.budget),
+        # |estimate / compiled - 1| over the subspaces run (degenerate ones,
+        # whose estimate is only an upper bound, left out)
+        "max_estimate_error": max(errors) if errors else None,
+        "median_estimate_error": float(np.median(errors)) if errors else None,
+        "iterations": meta["iteration"], "subspace_runs": runs,
+        "best_sample": {k: v for k, v in best.items() if k != "genotype"},
+        "alive": state.alive.tolist(),
+        "alive_ops_per_choice_point": state.alive.sum(-1).tolist(),
+        "cost_model": {"slope": model.slope, "intercept": model.intercept,
+                       "points": len(model.points)},
+        "devices": int(self.mesh.devices.size),
+        "choice_points": [cp.name for cp in self.space.choice_points],
+        "space_ops": list(self.space.op_names),
+    }
+    if final is not None:
+      summary["subspace"] = final["subspace"]
+      summary["alphas"] = final["alphas"]
+    self.writer.close()
+    workdir_lib.write_json(self.path / "genotype.json", genotype)
+    workdir_lib.write_json(self.path / "history.json", {"iterations": meta["history"]})
+    workdir_lib.write_json(self.path / "summary.json", summary)
+    self.ckpt.close()
+    self.write_plots(meta)
+    from radars_jax import report  # pylint: disable=import-outside-toplevel
+    report.write_report(self.path)
+    return summary
+
+
+def run(config, path: Path, space: spaces_lib.SearchSpace) -> dict:
+  """`method=radars|rl|random` in workdir `path` (resumes if it holds a
+  checkpoint of the same search)."""
+  return RadarsSearch(config, path, space).run()

@@ -1,0 +1,239 @@
+"""The RADARS loop on tiny synthetic data: the memory cost model, sizing k
+to the budget, pruning, never a step over budget, resume after a crash equal
+to an uninterrupted run, the rl / random baselines, and budget refusals."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from radars_jax import checkpointing
+from radars_jax import config_defaults
+from radars_jax import cost_model as cost_lib
+from radars_jax import dnas
+from radars_jax import parallel
+from radars_jax import radars
+from radars_jax import search
+from radars_jax import spaces
+from radars_jax import supernet
+from radars_jax import workdir as workdir_lib
+from radars_jax.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_config(method="radars"):
+  config = config_defaults.base_config()
+  config.method = method
+  config.progress_bar = False
+  config.data.name = "synthetic"
+  config.data.image_size = 8
+  config.data.train_size = 96
+  config.data.test_size = 16
+  config.data.holdout_size = 32
+  config.data.batch_size = 16
+  config.data.eval_batch_size = 32
+  config.space.name = "nb201"
+  config.supernet.channels = 4
+  config.supernet.cells_per_stage = 1
+  config.dnas.epochs = 1
+  config.radars.subspace_epochs = 1.0
+  config.radars.max_iterations = 2
+  config.radars.checkpoint_every_steps = 2
+  config.controller.samples_per_iteration = 2
+  config.controller.critic_steps = 10
+  config.controller.prune_threshold = 0.19   # uniform is 0.2: the first update prunes
+  return config
+
+
+@pytest.fixture(scope="module")
+def full_step_bytes():
+  """Compiled bytes of the tiny full-space step (what a darts run needs)."""
+  return search.describe(tiny_config("single_darts"))["full_space_step_bytes"]
+
+
+def budgeted(full_bytes, method="radars"):
+  config = tiny_config(method)
+  config.memory_budget_gb = 0.9 * full_bytes / 1e9   # the full space does not fit
+  config.radars.budget_margin = 0.0
+  return config
+
+
+def test_cost_model_estimates_within_ten_percent_of_compiled_bytes():
+  """Calibrated on two compiles (worst cases at k = 1, 2), the estimate of
+  other subspaces is within 10% of XLA's compiled figure."""
+  config = tiny_config("single_darts")
+  config.supernet.channels = 8
+  config.data.batch_size = 64
+  space = spaces.make_space("nb201")
+  per_device = 64 // len(jax.devices())
+  model = cost_lib.trace_cost_model(space, config.supernet, 10, (8, 8, 3), per_device)
+  # "none" is (almost) free, a 3x3 convolution costs more than a 1x1 one.
+  assert model.per_op[0, 0] < 0.01 * model.per_op[0, 2]
+  assert model.per_op[0, 3] > model.per_op[0, 2] > 0
+  mesh = parallel.make_mesh()
+
+  def compiled_bytes(mask):
+    sub = space.subspace_from_mask(mask)
+    net = supernet.build_supernet(space, sub, config.supernet, 10)
+    program = dnas.DnasProgram(net, "single_level", config.dnas, 10, mesh, (0.0,), (1.0,))
+    alphas = jax.eval_shape(lambda: supernet.init_alphas(jax.random.key(0), sub))
+    weights = supernet.param_shapes(net, (8, 8, 3), alphas)
+    return program.compile_train_step(
+        *program.abstract_inputs(weights, alphas, 64, (8, 8, 3))).bytes
+
+  alive = np.ones((6, 5), bool)
+  for k in (1, 2):
+    worst = model.worst_case(alive, k)
+    np.testing.assert_array_equal(worst.sum(-1), k)
+    model.add_point(worst, compiled_bytes(worst))
+  assert model.worst_case(alive, 2)[:, 3].all()
+  random_mask = np.zeros((6, 5), bool)
+  for c, ops in enumerate([(1, 3), (2, 4), (0, 3, 4), (1, 2), (2, 3), (3,)]):
+    random_mask[c, list(ops)] = True
+  for mask in (alive, random_mask):
+    assert model.estimate(mask) == pytest.approx(compiled_bytes(mask), rel=0.10)
+  budget = model.estimate(model.worst_case(alive, 2)) * 1.001
+  assert model.largest_k(alive, budget) == 2
+  restored = cost_lib.CostModel.from_json(model.to_json(), space)
+  assert restored.estimate(random_mask) == model.estimate(random_mask)
+
+
+def test_dead_ops_of_an_nb201_cell_cost_nothing():
+  space = spaces.make_space("nb201")
+  mask = space.mask_from_subspace(((3,), (2,), (3,), (0,), (0,), (0,)))  # node 3 gets none
+  assert not cost_lib.live_ops(space, mask)[:, 1:].any()        # column 0 is `none`
+  mask = space.mask_from_subspace(((3,), (0,), (3,), (0,), (0,), (2,)))  # 0->1->2->3
+  np.testing.assert_array_equal(cost_lib.live_ops(space, mask)[:, 1:].any(-1),
+                                [True, False, True, False, False, True])
+  mask = space.mask_from_subspace(((3,), (3,), (0,), (0,), (0,), (2,)))  # node 1 unused
+  np.testing.assert_array_equal(cost_lib.live_ops(space, mask)[:, 1:].any(-1),
+                                [False, True, False, False, False, True])
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, full_step_bytes):
+  path = workdir_lib.prepare(tmp_path_factory.mktemp("radars") / "run")
+  config = budgeted(full_step_bytes)
+  summary = radars.run(config, path, spaces.make_space("nb201"))
+  return config, path, summary
+
+
+def test_radars_prunes_within_budget_and_writes_outputs(uninterrupted):
+  config, path, summary = uninterrupted
+  budget = config.memory_budget_gb * 1e9
+  assert summary["method"] == "radars" and summary["over_budget_steps"] == 0
+  assert all(r["compiled_bytes"] <= budget for r in summary["subspace_runs"])
+  sampled = [r for r in summary["subspace_runs"] if r["iteration"] != "final"]
+  assert sampled and max(max(r["ops_per_choice_point"]) for r in sampled) < 5   # k < ops
+  assert summary["max_estimate_error"] is not None   # accuracy: test_cost_model_*
+  alive = np.asarray(summary["alive"])
+  assert alive.sum() < alive.size and np.all(alive.sum(-1) >= 1)   # pruned, never empty
+  history = json.loads((path / "history.json").read_text())["iterations"]
+  assert [h["iteration"] for h in history] == list(range(len(history)))
+  for name in ("genotype.json", "summary.json", "plots/radars_rewards.png",
+               "plots/radars_alive.png", "plots/radars_policy.png", "report/index.html"):
+    assert (path / name).exists(), name
+  assert len(summary["genotype"]["ops"]) == 6 and 0.0 <= summary["val_accuracy"] <= 1.0
+
+
+class Crash(Exception):
+  pass
+
+
+def test_crashed_and_resumed_run_ends_with_the_same_genotype(uninterrupted, tmp_path,
+                                                             monkeypatch):
+  config, ref_path, ref = uninterrupted
+  path = workdir_lib.prepare(tmp_path / "run")
+  space = spaces.make_space("nb201")
+  # Crash 1: inside the second sample's DNAS run, just after its mid-run checkpoint.
+  original_save = checkpointing.Checkpointer.save
+  saves = {"dnas": 0}
+
+  def crashing_save(self, step, state, metadata=None):
+    original_save(self, step, state, metadata)
+    if "dnas" in str(self.directory) and "it0_s1" in str(self.directory):
+      saves["dnas"] += 1
+      self.wait()
+      raise Crash("killed mid-DNAS")
+
+  monkeypatch.setattr(checkpointing.Checkpointer, "save", crashing_save)
+  with pytest.raises(Crash):
+    radars.run(config, path, space)
+  monkeypatch.setattr(checkpointing.Checkpointer, "save", original_save)
+  assert saves["dnas"] == 1
+  # Crash 2: right after the first iteration's checkpoint.
+  original_end = radars.RadarsSearch.write_plots
+
+  def crash_after_iteration(self, meta):
+    raise Crash("killed between iterations")
+
+  monkeypatch.setattr(radars.RadarsSearch, "write_plots", crash_after_iteration)
+  with pytest.raises(Crash):
+    radars.run(config, path, space)
+  monkeypatch.setattr(radars.RadarsSearch, "write_plots", original_end)
+  summary = radars.run(config, path, space)
+  assert summary["genotype"] == ref["genotype"]
+  assert summary["val_accuracy"] == pytest.approx(ref["val_accuracy"], abs=1e-6)
+  rewards = [r["reward"] for r in summary["subspace_runs"] if r["iteration"] != "final"]
+  ref_rewards = [r["reward"] for r in ref["subspace_runs"] if r["iteration"] != "final"]
+  np.testing.assert_allclose(rewards, ref_rewards, atol=1e-6)
+  assert summary["alive"] == ref["alive"]
+
+
+def test_corrupt_latest_checkpoint_falls_back(uninterrupted, tmp_path):
+  config, ref_path, _ = uninterrupted
+  ckpt_dir = ref_path / "checkpoints" / "search"
+  with checkpointing.Checkpointer(ckpt_dir) as ckpt:
+    steps = ckpt.all_steps()
+  assert len(steps) == 2
+  latest = ckpt_dir / str(steps[-1])
+  for f in latest.rglob("*"):
+    if f.is_file() and "meta" not in str(f):
+      f.write_bytes(b"garbage")
+  search_obj = radars.RadarsSearch(config, ref_path, spaces.make_space("nb201"))
+  state, _ = search_obj.fresh()
+  restored = search_obj.ckpt.restore_latest(state.tree())
+  assert restored is not None and restored[0] == steps[0]
+  assert (ckpt_dir / f"{steps[-1]}.corrupt").exists()
+  search_obj.ckpt.close()
+
+
+@pytest.mark.parametrize("method", ["rl", "random"])
+def test_baselines_sample_whole_architectures(tmp_path, method):
+  config = tiny_config(method)
+  config.radars.max_iterations = 1
+  summary = radars.run(config, workdir_lib.prepare(tmp_path / method), spaces.make_space("nb201"))
+  runs = summary["subspace_runs"]
+  assert len(runs) == 2 and all(r["ops_per_choice_point"] == [1] * 6 for r in runs)
+  assert summary["val_accuracy"] == max(r["val_accuracy"] for r in runs)
+  assert summary["genotype"]["space"] == "nb201"
+
+
+def test_radars_needs_a_budget_and_refuses_an_impossible_one(tmp_path, full_step_bytes):
+  config = tiny_config()
+  with pytest.raises(UserError, match="memory_budget_gb"):
+    radars.run(config, workdir_lib.prepare(tmp_path / "a"), spaces.make_space("nb201"))
+  config.memory_budget_gb = 1e-6
+  with pytest.raises(UserError, match="one op per choice point needs"):
+    radars.run(config, workdir_lib.prepare(tmp_path / "b"), spaces.make_space("nb201"))
+
+
+def test_over_budget_darts_run_is_refused_with_the_needed_size(tmp_path, full_step_bytes):
+  env = dict(os.environ)
+  env.pop("XLA_FLAGS", None)
+  result = subprocess.run(
+      [sys.executable, "-m", "radars_jax.main", f"--config={ROOT / 'configs' / 'digits.py'}",
+       f"--workdir={tmp_path / 'w'}", "--config.method=darts", "--config.data.name=synthetic",
+       "--config.data.image_size=8", "--config.supernet.channels=4",
+       "--config.data.batch_size=16", "--config.data.holdout_size=32",
+       "--config.memory_budget_gb=0.0001"],
+      capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+  assert result.returncode == 2, result.stderr[-2000:]
+  line = [l for l in result.stderr.splitlines() if l.startswith("radars_jax: error")][0]
+  assert "needs" in line and "MB per step" in line and "method=radars" in line
+  assert "Traceback" not in result.stderr
