@@ -24,6 +24,9 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for outputs and check
 
 def run(config, workdir):
   """Runs `config.mode`; returns its summary dict."""
+  if config.mode == "tabular":  # table look-ups only: no supernet, no data
+    from radars_jax import tabular  # pylint: disable=import-outside-toplevel
+    return tabular.run_from_config(config, workdir)
   from radars_jax import search  # pylint: disable=import-outside-toplevel
   if config.mode == "describe":
     return search.describe(config)
@@ -32,7 +35,7 @@ def run(config, workdir):
   if config.mode == "train":
     from radars_jax import train  # pylint: disable=import-outside-toplevel
     return train.run_training(config, workdir)
-  raise UserError(f"unknown mode {config.mode!r}; known modes: search, describe, train")
+  raise UserError(f"unknown mode {config.mode!r}; known modes: search, describe, train, tabular")
 
 
 def enable_compilation_cache(workdir) -> None:

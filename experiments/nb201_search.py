@@ -1,0 +1,77 @@
+"""Search strategies on the NAS-Bench-201 table at equal query budgets.
+
+    python experiments/nb201_search.py --metric cifar10-val --report cifar10-test \\
+        --queries 100 --seeds 30 --json experiments/results/nb201_search.json
+
+Runs the RADARS PPO controller (k = 1), REINFORCE (independent logits,
+moving-average baseline), regularized evolution (population 10, tournament
+3) and random search (`--methods` picks a subset), each once per seed
+0..S-1 with a budget of Q distinct architectures looked up in the table (a
+CSV with an `arch_str` column in NAS-Bench-201 notation and metric columns).
+Prints, per method, mean ± std over seeds of the best `--metric` found and
+of that architecture's `--report` value, and mean and median seconds per
+run (the first PPO/REINFORCE run includes jit compiles); `--json`
+writes the same with every run's best-so-far trajectory (`--plot` a PNG of
+the mean trajectories). Strategies: `radars_jax/tabular.py`; the same
+comparison runs as `python -m radars_jax.main --config configs/nb201_table.py`.
+Bad input: one line `nb201_search: error: ...` on stderr, exit status 2.
+"""
+import argparse
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_TABLE = os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "nb201_cifar10.csv"))
+PROG = "nb201_search"
+
+
+class _Parser(argparse.ArgumentParser):
+  def error(self, message):
+    print(f"{PROG}: error: {message} (see --help)", file=sys.stderr)
+    sys.exit(2)
+
+
+def parse_args(argv=None):
+  parser = _Parser(prog=PROG, description=__doc__.split("\n\n")[0],
+                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+  parser.add_argument("--table", default=DEFAULT_TABLE, help="NAS-Bench-201 CSV")
+  parser.add_argument("--metric", default="cifar10-val", help="column the search maximises")
+  parser.add_argument("--report", default="cifar10-test",
+                      help="column reported for the best architecture found")
+  parser.add_argument("--queries", type=int, default=100,
+                      help="budget: distinct architectures looked up per run")
+  parser.add_argument("--seeds", type=int, default=30, help="runs per method (seeds 0..S-1)")
+  parser.add_argument("--methods", default="ppo,reinforce,evolution,random",
+                      help="comma-separated subset of ppo,reinforce,evolution,random")
+  parser.add_argument("--json", default=None, help="write every result here")
+  parser.add_argument("--plot", default=None, help="write the best-so-far plot (PNG) here")
+  parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+  return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+  args = parse_args(argv)
+  # Imported after parsing: --help and flag errors need no JAX.
+  from radars_jax import tabular  # pylint: disable=import-outside-toplevel
+  from radars_jax.errors import UserError  # pylint: disable=import-outside-toplevel
+  try:
+    payload = tabular.run_comparison(args.table, args.metric, args.report, args.queries,
+                                     args.seeds, args.methods, progress=not args.no_progress)
+    if args.json:
+      tabular.write_payload(args.json, payload)
+    if args.plot:
+      tabular.plot_best_so_far(payload, args.plot)
+  except UserError as e:
+    print(f"{PROG}: error: {e}", file=sys.stderr)
+    return 2
+  except OSError as e:
+    print(f"{PROG}: error: {e.filename}: {e.strerror}", file=sys.stderr)
+    return 2
+  print(tabular.format_summary(payload))
+  if args.json:
+    print(f"results: {args.json}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
