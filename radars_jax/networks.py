@@ -154,7 +154,9 @@ class DartsEvalNetwork(nn.Module):
 
 class NB201InferCell(nn.Module):
   """NAS-Bench-201 cell with one op per edge: node i = sum over j < i of
-  op(j -> i)(node j); `none` edges are left out (they add zero)."""
+  op(j -> i)(node j); `none` edges are left out (they add zero). A node
+  whose inputs are all `none` is zeros, and the ops leaving it still run on
+  those zeros (as in NAS-Bench-201: their weights count and train)."""
   ops: tuple[str, ...]
   channels: int
   settings: OpSettings = EVAL_SETTINGS
@@ -169,7 +171,8 @@ class NB201InferCell(nn.Module):
       if op == "none":
         continue
       y = ops_lib.make_op(op, self.channels, 1, self.settings,
-                          module_name=f"edge_{src}_{dst}_{op}")(nodes[src], train)
+                          module_name=f"edge_{src}_{dst}_{op}")(
+                              jnp.zeros_like(x) if nodes[src] is None else nodes[src], train)
       nodes[dst] = y if nodes[dst] is None else nodes[dst] + y
     return jnp.zeros_like(x) if nodes[-1] is None else nodes[-1]
 

@@ -399,6 +399,9 @@ class RadarsSearch:
       same = np.all(np.sort(np.where(ops < 0, 1 << 20, ops), -1)
                     == np.sort(np.where(run_ops < 0, 1 << 20, run_ops), -1), axis=(1, 2))
       logp = np.where(same[:, None], logp, new_logp)
+      # Where nothing was shrunk, learn from the draw order the behaviour
+      # log-probabilities belong to (Plackett-Luce depends on it).
+      run_ops = np.where(same[:, None, None], ops, run_ops)
       key = jax.random.fold_in(jax.random.fold_in(state.key, it), 10_000)
       state.controller, m = ctrl.controller_update(state.controller, key, run_ops, logp,
                                                    rewards, alive, self.hparams)

@@ -671,12 +671,29 @@ def plot_alphas(summary: dict, path: str | os.PathLike) -> Path | None:
   note = ("Orange box: the strongest op of each choice point"
           + ("; grey: op not active in the final DNAS subspace." if inactive else ".")
           + _states_note(rows))
+  active_counts = np.isfinite(values).sum(axis=1, keepdims=True)
+  spread = np.nanmax(np.abs(values - 1.0 / np.maximum(active_counts, 1)))
+  if np.isfinite(spread) and spread < 0.01:
+    note += (f"\nEvery weight is within {spread:.1g} of uniform: the search has barely "
+             "moved them yet, so the boxed ops are near ties.")
   return _heatmap(
       Path(path), values, rows, _col_names(summary, num_ops),
       title="Architecture weights at the end of the search: softmax(α) over active ops",
       cbar_label="softmax(α)", xlabel="op", ylabel="edge (source → target)"
       if any("->" in r for r in rows) else "choice point",
-      mark_row_max=True, note=note, panel_titles=_PANEL_TITLES)
+      fmt=_alpha_format(values), mark_row_max=True, note=note, panel_titles=_PANEL_TITLES)
+
+
+def _alpha_format(values: np.ndarray) -> str:
+  """Two decimals, or three where the weights of most choice points are
+  that close (a short search barely moves them from uniform), so that the
+  boxed strongest op of a row shows a larger number than its neighbours."""
+  gaps = []
+  for row in values:
+    row = np.sort(row[np.isfinite(row)])
+    if row.size >= 2:
+      gaps.append(row[-1] - row[-2])
+  return "{:.3f}" if gaps and float(np.median(gaps)) < 0.005 else "{:.2f}"
 
 
 # --------------------------------------------------------------------------
@@ -717,8 +734,11 @@ def plot_metrics(records: Sequence[tuple[int, str, float]], outdir: str | os.Pat
       monotonic = bool(np.all(np.diff(steps) >= 0))
       x = steps if monotonic else np.arange(len(steps), dtype=float)
       colour = _SERIES_COLOURS[0]
-      if len(x) == 1:
-        ax.plot(x, vals, "o", color=colour)
+      if len(x) == 1:   # one record: a labelled point, mid-axis
+        ax.plot(x, vals, "o", color=colour, markersize=7)
+        ax.annotate(f"{vals[0]:.4g}", (x[0], vals[0]), xytext=(0, 9),
+                    textcoords="offset points", ha="center", fontsize=10)
+        ax.set_xlim(x[0] - 1, x[0] + 1)
       elif len(x) > 60 and np.isfinite(vals).all():
         # Smoothed per run: a restart (step going back) starts a new segment.
         starts = [0] + [int(i) + 1 for i in np.flatnonzero(np.diff(steps) < 0)] + [len(x)]
@@ -737,6 +757,7 @@ def plot_metrics(records: Sequence[tuple[int, str, float]], outdir: str | os.Pat
       ax.set_title(name)
       ax.set_xlabel("step" if monotonic else "record (dotted: step counter restarts)")
       ax.set_ylabel(name.rpartition("/")[2].replace("_", " "))
+      ax.xaxis.set_major_locator(MaxNLocator(integer=True))   # steps: no 7.5
       ax.grid(alpha=0.3)
       finite = vals[np.isfinite(vals)]
       if finite.size and finite.min() > 0 and finite.max() / finite.min() > 1e3 \

@@ -19,8 +19,9 @@ devices, batches sharded, state replicated. Each step gathers its batch on
 device from the step number (`data.batch_indices`), and every random draw is
 `fold_in(key, step)`, so a run restored from a checkpoint (always tried at
 start) ends with exactly the weights of an uninterrupted one. Outputs in the
-workdir: `config.json`, `checkpoints/`, `tensorboard/`, `metrics.jsonl` and
-`eval.json` (test accuracy, weights, FLOPs, time, genotype).
+workdir: `config.json`, `checkpoints/`, `tensorboard/`, `metrics.jsonl`,
+`eval.json` (test accuracy, weights, FLOPs, time, genotype) and `report/`
+(`radars_jax.report`: the cell drawings, training curves, index.html).
 """
 from __future__ import annotations
 
@@ -445,7 +446,8 @@ def load_trained_state(config, workdir) -> tuple[int, TrainState] | None:
 
 def run_training(config, workdir) -> dict:
   """Trains `config.genotype` from scratch (resuming from the workdir's
-  latest checkpoint), evaluates on the test split and writes eval.json.
+  latest checkpoint), evaluates on the test split, writes eval.json and the
+  report (WORKDIR/report/).
   Returns the eval.json dict (or, when stopped by `train.stop_after_steps`,
   `{"stopped_at_step": N}`)."""
   start_time = time.perf_counter()
@@ -573,4 +575,6 @@ def run_training(config, workdir) -> dict:
   if table_entry is not None:
     summary["table"] = {"path": str(config.table), **table_entry}
   workdir_lib.write_json(path / "eval.json", summary)
+  from radars_jax import report  # pylint: disable=import-outside-toplevel
+  report.write_report(path)
   return summary

@@ -187,6 +187,25 @@ def test_optional_files_missing_or_broken(tmp_path):
   assert "cell drawing" in (outdir / "index.html").read_text()
 
 
+def test_short_search_and_training_stay_readable(tmp_path):
+  """A search that barely moved its alphas: three decimals (the boxed
+  strongest op must show a larger number than its row); a training
+  evaluated once: one point on an integer step axis."""
+  workdir = make_nb201_search(tmp_path / "s")
+  summary = json.loads((workdir / "summary.json").read_text())
+  rng = np.random.default_rng(0)
+  summary["alphas"] = [(1e-3 * rng.normal(size=len(s))).tolist() for s in summary["subspace"]]
+  _write(workdir / "summary.json", summary)
+  (workdir / "metrics.jsonl").write_text(
+      '{"step": 8, "name": "test/accuracy", "value": 0.125}\n')
+  outdir = report.write_report(workdir)
+  _check_pngs(outdir, ["cell.png", "alphas.png", "curves_test.png"])
+  near_uniform = np.full((2, 5), 0.2) + np.array([[1e-4, 0, 0, 0, 0], [0, 3e-4, 0, 0, 0]])
+  assert report._alpha_format(near_uniform) == "{:.3f}"  # pylint: disable=protected-access
+  spread = np.array([[0.6, 0.1, 0.1, 0.1, 0.1], [0.3, 0.25, 0.25, 0.1, 0.1]])
+  assert report._alpha_format(spread) == "{:.2f}"  # pylint: disable=protected-access
+
+
 def test_not_a_workdir(tmp_path):
   with pytest.raises(UserError, match="does not exist"):
     report.write_report(tmp_path / "missing")

@@ -98,6 +98,25 @@ def test_nb201_network_weight_count_and_flops():
   assert info["macs"] == 220_119_680
 
 
+def test_nb201_ops_leaving_an_all_none_node_run_on_zeros():
+  """Node 1 has only a `none` input: it is zeros, and the 3x3 convolution
+  leaving it still exists (NAS-Bench-201's InferCell), so building, counting
+  and running the network work."""
+  dead = "|none~0|+|none~0|nor_conv_3x3~1|+|none~0|none~1|nor_conv_3x3~2|"
+  all_none = "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"
+  sizes = {}
+  for arch in (dead, all_none):
+    model = networks.build_network(genotypes.load_genotype(arch), 10, nb201_channels=4,
+                                   nb201_cells_per_stage=1)
+    sizes[arch] = networks.describe_network(model, (8, 8, 3))["weights"]
+    variables = networks.abstract_variables(model, (8, 8, 3))
+    logits, _ = jax.eval_shape(lambda v: model.apply(v, jnp.zeros((2, 8, 8, 3)), train=False),
+                               variables)
+    chex.assert_shape(logits, (2, 10))
+  # Two 3x3 convolutions (+ BN scale and bias) per cell, one cell per stage.
+  assert sizes[dead] - sizes[all_none] == sum(2 * (9 * c * c + 2 * c) for c in (4, 8, 16))
+
+
 def test_describe_genotype_darts_v2_on_cifar():
   config = _config_file("cifar_train")
   info = train.describe_genotype(config)
@@ -194,6 +213,17 @@ def test_digits_retrain_reaches_95_percent(digits_run):
   assert saved["genotype"] == genotypes.DARTS_V2 and saved["flops"] > 0
   assert json.loads((workdir / "config.json").read_text())["train"]["epochs"] == config.train.epochs
   assert any(f.startswith("events") for f in os.listdir(workdir / "tensorboard"))
+
+
+def test_training_writes_its_report(digits_run):
+  """The end of run_training writes WORKDIR/report/ (radars_jax.report)."""
+  _, workdir, _ = digits_run
+  report = workdir / "report"
+  page = (report / "index.html").read_text()
+  assert "Evaluation (retraining)" in page
+  for name in ("cell_normal.png", "cell_reduce.png", "curves_train.png", "curves_test.png"):
+    assert (report / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    assert f"src='{name}'" in page, name
 
 
 def test_killed_and_resumed_training_equals_uninterrupted(digits_run, tmp_path):

@@ -1,0 +1,56 @@
+"""experiments/colab_tpu.ipynb runs top to bottom in its small CPU mode
+(RADARS_SMALL=1): a search and a retrain, data-parallel over the 4 CPU
+devices, with their reports shown."""
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "experiments" / "colab_tpu.ipynb"
+
+
+def test_notebook_is_stored_clean_with_a_parameters_cell():
+  nb = nbformat.read(NOTEBOOK, as_version=4)
+  nbformat.validate(nb)
+  code = [c for c in nb.cells if c.cell_type == "code"]
+  assert all(not c.outputs and c.execution_count is None for c in code), "clear the outputs"
+  params = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+  assert len(params) == 1
+  for name in ("SMALL", "REPO_URL", "RADARS_SMALL", "WORKDIR"):
+    assert name in params[0].source, name
+  text = "\n".join(c.source for c in nb.cells)
+  assert 'config.method = "radars"' in text or 'c.method = "radars"' in text
+  assert "memory_budget_gb" in text
+
+
+def test_notebook_runs_small_on_cpu(tmp_path, monkeypatch):
+  monkeypatch.setenv("RADARS_SMALL", "1")
+  monkeypatch.setenv("RADARS_WORKDIR", str(tmp_path))
+  nb = nbformat.read(NOTEBOOK, as_version=4)
+  client = nbclient.NotebookClient(
+      nb, timeout=600, kernel_name="python3",
+      resources={"metadata": {"path": str(NOTEBOOK.parent)}})
+  client.execute()  # raises CellExecutionError on the first failing cell
+
+  search, train = tmp_path / "search", tmp_path / "train"
+  for path in (search / "summary.json", search / "genotype.json", train / "eval.json",
+               search / "report" / "index.html", train / "report" / "index.html"):
+    assert path.is_file(), path
+  summary = json.loads((search / "summary.json").read_text())
+  result = json.loads((train / "eval.json").read_text())
+  assert summary["method"] == "single_darts" and summary["dataset"] == "cifar10"
+  assert summary["devices"] == result["devices"] == 4   # data-parallel over 4 CPU devices
+  assert result["genotype"] == summary["genotype"]      # the searched cell was retrained
+  assert 0.0 <= result["test_accuracy"] <= 1.0
+
+  outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+  assert not [o for o in outputs if o.output_type == "error"]
+  images = [o for o in outputs if "image/png" in o.get("data", {})]
+  pngs = list((search / "report").glob("*.png")) + list((train / "report").glob("*.png"))
+  assert len(images) == len(pngs) >= 4
+  text = "".join(o.get("text", "") for o in outputs)
+  assert "4 cpu device(s)" in text
