@@ -37,6 +37,7 @@ import html
 import json
 import logging
 import math
+import textwrap
 import os
 import re
 import sys
@@ -564,7 +565,10 @@ def _heatmap(path: Path, values: np.ndarray, row_names: Sequence[str],
   else:
     width, height = panel_w + 1.3, len(panels) * panel_h + 0.9
   width = max(width, _text_size(title, 14, weight="bold")[0] + 0.4, 5.0)
-  fig = _new_figure(width, height + (0.3 if note else 0.0))
+  if note:  # wrapped to the figure's width (about 14 characters an inch at 9.5 pt)
+    note = "\n".join(textwrap.fill(line, max(int(width * 14), 30))
+                     for line in note.split("\n"))
+  fig = _new_figure(width, height + (0.2 + 0.18 * note.count("\n") if note else 0.0))
   grid = (1, len(panels)) if side_by_side else (len(panels), 1)
   axes = fig.subplots(*grid, squeeze=False).ravel()
 
