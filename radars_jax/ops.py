@@ -16,7 +16,7 @@ BatchNorm with running averages. `OpSettings` carries that choice.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Callable, Mapping
 
 import flax.linen as nn
 import jax
@@ -204,15 +204,18 @@ class Pool(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = True):
-    k, p = self.kernel_size, self.kernel_size // 2
-    window, strides, pad = (k, k), (self.stride, self.stride), ((p, p), (p, p))
-    if self.kind == "max":
-      x = nn.max_pool(x, window, strides, pad)
-    else:
-      x = nn.avg_pool(x, window, strides, pad, count_include_pad=False)
+    x = pool(x, self.kind, self.kernel_size, self.stride, self.settings.depthwise_impl)
     if self.settings.pool_bn:
       x = BatchNorm(self.settings)(x, train)
     return x
+
+
+def pool(x, kind: str, kernel_size: int, stride: int, impl: str = "xla"):
+  """k x k max or average pooling with padding k // 2 (the average excludes
+  the padding), kernels from `radars_jax.depthwise`."""
+  if kind == "max":
+    return depthwise.max_pool2d(x, kernel_size, stride, impl)
+  return depthwise.avg_pool2d(x, kernel_size, stride, impl)
 
 
 class SkipConnect(nn.Module):
@@ -319,3 +322,133 @@ def make_op(name: str, channels: int, stride: int, settings: OpSettings,
   if name not in OPS:
     check_op_names([name])
   return OPS[name].make(channels, stride, settings, module_name or name)
+
+
+# ---------------------------------------------------------------------------
+# Stacked ops: one op on several edges at once.
+#
+# The search supernet computes each op once for all the edges of a cell that
+# read states of the same shape (`radars_jax.supernet.mixed_dag`): inputs
+# [E, B, H, W, C], weights stacked along a leading E axis. The weights are
+# declared per edge under the same paths the op's module uses (`param_schema`
+# mirrors the modules above), so weight pools and checkpoints see no
+# difference. Only for search settings (BatchNorm without affine parameters
+# or running statistics); ops without a stacked form run per edge.
+# ---------------------------------------------------------------------------
+
+def _kernel(k, c_in, c_out):
+  return {"kernel": (k, k, c_in, c_out)}
+
+
+def _dil_schema(c, k):
+  return {"DepthwiseConv_0": _kernel(k, 1, c), "Conv_0": _kernel(1, c, c)}
+
+
+def param_schema(name: str, channels: int, stride: int):
+  """Nested {module name: {... {param name: shape}}} of op `name`'s weights
+  (exactly its module's), or None if the op has no stacked form."""
+  c = channels
+  if name.startswith(("sep_conv_", "dil_conv_", "dil4_conv_")):
+    k = int(name[-1])
+    if name.startswith("sep_conv_"):
+      return {"DilConv_0": _dil_schema(c, k), "DilConv_1": _dil_schema(c, k)}
+    return _dil_schema(c, k)
+  if name.startswith("mbconv_"):
+    k, e = int(name.split("_")[1][0]), int(name.split("_e")[-1])
+    return {"Conv_0": _kernel(1, c, c * e), "DepthwiseConv_0": _kernel(k, 1, c * e),
+            "Conv_1": _kernel(1, c * e, c)}
+  if name == "nor_conv_1x1":
+    return {"Conv_0": _kernel(1, c, c)}
+  if name == "skip_connect" and stride == 2:
+    return {"FactorizedReduce_0": {"conv_a": _kernel(1, c, c // 2),
+                                   "conv_b": _kernel(1, c, c - c // 2)}}
+  return None
+
+
+def is_shared(name: str, stride: int) -> bool:
+  """Ops without weights: the same output on every edge from one state, so
+  the supernet computes them once per state (pooling, identity)."""
+  return name.startswith(("max_pool_", "avg_pool_")) or (name == "skip_connect" and stride == 1)
+
+
+def shared_op(name: str, x, stride: int, settings: OpSettings):
+  """A weightless op (`is_shared`) on one state [B, H, W, C]."""
+  if name == "skip_connect":
+    return x
+  kind, k = name.split("_")[0], int(name[-1])
+  y = pool(x, kind, k, stride, settings.depthwise_impl)
+  return batch_norm(y) if settings.pool_bn else y
+
+
+class Params(nn.Module):
+  """Declares the weights of a `param_schema` (LeCun-normal kernels, as
+  nn.Conv's) and returns them."""
+  schema: dict
+
+  @nn.compact
+  def __call__(self):
+    out = {}
+    for key, value in self.schema.items():
+      if isinstance(value, Mapping):
+        out[key] = Params(value, name=key)()
+      else:
+        out[key] = self.param(key, nn.initializers.lecun_normal(), tuple(value))
+    return out
+
+
+def stackable(settings: OpSettings) -> bool:
+  """Stacked ops need weightless, stateless BatchNorm (search settings)."""
+  return not settings.affine and not settings.track_running_stats
+
+
+def batch_norm(x, axes=None):
+  """Affine-free BatchNorm with batch statistics over all axes but the last
+  (or `axes`): the search supernet's `BatchNorm`, as a function."""
+  axes = tuple(range(x.ndim - 1)) if axes is None else axes
+  xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+  mean = xf.mean(axis=axes, keepdims=True)
+  var = jnp.square(xf - mean).mean(axis=axes, keepdims=True)
+  return ((xf - mean) * jax.lax.rsqrt(var + BN_EPSILON)).astype(x.dtype)
+
+
+def _bn_e(x):  # stacked [E, B, H, W, C]: statistics per edge
+  return batch_norm(x, (1, 2, 3))
+
+
+def _pointwise(x, kernel):
+  """1x1 convolution of stacked inputs [E, B, H, W, Cin] with [E, 1, 1, Cin, Cout]."""
+  return jnp.einsum("ebhwc,ecd->ebhwd", x, kernel[:, 0, 0].astype(x.dtype))
+
+
+def _dil_stacked(p, x, k, stride, dilation, impl):
+  x = depthwise.depthwise_conv2d(nn.relu(x), p["DepthwiseConv_0"]["kernel"], stride,
+                                 dilation, impl=impl)
+  return _bn_e(_pointwise(x, p["Conv_0"]["kernel"]))
+
+
+def stacked_op(name: str, params, x, stride: int, settings: OpSettings):
+  """Op `name` (with a `param_schema`) on stacked inputs x [E, B, H, W, C]
+  with stacked weights: the same numbers as its module on each edge."""
+  impl = settings.depthwise_impl
+  if name.startswith("sep_conv_"):
+    k = int(name[-1])
+    x = _dil_stacked(params["DilConv_0"], x, k, stride, 1, impl)
+    return _dil_stacked(params["DilConv_1"], x, k, 1, 1, impl)
+  if name.startswith(("dil_conv_", "dil4_conv_")):
+    return _dil_stacked(params, x, int(name[-1]), stride, 4 if name.startswith("dil4") else 2,
+                        impl)
+  if name.startswith("mbconv_"):
+    k = int(name.split("_")[1][0])
+    h = _bn_e(_pointwise(nn.relu(x), params["Conv_0"]["kernel"]))
+    h = depthwise.depthwise_conv2d(nn.relu(h), params["DepthwiseConv_0"]["kernel"], stride,
+                                   1, impl=impl)
+    return _bn_e(_pointwise(nn.relu(_bn_e(h)), params["Conv_1"]["kernel"]))
+  if name == "nor_conv_1x1":
+    return _bn_e(_pointwise(nn.relu(x)[:, :, ::stride, ::stride, :], params["Conv_0"]["kernel"]))
+  if name == "skip_connect":  # stride 2: FactorizedReduce
+    x = nn.relu(x)
+    p = params["FactorizedReduce_0"]
+    a = _pointwise(x[:, :, ::2, ::2, :], p["conv_a"]["kernel"])
+    b = _pointwise(x[:, :, 1::2, 1::2, :], p["conv_b"]["kernel"])
+    return _bn_e(jnp.concatenate([a, b], axis=-1))
+  raise ValueError(f"op {name!r} has no stacked form")

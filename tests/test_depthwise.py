@@ -1,0 +1,103 @@
+"""Per-channel window ops: every implementation gives XLA's numbers and
+gradients, and the edge-stacked supernet equals the per-edge one."""
+import chex
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from radars_jax import depthwise
+from radars_jax import spaces
+from radars_jax import supernet
+
+
+def _grads(fn, *args):
+  """Value and gradients of sum(fn(...) * r) for a fixed random cotangent r."""
+  out = fn(*args)
+  r = jax.random.normal(jax.random.key(7), out.shape)
+  grads = jax.grad(lambda *a: jnp.sum(fn(*a) * r), argnums=tuple(range(len(args))))(*args)
+  return out, grads
+
+
+@pytest.mark.parametrize("impl", ["shifted", "scan"])
+@pytest.mark.parametrize("k,stride,dilation", [(3, 1, 1), (5, 2, 1), (3, 1, 2), (5, 2, 2)])
+def test_depthwise_conv_matches_xla_values_and_gradients(impl, k, stride, dilation):
+  x = jax.random.normal(jax.random.key(0), (2, 9, 8, 3))
+  kernel = jax.random.normal(jax.random.key(1), (k, k, 1, 3))
+  conv = lambda impl_: (lambda x_, k_: depthwise.depthwise_conv2d(x_, k_, stride, dilation,
+                                                                  impl=impl_))
+  want, want_g = _grads(conv("xla"), x, kernel)
+  got, got_g = _grads(conv(impl), x, kernel)
+  chex.assert_trees_all_close((got, got_g), (want, want_g), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("impl", ["xla", "shifted", "scan"])
+def test_stacked_depthwise_conv_is_the_per_problem_conv(impl):
+  x = jax.random.normal(jax.random.key(0), (3, 2, 8, 8, 4))
+  kernel = jax.random.normal(jax.random.key(1), (3, 3, 3, 1, 4))
+  conv = lambda x_, k_: depthwise.depthwise_conv2d(x_, k_, 2, 1, impl=impl)
+  each = lambda x_, k_: jnp.stack([depthwise.depthwise_conv2d(x_[e], k_[e], 2, 1, impl="xla")
+                                   for e in range(3)])
+  chex.assert_trees_all_close(_grads(conv, x, kernel), _grads(each, x, kernel),
+                              atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["max", "avg"])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_shifted_pooling_matches_xla_values_and_gradients(kind, stride):
+  # Integers with ties: max pooling's gradient must go to the first maximum
+  # of each window, as XLA's select_and_scatter does.
+  x = jnp.round(jax.random.normal(jax.random.key(0), (2, 7, 8, 3)) * 2)
+  pool = {"max": depthwise.max_pool2d, "avg": depthwise.avg_pool2d}[kind]
+  # Under jit, as in a train step (reduce_window needs a constant init there).
+  want = jax.jit(lambda x_: _grads(lambda y: pool(y, 3, stride, impl="xla"), x_))(x)
+  got = jax.jit(lambda x_: _grads(lambda y: pool(y, 3, stride, impl="shifted"), x_))(x)
+  chex.assert_trees_all_close(got, want, atol=1e-5)
+
+
+def test_shifted_conv_has_second_derivatives_for_unrolled_darts():
+  """Second-order DARTS differentiates a gradient: the hand-written backward
+  pass must itself be differentiable (reverse over reverse)."""
+  x = jax.random.normal(jax.random.key(0), (1, 6, 6, 2))
+  kernel = jax.random.normal(jax.random.key(1), (3, 3, 1, 2))
+
+  def gnorm(impl):
+    def f(k_):
+      g = jax.grad(lambda x_: jnp.sum(jnp.sin(
+          depthwise.depthwise_conv2d(x_, k_, 1, 1, impl=impl))))(x)
+      return jnp.sum(g ** 2)
+    return jax.grad(f)(kernel)
+
+  chex.assert_trees_all_close(gnorm("shifted"), gnorm("xla"), atol=1e-4, rtol=1e-4)
+
+
+def test_unknown_implementation_is_refused():
+  with pytest.raises(ValueError, match="unknown depthwise implementation"):
+    depthwise.depthwise_conv2d(jnp.zeros((1, 4, 4, 1)), jnp.zeros((3, 3, 1, 1)), impl="fft")
+
+
+@pytest.mark.parametrize("space_name,layers,cells_per_stage", [("darts", 3, 1), ("nb201", 0, 1)])
+def test_edge_stacked_supernet_equals_per_edge_mixed_ops(space_name, layers, cells_per_stage):
+  """`stack_edges` computes each op once over all edges that use it: same
+  parameters (paths and shapes), same outputs, same gradients."""
+  space = spaces.make_space(space_name)
+  rng = np.random.default_rng(0)
+  sub = tuple(tuple(sorted(rng.choice(space.max_ops, size=2, replace=False)))
+              for _ in range(space.num_choice_points))
+  x = jax.random.normal(jax.random.key(1), (4, 8, 8, 3))
+  alphas = supernet.init_alphas(jax.random.key(2), sub)
+  models = [supernet.build_supernet(
+      space, sub, ml_collections.ConfigDict(dict(
+          channels=4, layers=layers, cells_per_stage=cells_per_stage, stack_edges=stack,
+          depthwise_impl="xla")), 10) for stack in (False, True)]
+  params = supernet.init_params(models[0], (8, 8, 3), alphas, jax.random.key(0))
+  chex.assert_trees_all_equal_shapes(
+      params, supernet.param_shapes(models[1], (8, 8, 3), alphas))
+
+  def loss(model):
+    def f(p, a):
+      return jnp.mean(model.apply({"params": p}, x, a) ** 2)
+    return jax.jit(jax.value_and_grad(f, argnums=(0, 1)))(params, alphas)
+
+  chex.assert_trees_all_close(loss(models[1]), loss(models[0]), atol=1e-4, rtol=1e-3)
