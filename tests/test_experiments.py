@@ -1,0 +1,52 @@
+"""Smoke tests of the benchmark scripts in experiments/ (tiny spaces; no timing)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_memory_scaling_small_runs_and_radars_fits(tmp_path):
+  out = tmp_path / "ms.json"
+  result = subprocess.run(
+      [sys.executable, str(ROOT / "experiments" / "memory_scaling.py"), "--small",
+       "--ns", "2,4", "--json", str(out)],
+      capture_output=True, text=True, cwd=ROOT, timeout=900)
+  assert result.returncode == 0, result.stderr[-3000:]
+  data = json.loads(out.read_text())
+  rows = data["rows"]
+  assert [r["num_ops"] for r in rows] == [2, 4]
+  budget = data["budget_bytes"]
+  assert rows[0]["darts_fits"] and not rows[-1]["darts_fits"]   # full DARTS crosses it
+  for r in rows:
+    assert r["radars_k"] >= 1 and r["radars_bytes"] <= budget    # RADARS never does
+  assert (tmp_path / "ms.png").exists()
+  assert "RADARS k" in result.stdout
+  bad = subprocess.run([sys.executable, str(ROOT / "experiments" / "memory_scaling.py"),
+                        "--ns", "8,x"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+  assert bad.returncode == 2 and "memory_scaling: error" in bad.stderr
+
+
+def test_throughput_small_runs_and_writes_its_figures(tmp_path):
+  """Two ops per edge, tiny shapes, one timed step: checks the script and its
+  JSON, never the speed (benchmarks are not tests)."""
+  out = tmp_path / "tp.json"
+  result = subprocess.run(
+      [sys.executable, str(ROOT / "experiments" / "throughput.py"), "--small", "--num-ops", "2",
+       "--modes", "single_level", "--steps", "1", "--warmup", "1", "--depthwise-impl",
+       "shifted", "--no-peer", "--json", str(out)],
+      capture_output=True, text=True, cwd=ROOT, timeout=900)
+  assert result.returncode == 0, result.stderr[-3000:]
+  data = json.loads(out.read_text())
+  assert data["peer_skipped"] == "--no-peer"
+  (row,) = data["rows"]
+  ours = row["ours"]
+  assert row["mode"] == "single_level" and row["ratio"] is None
+  assert ours["images_per_s"] > 0 and ours["compile_s"] > 0 and ours["step_bytes"] > 0
+  assert ours["depthwise_impl"] == "shifted" and len(ours["step_s_all"]) == 1
+  assert "images/s" in result.stdout
+  bad = subprocess.run([sys.executable, str(ROOT / "experiments" / "throughput.py"),
+                        "--modes", "third_order"], capture_output=True, text=True, cwd=ROOT,
+                       timeout=300)
+  assert bad.returncode == 2 and "unknown mode" in bad.stderr
