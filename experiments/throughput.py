@@ -181,6 +181,17 @@ def peer_skip_reason(args) -> str | None:
   return None
 
 
+def write_json(path, setting, skip, rows) -> dict:
+  result = {"setting": setting, "peer_skipped": skip, "rows": rows,
+            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                        "jax": jax.__version__, "backend": jax.devices()[0].platform,
+                        "devices": jax.device_count()}}
+  if path:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(result, indent=1) + "\n")
+  return result
+
+
 def main(argv=None) -> dict:
   args = parse_args(argv)
   skip = peer_skip_reason(args)
@@ -200,8 +211,8 @@ def main(argv=None) -> dict:
           f"({ours['depthwise_impl']} depthwise, {ours['weights']:,} weights)", flush=True)
     row = {"mode": mode, "ours": ours, "peer": None, "ratio": None}
     if not skip:
-      if mode == "single_level" and args.space != "darts":
-        row["peer_skipped"] = "the peer has only the darts space"
+      if args.space != "darts" or args.num_ops is not None:
+        row["peer_skipped"] = "the peer has only the full darts space"
       else:
         peer = time_peer(args, mode)
         row["peer"] = peer
@@ -211,6 +222,7 @@ def main(argv=None) -> dict:
               f"{peer['weights']:,} weights)", flush=True)
         print(f"ratio ours/peer {row['ratio']:.2f}", flush=True)
     rows.append(row)
+    write_json(args.json, setting, skip, rows)  # after every mode: long runs lose nothing
 
   print()
   print(f"{'mode':14s} {'ours img/s':>10s} {'peer img/s':>10s} {'ratio':>6s} {'compile s':>9s}")
@@ -219,13 +231,8 @@ def main(argv=None) -> dict:
     ratio = f"{r['ratio']:6.2f}" if r["ratio"] is not None else f"{'-':>6s}"
     print(f"{r['mode']:14s} {r['ours']['images_per_s']:10.2f} {peer} {ratio} "
           f"{r['ours']['compile_s']:9.1f}")
-  result = {"setting": setting, "peer_skipped": skip, "rows": rows,
-            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                        "jax": jax.__version__, "backend": jax.devices()[0].platform,
-                        "devices": jax.device_count()}}
+  result = write_json(args.json, setting, skip, rows)
   if args.json:
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {args.json}")
   return result
 
