@@ -35,6 +35,7 @@ from radars_jax import cost_model as cost_lib
 from radars_jax import dnas
 from radars_jax import memory
 from radars_jax import parallel
+from radars_jax import search
 from radars_jax import spaces
 from radars_jax import supernet
 
@@ -54,10 +55,7 @@ def compile_bytes(space, subspace, config, image_shape, batch, mesh) -> tuple[in
   """XLA's bytes and the compile seconds of the first-order DARTS step."""
   model = supernet.build_supernet(space, subspace, config.supernet, 10)
   program = dnas.DnasProgram(model, "first_order", config.dnas, 1, mesh, (0.0,), (1.0,))
-  alphas = jax.eval_shape(lambda: supernet.init_alphas(jax.random.key(0), subspace))
-  weights = supernet.param_shapes(model, image_shape, alphas)
-  compiled = program.compile_train_step(*program.abstract_inputs(weights, alphas, batch,
-                                                                 image_shape))
+  compiled, _ = search.compile_subspace_step(program, subspace, image_shape, batch)
   return compiled.bytes, compiled.seconds
 
 

@@ -42,6 +42,7 @@ import numpy as np
 from radars_jax import config_defaults
 from radars_jax import dnas as dnas_lib
 from radars_jax import parallel
+from radars_jax import search as search_lib
 from radars_jax import spaces as spaces_lib
 from radars_jax import supernet as supernet_lib
 
@@ -108,10 +109,7 @@ def time_ours(args, mode: str) -> dict:
   parallel.check_divisible(args.batch, mesh, "--batch")
   program = dnas_lib.DnasProgram(model, mode, config_defaults.base_config().dnas,
                                  1000, mesh, (0.0,), (1.0,))
-  alpha_shapes = jax.eval_shape(lambda: supernet_lib.init_alphas(jax.random.key(0), subspace))
-  weight_shapes = supernet_lib.param_shapes(model, image_shape, alpha_shapes)
-  compiled = program.compile_train_step(
-      *program.abstract_inputs(weight_shapes, alpha_shapes, args.batch, image_shape))
+  compiled, _ = search_lib.compile_subspace_step(program, subspace, image_shape, args.batch)
 
   key = jax.random.key(0)
   alphas = supernet_lib.init_alphas(jax.random.fold_in(key, 1), subspace)

@@ -135,10 +135,8 @@ class Searcher:
 
   def compile_step(self, program: dnas_lib.DnasProgram, subspace) -> dnas_lib.CompiledStep:
     """Compiles the train step on abstract inputs: nothing runs."""
-    alphas = jax.eval_shape(lambda: supernet_lib.init_alphas(jax.random.key(0), subspace))
-    weights = supernet_lib.param_shapes(program.model, self.data.image_shape, alphas)
-    inputs = program.abstract_inputs(weights, alphas, self.batch_size, self.data.image_shape)
-    compiled = program.compile_train_step(*inputs)
+    compiled, _ = compile_subspace_step(program, subspace, self.data.image_shape,
+                                        self.batch_size)
     self.compile_seconds += compiled.seconds
     return compiled
 
@@ -344,6 +342,17 @@ def run_dnas_search(config, path: Path, space: spaces_lib.SearchSpace) -> dict:
   return summary
 
 
+def compile_subspace_step(program: dnas_lib.DnasProgram, subspace, image_shape,
+                          batch_size: int):
+  """(the compiled train step, the weight shapes) of `program`'s supernet for
+  `subspace`, compiled on abstract inputs: nothing is initialised or run."""
+  alphas = jax.eval_shape(lambda: supernet_lib.init_alphas(jax.random.key(0), subspace))
+  weights = supernet_lib.param_shapes(program.model, image_shape, alphas)
+  compiled = program.compile_train_step(
+      *program.abstract_inputs(weights, alphas, batch_size, image_shape))
+  return compiled, weights
+
+
 def describe(config) -> dict:
   """`mode=describe`: the space, the supernet and the bytes of one
   full-space train step, read from XLA on abstract inputs (nothing runs)."""
@@ -355,12 +364,9 @@ def describe(config) -> dict:
   parallel.check_divisible(batch_size, mesh)
   subspace = space.full_subspace()
   model = supernet_lib.build_supernet(space, subspace, config.supernet, num_classes)
-  alphas = jax.eval_shape(lambda: supernet_lib.init_alphas(jax.random.key(0), subspace))
-  weights = supernet_lib.param_shapes(model, image_shape, alphas)
   mode = dnas_mode(config)
   program = dnas_lib.DnasProgram(model, mode, config.dnas, 1, mesh, (0.0,), (1.0,))
-  compiled = program.compile_train_step(
-      *program.abstract_inputs(weights, alphas, batch_size, image_shape))
+  compiled, weights = compile_subspace_step(program, subspace, image_shape, batch_size)
   budget = budget_bytes(config)
   info = {
       "space": space.name, "kind": space.kind,
