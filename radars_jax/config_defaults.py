@@ -81,5 +81,8 @@ def base_config() -> ml_collections.ConfigDict:
   config.radars.sample_finetune_steps = 0
   config.radars.cost_weight = 0.0       # reward -= cost_weight * derived weights (millions)
   config.radars.checkpoint_every_steps = 200  # DNAS state checkpoints inside long runs
+  # Compile each batch's later subspaces in a background thread while the
+  # earlier ones train (same programs, same results).
+  config.radars.compile_ahead = True
   config.controller = controller.default_controller_config()
   return config

@@ -34,6 +34,7 @@ that of an uninterrupted run.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import shutil
 import time
@@ -45,6 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from radars_jax import checkpointing
+from radars_jax import compile_clock
 from radars_jax import controller as ctrl
 from radars_jax import cost_model as cost_lib
 from radars_jax import memory as memory_lib
@@ -190,6 +192,13 @@ class RadarsSearch:
     self.ckpt = checkpointing.Checkpointer(path / "checkpoints" / "search", max_to_keep=2)
     self.dnas_ckpt_root = path / "checkpoints" / "dnas"
     self.verbose = bool(config.get("progress_bar", True))
+    # Train steps of the batch's later samples compile in this thread while
+    # the current sample trains (radars.compile_ahead).
+    self._compiler = (concurrent.futures.ThreadPoolExecutor(1, "radars-compile")
+                      if config.radars.get("compile_ahead", True) else None)
+    self._ahead: dict = {}
+    self.clock = compile_clock.CompileClock()
+    self._clock_before: dict = {}
 
   # -- state -------------------------------------------------------------
   def fresh(self) -> tuple[LoopState, dict]:
@@ -202,17 +211,25 @@ class RadarsSearch:
       alive[c, :len(cp.ops)] = True
     state = LoopState(pool, trained, controller, alive, key)
     meta = {"iteration": 0, "sample": 0, "batch": None, "history": [], "runs": [],
-            "cost_model": None, "compile_seconds": 0.0, "elapsed_seconds": 0.0,
+            "cost_model": None, "compile_seconds": 0.0, "compile_wait_seconds": 0.0,
+            "clock_seconds": {}, "elapsed_seconds": 0.0,
             "phase": "loop", "best": None}
     return state, meta
 
   def save(self, step: int, state: LoopState, meta: dict) -> None:
-    meta = dict(meta, elapsed_seconds=self.elapsed(meta))
+    meta = dict(meta, elapsed_seconds=self.elapsed(meta), clock_seconds=self.clock_seconds())
     self.ckpt.save(step, state.tree(), meta)
     self.ckpt.wait()
 
   def elapsed(self, meta) -> float:
     return self._elapsed_before + time.perf_counter() - self.start
+
+  def clock_seconds(self) -> dict:
+    """Tracing, lowering and XLA seconds of every compile so far (all runs
+    of this search)."""
+    now = dict(self.clock.seconds)
+    return {k: self._clock_before.get(k, 0.0) + now.get(k, 0.0)
+            for k in set(now) | set(self._clock_before)}
 
   # -- cost model ----------------------------------------------------------
   def cost_model(self, meta, alive) -> cost_lib.CostModel:
@@ -240,10 +257,43 @@ class RadarsSearch:
     return model
 
   def compile(self, subspace, meta, steps: int = 1):
-    program = self.searcher.program(subspace, steps)
-    compiled = self.searcher.compile_step(program, subspace)
+    """The compiled train step of `subspace` (compiled ahead if it was
+    queued by `compile_ahead`). `meta` counts the seconds spent compiling
+    and, separately, the seconds the loop waited for it."""
+    start = time.perf_counter()
+    future = self._ahead.get((subspace, steps))
+    if future is not None:
+      compiled = future.result()
+    else:
+      compiled = self._compile_now(subspace, steps)
     meta["compile_seconds"] += compiled.seconds
+    meta["compile_wait_seconds"] = (meta.get("compile_wait_seconds", 0.0)
+                                    + time.perf_counter() - start)
     return compiled
+
+  def _compile_now(self, subspace, steps: int):
+    program = self.searcher.program(subspace, steps)
+    compiled, _ = search_lib.compile_subspace_step(program, subspace, self.data.image_shape,
+                                                   self.searcher.batch_size)
+    return compiled
+
+  def compile_ahead(self, subspaces, steps: int) -> None:
+    """Queues the train steps of `subspaces` for compiling, in order, in
+    the background thread: each compiles while the samples before it train
+    (on an accelerator the host compiles while the device computes). The
+    programs are the ones `compile` would build, so results are unchanged."""
+    if self._compiler is None:
+      return
+    for subspace in subspaces:
+      if (subspace, steps) not in self._ahead:
+        self._ahead[(subspace, steps)] = self._compiler.submit(self._compile_now, subspace,
+                                                               steps)
+
+  def close(self) -> None:
+    """Stops the compile thread (queued compiles are dropped)."""
+    if self._compiler is not None:
+      self._compiler.shutdown(wait=True, cancel_futures=True)
+    self._ahead.clear()
 
   # -- sampling ------------------------------------------------------------
   def sample(self, state: LoopState, iteration: int, k: int):
@@ -312,6 +362,13 @@ class RadarsSearch:
 
   # -- the whole search ------------------------------------------------------
   def run(self) -> dict:
+    try:
+      with self.clock:
+        return self._run()
+    finally:
+      self.close()
+
+  def _run(self) -> dict:
     state, meta = self.fresh()
     restored = self.ckpt.restore_latest(state.tree())
     self._elapsed_before = 0.0
@@ -319,6 +376,7 @@ class RadarsSearch:
       _, tree, meta = restored
       state = LoopState.from_tree(tree)
       self._elapsed_before = float(meta.get("elapsed_seconds", 0.0))
+      self._clock_before = dict(meta.get("clock_seconds") or {})
       print(f"radars_jax: resuming {self.method} search at iteration {meta['iteration']}, "
             f"sample {meta['sample']} from {self.ckpt.directory}", flush=True)
     model = self.cost_model(meta, state.alive)
@@ -346,6 +404,7 @@ class RadarsSearch:
         meta["sample"] = 0
       batch = meta["batch"]
       ops = np.asarray(batch["ops"], np.int32)
+      self.compile_ahead([subspace_of(o) for o in ops[meta["sample"]:]], self.run_steps())
       while meta["sample"] < len(ops):
         i = meta["sample"]
         record = self.run_sample(state, meta, it, i, subspace_of(ops[i]), model)
@@ -358,6 +417,7 @@ class RadarsSearch:
         meta["cost_model"] = model.to_json()
         self.save(it * (self.num_samples + 1) + i + 1, state, meta)
         shutil.rmtree(self.dnas_ckpt_root / f"it{it}_s{i}", ignore_errors=True)
+      self._ahead.clear()   # (a batch's compiled steps are not needed after it)
       self.end_iteration(state, meta, model, ops, batch)
       meta["iteration"] = it + 1
       meta["batch"] = None
@@ -480,13 +540,21 @@ class RadarsSearch:
     else:
       genotype, val_accuracy = best["genotype"], best["val_accuracy"]
     runs = meta["runs"]
+    clock = self.clock_seconds()
     errors = [abs(r["estimated_bytes"] / r["compiled_bytes"] - 1.0) for r in runs
               if r.get("compiled_bytes") and not r.get("degenerate")]
     summary = {
         "method": self.method, "mode": self.searcher.mode, "space": self.space.name,
         "dataset": self.data.name, "seed": int(self.config.seed), "genotype": genotype,
         "val_accuracy": val_accuracy,
-        "search_seconds": self.elapsed(meta), "compile_seconds": meta["compile_seconds"],
+        "search_seconds": self.elapsed(meta),
+        # train-step compiles (some ahead, in the background) and the part of
+        # them the loop waited for
+        "compile_seconds": meta["compile_seconds"],
+        "compile_wait_seconds": meta.get("compile_wait_seconds", 0.0),
+        # every program of the search: trace / lower / xla seconds
+        "compile_breakdown_seconds": clock,
+        "compile_total_seconds": sum(clock.values()),
         "step_bytes": int(max(r["compiled_bytes"] for r in runs)),
         "memory_budget_bytes": self.budget,
         "over_budget_steps": sum(1 for r in runs if self.budget and

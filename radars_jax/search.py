@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from radars_jax import compile_clock
 from radars_jax import data as data_lib
 from radars_jax import dnas as dnas_lib
 from radars_jax import memory as memory_lib
@@ -302,6 +303,12 @@ def run_search(config, workdir: str) -> dict:
 
 def run_dnas_search(config, path: Path, space: spaces_lib.SearchSpace) -> dict:
   """`method=darts` / `single_darts`: DNAS over the whole space."""
+  with compile_clock.CompileClock() as clock:
+    return _run_dnas_search(config, path, space, clock)
+
+
+def _run_dnas_search(config, path: Path, space: spaces_lib.SearchSpace,
+                     clock: compile_clock.CompileClock) -> dict:
   start = time.perf_counter()
   mesh = parallel.make_mesh()
   data = load_search_data(config.data, mesh)
@@ -326,7 +333,10 @@ def run_dnas_search(config, path: Path, space: spaces_lib.SearchSpace) -> dict:
       "val_accuracy": result.val_accuracy, "train_loss": result.train_loss,
       "train_accuracy": result.train_accuracy,
       "search_seconds": time.perf_counter() - start,
-      "compile_seconds": searcher.compile_seconds, "step_bytes": result.step_bytes,
+      "compile_seconds": searcher.compile_seconds,
+      # every program of the search (evaluators and small ops too)
+      "compile_breakdown_seconds": dict(clock.seconds), "compile_total_seconds": clock.total,
+      "step_bytes": result.step_bytes,
       "memory_budget_bytes": budget, "steps": result.steps,
       "devices": int(mesh.devices.size),
       "supernet_weights": supernet_lib.count_params(result.weights),

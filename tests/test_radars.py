@@ -1,10 +1,12 @@
 """The RADARS loop on tiny synthetic data: the memory cost model, sizing k
 to the budget, pruning, never a step over budget, resume after a crash equal
 to an uninterrupted run, the rl / random baselines, and budget refusals."""
+import copy
 import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import jax
@@ -117,9 +119,22 @@ def test_dead_ops_of_an_nb201_cell_cost_nothing():
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, full_step_bytes):
+  """A whole RADARS run (steps compiled ahead, the default), with the
+  thread and subspace of every train-step compile."""
   path = workdir_lib.prepare(tmp_path_factory.mktemp("radars") / "run")
   config = budgeted(full_step_bytes)
-  summary = radars.run(config, path, spaces.make_space("nb201"))
+  assert config.radars.compile_ahead
+  compiles = []
+  original = radars.RadarsSearch._compile_now
+
+  def recording(self, subspace, steps):
+    compiles.append((threading.current_thread().name, subspace, steps))
+    return original(self, subspace, steps)
+
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(radars.RadarsSearch, "_compile_now", recording)
+    summary = radars.run(config, path, spaces.make_space("nb201"))
+  summary["_compiles"] = compiles
   return config, path, summary
 
 
@@ -141,6 +156,22 @@ def test_radars_prunes_within_budget_and_writes_outputs(uninterrupted):
   assert len(summary["genotype"]["ops"]) == 6 and 0.0 <= summary["val_accuracy"] <= 1.0
 
 
+def test_sampled_subspaces_compile_ahead_once_each(uninterrupted):
+  _, _, summary = uninterrupted
+  sampled = [tuple(tuple(a) for a in r["subspace"]) for r in summary["subspace_runs"]
+             if r["iteration"] != "final"]
+  ahead = [sub for thread, sub, _ in summary["_compiles"] if thread.startswith("radars-compile")]
+  inline = [sub for thread, sub, _ in summary["_compiles"]
+            if not thread.startswith("radars-compile")]
+  # Every sample's step compiled in the background thread; inline compiles
+  # are the cost-model calibration, shrunk subspaces and the final search.
+  assert len(ahead) == len(sampled) and not set(ahead) & set(inline)
+  assert summary["compile_wait_seconds"] <= summary["compile_seconds"] + 1.0
+  breakdown = summary["compile_breakdown_seconds"]
+  assert set(breakdown) == {"trace", "lower", "xla"} and breakdown["xla"] > 0
+  assert summary["compile_total_seconds"] == pytest.approx(sum(breakdown.values()))
+
+
 class Crash(Exception):
   pass
 
@@ -148,6 +179,10 @@ class Crash(Exception):
 def test_crashed_and_resumed_run_ends_with_the_same_genotype(uninterrupted, tmp_path,
                                                              monkeypatch):
   config, ref_path, ref = uninterrupted
+  # The interrupted runs compile each step when it is needed: the result
+  # must equal the uninterrupted run's, whose steps compiled ahead.
+  config = copy.deepcopy(config)
+  config.radars.compile_ahead = False
   path = workdir_lib.prepare(tmp_path / "run")
   space = spaces.make_space("nb201")
   # Crash 1: inside the second sample's DNAS run, just after its mid-run checkpoint.
