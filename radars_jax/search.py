@@ -260,11 +260,14 @@ class Searcher:
       updates, opt_state = tx.update(grads, opt_state, weights)
       return optax.apply_updates(weights, updates), opt_state
 
-    step = jax.jit(step, donate_argnums=(0, 1))
+    # Inputs and outputs replicated over the mesh: the second call finds the
+    # first call's program (an unplaced input would compile it twice).
+    replicated = parallel.replicated(self.mesh)
+    step = jax.jit(step, donate_argnums=(0, 1), out_shardings=(replicated, replicated))
     gather = self.batch_fn("weights")
     key = jax.random.key(int(self.config.seed) + 7)
-    opt_state = tx.init(weights)
-    weights = jax.tree_util.tree_map(jnp.copy, weights)
+    weights = jax.device_put(jax.tree_util.tree_map(jnp.copy, weights), replicated)
+    opt_state = jax.device_put(tx.init(weights), replicated)
     for i in range(steps):
       weights, opt_state = step(weights, opt_state, gather(key, i))
     return weights
