@@ -110,7 +110,11 @@ def mixed_dag(states: list, edges, edge_ops, edge_weights, channels: int, stride
   pending = {t: None for t in targets}
   zeros_like = {}
 
-  def add(t, y):
+  def add(e, name, y):
+    """Adds op `name`'s output on edge `e`, weighted, to the edge's target."""
+    if edge_weights is not None:
+      y = edge_weights[e][edge_ops[e].index(name)].astype(y.dtype) * y
+    t = edges[e][1]
     pending[t] = y if pending[t] is None else pending[t] + y
 
   waves = [tuple(range(n_in))] + [(t,) for t in targets]
@@ -126,13 +130,10 @@ def mixed_dag(states: list, edges, edge_ops, edge_weights, channels: int, stride
       x = states[src]
       stride = strides[e]
       zeros_like.setdefault(dst, jnp.zeros_like(x[:, ::stride, ::stride, :]))
-      weights = None if edge_weights is None else edge_weights[e]
-      factor = {name: (None if weights is None else weights[i])
-                for i, name in enumerate(edge_ops[e])}
       params, outputs = EdgeOps(edge_ops[e], channels, stride, settings,
                                 name=f"edge_{src}_{dst}")(x, train)
       for name, y in outputs.items():
-        add(dst, y if factor[name] is None else factor[name].astype(y.dtype) * y)
+        add(e, name, y)
       for name, p in params.items():
         stacked.setdefault((name, stride), []).append((e, p))
       for name in edge_ops[e]:
@@ -141,16 +142,13 @@ def mixed_dag(states: list, edges, edge_ops, edge_weights, channels: int, stride
     for (name, src, stride), es in shared.items():
       y = ops_lib.shared_op(name, states[src], stride, settings)
       for e in es:
-        f = None if edge_weights is None else edge_weights[e][edge_ops[e].index(name)]
-        add(edges[e][1], y if f is None else f.astype(y.dtype) * y)
+        add(e, name, y)
     for (name, stride), members in stacked.items():
       xs = jnp.stack([states[edges[e][0]] for e, _ in members])
       ps = jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *[p for _, p in members])
       ys = ops_lib.stacked_op(name, ps, xs, stride, settings)
       for i, (e, _) in enumerate(members):
-        y = ys[i]
-        f = None if edge_weights is None else edge_weights[e][edge_ops[e].index(name)]
-        add(edges[e][1], y if f is None else f.astype(y.dtype) * y)
+        add(e, name, ys[i])
   return states
 
 
