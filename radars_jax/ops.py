@@ -54,10 +54,7 @@ class BatchNorm(nn.Module):
       return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM,
                           epsilon=BN_EPSILON, use_bias=s.affine,
                           use_scale=s.affine)(x)
-    xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))  # statistics in >= f32
-    mean = xf.mean(axis=(0, 1, 2))
-    var = jnp.square(xf - mean).mean(axis=(0, 1, 2))
-    y = (xf - mean) * jax.lax.rsqrt(var + BN_EPSILON)
+    y = _normalise(x, (0, 1, 2))
     if s.affine:
       y = y * self.param("scale", nn.initializers.ones, (x.shape[-1],))
       y = y + self.param("bias", nn.initializers.zeros, (x.shape[-1],))
@@ -401,14 +398,19 @@ def stackable(settings: OpSettings) -> bool:
   return not settings.affine and not settings.track_running_stats
 
 
+def _normalise(x, axes):
+  """(x - mean) / sqrt(var + eps) over `axes`, statistics and result in >= f32."""
+  xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+  mean = xf.mean(axis=axes, keepdims=True)
+  var = jnp.square(xf - mean).mean(axis=axes, keepdims=True)
+  return (xf - mean) * jax.lax.rsqrt(var + BN_EPSILON)
+
+
 def batch_norm(x, axes=None):
   """Affine-free BatchNorm with batch statistics over all axes but the last
   (or `axes`): the search supernet's `BatchNorm`, as a function."""
   axes = tuple(range(x.ndim - 1)) if axes is None else axes
-  xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
-  mean = xf.mean(axis=axes, keepdims=True)
-  var = jnp.square(xf - mean).mean(axis=axes, keepdims=True)
-  return ((xf - mean) * jax.lax.rsqrt(var + BN_EPSILON)).astype(x.dtype)
+  return _normalise(x, axes).astype(x.dtype)
 
 
 def _bn_e(x):  # stacked [E, B, H, W, C]: statistics per edge
