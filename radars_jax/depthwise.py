@@ -19,6 +19,8 @@ conv, ~18 ms as the shifted sum below). `impl` picks one:
   `select_and_scatter` and PyTorch do). Fast on the CPU.
 - `scan`: the tap sum as a `lax.scan` over the taps (one loop body in the
   program, so compile time does not grow with k); pooling as `shifted`.
+  Its gradient keeps every tap's window: k*k times the input's memory
+  (5x5 on a 2.1 MB input: 61.9 MB compiled against 9.5 MB `shifted`).
 - `auto`: `shifted` on the CPU, `xla` on accelerators.
 
 All give the same numbers up to float rounding. Inputs may carry a leading
