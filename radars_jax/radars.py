@@ -8,7 +8,9 @@
   2. the controller (`radars_jax.controller`) samples P subspaces of k alive
      ops per choice point;
   3. each one is compiled (its exact bytes checked against the budget; a
-     subspace over it is shrunk first, so no step ever runs over budget) and
+     subspace over it is shrunk first, so no step ever runs over budget;
+     the later samples compile in a background thread while the earlier
+     ones train, `radars.compile_ahead`) and
      searched by DNAS, warm-started from the weight pool, its weights written
      back; its reward is the holdout accuracy of the architecture derived
      from it (minus `radars.cost_weight` x millions of parameters);
