@@ -229,9 +229,8 @@ class RadarsSearch:
   def clock_seconds(self) -> dict:
     """Tracing, lowering and XLA seconds of every compile so far (all runs
     of this search)."""
-    now = dict(self.clock.seconds)
-    return {k: self._clock_before.get(k, 0.0) + now.get(k, 0.0)
-            for k in set(now) | set(self._clock_before)}
+    return {stage: self._clock_before.get(stage, 0.0) + seconds
+            for stage, seconds in dict(self.clock.seconds).items()}
 
   # -- cost model ----------------------------------------------------------
   def cost_model(self, meta, alive) -> cost_lib.CostModel:
