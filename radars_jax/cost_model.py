@@ -154,6 +154,13 @@ class CostModel:
     np.put_along_axis(mask, order, True, axis=-1)
     return mask & alive
 
+  def slot_orders(self) -> tuple[tuple[int, ...], ...]:
+    """Per choice point, its ops costliest first (a switched supernet's
+    `slot_orders`: its k slots then need about the worst case's bytes)."""
+    assert self.space is not None, "slot_orders needs the space"
+    return tuple(tuple(int(o) for o in np.argsort(-self.per_op[c, :len(cp.ops)], kind="stable"))
+                 for c, cp in enumerate(self.space.choice_points))
+
   def largest_k(self, alive, budget: float) -> int:
     """The largest k whose worst case fits `budget` (0 if not even k = 1)."""
     alive = np.asarray(alive, bool)

@@ -13,7 +13,11 @@ Three modes (`config.dnas` and `config.method` pick one, see `dnas_mode`):
 Weights use SGD with momentum, cosine learning rate, weight decay and
 gradient clipping; alphas use Adam with L2 decay (DARTS's settings), both
 as optax transformations. State is a pytree (`DnasState`); the step is a
-pure function compiled once per subspace (`DnasProgram`).
+pure function compiled once per subspace (`DnasProgram`), or, on a switched
+supernet (`radars_jax.supernet`), once for every subspace of at most k ops
+per choice point: the state then carries the subspace as `slots`, the
+alphas have k entries per choice point (zero-padded), and only the weights
+of the slotted ops (and those outside the choice points) are updated.
 """
 from __future__ import annotations
 
@@ -49,6 +53,7 @@ class DnasState:
   alphas: Any
   weight_opt_state: Any
   alpha_opt_state: Any
+  slots: Any = None   # int32 [C, k] on a switched supernet, else None
 
 
 def weight_schedule(dnas_config, total_steps: int) -> optax.Schedule:
@@ -73,27 +78,31 @@ def alpha_optimizer(dnas_config) -> optax.GradientTransformation:
       optax.adam(dnas_config.alpha_lr, b1=b1, b2=b2))
 
 
-def loss_and_accuracy(model: nn.Module, weights, alphas, batch: Batch):
-  logits = model.apply({"params": weights}, batch["image"], alphas)
+def loss_and_accuracy(model: nn.Module, weights, alphas, batch: Batch, slots=None):
+  logits = model.apply({"params": weights}, batch["image"], alphas, slots=slots)
   loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
   accuracy = (jnp.argmax(logits, -1) == batch["label"]).mean()
   return loss, accuracy
 
 
 def unrolled_alpha_loss(model, alphas, weights, batch_w: Batch, batch_a: Batch,
-                        xi, weight_decay):
+                        xi, weight_decay, slots=None):
   """L_val(w', alpha) with w' = w - xi * (grad_w L_train(w, alpha) + wd * w)."""
-  grad_w = jax.grad(lambda w: loss_and_accuracy(model, w, alphas, batch_w)[0])(weights)
+  grad_w = jax.grad(lambda w: loss_and_accuracy(model, w, alphas, batch_w, slots)[0])(weights)
   unrolled = jax.tree_util.tree_map(lambda w, g: w - xi * (g + weight_decay * w),
                                     weights, grad_w)
-  return loss_and_accuracy(model, unrolled, alphas, batch_a)[0]
+  return loss_and_accuracy(model, unrolled, alphas, batch_a, slots)[0]
 
 
 def make_train_step(model: nn.Module, mode: str, weight_tx, alpha_tx,
-                    schedule: optax.Schedule, weight_decay: float) -> Callable:
+                    schedule: optax.Schedule, weight_decay: float,
+                    update_mask: Callable | None = None) -> Callable:
   """The pure train step `(state, batch_w, batch_a) -> (state, metrics)`.
 
   `batch_a` is the alpha-half batch (bi-level modes); single-level ignores it.
+  `update_mask(weights, slots)`: on a switched supernet, a tree of bools,
+  False for weights of ops outside the slots; those keep their values (their
+  gradient is 0, but weight decay would move them).
   """
   if mode not in MODES:
     raise ValueError(f"unknown DNAS mode {mode!r}")
@@ -103,44 +112,50 @@ def make_train_step(model: nn.Module, mode: str, weight_tx, alpha_tx,
     return optax.apply_updates(params, updates), opt_state
 
   def step(state: DnasState, batch_w: Batch, batch_a: Batch | None = None):
-    weights, alphas = state.weights, state.alphas
+    weights, alphas, slots = state.weights, state.alphas, state.slots
     alpha_opt_state = state.alpha_opt_state
     if mode == "single_level":
       (loss, acc), (grad_w, grad_a) = jax.value_and_grad(
-          lambda w, a: loss_and_accuracy(model, w, a, batch_w), argnums=(0, 1),
+          lambda w, a: loss_and_accuracy(model, w, a, batch_w, slots), argnums=(0, 1),
           has_aux=True)(weights, alphas)
       alphas, alpha_opt_state = apply_updates(alphas, grad_a, alpha_opt_state, alpha_tx)
     else:
       if mode == "first_order":
-        grad_a = jax.grad(lambda a: loss_and_accuracy(model, weights, a, batch_a)[0])(alphas)
+        grad_a = jax.grad(
+            lambda a: loss_and_accuracy(model, weights, a, batch_a, slots)[0])(alphas)
       else:
         xi = schedule(state.step)
         grad_a = jax.grad(unrolled_alpha_loss, argnums=1)(
-            model, alphas, weights, batch_w, batch_a, xi, weight_decay)
+            model, alphas, weights, batch_w, batch_a, xi, weight_decay, slots)
       alphas, alpha_opt_state = apply_updates(alphas, grad_a, alpha_opt_state, alpha_tx)
       (loss, acc), grad_w = jax.value_and_grad(
-          lambda w: loss_and_accuracy(model, w, alphas, batch_w), has_aux=True)(weights)
-    weights, weight_opt_state = apply_updates(weights, grad_w, state.weight_opt_state, weight_tx)
-    new_state = DnasState(state.step + 1, weights, alphas, weight_opt_state, alpha_opt_state)
+          lambda w: loss_and_accuracy(model, w, alphas, batch_w, slots), has_aux=True)(weights)
+    updates, weight_opt_state = weight_tx.update(grad_w, state.weight_opt_state, weights)
+    if update_mask is not None and slots is not None:
+      updates = jax.tree_util.tree_map(lambda u, keep: jnp.where(keep, u, 0.0), updates,
+                                       update_mask(weights, slots))
+    weights = optax.apply_updates(weights, updates)
+    new_state = DnasState(state.step + 1, weights, alphas, weight_opt_state, alpha_opt_state,
+                          slots)
     return new_state, {"loss": loss, "accuracy": acc}
 
   return step
 
 
 def make_eval_step(model: nn.Module, mean, std, batch_sharding) -> Callable:
-  """`(weights, op_scales, split, start, first_counted) -> (correct, counted)` on
+  """`(weights, op_scales, slots, split, start, first_counted) -> (correct, counted)` on
   the `batch_size` examples from `start`; examples before `first_counted` are
   not counted (the last batch overlaps the previous one so that every batch
   has the same shape, and BatchNorm sees only real examples)."""
 
-  def eval_step(weights, op_scales, split: data_lib.DeviceSplit, start, first_counted,
+  def eval_step(weights, op_scales, slots, split: data_lib.DeviceSplit, start, first_counted,
                 batch_size: int):
     images = jax.lax.dynamic_slice_in_dim(split.images, start, batch_size)
     labels = jax.lax.dynamic_slice_in_dim(split.labels, start, batch_size)
     images = jax.lax.with_sharding_constraint(images, batch_sharding)
     labels = jax.lax.with_sharding_constraint(labels, batch_sharding)
     logits = model.apply({"params": weights}, data_lib.normalise(images, mean, std),
-                         op_scales=op_scales)
+                         op_scales=op_scales, slots=slots)
     counted = (start + jnp.arange(batch_size)) >= first_counted
     correct = ((jnp.argmax(logits, -1) == labels) & counted).sum()
     return correct, counted.sum()
@@ -170,19 +185,25 @@ class CompiledStep:
   fn: Callable
   seconds: float
   bytes: int
+  slots: int = 0   # k of a switched supernet's step (any subspace of <= k ops), 0: static
 
 
 class DnasProgram:
-  """The supernet of one subspace with its optimisers and compiled steps."""
+  """The supernet of one subspace (or a switched supernet: `owners` from
+  `supernet.param_owners`) with its optimisers and compiled steps."""
 
   def __init__(self, model: nn.Module, mode: str, dnas_config, total_steps: int,
-               mesh, mean, std):
+               mesh, mean, std, owners: dict | None = None):
     self.model, self.mode, self.mesh = model, mode, mesh
     self.schedule = weight_schedule(dnas_config, total_steps)
     self.weight_tx = weight_optimizer(dnas_config, self.schedule)
     self.alpha_tx = alpha_optimizer(dnas_config)
+    mask = None
+    if owners is not None:
+      from radars_jax import supernet  # pylint: disable=import-outside-toplevel
+      mask = lambda weights, slots: supernet.active_params(owners, weights, slots)
     self.step_fn = make_train_step(model, mode, self.weight_tx, self.alpha_tx,
-                                   self.schedule, dnas_config.weight_decay)
+                                   self.schedule, dnas_config.weight_decay, mask)
     self.mean, self.std = mean, std
     self.replicated = parallel.replicated(mesh)
     self.batch_sharding = parallel.batch_sharded(mesh)
@@ -191,17 +212,19 @@ class DnasProgram:
   def bilevel(self) -> bool:
     return self.mode != "single_level"
 
-  def initial_state(self, weights, alphas) -> DnasState:
+  def initial_state(self, weights, alphas, slots=None) -> DnasState:
     return DnasState(jnp.zeros((), jnp.int32), weights, tuple(alphas),
-                     self.weight_tx.init(weights), self.alpha_tx.init(tuple(alphas)))
+                     self.weight_tx.init(weights), self.alpha_tx.init(tuple(alphas)),
+                     None if slots is None else jnp.asarray(slots, jnp.int32))
 
-  def init_state(self, weights, alphas) -> DnasState:
+  def init_state(self, weights, alphas, slots=None) -> DnasState:
     """Step 0 with fresh optimiser states, replicated over the mesh."""
-    return jax.device_put(self.initial_state(weights, alphas), self.replicated)
+    return jax.device_put(self.initial_state(weights, alphas, slots), self.replicated)
 
-  def abstract_inputs(self, weights_shapes, alphas_shapes, batch_size: int, image_shape):
+  def abstract_inputs(self, weights_shapes, alphas_shapes, batch_size: int, image_shape,
+                      slots_shape=None):
     """ShapeDtypeStructs of the step's inputs, with their shardings."""
-    state = jax.eval_shape(self.initial_state, weights_shapes, alphas_shapes)
+    state = jax.eval_shape(self.initial_state, weights_shapes, alphas_shapes, slots_shape)
     state = jax.tree_util.tree_map(
         lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=self.replicated), state)
     batch = {"image": jax.ShapeDtypeStruct((batch_size, *image_shape), jnp.float32,
@@ -227,16 +250,17 @@ class Evaluator:
   def __init__(self, model: nn.Module, mesh, mean, std):
     self.model, self.mesh = model, mesh
     self._step = jax.jit(make_eval_step(model, mean, std, parallel.batch_sharded(mesh)),
-                         static_argnums=(5,))
+                         static_argnums=(6,))
 
-  def accuracy(self, weights, op_scales, split: data_lib.DeviceSplit, batch_size: int) -> float:
+  def accuracy(self, weights, op_scales, split: data_lib.DeviceSplit, batch_size: int,
+               slots=None) -> float:
     n = int(split.labels.shape[0])
     batch_size = parallel.largest_divisible(n, batch_size, self.mesh)
     correct = counted = 0
     previous_end = 0
     for start in range(0, n, batch_size):
       start = min(start, n - batch_size)
-      c, k = self._step(weights, op_scales, split, start, previous_end, batch_size)
+      c, k = self._step(weights, op_scales, slots, split, start, previous_end, batch_size)
       correct, counted = correct + c, counted + k
       previous_end = start + batch_size
     correct, counted = jax.device_get((correct, counted))

@@ -245,55 +245,55 @@ def _spec(name, doc, make):
 _REGISTRY: tuple[OpSpec, ...] = (
     # --- the 8 DARTS primitives, in DARTS order ---
     _spec("none", "Zero map: the edge is absent.",
-          lambda c, s, st, n: Zero(s, name=n)),
+          lambda c, s, st, n, **kw: Zero(s, name=n, **kw)),
     _spec("max_pool_3x3", "3x3 max pooling (+ BN in the search supernet).",
-          lambda c, s, st, n: Pool("max", 3, s, st, name=n)),
+          lambda c, s, st, n, **kw: Pool("max", 3, s, st, name=n, **kw)),
     _spec("avg_pool_3x3", "3x3 average pooling, padding excluded (+ BN in the search supernet).",
-          lambda c, s, st, n: Pool("avg", 3, s, st, name=n)),
+          lambda c, s, st, n, **kw: Pool("avg", 3, s, st, name=n, **kw)),
     _spec("skip_connect", "Identity; FactorizedReduce on a stride-2 edge.",
-          lambda c, s, st, n: SkipConnect(c, s, st, name=n)),
+          lambda c, s, st, n, **kw: SkipConnect(c, s, st, name=n, **kw)),
     _spec("sep_conv_3x3", "Two stacks of ReLU, depthwise 3x3, pointwise, BN.",
-          lambda c, s, st, n: SepConv(c, 3, s, st, name=n)),
+          lambda c, s, st, n, **kw: SepConv(c, 3, s, st, name=n, **kw)),
     _spec("sep_conv_5x5", "Two stacks of ReLU, depthwise 5x5, pointwise, BN.",
-          lambda c, s, st, n: SepConv(c, 5, s, st, name=n)),
+          lambda c, s, st, n, **kw: SepConv(c, 5, s, st, name=n, **kw)),
     _spec("dil_conv_3x3", "ReLU, depthwise 3x3 with dilation 2 (5x5 field), pointwise, BN.",
-          lambda c, s, st, n: DilConv(c, 3, s, 2, st, name=n)),
+          lambda c, s, st, n, **kw: DilConv(c, 3, s, 2, st, name=n, **kw)),
     _spec("dil_conv_5x5", "ReLU, depthwise 5x5 with dilation 2 (9x9 field), pointwise, BN.",
-          lambda c, s, st, n: DilConv(c, 5, s, 2, st, name=n)),
+          lambda c, s, st, n, **kw: DilConv(c, 5, s, 2, st, name=n, **kw)),
     # --- more kernel sizes and dilations ---
     _spec("sep_conv_7x7", "Two stacks of ReLU, depthwise 7x7, pointwise, BN.",
-          lambda c, s, st, n: SepConv(c, 7, s, st, name=n)),
+          lambda c, s, st, n, **kw: SepConv(c, 7, s, st, name=n, **kw)),
     _spec("dil_conv_7x7", "ReLU, depthwise 7x7 with dilation 2 (13x13 field), pointwise, BN.",
-          lambda c, s, st, n: DilConv(c, 7, s, 2, st, name=n)),
+          lambda c, s, st, n, **kw: DilConv(c, 7, s, 2, st, name=n, **kw)),
     _spec("dil4_conv_3x3", "ReLU, depthwise 3x3 with dilation 4 (9x9 field), pointwise, BN.",
-          lambda c, s, st, n: DilConv(c, 3, s, 4, st, name=n)),
+          lambda c, s, st, n, **kw: DilConv(c, 3, s, 4, st, name=n, **kw)),
     # --- plain and factorised convolutions ---
     _spec("nor_conv_1x1", "ReLU, 1x1 convolution, BN (NAS-Bench-201).",
-          lambda c, s, st, n: ReLUConvBN(c, 1, s, 0, st, name=n)),
+          lambda c, s, st, n, **kw: ReLUConvBN(c, 1, s, 0, st, name=n, **kw)),
     _spec("nor_conv_3x3", "ReLU, full 3x3 convolution, BN (NAS-Bench-201).",
-          lambda c, s, st, n: ReLUConvBN(c, 3, s, 1, st, name=n)),
+          lambda c, s, st, n, **kw: ReLUConvBN(c, 3, s, 1, st, name=n, **kw)),
     _spec("conv_1x3_3x1", "ReLU, 1x3 then 3x1 convolution, BN.",
-          lambda c, s, st, n: FactorisedConv(c, 3, s, st, name=n)),
+          lambda c, s, st, n, **kw: FactorisedConv(c, 3, s, st, name=n, **kw)),
     _spec("conv_1x7_7x1", "ReLU, 1x7 then 7x1 convolution, BN (DARTS conv_7x1_1x7).",
-          lambda c, s, st, n: FactorisedConv(c, 7, s, st, name=n)),
+          lambda c, s, st, n, **kw: FactorisedConv(c, 7, s, st, name=n, **kw)),
     # --- larger pooling windows ---
     _spec("max_pool_5x5", "5x5 max pooling (+ BN in the search supernet).",
-          lambda c, s, st, n: Pool("max", 5, s, st, name=n)),
+          lambda c, s, st, n, **kw: Pool("max", 5, s, st, name=n, **kw)),
     _spec("avg_pool_5x5", "5x5 average pooling, padding excluded (+ BN in the search supernet).",
-          lambda c, s, st, n: Pool("avg", 5, s, st, name=n)),
+          lambda c, s, st, n, **kw: Pool("avg", 5, s, st, name=n, **kw)),
     # --- inverted residual (MobileNetV2) blocks ---
     _spec("mbconv_3x3_e3", "Inverted residual block: expand x3, depthwise 3x3, project.",
-          lambda c, s, st, n: InvertedResidual(c, 3, s, 3, st, name=n)),
+          lambda c, s, st, n, **kw: InvertedResidual(c, 3, s, 3, st, name=n, **kw)),
     _spec("mbconv_3x3_e6", "Inverted residual block: expand x6, depthwise 3x3, project.",
-          lambda c, s, st, n: InvertedResidual(c, 3, s, 6, st, name=n)),
+          lambda c, s, st, n, **kw: InvertedResidual(c, 3, s, 6, st, name=n, **kw)),
     _spec("mbconv_5x5_e3", "Inverted residual block: expand x3, depthwise 5x5, project.",
-          lambda c, s, st, n: InvertedResidual(c, 5, s, 3, st, name=n)),
+          lambda c, s, st, n, **kw: InvertedResidual(c, 5, s, 3, st, name=n, **kw)),
     _spec("mbconv_5x5_e6", "Inverted residual block: expand x6, depthwise 5x5, project.",
-          lambda c, s, st, n: InvertedResidual(c, 5, s, 6, st, name=n)),
+          lambda c, s, st, n, **kw: InvertedResidual(c, 5, s, 6, st, name=n, **kw)),
     _spec("mbconv_7x7_e3", "Inverted residual block: expand x3, depthwise 7x7, project.",
-          lambda c, s, st, n: InvertedResidual(c, 7, s, 3, st, name=n)),
+          lambda c, s, st, n, **kw: InvertedResidual(c, 7, s, 3, st, name=n, **kw)),
     _spec("mbconv_7x7_e6", "Inverted residual block: expand x6, depthwise 7x7, project.",
-          lambda c, s, st, n: InvertedResidual(c, 7, s, 6, st, name=n)),
+          lambda c, s, st, n, **kw: InvertedResidual(c, 7, s, 6, st, name=n, **kw)),
 )
 
 OPS: dict[str, OpSpec] = {spec.name: spec for spec in _REGISTRY}
@@ -314,11 +314,14 @@ def check_op_names(names) -> tuple[str, ...]:
 
 
 def make_op(name: str, channels: int, stride: int, settings: OpSettings,
-            module_name: str | None = None) -> nn.Module:
-  """Builds op `name` as a Flax module (named `module_name`, default `name`)."""
+            module_name: str | None = None, unbound: bool = False) -> nn.Module:
+  """Builds op `name` as a Flax module (named `module_name`, default `name`);
+  `unbound`: a standalone module (not a child of the module being built),
+  to `init` and `apply` by hand."""
   if name not in OPS:
     check_op_names([name])
-  return OPS[name].make(channels, stride, settings, module_name or name)
+  extra = {"parent": None} if unbound else {}
+  return OPS[name].make(channels, stride, settings, module_name or name, **extra)
 
 
 # ---------------------------------------------------------------------------

@@ -7,12 +7,15 @@
      subspace fits `memory_budget_gb` (`radars_jax.cost_model`);
   2. the controller (`radars_jax.controller`) samples P subspaces of k alive
      ops per choice point;
-  3. each one is compiled (its exact bytes checked against the budget; a
-     subspace over it is shrunk first, so no step ever runs over budget;
-     the later samples compile in a background thread while the earlier
-     ones train, `radars.compile_ahead`) and
-     searched by DNAS, warm-started from the weight pool, its weights written
-     back; its reward is the holdout accuracy of the architecture derived
+  3. each one is searched by DNAS with a compiled train step whose exact
+     bytes are within the budget: by default one program for every
+     subspace of k ops (`radars.shared_programs`: a switched supernet, see
+     `radars_jax.supernet`, compiled once per k); where that program does
+     not fit the budget, the sample's own static program (a subspace over
+     the budget is shrunk first, so no step ever runs over budget; the
+     later samples compile in a background thread while the earlier ones
+     train, `radars.compile_ahead`). DNAS is warm-started from the weight
+     pool and its weights are written back; its reward is the holdout accuracy of the architecture derived
      from it (minus `radars.cost_weight` x millions of parameters);
   4. the controller's critic and policy are updated, and ops whose policy
      probability is below `controller.prune_threshold` are pruned (never the
@@ -62,6 +65,9 @@ from radars_jax import workdir as workdir_lib
 from radars_jax.errors import UserError
 
 LOOP_METHODS = ("radars", "rl", "random")
+# Lower bound on the shared program's bytes over the static worst case of
+# the same k (switch branches do not fuse with their surroundings).
+SHARED_PREMIUM = 1.1
 
 
 # ---------------------------------------------------------------------------
@@ -199,6 +205,7 @@ class RadarsSearch:
     self._compiler = (concurrent.futures.ThreadPoolExecutor(1, "radars-compile")
                       if config.radars.get("compile_ahead", True) else None)
     self._ahead: dict = {}
+    self._shared: dict = {}   # (k, steps) -> the switched supernet's compiled step
     self.clock = compile_clock.CompileClock()
     self._clock_before: dict = {}
 
@@ -278,6 +285,52 @@ class RadarsSearch:
                                                    self.searcher.batch_size)
     return compiled
 
+  def compile_shared(self, k: int, steps: int, meta):
+    """The switched supernet's train step for subspaces of at most `k` ops
+    per choice point (compiled once per search and process)."""
+    compiled = self._shared.get((k, steps))
+    if compiled is None:
+      start = time.perf_counter()
+      compiled = self._shared[(k, steps)] = self._compile_shared_now(k, steps)
+      meta["compile_seconds"] += compiled.seconds
+      meta["compile_wait_seconds"] = (meta.get("compile_wait_seconds", 0.0)
+                                      + time.perf_counter() - start)
+    return compiled
+
+  def _compile_shared_now(self, k: int, steps: int):
+    program = self.searcher.shared_program(k, steps)
+    return self.searcher.compile_shared_step(program, k)
+
+  def shared_fits(self, k: int, steps: int, meta, model: cost_lib.CostModel) -> bool:
+    """Whether the samples of k ops run on the shared program: on, and its
+    bytes within the budget (else each sample compiles its own). It needs
+    more than the static worst case of k ops (12-22% more on NB-201): it is
+    not even compiled where that worst case times the premium measured so
+    far (at least SHARED_PREMIUM) is over the budget. The decision is kept
+    in `meta`, so a resumed search makes the same one."""
+    if not self.searcher.switched:
+      return False
+    decided = meta.setdefault("shared_fits", {})
+    key = f"{k},{steps}"
+    if key not in decided:
+      if self.budget is None:
+        decided[key] = True
+      else:
+        worst = model.estimate(model.worst_case(
+            self.space.mask_from_subspace(self.space.full_subspace()), k))
+        premium = meta.setdefault("shared_premium", SHARED_PREMIUM)
+        decided[key] = worst * premium <= self.budget
+        if decided[key]:
+          compiled = self.compile_shared(k, steps, meta)
+          meta["shared_premium"] = max(premium, compiled.bytes / worst)
+          decided[key] = compiled.bytes <= self.budget
+    if decided[key]:
+      self.compile_shared(k, steps, meta)
+      # With shared train steps, genotypes are scored by one shared evaluator
+      # too (it costs more to compile than one static evaluator).
+      self.searcher.shared_eval = True
+    return decided[key]
+
   def compile_ahead(self, subspaces, steps: int) -> None:
     """Queues the train steps of `subspaces` for compiling, in order, in
     the background thread: each compiles while the samples before it train
@@ -306,10 +359,15 @@ class RadarsSearch:
                                       self.num_samples, per_choice_point=True)
     return np.asarray(ops), np.asarray(logp)
 
-  def fit_budget(self, subspace, model: cost_lib.CostModel, meta):
-    """Compile `subspace`; while its exact bytes exceed the budget, drop its
-    costliest op at the choice point where that op costs most (never the
-    last op of a choice point). Returns (subspace, compiled, estimate)."""
+  def fit_budget(self, subspace, model: cost_lib.CostModel, meta, k: int = 0):
+    """The shared program of `k` ops per choice point if it fits the budget
+    (`k` > 0, `shared_fits`); else compile `subspace`, and while its exact
+    bytes exceed the budget, drop its costliest op at the choice point where
+    that op costs most (never the last op of a choice point). Returns
+    (subspace, compiled, estimate)."""
+    if k and self.shared_fits(k, self.run_steps(), meta, model):
+      compiled = self.compile_shared(k, self.run_steps(), meta)
+      return subspace, compiled, model.estimate(self.space.mask_from_subspace(subspace))
     while True:
       mask = self.space.mask_from_subspace(subspace)
       estimate = model.estimate(mask)
@@ -330,9 +388,10 @@ class RadarsSearch:
   def run_steps(self) -> int:
     return max(1, int(float(self.config.radars.subspace_epochs) * self.searcher.steps_per_epoch()))
 
-  def run_sample(self, state, meta, iteration: int, index: int, subspace, model):
-    """DNAS in one sampled subspace, resumable mid-run; returns a run record."""
-    subspace, compiled, estimate = self.fit_budget(subspace, model, meta)
+  def run_sample(self, state, meta, iteration: int, index: int, subspace, model, k: int):
+    """DNAS in one sampled subspace (of at most `k` ops per choice point),
+    resumable mid-run; returns a run record."""
+    subspace, compiled, estimate = self.fit_budget(subspace, model, meta, k)
     tag = f"it{iteration}_s{index}"
     key = jax.random.fold_in(jax.random.fold_in(state.key, iteration), index + 1)
     pool = PoolView(state)
@@ -353,6 +412,7 @@ class RadarsSearch:
             "subspace": [list(a) for a in subspace],
             "ops_per_choice_point": [len(a) for a in subspace],
             "estimated_bytes": estimate, "compiled_bytes": compiled.bytes,
+            "program": "shared" if compiled.slots else "static",
             # every op dead (e.g. an NB201 cell whose output node gets only
             # `none`): XLA removes the cell, the estimate is an upper bound
             "degenerate": not cost_lib.live_ops(self.space,
@@ -382,6 +442,8 @@ class RadarsSearch:
             f"sample {meta['sample']} from {self.ckpt.directory}", flush=True)
     model = self.cost_model(meta, state.alive)
     meta["cost_model"] = model.to_json()
+    self.searcher.slot_orders = model.slot_orders()   # (before the switched supernet is built)
+    self.searcher.shared_eval = any(meta.get("shared_fits", {}).values())
     if self.budget is not None and model.largest_k(state.alive, self.budget) < 1:
       one = model.estimate(model.worst_case(state.alive, 1))
       raise UserError(f"one op per choice point needs about {memory_lib.format_gb(one)} per "
@@ -405,10 +467,12 @@ class RadarsSearch:
         meta["sample"] = 0
       batch = meta["batch"]
       ops = np.asarray(batch["ops"], np.int32)
-      self.compile_ahead([subspace_of(o) for o in ops[meta["sample"]:]], self.run_steps())
+      if not self.shared_fits(int(batch["k"]), self.run_steps(), meta, model):
+        self.compile_ahead([subspace_of(o) for o in ops[meta["sample"]:]], self.run_steps())
       while meta["sample"] < len(ops):
         i = meta["sample"]
-        record = self.run_sample(state, meta, it, i, subspace_of(ops[i]), model)
+        record = self.run_sample(state, meta, it, i, subspace_of(ops[i]), model,
+                                 int(batch["k"]))
         batch["records"].append(record)
         runs_best = meta["best"]
         if runs_best is None or record["reward"] > runs_best["reward"]:
@@ -515,7 +579,8 @@ class RadarsSearch:
                      "val_accuracy": result.val_accuracy, "estimated_bytes": estimate,
                      "compiled_bytes": compiled.bytes, "steps": result.steps,
                      "alphas": [a.tolist() for a in result.alphas]}
-    meta["runs"].append({"iteration": "final", "subspace": [list(a) for a in subspace],
+    meta["runs"].append({"iteration": "final", "program": "static",
+                         "subspace": [list(a) for a in subspace],
                          "estimated_bytes": estimate, "compiled_bytes": compiled.bytes,
                          "val_accuracy": result.val_accuracy})
     meta["phase"] = "done"
@@ -542,8 +607,10 @@ class RadarsSearch:
       genotype, val_accuracy = best["genotype"], best["val_accuracy"]
     runs = meta["runs"]
     clock = self.clock_seconds()
+    # (the cost model estimates static programs: shared ones are left out)
     errors = [abs(r["estimated_bytes"] / r["compiled_bytes"] - 1.0) for r in runs
-              if r.get("compiled_bytes") and not r.get("degenerate")]
+              if r.get("compiled_bytes") and not r.get("degenerate")
+              and r.get("program", "static") == "static"]
     summary = {
         "method": self.method, "mode": self.searcher.mode, "space": self.space.name,
         "dataset": self.data.name, "seed": int(self.config.seed), "genotype": genotype,
@@ -560,6 +627,9 @@ class RadarsSearch:
         "memory_budget_bytes": self.budget,
         "over_budget_steps": sum(1 for r in runs if self.budget and
                                  r["compiled_bytes"] > self.budget),
+        # subspace runs on a shared program (one per k) / on their own
+        "shared_program_runs": sum(1 for r in runs if r.get("program") == "shared"),
+        "static_program_runs": sum(1 for r in runs if r.get("program", "static") == "static"),
         # |estimate / compiled - 1| over the subspaces run (degenerate ones,
         # whose estimate is only an upper bound, left out)
         "max_estimate_error": max(errors) if errors else None,

@@ -113,6 +113,16 @@ class Searcher:
     self.compile_seconds = 0.0
     self.global_step = 0
     self._batch_fns: dict = {}
+    # The RADARS loop's shared programs (radars.shared_programs): one
+    # switched supernet for every subspace, scored by one evaluator.
+    self.switched = (config.method not in DNAS_METHODS
+                     and bool(config.radars.get("shared_programs", False)))
+    self.shared_eval = False   # score on the switched supernet (once train steps are shared)
+    self._switched_model = None
+    self.slot_orders = None   # set before the switched supernet is built (radars)
+    self._switched_shapes = None
+    self._switched_eval = None
+    self._finetune_fns: dict = {}
 
   # -- sizes ---------------------------------------------------------------
   def train_split(self) -> data_lib.DeviceSplit:
@@ -134,6 +144,50 @@ class Searcher:
     return dnas_lib.DnasProgram(self.model(subspace), self.mode, self.config.dnas,
                                 total_steps, self.mesh, self.data.mean, self.data.std)
 
+  # -- the switched supernet (one program per k) ------------------------------
+  def switched_model(self):
+    if self._switched_model is None:
+      self._switched_model = supernet_lib.build_supernet(
+          self.space, None, self.config.supernet, self.data.num_classes, switched=True,
+          slot_orders=self.slot_orders)
+      self._switched_shapes = supernet_lib.param_shapes(self._switched_model,
+                                                        self.data.image_shape)
+      self._owners = supernet_lib.param_owners(self._switched_model, self.space,
+                                               pool_lib.flatten(self._switched_shapes))
+    return self._switched_model
+
+  def shared_program(self, k: int, total_steps: int) -> dnas_lib.DnasProgram:
+    """The train step of every subspace with at most `k` ops per choice point."""
+    model = self.switched_model()
+    return dnas_lib.DnasProgram(model, self.mode, self.config.dnas, total_steps, self.mesh,
+                                self.data.mean, self.data.std, owners=self._owners)
+
+  def compile_shared_step(self, program: dnas_lib.DnasProgram, k: int) -> dnas_lib.CompiledStep:
+    """Compiles `shared_program(k, ...)` on abstract inputs (nothing runs)."""
+    c = self.space.num_choice_points
+    alphas = tuple(jax.ShapeDtypeStruct((k,), jnp.float32) for _ in range(c))
+    slots = jax.ShapeDtypeStruct((c, k), jnp.int32)
+    compiled = program.compile_train_step(*program.abstract_inputs(
+        self._switched_shapes, alphas, self.batch_size, self.data.image_shape, slots))
+    compiled.slots = k
+    return compiled
+
+  def full_weights(self, weights):
+    """`weights` of some ops, completed with zeros to the switched supernet's
+    tree (the zeros are never used: the slots do not pick those ops)."""
+    self.switched_model()
+    flat = pool_lib.flatten(weights)
+    return pool_lib.unflatten({p: flat[p] if p in flat else jnp.zeros(s.shape, s.dtype)
+                               for p, s in pool_lib.flatten(self._switched_shapes).items()})
+
+  def subspace_weights(self, weights, subspace):
+    """The weights of the switched supernet that the static supernet of
+    `subspace` has (the ops of the subspace and everything outside the
+    choice points)."""
+    return pool_lib.unflatten({
+        p: v for p, v in pool_lib.flatten(weights).items()
+        if p not in self._owners or self._owners[p][1] in subspace[self._owners[p][0]]})
+
   def compile_step(self, program: dnas_lib.DnasProgram, subspace) -> dnas_lib.CompiledStep:
     """Compiles the train step on abstract inputs: nothing runs."""
     compiled, _ = compile_subspace_step(program, subspace, self.data.image_shape,
@@ -154,8 +208,9 @@ class Searcher:
   def init_weights(self, model, subspace, key, pool: pool_lib.WeightPool | None):
     alphas = supernet_lib.init_alphas(jax.random.fold_in(key, 1), subspace,
                                       self.config.dnas.alpha_init_scale)
-    weights = supernet_lib.init_params(model, self.data.image_shape, alphas,
-                                       jax.random.fold_in(key, 0))
+    switched = getattr(model, "switched", False)
+    weights = supernet_lib.init_params(model, self.data.image_shape,
+                                       None if switched else alphas, jax.random.fold_in(key, 0))
     if pool is not None:
       weights = pool.select(weights)
     return weights, alphas
@@ -171,13 +226,22 @@ class Searcher:
 
     `checkpoint=(checkpointer, every)`: resume from the checkpointer's latest
     step if it has one, and save the DNAS state every `every` steps.
-    `finetune_steps` overrides `dnas.derived_finetune_steps` for scoring."""
+    `finetune_steps` overrides `dnas.derived_finetune_steps` for scoring.
+    `compiled` may be a switched supernet's step (`compile_shared_step`)."""
     subspace = self.space.check_subspace(subspace)
     steps = max(1, int(epochs * self.steps_per_epoch()))
-    program = self.program(subspace, steps)
-    compiled = compiled or self.compile_step(program, subspace)
+    k = compiled.slots if compiled is not None else 0
+    if k:
+      program = self.shared_program(k, steps)
+    else:
+      program = self.program(subspace, steps)
+      compiled = compiled or self.compile_step(program, subspace)
     weights, alphas = self.init_weights(program.model, subspace, key, pool)
-    state = program.init_state(weights, alphas)
+    if k:
+      slots = supernet_lib.subspace_slots(subspace, k, self.slot_orders)
+      state = program.init_state(weights, supernet_lib.to_slots(alphas, subspace, slots), slots)
+    else:
+      state = program.init_state(weights, alphas)
     first_step = 0
     ckpt, every = checkpoint if checkpoint is not None else (None, 0)
     if ckpt is not None:
@@ -219,9 +283,12 @@ class Searcher:
     bar.close()
     self.global_step += steps
     alphas_np = [np.asarray(a) for a in jax.device_get(state.alphas)]
+    if k:
+      alphas_np = supernet_lib.from_slots(alphas_np, subspace, slots)
+    weights = self.subspace_weights(state.weights, subspace) if k else state.weights
     genotype = spaces_lib.derive_genotype(self.space, subspace, alphas_np)
-    val_accuracy = self.score(genotype, state.weights, subspace, alphas_np, finetune_steps)
-    return DnasResult(subspace, alphas_np, state.weights, genotype, val_accuracy,
+    val_accuracy = self.score(genotype, weights, subspace, alphas_np, finetune_steps)
+    return DnasResult(subspace, alphas_np, weights, genotype, val_accuracy,
                       loss, accuracy, compiled.bytes, compiled.seconds, steps)
 
   def score(self, genotype: dict, weights, subspace, alphas,
@@ -233,43 +300,62 @@ class Searcher:
     probs = spaces_lib.op_weights(self.space, subspace, alphas)
     op_scales = tuple(jnp.asarray(probs[c, list(ops)], jnp.float32)
                       for c, ops in enumerate(derived))
-    model = self.model(derived)
-    template = supernet_lib.param_shapes(model, self.data.image_shape)
-    flat = pool_lib.flatten(weights)
-    derived_weights = pool_lib.unflatten({p: flat[p] for p in pool_lib.flatten(template)})
+    slots = None
+    if self.switched and self.shared_eval:   # one evaluator (and fine-tune step) for all
+      model = self.switched_model()
+      slots = supernet_lib.subspace_slots(derived, 1, self.slot_orders)
+      op_scales = supernet_lib.to_slots(op_scales, derived, slots)
+      derived_weights = self.full_weights(weights)
+      if self._switched_eval is None:
+        self._switched_eval = dnas_lib.Evaluator(model, self.mesh, self.data.mean,
+                                                 self.data.std)
+      evaluator = self._switched_eval
+    else:
+      model = self.model(derived)
+      template = supernet_lib.param_shapes(model, self.data.image_shape)
+      flat = pool_lib.flatten(weights)
+      derived_weights = pool_lib.unflatten({p: flat[p] for p in pool_lib.flatten(template)})
+      evaluator = dnas_lib.Evaluator(model, self.mesh, self.data.mean, self.data.std)
     steps = (int(self.config.dnas.get("derived_finetune_steps", 0)) if finetune_steps is None
              else int(finetune_steps))
     if steps > 0:
-      derived_weights = self.finetune(model, derived_weights, op_scales, steps)
-    evaluator = dnas_lib.Evaluator(model, self.mesh, self.data.mean, self.data.std)
+      derived_weights = self.finetune(model, derived_weights, op_scales, steps, slots)
     return evaluator.accuracy(derived_weights, op_scales, self.data.holdout_split,
-                              int(self.config.data.get("eval_batch_size", 500)))
+                              int(self.config.data.get("eval_batch_size", 500)), slots)
 
-  def finetune(self, model, weights, op_scales, steps: int):
+  def finetune(self, model, weights, op_scales, steps: int, slots=None):
     """A short fine-tune of the derived network's inherited weights on the
     training split (SGD at `dnas.weight_lr_min`..`weight_lr` cosine): closes
     the gap between the supernet and the discrete network it implies."""
     schedule = dnas_lib.weight_schedule(self.config.dnas, steps)
     tx = dnas_lib.weight_optimizer(self.config.dnas, schedule)
 
-    def step(weights, opt_state, batch):
+    def step(weights, opt_state, batch, op_scales, slots):
       def loss_fn(w):
-        logits = model.apply({"params": w}, batch["image"], op_scales=op_scales)
+        logits = model.apply({"params": w}, batch["image"], op_scales=op_scales, slots=slots)
         return optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
       grads = jax.grad(loss_fn)(weights)
       updates, opt_state = tx.update(grads, opt_state, weights)
       return optax.apply_updates(weights, updates), opt_state
 
     # Inputs and outputs replicated over the mesh: the second call finds the
-    # first call's program (an unplaced input would compile it twice).
+    # first call's program (an unplaced input would compile it twice). On the
+    # switched supernet one program serves every genotype (weight decay also
+    # moves the weights of ops outside the slots: they are not used here).
     replicated = parallel.replicated(self.mesh)
-    step = jax.jit(step, donate_argnums=(0, 1), out_shardings=(replicated, replicated))
+    jitted = self._finetune_fns.get(steps) if slots is not None else None
+    if jitted is None:
+      jitted = jax.jit(step, donate_argnums=(0, 1), out_shardings=(replicated, replicated))
+      if slots is not None:
+        self._finetune_fns[steps] = jitted
     gather = self.batch_fn("weights")
     key = jax.random.key(int(self.config.seed) + 7)
     weights = jax.device_put(jax.tree_util.tree_map(jnp.copy, weights), replicated)
     opt_state = jax.device_put(tx.init(weights), replicated)
+    op_scales = jax.device_put(op_scales, replicated)
+    slots = None if slots is None else jax.device_put(jnp.asarray(slots), replicated)
     for i in range(steps):
-      weights, opt_state = step(weights, opt_state, gather(key, i))
+      weights, opt_state = jitted(weights, opt_state, gather(key, i), op_scales, slots)
     return weights
 
 

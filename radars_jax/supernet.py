@@ -12,6 +12,15 @@ Parameter paths name the cell, the edge and the op
 (`cell_3/edge_1_4/sep_conv_3x3/...`), so the same op on the same edge has
 the same path in every subspace: that is what `weight_pool` keys on.
 
+A *switched* supernet (`build_supernet(..., switched=True)`) holds every op
+of the space and takes the active ops as data: `slots`, int [choice points,
+k], names the op in each of a choice point's k slots (-1: empty slot), and
+`SwitchedMixedOp` runs each slot's op through `lax.switch`. One compiled
+program then serves every subspace of at most k ops per choice point (the
+RADARS loop compiles once per k, not once per sample) and computes the same
+numbers as the static supernet of that subspace; it needs somewhat more
+memory (the backward pass keeps the residuals of any op a slot may pick).
+
 Networks:
 - `DartsSupernet`: the DARTS search network (stem multiplier 3, `layers`
   cells, reductions at 1/3 and 2/3 of the depth, 4 nodes per cell).
@@ -35,13 +44,31 @@ from radars_jax.ops import BatchNorm, FactorizedReduce, OpSettings, ReLUConvBN
 Alphas = Sequence[jax.Array]   # one [n_active] vector per choice point
 
 
-def mixing_weights(alphas, op_scales):
+Slots = jax.Array   # int32 [num_choice_points, k]: op index per slot, -1 = empty
+
+
+def mixing_weights(alphas, op_scales, slots=None):
   """Per choice point, the factors of the active ops: softmax(alpha), or
   `op_scales` as given (the derived network scaled as the supernet saw its
-  ops), or None (plain sum)."""
+  ops), or None (plain sum). With `slots`, alphas and scales have one entry
+  per slot: empty slots get weight 0 and no share of the softmax."""
+  if slots is None:
+    if op_scales is not None:
+      return list(op_scales)
+    return None if alphas is None else [jax.nn.softmax(a) for a in alphas]
+  valid = slots >= 0
   if op_scales is not None:
-    return list(op_scales)
-  return None if alphas is None else [jax.nn.softmax(a) for a in alphas]
+    return [jnp.where(valid[c], w, 0.0) for c, w in enumerate(op_scales)]
+  if alphas is None:
+    return [valid[c].astype(jnp.float32) for c in range(valid.shape[0])]
+  # (an all-empty choice point gets a uniform softmax, then weight 0)
+  return [jnp.where(valid[c], jax.nn.softmax(jnp.where(valid[c], a, -1e30)), 0.0)
+          for c, a in enumerate(alphas)]
+
+
+def reduction_cells(layers: int) -> tuple[int, int]:
+  """The DARTS network's reduction cells: at 1/3 and 2/3 of the depth."""
+  return layers // 3, 2 * layers // 3
 
 
 class MixedOp(nn.Module):
@@ -64,6 +91,56 @@ class MixedOp(nn.Module):
     if out is None:
       out = jnp.zeros_like(x[:, ::self.stride, ::self.stride, :])
     return out
+
+
+class SwitchedMixedOp(nn.Module):
+  """One choice point of a switched supernet: declares the weights of every
+  op of the choice point (under the paths `MixedOp` uses) and sums, over
+  the k slots, weight[s] * op[slots[s]](x), each slot's op picked at run
+  time by `lax.switch` (only the picked op is computed; an empty slot or
+  `none` adds nothing).
+
+  `order` ranks the ops, costliest first; slots hold a subspace's ops in
+  that order (`subspace_slots`), so slot s never holds one of the s
+  costliest ops and its switch leaves them out. XLA sizes a switch for its
+  costliest branch: this way k slots need the memory of the k costliest
+  ops, as a static subspace does, not k times the costliest one."""
+  op_names: tuple[str, ...]   # every op of the choice point
+  channels: int
+  stride: int
+  settings: OpSettings
+  order: tuple[int, ...] | None = None   # None: as listed
+
+  @nn.compact
+  def __call__(self, x, weights, slots, train: bool = True):
+    ops = [None if name == "none" else
+           ops_lib.make_op(name, self.channels, self.stride, self.settings, unbound=True)
+           for name in self.op_names]
+    params = []
+    for name, op in zip(self.op_names, ops):
+      if op is not None and self.is_initializing() and jax.eval_shape(
+          lambda x, op=op: op.init(jax.random.key(0), x, train), x).get("params"):
+        self.param(name, lambda rng, op=op: op.init(rng, x, train)["params"])
+      params.append(self.get_variable("params", name, {}))   # weightless ops: {}
+    zeros = jnp.zeros_like(x[:, ::self.stride, ::self.stride, :])
+
+    def branch(i):
+      if i is None or ops[i] is None:   # empty slot / none
+        return lambda x, params: zeros
+      return lambda x, params: ops[i].apply({"params": params[i]}, x, train)
+
+    order = self.order or tuple(range(len(ops)))
+    out = None
+    for s in range(slots.shape[0]):
+      allowed = order[s:]                            # the ops slot s may hold
+      position = np.full(len(ops) + 1, len(allowed), np.int32)   # else: empty
+      position[list(allowed)] = np.arange(len(allowed))
+      index = jnp.asarray(position)[jnp.where(slots[s] < 0, len(ops), slots[s])]
+      branches = [branch(i) for i in allowed] + [branch(None)]
+      y = jax.lax.switch(index, branches, x, params)
+      y = weights[s].astype(y.dtype) * y
+      out = y if out is None else out + y
+    return zeros if out is None else out
 
 
 class EdgeOps(nn.Module):
@@ -152,6 +229,28 @@ def mixed_dag(states: list, edges, edge_ops, edge_weights, channels: int, stride
   return states
 
 
+def _add(total, y):
+  return y if total is None else total + y
+
+
+def _edge(switched: bool, op_names, channels, stride, settings, name, x, edge_weights,
+          edge_slots, e: int, train: bool, slot_orders=None):
+  """Edge `e`'s mixed op on `x` (static or switched; called inside a cell)."""
+  weights = None if edge_weights is None else edge_weights[e]
+  if switched:
+    order = None if slot_orders is None else slot_orders[e]
+    return SwitchedMixedOp(op_names, channels, stride, settings, order, name=name)(
+        x, weights, edge_slots[e], train)
+  return MixedOp(op_names, channels, stride, settings, name=name)(x, weights, train)
+
+
+def _check_slots(module, slots) -> None:
+  if module.switched and slots is None:
+    raise ValueError("a switched supernet needs `slots` (the ops each choice point runs)")
+  if slots is not None and not module.switched:
+    raise ValueError("`slots` given to a static supernet: build it with switched=True")
+
+
 class DartsSearchCell(nn.Module):
   """DARTS cell: two preprocessed inputs, `steps` nodes, each the sum of
   mixed ops over all earlier states; output = concat of the nodes."""
@@ -162,9 +261,11 @@ class DartsSearchCell(nn.Module):
   settings: OpSettings
   steps: int = spaces_lib.DARTS_STEPS
   stack_edges: bool = False   # compute via `mixed_dag` (same numbers)
+  switched: bool = False      # edge_ops are all ops; `edge_slots` pick the active ones
+  slot_orders: tuple | None = None   # per edge, `SwitchedMixedOp.order`
 
   @nn.compact
-  def __call__(self, s0, s1, edge_weights=None, train: bool = True):
+  def __call__(self, s0, s1, edge_weights=None, train: bool = True, edge_slots=None):
     c, st = self.channels, self.settings
     if self.reduction_prev:
       s0 = FactorizedReduce(c, st, name="preprocess0")(s0, train)
@@ -172,7 +273,7 @@ class DartsSearchCell(nn.Module):
       s0 = ReLUConvBN(c, 1, 1, 0, st, name="preprocess0")(s0, train)
     s1 = ReLUConvBN(c, 1, 1, 0, st, name="preprocess1")(s1, train)
     edges = spaces_lib.darts_edges(self.steps)
-    if self.stack_edges and ops_lib.stackable(st):
+    if self.stack_edges and ops_lib.stackable(st) and not self.switched:
       strides = [2 if self.reduction and src < 2 else 1 for src, _ in edges]
       states = mixed_dag([s0, s1], edges, self.edge_ops, edge_weights, c, strides, st, train)
       return jnp.concatenate(states[2:], axis=-1)
@@ -181,9 +282,9 @@ class DartsSearchCell(nn.Module):
       if src == 0:
         states.append(None)  # node dst starts empty
       stride = 2 if self.reduction and src < 2 else 1
-      y = MixedOp(self.edge_ops[e], c, stride, st, name=f"edge_{src}_{dst}")(
-          states[src], None if edge_weights is None else edge_weights[e], train)
-      states[dst] = y if states[dst] is None else states[dst] + y
+      states[dst] = _add(states[dst], _edge(
+          self.switched, self.edge_ops[e], c, stride, st, f"edge_{src}_{dst}",
+          states[src], edge_weights, edge_slots, e, train, self.slot_orders))
     return jnp.concatenate(states[2:], axis=-1)
 
 
@@ -198,13 +299,18 @@ class DartsSupernet(nn.Module):
   stem_multiplier: int = 3
   settings: OpSettings = OpSettings()
   stack_edges: bool = False
+  switched: bool = False   # every op of the space; `slots` pick the active ones
+  slot_orders: tuple | None = None   # per choice point, `SwitchedMixedOp.order`
 
   @nn.compact
   def __call__(self, x, alphas: Alphas | None = None, train: bool = True,
-               op_scales: Alphas | None = None):
+               op_scales: Alphas | None = None, slots: Slots | None = None):
+    _check_slots(self, slots)
     n = len(self.normal_ops)
-    weights = mixing_weights(alphas, op_scales)
+    orders = self.slot_orders or (None,) * (2 * n)
+    weights = mixing_weights(alphas, op_scales, slots)
     w_normal, w_reduce = (None, None) if weights is None else (weights[:n], weights[n:])
+    slots_normal, slots_reduce = (None, None) if slots is None else (slots[:n], slots[n:])
     c = self.channels
     stem_settings = OpSettings(affine=True,
                                track_running_stats=self.settings.track_running_stats)
@@ -213,13 +319,15 @@ class DartsSupernet(nn.Module):
     s0 = s1 = BatchNorm(stem_settings, name="stem_bn")(x, train)
     reduction_prev = False
     for i in range(self.layers):
-      reduction = i in (self.layers // 3, 2 * self.layers // 3)
+      reduction = i in reduction_cells(self.layers)
       if reduction:
         c *= 2
       cell = DartsSearchCell(self.reduce_ops if reduction else self.normal_ops,
                              c, reduction, reduction_prev, self.settings,
-                             self.steps, self.stack_edges, name=f"cell_{i}")
-      s0, s1 = s1, cell(s0, s1, w_reduce if reduction else w_normal, train)
+                             self.steps, self.stack_edges, self.switched,
+                             orders[n:] if reduction else orders[:n], name=f"cell_{i}")
+      s0, s1 = s1, cell(s0, s1, w_reduce if reduction else w_normal, train,
+                        slots_reduce if reduction else slots_normal)
       reduction_prev = reduction
     return nn.Dense(self.num_classes, name="classifier")(s1.mean(axis=(1, 2)))
 
@@ -245,11 +353,13 @@ class NB201SearchCell(nn.Module):
   channels: int
   settings: OpSettings
   stack_edges: bool = False   # compute via `mixed_dag` (same numbers)
+  switched: bool = False      # edge_ops are all ops; `edge_slots` pick the active ones
+  slot_orders: tuple | None = None   # per edge, `SwitchedMixedOp.order`
 
   @nn.compact
-  def __call__(self, x, edge_weights=None, train: bool = True):
+  def __call__(self, x, edge_weights=None, train: bool = True, edge_slots=None):
     edges = spaces_lib.nb201_edges()
-    if self.stack_edges and ops_lib.stackable(self.settings):
+    if self.stack_edges and ops_lib.stackable(self.settings) and not self.switched:
       nodes = mixed_dag([x], edges, self.edge_ops, edge_weights, self.channels,
                         [1] * len(edges), self.settings, train)
       return nodes[-1]
@@ -257,10 +367,10 @@ class NB201SearchCell(nn.Module):
     for e, (src, dst) in enumerate(edges):
       if src == 0:
         nodes.append(None)
-      y = MixedOp(self.edge_ops[e], self.channels, 1, self.settings,
-                  name=f"edge_{src}_{dst}")(
-                      nodes[src], None if edge_weights is None else edge_weights[e], train)
-      nodes[dst] = y if nodes[dst] is None else nodes[dst] + y
+      nodes[dst] = _add(nodes[dst], _edge(
+          self.switched, self.edge_ops[e], self.channels, 1, self.settings,
+          f"edge_{src}_{dst}", nodes[src], edge_weights, edge_slots, e, train,
+          self.slot_orders))
     return nodes[-1]
 
 
@@ -272,11 +382,14 @@ class NB201Supernet(nn.Module):
   cells_per_stage: int = 5
   settings: OpSettings = OpSettings(pool_bn=False)
   stack_edges: bool = False
+  switched: bool = False   # every op of the space; `slots` pick the active ones
+  slot_orders: tuple | None = None   # per choice point, `SwitchedMixedOp.order`
 
   @nn.compact
   def __call__(self, x, alphas: Alphas | None = None, train: bool = True,
-               op_scales: Alphas | None = None):
-    weights = mixing_weights(alphas, op_scales)
+               op_scales: Alphas | None = None, slots: Slots | None = None):
+    _check_slots(self, slots)
+    weights = mixing_weights(alphas, op_scales, slots)
     block_settings = OpSettings(affine=True,
                                 track_running_stats=self.settings.track_running_stats)
     c = self.channels
@@ -287,16 +400,26 @@ class NB201Supernet(nn.Module):
         c *= 2
         x = ResNetBasicBlock(c, block_settings, name=f"reduce_{stage}")(x, train)
       for i in range(self.cells_per_stage):
-        x = NB201SearchCell(self.edge_ops, c, self.settings, self.stack_edges,
-                            name=f"cell_{stage}_{i}")(x, weights, train)
+        x = NB201SearchCell(self.edge_ops, c, self.settings, self.stack_edges, self.switched,
+                            self.slot_orders, name=f"cell_{stage}_{i}")(x, weights, train, slots)
     x = nn.relu(BatchNorm(block_settings, name="last_bn")(x, train))
     return nn.Dense(self.num_classes, name="classifier")(x.mean(axis=(1, 2)))
 
 
-def build_supernet(space: spaces_lib.SearchSpace, subspace: spaces_lib.Subspace,
-                   supernet_config: Any, num_classes: int) -> nn.Module:
+def build_supernet(space: spaces_lib.SearchSpace, subspace: spaces_lib.Subspace | None,
+                   supernet_config: Any, num_classes: int, switched: bool = False,
+                   slot_orders=None) -> nn.Module:
   """The supernet of `space` restricted to `subspace` (static: one module,
-  hence one compiled step, per subspace)."""
+  hence one compiled step, per subspace), or with `switched=True` (and
+  `subspace=None`) the switched supernet of the whole space, whose active
+  ops are the `slots` argument (`slot_orders`: per choice point its ops,
+  costliest first, see `SwitchedMixedOp`)."""
+  if slot_orders is not None:
+    slot_orders = tuple(tuple(int(o) for o in order) for order in slot_orders)
+  if switched:
+    if subspace is not None:
+      raise ValueError("a switched supernet holds the whole space: pass subspace=None")
+    subspace = space.full_subspace()
   subspace = space.check_subspace(subspace, allow_empty=True)
   names = space.op_names_of(subspace)
   impl = supernet_config.get("depthwise_impl", "xla")
@@ -308,12 +431,14 @@ def build_supernet(space: spaces_lib.SearchSpace, subspace: spaces_lib.Subspace,
         channels=supernet_config.channels, layers=supernet_config.layers,
         steps=supernet_config.get("steps", spaces_lib.DARTS_STEPS),
         stem_multiplier=supernet_config.get("stem_multiplier", 3),
-        settings=OpSettings(pool_bn=True, depthwise_impl=impl), stack_edges=stack)
+        settings=OpSettings(pool_bn=True, depthwise_impl=impl), stack_edges=stack,
+        switched=switched, slot_orders=slot_orders)
   if space.kind == "nb201_cell":
     return NB201Supernet(
         edge_ops=names, num_classes=num_classes, channels=supernet_config.channels,
         cells_per_stage=supernet_config.get("cells_per_stage", 5),
-        settings=OpSettings(pool_bn=False, depthwise_impl=impl), stack_edges=stack)
+        settings=OpSettings(pool_bn=False, depthwise_impl=impl), stack_edges=stack,
+        switched=switched, slot_orders=slot_orders)
   raise ValueError(f"unknown space kind {space.kind!r}")
 
 
@@ -326,15 +451,96 @@ def init_alphas(key: jax.Array, subspace: spaces_lib.Subspace,
                for k, active in zip(keys, subspace))
 
 
+def subspace_slots(subspace: spaces_lib.Subspace, k: int, slot_orders=None) -> np.ndarray:
+  """A subspace as the `slots` of a switched supernet: int32 [C, k], each
+  choice point's active ops in its slot order (default: as listed), then
+  -1 (empty slots)."""
+  out = -np.ones((len(subspace), k), np.int32)
+  for c, active in enumerate(subspace):
+    if len(active) > k:
+      raise ValueError(f"choice point {c} has {len(active)} active ops, more than k = {k}")
+    order = list(slot_orders[c]) if slot_orders is not None else None
+    out[c, :len(active)] = sorted(active, key=order.index) if order else active
+  return out
+
+
+def to_slots(vectors, subspace: spaces_lib.Subspace, slots) -> tuple[jax.Array, ...]:
+  """Per choice point, a vector over the subspace's active ops (alphas or op
+  scales, in subspace order) moved to the slots' order, zero-padded to k."""
+  slots = np.asarray(slots)
+  out = []
+  for c, (v, active) in enumerate(zip(vectors, subspace)):
+    v = jnp.asarray(v, jnp.float32)
+    where = [active.index(int(o)) for o in slots[c] if o >= 0]
+    out.append(jnp.zeros((slots.shape[1],), jnp.float32).at[:len(where)].set(
+        v[np.asarray(where, np.int32)]))
+  return tuple(out)
+
+
+def from_slots(vectors, subspace: spaces_lib.Subspace, slots) -> list[np.ndarray]:
+  """The inverse of `to_slots`: per choice point, the vector over the
+  active ops in subspace order."""
+  slots = np.asarray(slots)
+  out = []
+  for c, (v, active) in enumerate(zip(vectors, subspace)):
+    v = np.asarray(v)
+    slot_of = {int(o): s for s, o in enumerate(slots[c]) if o >= 0}
+    out.append(np.asarray([v[slot_of[o]] for o in active], v.dtype))
+  return out
+
+
+def param_owners(model: nn.Module, space: spaces_lib.SearchSpace,
+                 paths) -> dict[str, tuple[int, int]]:
+  """{param path: (choice point, op index)} for the weights of candidate
+  ops (`cell_3/edge_1_4/sep_conv_3x3/...`); stems, preprocessing and the
+  classifier belong to no choice point and are left out."""
+  owners = {}
+  for path in paths:
+    parts = path.split("/")
+    at = next((i for i, part in enumerate(parts) if part.startswith("edge_")), None)
+    if at is None:
+      continue
+    src, dst = (int(v) for v in parts[at].split("_")[1:3])
+    if isinstance(model, DartsSupernet):
+      edges = spaces_lib.darts_edges(model.steps)
+      cell = int(parts[at - 1].split("_")[1])
+      c = edges.index((src, dst)) + (len(edges) if cell in reduction_cells(model.layers) else 0)
+    else:
+      c = spaces_lib.nb201_edges().index((src, dst))
+    owners[path] = (c, space.choice_points[c].ops.index(parts[at + 1]))
+  return owners
+
+
+def active_params(owners: dict[str, tuple[int, int]], weights, slots: Slots):
+  """A tree like `weights` of bool scalars: True where the weight belongs to
+  no choice point or to an op in `slots` (traceable)."""
+  from radars_jax import weight_pool  # pylint: disable=import-outside-toplevel
+  flat = weight_pool.flatten(weights)
+  return weight_pool.unflatten({
+      path: (jnp.asarray(True) if path not in owners
+             else jnp.any(slots[owners[path][0]] == owners[path][1]))
+      for path in flat})
+
+
 def count_params(tree) -> int:
   return int(sum(np.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(tree)))
 
 
-def param_shapes(model: nn.Module, image_shape: Sequence[int], alphas=None):
+def param_shapes(model: nn.Module, image_shape: Sequence[int], alphas=None, slots=None):
   """Abstract parameter tree (shapes only, nothing runs)."""
   x = jax.ShapeDtypeStruct((2, *image_shape), jnp.float32)
-  variables = jax.eval_shape(model.init, jax.random.key(0), x, alphas)
+  if getattr(model, "switched", False) and slots is None:
+    slots = np.zeros((len(model_choice_points(model)), 1), np.int32)
+  variables = jax.eval_shape(lambda x, alphas, slots: model.init(
+      jax.random.key(0), x, alphas, slots=slots), x, alphas, slots)
   return variables["params"]
+
+
+def model_choice_points(model: nn.Module) -> tuple:
+  """The per-choice-point op lists the supernet was built with."""
+  if isinstance(model, DartsSupernet):
+    return tuple(model.normal_ops) + tuple(model.reduce_ops)
+  return tuple(model.edge_ops)
 
 
 def _lecun_normal(rng: np.random.Generator, shape) -> np.ndarray:
@@ -350,14 +556,15 @@ def _lecun_normal(rng: np.random.Generator, shape) -> np.ndarray:
   return (x * std).astype(np.float32)
 
 
-def init_params(model: nn.Module, image_shape: Sequence[int], alphas, key: jax.Array):
+def init_params(model: nn.Module, image_shape: Sequence[int], alphas, key: jax.Array,
+                slots=None):
   """Fresh weights without running the network: shapes from `eval_shape`,
   then each leaf drawn on the host from a generator seeded by the key and
   its path (kernels LeCun-normal, biases 0, scales 1). The same op on the
   same edge gets the same initial weights in every subspace, and nothing is
   compiled (a jitted initialiser cost seconds of compile per subspace)."""
   from radars_jax import weight_pool  # pylint: disable=import-outside-toplevel
-  flat = weight_pool.flatten(param_shapes(model, image_shape, alphas))
+  flat = weight_pool.flatten(param_shapes(model, image_shape, alphas, slots))
   seed = [int(v) for v in np.asarray(jax.random.key_data(key)).ravel()]
   out = {}
   for path, shape in flat.items():

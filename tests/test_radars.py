@@ -49,6 +49,7 @@ def tiny_config(method="radars"):
   config.controller.samples_per_iteration = 2
   config.controller.critic_steps = 10
   config.controller.prune_threshold = 0.19   # uniform is 0.2: the first update prunes
+  config.radars.shared_programs = False       # (a test below turns them on)
   return config
 
 
@@ -239,12 +240,25 @@ def test_corrupt_latest_checkpoint_falls_back(uninterrupted, tmp_path):
 
 
 @pytest.mark.parametrize("method", ["rl", "random"])
-def test_baselines_sample_whole_architectures(tmp_path, method):
+def test_baselines_sample_whole_architectures(tmp_path, method, monkeypatch):
+  """rl (with shared programs and no budget): every sample (k = 1) runs on
+  the one shared program."""
   config = tiny_config(method)
   config.radars.max_iterations = 1
+  config.radars.shared_programs = method == "rl"
+  shared_compiles = []
+  original = radars.RadarsSearch._compile_shared_now
+
+  def recording(self, k, steps):
+    shared_compiles.append(k)
+    return original(self, k, steps)
+
+  monkeypatch.setattr(radars.RadarsSearch, "_compile_shared_now", recording)
   summary = radars.run(config, workdir_lib.prepare(tmp_path / method), spaces.make_space("nb201"))
   runs = summary["subspace_runs"]
   assert len(runs) == 2 and all(r["ops_per_choice_point"] == [1] * 6 for r in runs)
+  if method == "rl":
+    assert summary["shared_program_runs"] == 2 and shared_compiles == [1]
   assert summary["val_accuracy"] == max(r["val_accuracy"] for r in runs)
   assert summary["genotype"]["space"] == "nb201"
 

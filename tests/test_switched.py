@@ -1,0 +1,110 @@
+"""The switched supernet (one program for every subspace of k ops): the
+same training numbers as the static supernet of the subspace, weights of
+unslotted ops left alone, slots in cost order, parameter owners."""
+import chex
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from radars_jax import config_defaults
+from radars_jax import dnas
+from radars_jax import parallel
+from radars_jax import spaces
+from radars_jax import supernet
+from radars_jax import weight_pool
+
+ORDER = (3, 2, 4, 1, 0)   # NB-201 ops costliest first: conv 3x3, conv 1x1, pool, skip, none
+
+
+def _cfg(**kw):
+  return ml_collections.ConfigDict(dict(channels=4, cells_per_stage=1, layers=3, steps=4,
+                                        depthwise_impl="xla", stack_edges=False, **kw))
+
+
+def test_subspace_slots_follow_the_cost_order_and_round_trip():
+  subspace = ((0, 3), (2,), (1, 2, 4), (0, 1), (3, 4), (2, 3))
+  orders = (ORDER,) * 6
+  slots = supernet.subspace_slots(subspace, 3, orders)
+  np.testing.assert_array_equal(slots[0], [3, 0, -1])
+  np.testing.assert_array_equal(slots[2], [2, 4, 1])
+  for c, active in enumerate(subspace):   # slot s never holds one of the s costliest ops
+    for s, op in enumerate(slots[c][:len(active)]):
+      assert ORDER.index(op) >= s
+  vectors = [np.arange(len(a), dtype=np.float32) + 10 * c for c, a in enumerate(subspace)]
+  padded = supernet.to_slots(vectors, subspace, slots)
+  chex.assert_shape(padded, [(3,)] * 6)
+  assert float(padded[0][0]) == 1.0 and float(padded[0][2]) == 0.0   # op 3 was second
+  back = supernet.from_slots(padded, subspace, slots)
+  for u, v in zip(back, vectors):
+    np.testing.assert_array_equal(u, v)
+  with pytest.raises(ValueError, match="more than k"):
+    supernet.subspace_slots(subspace, 2, orders)
+
+
+def test_switched_step_equals_the_static_step_of_the_subspace():
+  """Three single-level steps: loss, alphas and the subspace's weights as
+  the subspace's own program gives them; other ops' weights untouched."""
+  space = spaces.make_space("nb201")
+  subspace = ((0, 3), (2,), (1, 2), (3, 4), (0, 2), (1, 4))   # `none`, one op, pools, convs
+  k = 2
+  orders = (ORDER,) * 6
+  cfg = _cfg()
+  mesh = parallel.make_mesh()
+  dcfg = config_defaults.base_config().dnas
+  switched = supernet.build_supernet(space, None, cfg, 10, switched=True, slot_orders=orders)
+  static = supernet.build_supernet(space, subspace, cfg, 10)
+  alphas = supernet.init_alphas(jax.random.key(1), subspace, 0.5)
+  full = supernet.init_params(switched, (8, 8, 3), None, jax.random.key(2))
+  owners = supernet.param_owners(switched, space, weight_pool.flatten(full))
+  flat = weight_pool.flatten(full)
+  own = weight_pool.flatten(supernet.param_shapes(static, (8, 8, 3), alphas))
+  weights = weight_pool.unflatten({p: flat[p] for p in own})
+  slots = supernet.subspace_slots(subspace, k, orders)
+  programs = {
+      "static": dnas.DnasProgram(static, "single_level", dcfg, 10, mesh, (0.0,), (1.0,)),
+      "switched": dnas.DnasProgram(switched, "single_level", dcfg, 10, mesh, (0.0,), (1.0,),
+                                   owners=owners)}
+  states = {"static": programs["static"].init_state(weights, alphas),
+            "switched": programs["switched"].init_state(
+                full, supernet.to_slots(alphas, subspace, slots), slots)}
+  steps = {name: jax.jit(p.step_fn) for name, p in programs.items()}
+  for i in range(3):
+    key = jax.random.key(10 + i)
+    batch = {"image": jax.random.normal(key, (8, 8, 8, 3)),
+             "label": jax.random.randint(jax.random.fold_in(key, 1), (8,), 0, 10)}
+    losses = {}
+    for name in programs:
+      states[name], metrics = steps[name](states[name], batch, None)
+      losses[name] = float(metrics["loss"])
+    assert losses["switched"] == pytest.approx(losses["static"], rel=1e-5)
+  got = weight_pool.flatten(jax.device_get(states["switched"].weights))
+  want = weight_pool.flatten(jax.device_get(states["static"].weights))
+  for path in flat:
+    if path in want:
+      np.testing.assert_allclose(got[path], want[path], rtol=1e-4, atol=1e-5, err_msg=path)
+    else:   # an op outside the subspace: no update, no weight decay
+      np.testing.assert_array_equal(got[path], flat[path], err_msg=path)
+  assert any(not np.array_equal(want[p], flat[p]) for p in want)   # it did train
+  got_alphas = supernet.from_slots(jax.device_get(states["switched"].alphas), subspace, slots)
+  for u, v in zip(got_alphas, jax.device_get(states["static"].alphas)):
+    np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-6)
+
+
+def test_param_owners_name_the_choice_point_and_op_of_darts_weights():
+  space = spaces.make_space("darts", num_ops=3)
+  model = supernet.build_supernet(space, None, _cfg(), 10, switched=True)
+  paths = weight_pool.flatten(supernet.param_shapes(model, (8, 8, 3)))
+  owners = supernet.param_owners(model, space, paths)
+  n = len(spaces.darts_edges())
+  assert owners and all(p.startswith("cell_") for p in owners)
+  assert not any("preprocess" in p or "stem" in p or "classifier" in p for p in owners)
+  for path, (c, o) in owners.items():
+    cell, edge, op = path.split("/")[:3]
+    assert op == space.choice_points[c].ops[o]
+    assert (c >= n) == (int(cell.split("_")[1]) in supernet.reduction_cells(3))
+    assert edge == "edge_%d_%d" % spaces.darts_edges()[c % n]
+  # every parameterised op of every edge of every cell has an owner
+  assert {(p.split("/")[0], p.split("/")[1], p.split("/")[2]) for p in owners} == {
+      (p.split("/")[0], p.split("/")[1], p.split("/")[2]) for p in paths if "/edge_" in p}
