@@ -40,7 +40,7 @@ from radars_jax import spaces
 from radars_jax import supernet
 
 
-def settings(small: bool):
+def settings(small: bool, layers: int | None = None):
   config = config_defaults.base_config()
   if small:
     config.supernet.channels, config.supernet.layers = 4, 3
@@ -48,6 +48,8 @@ def settings(small: bool):
   else:
     config.supernet.channels, config.supernet.layers = 16, 8
     image_shape, batch = (32, 32, 3), 64
+  if layers is not None:
+    config.supernet.layers = layers
   return config, image_shape, batch
 
 
@@ -59,8 +61,8 @@ def compile_bytes(space, subspace, config, image_shape, batch, mesh) -> tuple[in
   return compiled.bytes, compiled.seconds
 
 
-def run(ns, small: bool, budget_gb: float | None, log=print) -> dict:
-  config, image_shape, batch = settings(small)
+def run(ns, small: bool, budget_gb: float | None, log=print, layers: int | None = None) -> dict:
+  config, image_shape, batch = settings(small, layers)
   mesh = parallel.make_mesh()
   per_device = batch // int(mesh.devices.size)
   start = time.perf_counter()
@@ -164,6 +166,8 @@ def main(argv=None) -> int:
   parser.add_argument("--budget_gb", type=float, default=None)
   parser.add_argument("--json", default=None, help="write the results here")
   parser.add_argument("--plot", default=None, help="PNG (default: next to --json)")
+  parser.add_argument("--layers", type=int, default=None,
+                      help="DARTS cells (default: 3 with --small, else 8)")
   args = parser.parse_args(argv)
   try:
     ns = [int(x) for x in args.ns.split(",")]
@@ -175,7 +179,11 @@ def main(argv=None) -> int:
     print(f"memory_scaling: error: every N must be in 1..{len(spaces.DARTS_LARGE_OPS)}",
           file=sys.stderr)
     return 2
-  result = run(ns, args.small, args.budget_gb, log=lambda m: print(m, flush=True))
+  if args.layers is not None and args.layers < 1:
+    print(f"memory_scaling: error: --layers={args.layers} must be at least 1", file=sys.stderr)
+    return 2
+  result = run(ns, args.small, args.budget_gb, log=lambda m: print(m, flush=True),
+               layers=args.layers)
   print(table(result))
   if args.json:
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)

@@ -79,7 +79,8 @@ def alpha_optimizer(dnas_config) -> optax.GradientTransformation:
 
 
 def loss_and_accuracy(model: nn.Module, weights, alphas, batch: Batch, slots=None):
-  logits = model.apply({"params": weights}, batch["image"], alphas, slots=slots)
+  extra = {} if slots is None else {"slots": slots}   # (switched supernets only)
+  logits = model.apply({"params": weights}, batch["image"], alphas, **extra)
   loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
   accuracy = (jnp.argmax(logits, -1) == batch["label"]).mean()
   return loss, accuracy

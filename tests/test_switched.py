@@ -93,7 +93,7 @@ def test_switched_step_equals_the_static_step_of_the_subspace():
 
 
 def test_param_owners_name_the_choice_point_and_op_of_darts_weights():
-  space = spaces.make_space("darts", num_ops=3)
+  space = spaces.make_space("darts", ops="none,sep_conv_3x3,skip_connect")
   model = supernet.build_supernet(space, None, _cfg(), 10, switched=True)
   paths = weight_pool.flatten(supernet.param_shapes(model, (8, 8, 3)))
   owners = supernet.param_owners(model, space, paths)
