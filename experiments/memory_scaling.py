@@ -64,6 +64,14 @@ def compile_bytes(space, subspace, config, image_shape, batch, mesh) -> tuple[in
 def run(ns, small: bool, budget_gb: float | None, log=print, layers: int | None = None) -> dict:
   config, image_shape, batch = settings(small, layers)
   mesh = parallel.make_mesh()
+  compiled = {}   # each subspace once (the calibration's k = 2 worst case is often RADARS's)
+
+  def step_bytes(space, subspace) -> tuple[int, float]:
+    key = (space.op_names, tuple(subspace))
+    if key not in compiled:
+      compiled[key] = compile_bytes(space, subspace, config, image_shape, batch, mesh)
+    return compiled[key]
+
   per_device = batch // int(mesh.devices.size)
   start = time.perf_counter()
   largest = spaces.make_space("darts_large", num_ops=max(ns))
@@ -71,15 +79,13 @@ def run(ns, small: bool, budget_gb: float | None, log=print, layers: int | None 
   alive = np.ones((largest.num_choice_points, largest.max_ops), bool)
   for k in (1, 2):
     mask = model.worst_case(alive, k)
-    model.add_point(mask, compile_bytes(largest, largest.subspace_from_mask(mask), config,
-                                        image_shape, batch, mesh)[0])
+    model.add_point(mask, step_bytes(largest, largest.subspace_from_mask(mask))[0])
   log(f"cost model traced and calibrated in {time.perf_counter() - start:.0f} s")
   rows = []
   full_bytes = {}
   for n in sorted(ns):
     space = spaces.make_space("darts_large", num_ops=n)
-    full_bytes[n], seconds = compile_bytes(space, space.full_subspace(), config, image_shape,
-                                           batch, mesh)
+    full_bytes[n], seconds = step_bytes(space, space.full_subspace())
     log(f"N={n}: full DARTS step {memory.format_gb(full_bytes[n])} ({seconds:.0f} s to compile)")
     rows.append({"num_ops": n, "darts_bytes": full_bytes[n], "darts_compile_seconds": seconds})
   if budget_gb is None:  # small: halfway between full DARTS at the smallest and largest N
@@ -98,11 +104,8 @@ def run(ns, small: bool, budget_gb: float | None, log=print, layers: int | None 
     while k >= 1:
       worst = sub_model.worst_case(alive_n, k)
       row["radars_estimate_bytes"] = sub_model.estimate(worst)
-      if k == n:   # the worst case is the whole space, compiled above
-        row["radars_bytes"] = row["darts_bytes"]
-      else:
-        row["radars_bytes"], _ = compile_bytes(space, space.subspace_from_mask(worst), config,
-                                               image_shape, batch, mesh)
+      # (k = n: the whole space, compiled above)
+      row["radars_bytes"], _ = step_bytes(space, space.subspace_from_mask(worst))
       if row["radars_bytes"] <= budget:
         break
       k -= 1
