@@ -15,8 +15,9 @@
      the budget is shrunk first, so no step ever runs over budget; the
      later samples compile in a background thread while the earlier ones
      train, `radars.compile_ahead`). DNAS is warm-started from the weight
-     pool and its weights are written back; its reward is the holdout accuracy of the architecture derived
-     from it (minus `radars.cost_weight` x millions of parameters);
+     pool and its weights are written back; its reward is the holdout
+     accuracy of the architecture derived from it (minus
+     `radars.cost_weight` x millions of parameters);
   4. the controller's critic and policy are updated, and ops whose policy
      probability is below `controller.prune_threshold` are pruned (never the
      last op of a choice point).
@@ -304,7 +305,7 @@ class RadarsSearch:
   def shared_fits(self, k: int, steps: int, meta, model: cost_lib.CostModel) -> bool:
     """Whether the samples of k ops run on the shared program: on, and its
     bytes within the budget (else each sample compiles its own). It needs
-    more than the static worst case of k ops (12-22% more on NB-201): it is
+    more than the static worst case of k ops (12-20% more on NB-201): it is
     not even compiled where that worst case times the premium measured so
     far (at least SHARED_PREMIUM) is over the budget. The decision is kept
     in `meta`, so a resumed search makes the same one."""

@@ -121,6 +121,7 @@ class Searcher:
     self._switched_model = None
     self.slot_orders = None   # set before the switched supernet is built (radars)
     self._switched_shapes = None
+    self._owners = None       # {param path: (choice point, op)} of the switched supernet
     self._switched_eval = None
     self._finetune_fns: dict = {}
 
