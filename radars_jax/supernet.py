@@ -18,8 +18,9 @@ k], names the op in each of a choice point's k slots (-1: empty slot), and
 `SwitchedMixedOp` runs each slot's op through `lax.switch`. One compiled
 program then serves every subspace of at most k ops per choice point (the
 RADARS loop compiles once per k, not once per sample) and computes the same
-numbers as the static supernet of that subspace; it needs somewhat more
-memory (the backward pass keeps the residuals of any op a slot may pick).
+numbers as the static supernet of that subspace. It needs more memory than
+the costliest static subspace of k ops (12-20% on NB-201, measured; the
+loop checks its compiled bytes against the budget like any step's).
 
 Networks:
 - `DartsSupernet`: the DARTS search network (stem multiplier 3, `layers`
@@ -103,8 +104,9 @@ class SwitchedMixedOp(nn.Module):
   `order` ranks the ops, costliest first; slots hold a subspace's ops in
   that order (`subspace_slots`), so slot s never holds one of the s
   costliest ops and its switch leaves them out. XLA sizes a switch for its
-  costliest branch: this way k slots need the memory of the k costliest
-  ops, as a static subspace does, not k times the costliest one."""
+  costliest branch: this way k slots need about the memory of the k
+  costliest ops rather than k times the costliest one (NB-201, k = 3:
+  16.2 MB ordered, 21.3 MB unordered, 13.6 MB for the static worst case)."""
   op_names: tuple[str, ...]   # every op of the choice point
   channels: int
   stride: int
