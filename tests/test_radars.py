@@ -242,7 +242,8 @@ def test_corrupt_latest_checkpoint_falls_back(uninterrupted, tmp_path):
 @pytest.mark.parametrize("method", ["rl", "random"])
 def test_baselines_sample_whole_architectures(tmp_path, method, monkeypatch):
   """rl (with shared programs and no budget): every sample (k = 1) runs on
-  the one shared program."""
+  the one shared program, and a run killed inside a sample's DNAS (whose
+  state holds the slots) resumes to the uninterrupted result."""
   config = tiny_config(method)
   config.radars.max_iterations = 1
   config.radars.shared_programs = method == "rl"
@@ -257,10 +258,28 @@ def test_baselines_sample_whole_architectures(tmp_path, method, monkeypatch):
   summary = radars.run(config, workdir_lib.prepare(tmp_path / method), spaces.make_space("nb201"))
   runs = summary["subspace_runs"]
   assert len(runs) == 2 and all(r["ops_per_choice_point"] == [1] * 6 for r in runs)
-  if method == "rl":
-    assert summary["shared_program_runs"] == 2 and shared_compiles == [1]
   assert summary["val_accuracy"] == max(r["val_accuracy"] for r in runs)
   assert summary["genotype"]["space"] == "nb201"
+  if method != "rl":
+    return
+  assert summary["shared_program_runs"] == 2 and shared_compiles == [1]
+  path = workdir_lib.prepare(tmp_path / "resumed")
+  original_save = checkpointing.Checkpointer.save
+
+  def crashing_save(self, step, state, metadata=None):
+    original_save(self, step, state, metadata)
+    if "dnas" in str(self.directory) and "it0_s1" in str(self.directory):
+      self.wait()
+      raise Crash("killed mid-DNAS")
+
+  monkeypatch.setattr(checkpointing.Checkpointer, "save", crashing_save)
+  with pytest.raises(Crash):
+    radars.run(config, path, spaces.make_space("nb201"))
+  monkeypatch.setattr(checkpointing.Checkpointer, "save", original_save)
+  resumed = radars.run(config, path, spaces.make_space("nb201"))
+  assert resumed["genotype"] == summary["genotype"] and resumed["shared_program_runs"] == 2
+  np.testing.assert_allclose([r["reward"] for r in resumed["subspace_runs"]],
+                             [r["reward"] for r in runs], atol=1e-6)
 
 
 def test_radars_needs_a_budget_and_refuses_an_impossible_one(tmp_path, full_step_bytes):
