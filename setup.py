@@ -28,6 +28,8 @@ setup(
         "numpy>=1.24",
     ],
     extras_require={
-        "test": ["pytest>=7", "nbclient>=0.9", "nbformat>=5.9", "ipykernel>=6"],
+        # pytest-xdist: the suite runs in two workers (README "Tests")
+        "test": ["pytest>=7", "pytest-xdist>=3", "nbclient>=0.9", "nbformat>=5.9",
+                 "ipykernel>=6"],
     },
 )

@@ -1,0 +1,88 @@
+"""The rl / random baselines on the RADARS loop (rl also on the shared
+program, with a crash and resume), and the refusals of impossible budgets.
+(Kept apart from test_radars.py so that the suite's two workers share the
+loop's tests.)"""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from radars_jax import checkpointing
+from radars_jax import radars
+from radars_jax import spaces
+from radars_jax import workdir as workdir_lib
+from radars_jax.errors import UserError
+from test_radars import Crash, tiny_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("method", ["rl", "random"])
+def test_baselines_sample_whole_architectures(tmp_path, method, monkeypatch):
+  """rl (with shared programs and no budget): every sample (k = 1) runs on
+  the one shared program, and a run killed inside a sample's DNAS (whose
+  state holds the slots) resumes to the uninterrupted result."""
+  config = tiny_config(method)
+  config.radars.max_iterations = 1
+  config.radars.shared_programs = method == "rl"
+  shared_compiles = []
+  original = radars.RadarsSearch._compile_shared_now
+
+  def recording(self, k, steps):
+    shared_compiles.append(k)
+    return original(self, k, steps)
+
+  monkeypatch.setattr(radars.RadarsSearch, "_compile_shared_now", recording)
+  summary = radars.run(config, workdir_lib.prepare(tmp_path / method), spaces.make_space("nb201"))
+  runs = summary["subspace_runs"]
+  assert len(runs) == 2 and all(r["ops_per_choice_point"] == [1] * 6 for r in runs)
+  assert summary["val_accuracy"] == max(r["val_accuracy"] for r in runs)
+  assert summary["genotype"]["space"] == "nb201"
+  if method != "rl":
+    return
+  assert summary["shared_program_runs"] == 2 and shared_compiles == [1]
+  path = workdir_lib.prepare(tmp_path / "resumed")
+  original_save = checkpointing.Checkpointer.save
+
+  def crashing_save(self, step, state, metadata=None):
+    original_save(self, step, state, metadata)
+    if "dnas" in str(self.directory) and "it0_s1" in str(self.directory):
+      self.wait()
+      raise Crash("killed mid-DNAS")
+
+  monkeypatch.setattr(checkpointing.Checkpointer, "save", crashing_save)
+  with pytest.raises(Crash):
+    radars.run(config, path, spaces.make_space("nb201"))
+  monkeypatch.setattr(checkpointing.Checkpointer, "save", original_save)
+  resumed = radars.run(config, path, spaces.make_space("nb201"))
+  assert resumed["genotype"] == summary["genotype"] and resumed["shared_program_runs"] == 2
+  np.testing.assert_allclose([r["reward"] for r in resumed["subspace_runs"]],
+                             [r["reward"] for r in runs], atol=1e-6)
+
+
+def test_radars_needs_a_budget_and_refuses_an_impossible_one(tmp_path):
+  config = tiny_config()
+  with pytest.raises(UserError, match="memory_budget_gb"):
+    radars.run(config, workdir_lib.prepare(tmp_path / "a"), spaces.make_space("nb201"))
+  config.memory_budget_gb = 1e-6
+  with pytest.raises(UserError, match="one op per choice point needs"):
+    radars.run(config, workdir_lib.prepare(tmp_path / "b"), spaces.make_space("nb201"))
+
+
+def test_over_budget_darts_run_is_refused_with_the_needed_size(tmp_path):
+  env = dict(os.environ)
+  env.pop("XLA_FLAGS", None)
+  result = subprocess.run(
+      [sys.executable, "-m", "radars_jax.main", f"--config={ROOT / 'configs' / 'digits.py'}",
+       f"--workdir={tmp_path / 'w'}", "--config.method=darts", "--config.data.name=synthetic",
+       "--config.data.image_size=8", "--config.supernet.channels=4",
+       "--config.data.batch_size=16", "--config.data.holdout_size=32",
+       "--config.memory_budget_gb=0.0001"],
+      capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+  assert result.returncode == 2, result.stderr[-2000:]
+  line = [l for l in result.stderr.splitlines() if l.startswith("radars_jax: error")][0]
+  assert "needs" in line and "MB per step" in line and "method=radars" in line
+  assert "Traceback" not in result.stderr
