@@ -88,9 +88,5 @@ def base_config() -> ml_collections.ConfigDict:
   # compiled once per k; used where its bytes fit the budget, same numbers
   # as each subspace's own program) instead of one compiled per sample.
   config.radars.shared_programs = True
-  # One train step for every sampled subspace of k ops (a switched supernet,
-  # compiled once per k; used where its bytes fit the budget, same numbers
-  # as each subspace's own program) instead of one compiled per sample.
-  config.radars.shared_programs = True
   config.controller = controller.default_controller_config()
   return config

@@ -108,8 +108,11 @@ def make_train_step(model: nn.Module, mode: str, weight_tx, alpha_tx,
   if mode not in MODES:
     raise ValueError(f"unknown DNAS mode {mode!r}")
 
-  def apply_updates(params, grads, opt_state, tx):
+  def apply_updates(params, grads, opt_state, tx, keep=None):
+    """One optax update; where `keep` (a tree of bools) is False, none."""
     updates, opt_state = tx.update(grads, opt_state, params)
+    if keep is not None:
+      updates = jax.tree_util.tree_map(lambda u, k: jnp.where(k, u, 0.0), updates, keep)
     return optax.apply_updates(params, updates), opt_state
 
   def step(state: DnasState, batch_w: Batch, batch_a: Batch | None = None):
@@ -131,11 +134,9 @@ def make_train_step(model: nn.Module, mode: str, weight_tx, alpha_tx,
       alphas, alpha_opt_state = apply_updates(alphas, grad_a, alpha_opt_state, alpha_tx)
       (loss, acc), grad_w = jax.value_and_grad(
           lambda w: loss_and_accuracy(model, w, alphas, batch_w, slots), has_aux=True)(weights)
-    updates, weight_opt_state = weight_tx.update(grad_w, state.weight_opt_state, weights)
-    if update_mask is not None and slots is not None:
-      updates = jax.tree_util.tree_map(lambda u, keep: jnp.where(keep, u, 0.0), updates,
-                                       update_mask(weights, slots))
-    weights = optax.apply_updates(weights, updates)
+    keep = update_mask(weights, slots) if update_mask is not None and slots is not None else None
+    weights, weight_opt_state = apply_updates(weights, grad_w, state.weight_opt_state, weight_tx,
+                                              keep)
     new_state = DnasState(state.step + 1, weights, alphas, weight_opt_state, alpha_opt_state,
                           slots)
     return new_state, {"loss": loss, "accuracy": acc}

@@ -179,6 +179,15 @@ def _params_millions(searcher, genotype) -> float:
       supernet_lib.param_shapes(model, searcher.data.image_shape)) / 1e6
 
 
+def _counted(meta, compiled, start: float):
+  """Adds a train-step compile to `meta`: its compile seconds, and the
+  seconds the loop waited for it since `start`."""
+  meta["compile_seconds"] += compiled.seconds
+  meta["compile_wait_seconds"] = (meta.get("compile_wait_seconds", 0.0)
+                                  + time.perf_counter() - start)
+  return compiled
+
+
 # ---------------------------------------------------------------------------
 # The loop
 # ---------------------------------------------------------------------------
@@ -275,10 +284,7 @@ class RadarsSearch:
       compiled = future.result()
     else:
       compiled = self._compile_now(subspace, steps)
-    meta["compile_seconds"] += compiled.seconds
-    meta["compile_wait_seconds"] = (meta.get("compile_wait_seconds", 0.0)
-                                    + time.perf_counter() - start)
-    return compiled
+    return _counted(meta, compiled, start)
 
   def _compile_now(self, subspace, steps: int):
     program = self.searcher.program(subspace, steps)
@@ -289,28 +295,24 @@ class RadarsSearch:
   def compile_shared(self, k: int, steps: int, meta):
     """The switched supernet's train step for subspaces of at most `k` ops
     per choice point (compiled once per search and process)."""
-    compiled = self._shared.get((k, steps))
-    if compiled is None:
+    if (k, steps) not in self._shared:
       start = time.perf_counter()
-      compiled = self._shared[(k, steps)] = self._compile_shared_now(k, steps)
-      meta["compile_seconds"] += compiled.seconds
-      meta["compile_wait_seconds"] = (meta.get("compile_wait_seconds", 0.0)
-                                      + time.perf_counter() - start)
-    return compiled
+      self._shared[(k, steps)] = _counted(meta, self._compile_shared_now(k, steps), start)
+    return self._shared[(k, steps)]
 
   def _compile_shared_now(self, k: int, steps: int):
     program = self.searcher.shared_program(k, steps)
     return self.searcher.compile_shared_step(program, k)
 
-  def shared_fits(self, k: int, steps: int, meta, model: cost_lib.CostModel) -> bool:
-    """Whether the samples of k ops run on the shared program: on, and its
-    bytes within the budget (else each sample compiles its own). It needs
-    more than the static worst case of k ops (12-20% more on NB-201): it is
-    not even compiled where that worst case times the premium measured so
-    far (at least SHARED_PREMIUM) is over the budget. The decision is kept
-    in `meta`, so a resumed search makes the same one."""
+  def shared_step(self, k: int, steps: int, meta, model: cost_lib.CostModel):
+    """The shared program the samples of k ops run on, or None (shared
+    programs off, or its bytes over the budget: each sample compiles its
+    own). It needs more than the static worst case of k ops (12-20% more on
+    NB-201): it is not even compiled where that worst case times the premium
+    measured so far (at least SHARED_PREMIUM) is over the budget. The
+    decision is kept in `meta`, so a resumed search makes the same one."""
     if not self.searcher.switched:
-      return False
+      return None
     decided = meta.setdefault("shared_fits", {})
     key = f"{k},{steps}"
     if key not in decided:
@@ -325,12 +327,12 @@ class RadarsSearch:
           compiled = self.compile_shared(k, steps, meta)
           meta["shared_premium"] = max(premium, compiled.bytes / worst)
           decided[key] = compiled.bytes <= self.budget
-    if decided[key]:
-      self.compile_shared(k, steps, meta)
-      # With shared train steps, genotypes are scored by one shared evaluator
-      # too (it costs more to compile than one static evaluator).
-      self.searcher.shared_eval = True
-    return decided[key]
+    if not decided[key]:
+      return None
+    # With shared train steps, genotypes are scored by one shared evaluator
+    # too (it costs more to compile than one static evaluator).
+    self.searcher.shared_eval = True
+    return self.compile_shared(k, steps, meta)
 
   def compile_ahead(self, subspaces, steps: int) -> None:
     """Queues the train steps of `subspaces` for compiling, in order, in
@@ -362,13 +364,13 @@ class RadarsSearch:
 
   def fit_budget(self, subspace, model: cost_lib.CostModel, meta, k: int = 0):
     """The shared program of `k` ops per choice point if it fits the budget
-    (`k` > 0, `shared_fits`); else compile `subspace`, and while its exact
+    (`k` > 0, `shared_step`); else compile `subspace`, and while its exact
     bytes exceed the budget, drop its costliest op at the choice point where
     that op costs most (never the last op of a choice point). Returns
     (subspace, compiled, estimate)."""
-    if k and self.shared_fits(k, self.run_steps(), meta, model):
-      compiled = self.compile_shared(k, self.run_steps(), meta)
-      return subspace, compiled, model.estimate(self.space.mask_from_subspace(subspace))
+    shared = self.shared_step(k, self.run_steps(), meta, model) if k else None
+    if shared is not None:
+      return subspace, shared, model.estimate(self.space.mask_from_subspace(subspace))
     while True:
       mask = self.space.mask_from_subspace(subspace)
       estimate = model.estimate(mask)
@@ -468,7 +470,7 @@ class RadarsSearch:
         meta["sample"] = 0
       batch = meta["batch"]
       ops = np.asarray(batch["ops"], np.int32)
-      if not self.shared_fits(int(batch["k"]), self.run_steps(), meta, model):
+      if self.shared_step(int(batch["k"]), self.run_steps(), meta, model) is None:
         self.compile_ahead([subspace_of(o) for o in ops[meta["sample"]:]], self.run_steps())
       while meta["sample"] < len(ops):
         i = meta["sample"]

@@ -558,15 +558,14 @@ def _lecun_normal(rng: np.random.Generator, shape) -> np.ndarray:
   return (x * std).astype(np.float32)
 
 
-def init_params(model: nn.Module, image_shape: Sequence[int], alphas, key: jax.Array,
-                slots=None):
+def init_params(model: nn.Module, image_shape: Sequence[int], alphas, key: jax.Array):
   """Fresh weights without running the network: shapes from `eval_shape`,
   then each leaf drawn on the host from a generator seeded by the key and
   its path (kernels LeCun-normal, biases 0, scales 1). The same op on the
   same edge gets the same initial weights in every subspace, and nothing is
   compiled (a jitted initialiser cost seconds of compile per subspace)."""
   from radars_jax import weight_pool  # pylint: disable=import-outside-toplevel
-  flat = weight_pool.flatten(param_shapes(model, image_shape, alphas, slots))
+  flat = weight_pool.flatten(param_shapes(model, image_shape, alphas))
   seed = [int(v) for v in np.asarray(jax.random.key_data(key)).ravel()]
   out = {}
   for path, shape in flat.items():
