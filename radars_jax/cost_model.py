@@ -156,7 +156,7 @@ class CostModel:
 
   def slot_orders(self) -> tuple[tuple[int, ...], ...]:
     """Per choice point, its ops costliest first (a switched supernet's
-    `slot_orders`: its k slots then need about the worst case's bytes)."""
+    `slot_orders`: slot s then leaves the s costliest ops out of its switch)."""
     assert self.space is not None, "slot_orders needs the space"
     return tuple(tuple(int(o) for o in np.argsort(-self.per_op[c, :len(cp.ops)], kind="stable"))
                  for c, cp in enumerate(self.space.choice_points))

@@ -22,6 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from radars_jax import conv as conv_lib
 from radars_jax import depthwise
 from radars_jax.errors import UserError
 
@@ -36,6 +37,8 @@ class OpSettings:
   track_running_stats: bool = False  # False: always normalise with batch stats
   pool_bn: bool = True               # BatchNorm after pooling (DARTS search)
   depthwise_impl: str = "xla"        # see radars_jax.depthwise
+  switch_friendly: bool = False      # dense convs with radars_jax.conv's gradients
+                                     # (set by the switched supernet)
 
 
 class BatchNorm(nn.Module):
@@ -61,13 +64,15 @@ class BatchNorm(nn.Module):
     return y.astype(x.dtype)
 
 
-def _conv(features, kernel, stride=1, padding=0, dilation=1, name=None):
+def _conv(features, kernel, stride=1, padding=0, dilation=1, name=None, settings=None):
   kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
   sh, sw = (stride, stride) if isinstance(stride, int) else stride
   ph, pw = (padding, padding) if isinstance(padding, int) else padding
+  switch_friendly = settings is not None and settings.switch_friendly
   return nn.Conv(features, (kh, kw), strides=(sh, sw),
                  padding=((ph, ph), (pw, pw)), kernel_dilation=dilation,
-                 use_bias=False, name=name)
+                 use_bias=False, name=name,
+                 conv_general_dilated=conv_lib.conv_general_dilated if switch_friendly else None)
 
 
 class DepthwiseConv(nn.Module):
@@ -107,8 +112,9 @@ class FactorizedReduce(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = True):
     x = nn.relu(x)
-    a = _conv(self.channels // 2, 1, 2, name="conv_a")(x)
-    b = _conv(self.channels - self.channels // 2, 1, 2, name="conv_b")(x[:, 1:, 1:, :])
+    a = _conv(self.channels // 2, 1, 2, name="conv_a", settings=self.settings)(x)
+    b = _conv(self.channels - self.channels // 2, 1, 2, name="conv_b",
+              settings=self.settings)(x[:, 1:, 1:, :])
     return BatchNorm(self.settings)(jnp.concatenate([a, b], axis=-1), train)
 
 
@@ -122,7 +128,8 @@ class ReLUConvBN(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = True):
-    x = _conv(self.channels, self.kernel_size, self.stride, self.padding)(nn.relu(x))
+    x = _conv(self.channels, self.kernel_size, self.stride, self.padding,
+              settings=self.settings)(nn.relu(x))
     return BatchNorm(self.settings)(x, train)
 
 
@@ -136,8 +143,8 @@ class FactorisedConv(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = True):
     k, p, s = self.kernel_size, self.kernel_size // 2, self.stride
-    x = _conv(self.channels, (1, k), (1, s), (0, p))(nn.relu(x))
-    x = _conv(self.channels, (k, 1), (s, 1), (p, 0))(x)
+    x = _conv(self.channels, (1, k), (1, s), (0, p), settings=self.settings)(nn.relu(x))
+    x = _conv(self.channels, (k, 1), (s, 1), (p, 0), settings=self.settings)(x)
     return BatchNorm(self.settings)(x, train)
 
 
@@ -153,7 +160,7 @@ class DilConv(nn.Module):
   def __call__(self, x, train: bool = True):
     x = DepthwiseConv(self.kernel_size, self.stride, self.dilation,
                       self.settings.depthwise_impl)(nn.relu(x))
-    x = _conv(self.channels, 1)(x)
+    x = _conv(self.channels, 1, settings=self.settings)(x)
     return BatchNorm(self.settings)(x, train)
 
 
@@ -183,11 +190,11 @@ class InvertedResidual(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = True):
     hidden = self.channels * self.expansion
-    x = BatchNorm(self.settings)(_conv(hidden, 1)(nn.relu(x)), train)
+    x = BatchNorm(self.settings)(_conv(hidden, 1, settings=self.settings)(nn.relu(x)), train)
     x = DepthwiseConv(self.kernel_size, self.stride, 1,
                       self.settings.depthwise_impl)(nn.relu(x))
     x = BatchNorm(self.settings)(x, train)
-    x = _conv(self.channels, 1)(nn.relu(x))
+    x = _conv(self.channels, 1, settings=self.settings)(nn.relu(x))
     return BatchNorm(self.settings)(x, train)
 
 

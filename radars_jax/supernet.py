@@ -18,9 +18,13 @@ k], names the op in each of a choice point's k slots (-1: empty slot), and
 `SwitchedMixedOp` runs each slot's op through `lax.switch`. One compiled
 program then serves every subspace of at most k ops per choice point (the
 RADARS loop compiles once per k, not once per sample) and computes the same
-numbers as the static supernet of that subspace. It needs more memory than
-the costliest static subspace of k ops (12-20% on NB-201, measured; the
-loop checks its compiled bytes against the budget like any step's).
+numbers as the static supernet of that subspace. Its backward pass
+recomputes each slot's op from the choice point's input
+(`recomputed_switch`), and its ops' convolutions take gradients XLA runs
+fast inside a switch (`radars_jax.conv`): it needs about half the bytes of
+the costliest static subspace of k ops at a step time close to it
+(experiments/shared_programs.py; the loop still checks its compiled bytes
+against the budget like any step's).
 
 Networks:
 - `DartsSupernet`: the DARTS search network (stem multiplier 3, `layers`
@@ -30,6 +34,7 @@ Networks:
 """
 from __future__ import annotations
 
+import dataclasses
 import zlib
 from typing import Any, Sequence
 
@@ -94,6 +99,36 @@ class MixedOp(nn.Module):
     return out
 
 
+def recomputed_switch(index, branches, x, params):
+  """`lax.switch(index, branches, x, params)` whose gradient keeps only the
+  inputs and recomputes the picked branch in the backward pass.
+
+  Differentiating `lax.switch` directly makes every branch return the
+  residuals of all branches (zeros for the ones not taken), so a switch
+  over n ops keeps n ops' worth of activations for the backward pass; here
+  it keeps x (shared by every slot of the choice point) and the weights,
+  for one more forward pass of the op. Digits NB-201 setting, k = 2: 6.25
+  MB per step instead of 14.78 MB (the costliest static subspace: 12.29
+  MB). Differentiable twice (DARTS second order; tests/test_switched.py)."""
+
+  @jax.custom_vjp
+  def run(index, x, params):
+    return jax.lax.switch(index, branches, x, params)
+
+  def forward(index, x, params):
+    return run(index, x, params), (index, x, params)
+
+  def backward(residuals, g):
+    index, x, params = residuals
+    def grad_of(branch):
+      return lambda x, params, g: jax.vjp(branch, x, params)[1](g)
+    dx, dparams = jax.lax.switch(index, [grad_of(b) for b in branches], x, params, g)
+    return None, dx, dparams
+
+  run.defvjp(forward, backward)
+  return run(index, x, params)
+
+
 class SwitchedMixedOp(nn.Module):
   """One choice point of a switched supernet: declares the weights of every
   op of the choice point (under the paths `MixedOp` uses) and sums, over
@@ -103,10 +138,9 @@ class SwitchedMixedOp(nn.Module):
 
   `order` ranks the ops, costliest first; slots hold a subspace's ops in
   that order (`subspace_slots`), so slot s never holds one of the s
-  costliest ops and its switch leaves them out. XLA sizes a switch for its
-  costliest branch: this way k slots need about the memory of the k
-  costliest ops rather than k times the costliest one (NB-201, k = 3:
-  16.2 MB ordered, 21.3 MB unordered, 13.6 MB for the static worst case)."""
+  costliest ops and its switch leaves them out (fewer branches to compile;
+  the bytes no longer depend on the order: 6.22 vs 6.25 MB on NB-201, k = 2).
+  The ops are built `switch_friendly` (`radars_jax.conv`)."""
   op_names: tuple[str, ...]   # every op of the choice point
   channels: int
   stride: int
@@ -115,8 +149,9 @@ class SwitchedMixedOp(nn.Module):
 
   @nn.compact
   def __call__(self, x, weights, slots, train: bool = True):
+    settings = dataclasses.replace(self.settings, switch_friendly=True)
     ops = [None if name == "none" else
-           ops_lib.make_op(name, self.channels, self.stride, self.settings, unbound=True)
+           ops_lib.make_op(name, self.channels, self.stride, settings, unbound=True)
            for name in self.op_names]
     params = []
     for name, op in zip(self.op_names, ops):
@@ -124,11 +159,11 @@ class SwitchedMixedOp(nn.Module):
           lambda x, op=op: op.init(jax.random.key(0), x, train), x).get("params"):
         self.param(name, lambda rng, op=op: op.init(rng, x, train)["params"])
       params.append(self.get_variable("params", name, {}))   # weightless ops: {}
-    zeros = jnp.zeros_like(x[:, ::self.stride, ::self.stride, :])
+    stride = self.stride
 
     def branch(i):
       if i is None or ops[i] is None:   # empty slot / none
-        return lambda x, params: zeros
+        return lambda x, params: jnp.zeros_like(x[:, ::stride, ::stride, :])
       return lambda x, params: ops[i].apply({"params": params[i]}, x, train)
 
     order = self.order or tuple(range(len(ops)))
@@ -139,10 +174,10 @@ class SwitchedMixedOp(nn.Module):
       position[list(allowed)] = np.arange(len(allowed))
       index = jnp.asarray(position)[jnp.where(slots[s] < 0, len(ops), slots[s])]
       branches = [branch(i) for i in allowed] + [branch(None)]
-      y = jax.lax.switch(index, branches, x, params)
+      y = recomputed_switch(index, branches, x, params)
       y = weights[s].astype(y.dtype) * y
       out = y if out is None else out + y
-    return zeros if out is None else out
+    return branch(None)(x, params) if out is None else out
 
 
 class EdgeOps(nn.Module):
@@ -558,14 +593,18 @@ def _lecun_normal(rng: np.random.Generator, shape) -> np.ndarray:
   return (x * std).astype(np.float32)
 
 
-def init_params(model: nn.Module, image_shape: Sequence[int], alphas, key: jax.Array):
-  """Fresh weights without running the network: shapes from `eval_shape`,
-  then each leaf drawn on the host from a generator seeded by the key and
-  its path (kernels LeCun-normal, biases 0, scales 1). The same op on the
-  same edge gets the same initial weights in every subspace, and nothing is
-  compiled (a jitted initialiser cost seconds of compile per subspace)."""
+def init_params(model: nn.Module, image_shape: Sequence[int], alphas, key: jax.Array,
+                shapes=None):
+  """Fresh weights without running the network: shapes from `eval_shape`
+  (or `shapes`, the model's `param_shapes` if known), then each leaf drawn
+  on the host from a generator seeded by the key and its path (kernels
+  LeCun-normal, biases 0, scales 1). The same op on the same edge gets the
+  same initial weights in every subspace, and nothing is compiled (a jitted
+  initialiser cost seconds of compile per subspace)."""
   from radars_jax import weight_pool  # pylint: disable=import-outside-toplevel
-  flat = weight_pool.flatten(param_shapes(model, image_shape, alphas))
+  if shapes is None:
+    shapes = param_shapes(model, image_shape, alphas)
+  flat = weight_pool.flatten(shapes)
   seed = [int(v) for v in np.asarray(jax.random.key_data(key)).ravel()]
   out = {}
   for path, shape in flat.items():
