@@ -258,6 +258,10 @@ class Evaluator:
                slots=None) -> float:
     n = int(split.labels.shape[0])
     batch_size = parallel.largest_divisible(n, batch_size, self.mesh)
+    # One placement for every call: weights fresh from the host and weights
+    # out of a replicated program would otherwise compile the step twice.
+    weights, op_scales, slots = jax.device_put((weights, op_scales, slots),
+                                               parallel.replicated(self.mesh))
     correct = counted = 0
     previous_end = 0
     for start in range(0, n, batch_size):

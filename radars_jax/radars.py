@@ -66,9 +66,6 @@ from radars_jax import workdir as workdir_lib
 from radars_jax.errors import UserError
 
 LOOP_METHODS = ("radars", "rl", "random")
-# Lower bound on the shared program's bytes over the static worst case of
-# the same k (switch branches do not fuse with their surroundings).
-SHARED_PREMIUM = 1.1
 
 
 # ---------------------------------------------------------------------------
@@ -216,6 +213,7 @@ class RadarsSearch:
                       if config.radars.get("compile_ahead", True) else None)
     self._ahead: dict = {}
     self._shared: dict = {}   # (k, steps) -> the switched supernet's compiled step
+    self._controller_queued = False
     self.clock = compile_clock.CompileClock()
     self._clock_before: dict = {}
 
@@ -304,29 +302,18 @@ class RadarsSearch:
     program = self.searcher.shared_program(k, steps)
     return self.searcher.compile_shared_step(program, k)
 
-  def shared_step(self, k: int, steps: int, meta, model: cost_lib.CostModel):
+  def shared_step(self, k: int, steps: int, meta):
     """The shared program the samples of k ops run on, or None (shared
     programs off, or its bytes over the budget: each sample compiles its
-    own). It needs more than the static worst case of k ops (12-20% more on
-    NB-201): it is not even compiled where that worst case times the premium
-    measured so far (at least SHARED_PREMIUM) is over the budget. The
-    decision is kept in `meta`, so a resumed search makes the same one."""
+    own). The decision is kept in `meta`, so a resumed search makes the
+    same one."""
     if not self.searcher.switched:
       return None
     decided = meta.setdefault("shared_fits", {})
     key = f"{k},{steps}"
     if key not in decided:
-      if self.budget is None:
-        decided[key] = True
-      else:
-        worst = model.estimate(model.worst_case(
-            self.space.mask_from_subspace(self.space.full_subspace()), k))
-        premium = meta.setdefault("shared_premium", SHARED_PREMIUM)
-        decided[key] = worst * premium <= self.budget
-        if decided[key]:
-          compiled = self.compile_shared(k, steps, meta)
-          meta["shared_premium"] = max(premium, compiled.bytes / worst)
-          decided[key] = compiled.bytes <= self.budget
+      compiled = self.compile_shared(k, steps, meta)
+      decided[key] = self.budget is None or compiled.bytes <= self.budget
     if not decided[key]:
       return None
     # With shared train steps, genotypes are scored by one shared evaluator
@@ -345,6 +332,21 @@ class RadarsSearch:
       if (subspace, steps) not in self._ahead:
         self._ahead[(subspace, steps)] = self._compiler.submit(self._compile_now, subspace,
                                                                steps)
+
+  def compile_controller_ahead(self, controller_state, k: int) -> None:
+    """Queues the controller update for compiling in the background thread
+    (once per process), so the first iteration's end does not wait for it.
+    JAX keeps the compiled program for the update's later call (same
+    shapes and static hyperparameters); a mismatch would only compile again."""
+    if self._compiler is None or self.method == "random" or self._controller_queued:
+      return
+    self._controller_queued = True
+    n, c, m = self.num_samples, self.space.num_choice_points, self.space.max_ops
+    spec = jax.ShapeDtypeStruct
+    args = (controller_state, jax.random.key(0), spec((n, c, k), jnp.int32),
+            spec((n, c), jnp.float32), spec((n,), jnp.float32), spec((c, m), jnp.bool_),
+            spec((n,), jnp.bool_), self.hparams)
+    self._compiler.submit(lambda: ctrl._controller_update.lower(*args).compile())  # pylint: disable=protected-access
 
   def close(self) -> None:
     """Stops the compile thread (queued compiles are dropped)."""
@@ -368,7 +370,7 @@ class RadarsSearch:
     bytes exceed the budget, drop its costliest op at the choice point where
     that op costs most (never the last op of a choice point). Returns
     (subspace, compiled, estimate)."""
-    shared = self.shared_step(k, self.run_steps(), meta, model) if k else None
+    shared = self.shared_step(k, self.run_steps(), meta) if k else None
     if shared is not None:
       return subspace, shared, model.estimate(self.space.mask_from_subspace(subspace))
     while True:
@@ -470,8 +472,9 @@ class RadarsSearch:
         meta["sample"] = 0
       batch = meta["batch"]
       ops = np.asarray(batch["ops"], np.int32)
-      if self.shared_step(int(batch["k"]), self.run_steps(), meta, model) is None:
+      if self.shared_step(int(batch["k"]), self.run_steps(), meta) is None:
         self.compile_ahead([subspace_of(o) for o in ops[meta["sample"]:]], self.run_steps())
+      self.compile_controller_ahead(state.controller, ops.shape[-1])
       while meta["sample"] < len(ops):
         i = meta["sample"]
         record = self.run_sample(state, meta, it, i, subspace_of(ops[i]), model,
@@ -571,6 +574,9 @@ class RadarsSearch:
       alive = self.space.mask_from_subspace(subspace_of(top))
     subspace = self.space.subspace_from_mask(alive)
     subspace, compiled, estimate = self.fit_budget(subspace, model, meta)
+    # One genotype to score: the static network's evaluator and fine-tune
+    # step compile several times faster than the switched supernet's.
+    self.searcher.shared_eval = False
     epochs = self.config.radars.get("final_epochs") or self.config.dnas.epochs
     key = jax.random.fold_in(state.key, 999_999)
     pool = PoolView(state)

@@ -211,7 +211,8 @@ class Searcher:
                                       self.config.dnas.alpha_init_scale)
     switched = getattr(model, "switched", False)
     weights = supernet_lib.init_params(model, self.data.image_shape,
-                                       None if switched else alphas, jax.random.fold_in(key, 0))
+                                       None if switched else alphas, jax.random.fold_in(key, 0),
+                                       shapes=self._switched_shapes if switched else None)
     if pool is not None:
       weights = pool.select(weights)
     return weights, alphas
