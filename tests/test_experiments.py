@@ -50,3 +50,25 @@ def test_throughput_small_runs_and_writes_its_figures(tmp_path):
                         "--modes", "third_order"], capture_output=True, text=True, cwd=ROOT,
                        timeout=300)
   assert bad.returncode == 2 and "unknown mode" in bad.stderr
+
+
+def test_shared_programs_small_runs_and_writes_its_figures(tmp_path):
+  """k = 1 on a 4-channel digits supernet, one timed step: checks the script
+  and its JSON, never the speed."""
+  out = tmp_path / "sp.json"
+  script = str(ROOT / "experiments" / "shared_programs.py")
+  result = subprocess.run(
+      [sys.executable, script, "--ks", "1", "--steps", "1", "--set", "supernet.channels=4",
+       "--set", "data.batch_size=16", "--json", str(out)],
+      capture_output=True, text=True, cwd=ROOT, timeout=900)
+  assert result.returncode == 0, result.stderr[-3000:]
+  data = json.loads(out.read_text())
+  assert data["space"] == "nb201" and data["batch_size"] == 16 and data["channels"] == 4
+  (row,) = data["rows"]
+  assert row["k"] == 1 and all(len(ops) == 1 for ops in row["subspace"])
+  for name in ("bytes", "compile_seconds", "step_ms"):
+    assert row[f"shared_{name}"] > 0 and row[f"static_{name}"] > 0
+  assert "k=1: shared" in result.stdout
+  bad = subprocess.run([sys.executable, script, "--ks", "0"], capture_output=True, text=True,
+                       cwd=ROOT, timeout=300)
+  assert bad.returncode == 2 and "shared_programs: error" in bad.stderr
