@@ -10,7 +10,10 @@ does not, and runs them through a generic loop: measured on 2 CPU cores
 (`radars_jax.supernet.SwitchedMixedOp`) computes every op's backward pass
 inside a switch, so its ops use `conv_general_dilated` here, which writes
 both gradients as NHWC convolutions with explicit transposes: same numbers,
-same speed as outside a switch.
+same speed as outside a switch. Outside switches XLA's own rewrite is
+faster (the DARTS `--small` single-level step of experiments/throughput.py
+with every dense convolution here: 0.232 s against 0.182 s), so static
+supernets keep `lax`'s convolution (`OpSettings.switch_friendly` is False).
 
 Stride 1 with any kernel, and 1x1 kernels at any stride without padding
 (subsample, then stride 1), both without dilation or groups. Anything else
