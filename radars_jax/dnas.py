@@ -29,7 +29,6 @@ import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from radars_jax import data as data_lib

@@ -16,3 +16,18 @@ def pytest_configure(config):
   jax.config.update("jax_compilation_cache_dir", cache)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+# The files that take minutes go first: pytest-xdist (`--dist loadfile`)
+# hands files to its workers in collection order, and a slow file started
+# last would run alone at the end while the other worker sits idle.
+SLOW_FILES_FIRST = ("test_radars.py", "test_baselines.py", "test_experiments.py",
+                    "test_switched.py")
+
+
+def pytest_collection_modifyitems(config, items):
+  del config
+  def rank(item):
+    name = os.path.basename(str(item.fspath))
+    return SLOW_FILES_FIRST.index(name) if name in SLOW_FILES_FIRST else len(SLOW_FILES_FIRST)
+  items.sort(key=rank)   # stable: the order inside each file is kept

@@ -44,9 +44,13 @@ def test_subspace_slots_follow_the_cost_order_and_round_trip():
     supernet.subspace_slots(subspace, 2, orders)
 
 
-def test_switched_step_equals_the_static_step_of_the_subspace():
+def test_switched_step_equals_the_static_step_and_fits_in_the_static_worst_case():
   """Three single-level steps: loss, alphas and the subspace's weights as
-  the subspace's own program gives them; other ops' weights untouched."""
+  the subspace's own program gives them; other ops' weights untouched.
+  Memory: the switched program keeps each choice point's input for the
+  backward pass instead of every branch's activations, so its temporaries
+  stay within those of the costliest static subspace of 2 ops (both convs
+  on every edge). Differentiating `lax.switch` directly needed 2.2x."""
   space = spaces.make_space("nb201")
   subspace = ((0, 3), (2,), (1, 2), (3, 4), (0, 2), (1, 4))   # `none`, one op, pools, convs
   k = 2
@@ -68,13 +72,27 @@ def test_switched_step_equals_the_static_step_of_the_subspace():
       "switched": dnas.DnasProgram(switched, "single_level", dcfg, 10, mesh, (0.0,), (1.0,),
                                    owners=owners)}
   states = {"static": programs["static"].init_state(weights, alphas),
-            "switched": programs["switched"].init_state(
-                full, supernet.to_slots(alphas, subspace, slots), slots)}
-  steps = {name: jax.jit(p.step_fn) for name, p in programs.items()}
+            "switched": programs["switched"].init_state(   # (a copy: the step donates it)
+                jax.tree_util.tree_map(jnp.copy, full), supernet.to_slots(alphas, subspace, slots),
+                slots)}
+  steps = {"static": jax.jit(programs["static"].step_fn)}
+  switched_step = programs["switched"].compile_train_step(*programs["switched"].abstract_inputs(
+      supernet.param_shapes(switched, (8, 8, 3)),
+      tuple(jax.ShapeDtypeStruct((k,), jnp.float32) for _ in subspace), 16, (8, 8, 3),
+      jax.ShapeDtypeStruct((6, k), jnp.int32)))
+  steps["switched"] = switched_step.fn
+  worst = ((2, 3),) * 6   # conv 1x1 and conv 3x3 everywhere
+  worst_step, _ = search.compile_subspace_step(
+      dnas.DnasProgram(supernet.build_supernet(space, worst, cfg, 10), "single_level", dcfg, 10,
+                       mesh, (0.0,), (1.0,)), worst, (8, 8, 3), 16)
+  temp = lambda c: c.fn.memory_analysis().temp_size_in_bytes
+  assert 0 < temp(switched_step) <= temp(worst_step)
   for i in range(3):
     key = jax.random.key(10 + i)
-    batch = {"image": jax.random.normal(key, (8, 8, 8, 3)),
-             "label": jax.random.randint(jax.random.fold_in(key, 1), (8,), 0, 10)}
+    batch = jax.device_put(
+        {"image": jax.random.normal(key, (16, 8, 8, 3)),
+         "label": jax.random.randint(jax.random.fold_in(key, 1), (16,), 0, 10)},
+        programs["switched"].batch_sharding)
     losses = {}
     for name in programs:
       states[name], metrics = steps[name](states[name], batch, None)
@@ -128,29 +146,3 @@ def test_recomputed_switch_has_the_gradients_of_lax_switch():
                                   fn(x, params, jax.lax.switch), rtol=1e-6)
     chex.assert_trees_all_close(jax.grad(outer)(params, supernet.recomputed_switch),
                                 jax.grad(outer)(params, jax.lax.switch), rtol=1e-5)
-
-
-def test_switched_step_needs_no_more_temporaries_than_the_static_worst_case():
-  """k = 2: the switched program keeps each choice point's input for the
-  backward pass instead of every branch's activations, so its temporaries
-  stay within those of the costliest static subspace of 2 ops (both convs
-  on every edge). Differentiating `lax.switch` directly needed 2.2x."""
-  space = spaces.make_space("nb201")
-  cfg = _cfg()
-  mesh = parallel.make_mesh()
-  dcfg = config_defaults.base_config().dnas
-  switched = supernet.build_supernet(space, None, cfg, 10, switched=True,
-                                     slot_orders=(ORDER,) * 6)
-  shapes = supernet.param_shapes(switched, (8, 8, 3))
-  owners = supernet.param_owners(switched, space, weight_pool.flatten(shapes))
-  program = dnas.DnasProgram(switched, "single_level", dcfg, 10, mesh, (0.0,), (1.0,),
-                             owners=owners)
-  alphas = tuple(jax.ShapeDtypeStruct((2,), jnp.float32) for _ in range(6))
-  compiled = program.compile_train_step(*program.abstract_inputs(
-      shapes, alphas, 16, (8, 8, 3), jax.ShapeDtypeStruct((6, 2), jnp.int32)))
-  worst = ((2, 3),) * 6   # conv 1x1 and conv 3x3 everywhere
-  static = dnas.DnasProgram(supernet.build_supernet(space, worst, cfg, 10), "single_level",
-                            dcfg, 10, mesh, (0.0,), (1.0,))
-  static_compiled, _ = search.compile_subspace_step(static, worst, (8, 8, 3), 16)
-  temp = lambda c: c.fn.memory_analysis().temp_size_in_bytes
-  assert 0 < temp(compiled) <= temp(static_compiled)
