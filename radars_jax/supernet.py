@@ -22,7 +22,7 @@ numbers as the static supernet of that subspace. Its backward pass
 recomputes each slot's op from the choice point's input
 (`recomputed_switch`), and its ops' convolutions take gradients XLA runs
 fast inside a switch (`radars_jax.conv`): it needs about half the bytes of
-the costliest static subspace of k ops at a step time close to it
+the costliest static subspace of k ops, at 1.4-2x its step time on CPU
 (experiments/shared_programs.py; the loop still checks its compiled bytes
 against the budget like any step's).
 
@@ -107,7 +107,7 @@ def recomputed_switch(index, branches, x, params):
   residuals of all branches (zeros for the ones not taken), so a switch
   over n ops keeps n ops' worth of activations for the backward pass; here
   it keeps x (shared by every slot of the choice point) and the weights,
-  for one more forward pass of the op. Digits NB-201 setting, k = 2: 6.25
+  for one more forward pass of the op. Digits NB-201 setting, k = 2: 6.28
   MB per step instead of 14.78 MB (the costliest static subspace: 12.29
   MB). Differentiable twice (DARTS second order; tests/test_switched.py)."""
 
