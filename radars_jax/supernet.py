@@ -21,10 +21,11 @@ RADARS loop compiles once per k, not once per sample) and computes the same
 numbers as the static supernet of that subspace. Its backward pass
 recomputes each slot's op from the choice point's input
 (`recomputed_switch`), and its ops' convolutions take gradients XLA runs
-fast inside a switch (`radars_jax.conv`): it needs about half the bytes of
-the costliest static subspace of k ops, at 1.4-2x its step time on CPU
-(experiments/shared_programs.py; the loop still checks its compiled bytes
-against the budget like any step's).
+fast inside a switch (`radars_jax.conv`). Measured on CPU against the
+costliest static subspace of k ops (experiments/shared_programs.py): on
+NB-201 about half its bytes at 1.4-2x its step time, on DARTS about a third
+at a slightly faster step. The loop still checks its compiled bytes
+against the budget like any step's.
 
 Networks:
 - `DartsSupernet`: the DARTS search network (stem multiplier 3, `layers`
