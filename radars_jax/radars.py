@@ -314,12 +314,7 @@ class RadarsSearch:
     if key not in decided:
       compiled = self.compile_shared(k, steps, meta)
       decided[key] = self.budget is None or compiled.bytes <= self.budget
-    if not decided[key]:
-      return None
-    # With shared train steps, genotypes are scored by one shared evaluator
-    # too (it costs more to compile than one static evaluator).
-    self.searcher.shared_eval = True
-    return self.compile_shared(k, steps, meta)
+    return self.compile_shared(k, steps, meta) if decided[key] else None
 
   def compile_ahead(self, subspaces, steps: int) -> None:
     """Queues the train steps of `subspaces` for compiling, in order, in
@@ -448,7 +443,6 @@ class RadarsSearch:
     model = self.cost_model(meta, state.alive)
     meta["cost_model"] = model.to_json()
     self.searcher.slot_orders = model.slot_orders()   # (before the switched supernet is built)
-    self.searcher.shared_eval = any(meta.get("shared_fits", {}).values())
     if self.budget is not None and model.largest_k(state.alive, self.budget) < 1:
       one = model.estimate(model.worst_case(state.alive, 1))
       raise UserError(f"one op per choice point needs about {memory_lib.format_gb(one)} per "
@@ -574,9 +568,6 @@ class RadarsSearch:
       alive = self.space.mask_from_subspace(subspace_of(top))
     subspace = self.space.subspace_from_mask(alive)
     subspace, compiled, estimate = self.fit_budget(subspace, model, meta)
-    # One genotype to score: the static network's evaluator and fine-tune
-    # step compile several times faster than the switched supernet's.
-    self.searcher.shared_eval = False
     epochs = self.config.radars.get("final_epochs") or self.config.dnas.epochs
     key = jax.random.fold_in(state.key, 999_999)
     pool = PoolView(state)

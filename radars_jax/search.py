@@ -117,7 +117,6 @@ class Searcher:
     # switched supernet for every subspace, scored by one evaluator.
     self.switched = (config.method not in DNAS_METHODS
                      and bool(config.radars.get("shared_programs", False)))
-    self.shared_eval = False   # score on the switched supernet (once train steps are shared)
     self._switched_model = None
     self.slot_orders = None   # set before the switched supernet is built (radars)
     self._switched_shapes = None
@@ -289,21 +288,26 @@ class Searcher:
       alphas_np = supernet_lib.from_slots(alphas_np, subspace, slots)
     weights = self.subspace_weights(state.weights, subspace) if k else state.weights
     genotype = spaces_lib.derive_genotype(self.space, subspace, alphas_np)
-    val_accuracy = self.score(genotype, weights, subspace, alphas_np, finetune_steps)
+    val_accuracy = self.score(genotype, weights, subspace, alphas_np, finetune_steps,
+                              shared=bool(k))
     return DnasResult(subspace, alphas_np, weights, genotype, val_accuracy,
                       loss, accuracy, compiled.bytes, compiled.seconds, steps)
 
   def score(self, genotype: dict, weights, subspace, alphas,
-            finetune_steps: int | None = None) -> float:
+            finetune_steps: int | None = None, shared: bool = False) -> float:
     """Holdout accuracy of the derived architecture with inherited weights;
     each kept op is scaled by its softmax weight in the supernet, so the
-    network sees activations of the scale it was trained with."""
+    network sees activations of the scale it was trained with. `shared`
+    (the DNAS ran on the switched supernet): score on it too, with one
+    evaluator and fine-tune step for every genotype; else on the derived
+    network's own (a static program compiles several times faster, which
+    pays for a genotype scored once, like the final search's)."""
     derived = spaces_lib.genotype_subspace(self.space, genotype)
     probs = spaces_lib.op_weights(self.space, subspace, alphas)
     op_scales = tuple(jnp.asarray(probs[c, list(ops)], jnp.float32)
                       for c, ops in enumerate(derived))
     slots = None
-    if self.switched and self.shared_eval:   # one evaluator (and fine-tune step) for all
+    if shared:
       model = self.switched_model()
       slots = supernet_lib.subspace_slots(derived, 1, self.slot_orders)
       op_scales = supernet_lib.to_slots(op_scales, derived, slots)
