@@ -64,15 +64,16 @@ class BatchNorm(nn.Module):
     return y.astype(x.dtype)
 
 
-def _conv(features, kernel, stride=1, padding=0, dilation=1, name=None, settings=None):
+def _conv(features, kernel, stride=1, padding=0, dilation=1, name=None, *,
+          settings: OpSettings):
   kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
   sh, sw = (stride, stride) if isinstance(stride, int) else stride
   ph, pw = (padding, padding) if isinstance(padding, int) else padding
-  switch_friendly = settings is not None and settings.switch_friendly
   return nn.Conv(features, (kh, kw), strides=(sh, sw),
                  padding=((ph, ph), (pw, pw)), kernel_dilation=dilation,
                  use_bias=False, name=name,
-                 conv_general_dilated=conv_lib.conv_general_dilated if switch_friendly else None)
+                 conv_general_dilated=(conv_lib.conv_general_dilated
+                                       if settings.switch_friendly else None))
 
 
 class DepthwiseConv(nn.Module):
