@@ -44,7 +44,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.supernet = ml_collections.ConfigDict()
   config.supernet.channels = 16
   config.supernet.layers = 8       # DARTS cells
-  config.supernet.steps = 4        # nodes per DARTS cell
+  config.supernet.steps = 4        # nodes per DARTS cell (the darts spaces are built for 4)
   config.supernet.stem_multiplier = 3
   config.supernet.cells_per_stage = 5  # NAS-Bench-201 skeleton
   config.supernet.depthwise_impl = "xla"  # xla | shifted | scan | auto (radars_jax.depthwise)

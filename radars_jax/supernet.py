@@ -46,6 +46,7 @@ import numpy as np
 
 from radars_jax import ops as ops_lib
 from radars_jax import spaces as spaces_lib
+from radars_jax.errors import UserError
 from radars_jax.ops import BatchNorm, FactorizedReduce, OpSettings, ReLUConvBN
 
 Alphas = Sequence[jax.Array]   # one [n_active] vector per choice point
@@ -463,7 +464,14 @@ def build_supernet(space: spaces_lib.SearchSpace, subspace: spaces_lib.Subspace 
   impl = supernet_config.get("depthwise_impl", "xla")
   stack = bool(supernet_config.get("stack_edges", False))
   if space.kind == "darts_cell":
-    n = len(spaces_lib.darts_edges(supernet_config.get("steps", spaces_lib.DARTS_STEPS)))
+    steps = supernet_config.get("steps", spaces_lib.DARTS_STEPS)
+    n = len(spaces_lib.darts_edges(steps))
+    if 2 * n != space.num_choice_points:
+      raise UserError(
+          f"supernet.steps={steps} gives DARTS cells of {n} edges, but space "
+          f"{space.name!r} has {space.num_choice_points} choice points (2 cells x "
+          f"{space.num_choice_points // 2} edges, {spaces_lib.DARTS_STEPS} nodes per cell): "
+          f"set supernet.steps={spaces_lib.DARTS_STEPS}")
     return DartsSupernet(
         normal_ops=names[:n], reduce_ops=names[n:], num_classes=num_classes,
         channels=supernet_config.channels, layers=supernet_config.layers,

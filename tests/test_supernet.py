@@ -6,6 +6,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from radars_jax import config_defaults
 from radars_jax import ops as ops_lib
 from radars_jax import spaces
 from radars_jax import supernet
@@ -42,6 +43,14 @@ def test_spaces_have_the_documented_shape():
 def test_bad_space_is_a_user_error(bad):
   with pytest.raises(UserError):
     spaces.make_space(**bad)
+
+
+def test_darts_nodes_per_cell_must_match_the_space():
+  cfg = config_defaults.base_config().supernet
+  cfg.steps = 2   # 5 edges per cell; the darts space has 14
+  with pytest.raises(UserError, match="supernet.steps=4"):
+    darts = spaces.make_space("darts")
+    supernet.build_supernet(darts, darts.full_subspace(), cfg, 10)
 
 
 @pytest.mark.parametrize("name", [n for n in ops_lib.OP_NAMES])
