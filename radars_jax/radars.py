@@ -263,12 +263,15 @@ class RadarsSearch:
                                       self.data.image_shape, per_device, progress)
     bar.close()
     # Calibrate on two real compiles: the worst cases at k = 1 and at the k
-    # the uncalibrated model would choose (at least 2).
+    # the uncalibrated model would choose (at least 2). Only their bytes are
+    # read (they never run), so they compile without kernel optimisation.
     most = int(np.asarray(alive).sum(-1).max())
     k_guess = max(2, model.largest_k(alive, self.budget) if self.budget else 2)
     for k in sorted({1, min(k_guess, most)}):
       mask = model.worst_case(alive, k)
-      compiled = self.compile(self.space.subspace_from_mask(mask), meta)
+      start = time.perf_counter()
+      compiled = _counted(meta, self._compile_now(self.space.subspace_from_mask(mask), 1,
+                                                  bytes_only=True), start)
       model.add_point(mask, compiled.bytes)
     return model
 
@@ -284,10 +287,10 @@ class RadarsSearch:
       compiled = self._compile_now(subspace, steps)
     return _counted(meta, compiled, start)
 
-  def _compile_now(self, subspace, steps: int):
+  def _compile_now(self, subspace, steps: int, bytes_only: bool = False):
     program = self.searcher.program(subspace, steps)
     compiled, _ = search_lib.compile_subspace_step(program, subspace, self.data.image_shape,
-                                                   self.searcher.batch_size)
+                                                   self.searcher.batch_size, bytes_only)
     return compiled
 
   def compile_shared(self, k: int, steps: int, meta):

@@ -275,9 +275,10 @@ class Searcher:
         loss, accuracy = means["loss"], means["accuracy"]
         bar.set_postfix(epoch=f"{step // steps_per_epoch + 1}/{epochs}",
                         loss=f"{loss:.3f}", acc=f"{accuracy:.3f}")
-        self.writer.scalars(self.global_step + step + 1,
-                            {"loss": loss, "accuracy": accuracy,
-                             "weight_lr": float(program.schedule(step))}, prefix="dnas/")
+        scalars = {"loss": loss, "accuracy": accuracy, "weight_lr": float(program.schedule(step))}
+        if "alpha_grad_norm_train" in means:   # bi-level steps on the CPU (dnas.make_train_step)
+          scalars["alpha_grad_norm_train"] = means["alpha_grad_norm_train"]
+        self.writer.scalars(self.global_step + step + 1, scalars, prefix="dnas/")
         sums, count = None, 0
       if ckpt is not None and every > 0 and (step + 1) % every == 0 and step + 1 < steps:
         ckpt.save(step + 1, state)
@@ -448,13 +449,15 @@ def _run_dnas_search(config, path: Path, space: spaces_lib.SearchSpace,
 
 
 def compile_subspace_step(program: dnas_lib.DnasProgram, subspace, image_shape,
-                          batch_size: int):
+                          batch_size: int, bytes_only: bool = False):
   """(the compiled train step, the weight shapes) of `program`'s supernet for
-  `subspace`, compiled on abstract inputs: nothing is initialised or run."""
+  `subspace`, compiled on abstract inputs: nothing is initialised or run.
+  `bytes_only`: compiled only to read its bytes, never to run
+  (`dnas.bytes_only_compiler_options`)."""
   alphas = jax.eval_shape(lambda: supernet_lib.init_alphas(jax.random.key(0), subspace))
   weights = supernet_lib.param_shapes(program.model, image_shape, alphas)
   compiled = program.compile_train_step(
-      *program.abstract_inputs(weights, alphas, batch_size, image_shape))
+      *program.abstract_inputs(weights, alphas, batch_size, image_shape), bytes_only=bytes_only)
   return compiled, weights
 
 
@@ -471,7 +474,8 @@ def describe(config) -> dict:
   model = supernet_lib.build_supernet(space, subspace, config.supernet, num_classes)
   mode = dnas_mode(config)
   program = dnas_lib.DnasProgram(model, mode, config.dnas, 1, mesh, (0.0,), (1.0,))
-  compiled, weights = compile_subspace_step(program, subspace, image_shape, batch_size)
+  compiled, weights = compile_subspace_step(program, subspace, image_shape, batch_size,
+                                            bytes_only=True)
   budget = budget_bytes(config)
   info = {
       "space": space.name, "kind": space.kind,

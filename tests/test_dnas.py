@@ -130,3 +130,44 @@ def test_optimisers_follow_darts_settings():
   updates, _ = tx.update({"w": jnp.full(4, 1e6)}, tx.init(params), params)
   np.testing.assert_allclose(np.linalg.norm(updates["w"]), 0.025 * 5.0, rtol=1e-5)
   assert cfg.alpha_betas == (0.5, 0.999) and cfg.alpha_lr == 3e-4
+
+
+def test_bytes_only_compile_reads_the_same_bytes():
+  """A step compiled only for its bytes (no kernel optimisation on the CPU)
+  needs exactly the bytes of the step that runs: XLA assigns buffers before
+  it generates code."""
+  from radars_jax import parallel  # pylint: disable=import-outside-toplevel
+  model = ToyNet()
+  program = dnas.DnasProgram(model, "first_order", _dnas_config(), 10, parallel.make_mesh(),
+                             (0.0,), (1.0,))
+  weights, alphas = jax.eval_shape(lambda: _init(model, jax.random.key(0)))
+  inputs = program.abstract_inputs(weights, alphas, 32, (8, 8, 4))
+  runs = program.compile_train_step(*inputs)
+  measured = program.compile_train_step(*inputs, bytes_only=True)
+  assert measured.bytes == runs.bytes > 0
+  if jax.default_backend() == "cpu":
+    assert dnas.bytes_only_compiler_options() == {"xla_backend_optimization_level": 0}
+
+
+def test_train_alpha_gradient_is_reported_never_applied():
+  """The weight pass's optional alpha gradient (kept on the CPU for XLA's
+  fusion) changes no weight and no alpha: the same state either way."""
+  model = ToyNet()
+  cfg = _dnas_config()
+  schedule = dnas.weight_schedule(cfg, 10)
+  wtx, atx = dnas.weight_optimizer(cfg, schedule), dnas.alpha_optimizer(cfg)
+  weights, alphas = _init(model, jax.random.key(0))
+  state = dnas.DnasState(jnp.zeros((), jnp.int32), weights, alphas,
+                         wtx.init(weights), atx.init(alphas))
+  batches = toy_batch(jax.random.key(1)), toy_batch(jax.random.key(2))
+  results = {}
+  for keep in (False, True):
+    step = jax.jit(dnas.make_train_step(model, "first_order", wtx, atx, schedule,
+                                        cfg.weight_decay, with_train_alpha_grad=keep))
+    results[keep] = step(state, *batches)
+  chex.assert_trees_all_close(results[True][0], results[False][0], rtol=1e-5, atol=1e-6)
+  assert "alpha_grad_norm_train" not in results[False][1]
+  assert float(results[True][1]["alpha_grad_norm_train"]) > 0
+  single = dnas.make_train_step(model, "single_level", wtx, atx, schedule, cfg.weight_decay,
+                                with_train_alpha_grad=True)
+  assert set(jax.jit(single)(state, batches[0])[1]) == {"loss", "accuracy"}
