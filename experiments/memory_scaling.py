@@ -5,7 +5,8 @@
 
 For spaces of N = 8, 12, 16, 20 ops per edge (the 8 DARTS ops, then more
 from `darts_large`), it compiles (on abstract inputs: nothing runs) the
-first-order DARTS train step of the full space and reads its bytes from XLA,
+first-order DARTS train step of the full space and reads its bytes from XLA
+(compiled for its bytes only: `dnas.bytes_only_compiler_options`),
 and sizes a RADARS subspace to the budget: k = the largest number of ops per
 edge whose *worst case* (the k costliest ops on every edge, by the per-op
 cost model of `radars_jax.cost_model`) fits, then compiles that worst case
@@ -14,7 +15,7 @@ too. Every subspace RADARS could sample at that k needs at most those bytes.
 The per-op costs of the first N ops are the same for every N (same ops, same
 shapes), so the cost model is traced and calibrated once, on the largest
 space. Default: the CIFAR search setting (batch 64, 16 channels, 8 cells,
-32x32 images, 12 GB). `--small`: 4 channels, 3 cells, 8x8 images, batch 16,
+32x32 images, 12 GB). `--small`: 4 channels, 1 cell, 8x8 images, batch 16,
 and (unless --budget_gb is given) a budget halfway between full DARTS's
 bytes at the smallest and the largest N, so the larger spaces cross it. Prints a table, writes --json and a
 plot (bytes against N with the budget as a line).
@@ -43,7 +44,7 @@ from radars_jax import supernet
 def settings(small: bool, layers: int | None = None):
   config = config_defaults.base_config()
   if small:
-    config.supernet.channels, config.supernet.layers = 4, 3
+    config.supernet.channels, config.supernet.layers = 4, 1
     image_shape, batch = (8, 8, 3), 16
   else:
     config.supernet.channels, config.supernet.layers = 16, 8
@@ -57,7 +58,8 @@ def compile_bytes(space, subspace, config, image_shape, batch, mesh) -> tuple[in
   """XLA's bytes and the compile seconds of the first-order DARTS step."""
   model = supernet.build_supernet(space, subspace, config.supernet, 10)
   program = dnas.DnasProgram(model, "first_order", config.dnas, 1, mesh, (0.0,), (1.0,))
-  compiled, _ = search.compile_subspace_step(program, subspace, image_shape, batch)
+  compiled, _ = search.compile_subspace_step(program, subspace, image_shape, batch,
+                                             bytes_only=True)
   return compiled.bytes, compiled.seconds
 
 
@@ -124,7 +126,7 @@ def run(ns, small: bool, budget_gb: float | None, log=print, layers: int | None 
 def table(result: dict) -> str:
   lines = [f"budget {memory.format_gb(result['budget_bytes'])} per step per device "
            f"({result['setting']} setting, batch {result['batch_size']}, "
-           f"{result['channels']} channels, {result['layers']} cells)",
+           f"{result['channels']} channels, {result['layers']} cell{'s' if result['layers'] != 1 else ''})",
            f"{'N ops':>5}  {'full DARTS':>12}  {'fits':>4}  {'RADARS k':>8}  "
            f"{'RADARS worst':>12}  {'estimate':>10}  {'fits':>4}"]
   for r in result["rows"]:
@@ -170,7 +172,7 @@ def main(argv=None) -> int:
   parser.add_argument("--json", default=None, help="write the results here")
   parser.add_argument("--plot", default=None, help="PNG (default: next to --json)")
   parser.add_argument("--layers", type=int, default=None,
-                      help="DARTS cells (default: 3 with --small, else 8)")
+                      help="DARTS cells (default: 1 with --small, else 8)")
   args = parser.parse_args(argv)
   try:
     ns = [int(x) for x in args.ns.split(",")]

@@ -11,12 +11,12 @@ def test_memory_scaling_small_runs_and_radars_fits(tmp_path):
   out = tmp_path / "ms.json"
   result = subprocess.run(
       [sys.executable, str(ROOT / "experiments" / "memory_scaling.py"), "--small",
-       "--ns", "2,4", "--layers", "2", "--json", str(out)],
+       "--ns", "2,4", "--json", str(out)],
       capture_output=True, text=True, cwd=ROOT, timeout=900)
   assert result.returncode == 0, result.stderr[-3000:]
   data = json.loads(out.read_text())
   rows = data["rows"]
-  assert [r["num_ops"] for r in rows] == [2, 4] and data["layers"] == 2
+  assert [r["num_ops"] for r in rows] == [2, 4] and data["layers"] == 1
   budget = data["budget_bytes"]
   assert rows[0]["darts_fits"] and not rows[-1]["darts_fits"]   # full DARTS crosses it
   for r in rows:
