@@ -10,6 +10,7 @@ import optax
 
 from radars_jax import config_defaults
 from radars_jax import dnas
+from radars_jax import parallel
 from radars_jax.ops import OpSettings
 from radars_jax.supernet import MixedOp
 
@@ -136,7 +137,6 @@ def test_bytes_only_compile_reads_the_same_bytes():
   """A step compiled only for its bytes (no kernel optimisation on the CPU)
   needs exactly the bytes of the step that runs: XLA assigns buffers before
   it generates code."""
-  from radars_jax import parallel  # pylint: disable=import-outside-toplevel
   model = ToyNet()
   program = dnas.DnasProgram(model, "first_order", _dnas_config(), 10, parallel.make_mesh(),
                              (0.0,), (1.0,))

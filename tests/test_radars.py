@@ -120,9 +120,9 @@ def uninterrupted(tmp_path_factory, full_step_bytes):
   compiles = []
   original = radars.RadarsSearch._compile_now
 
-  def recording(self, subspace, steps):
+  def recording(self, subspace, steps, bytes_only=False):
     compiles.append((threading.current_thread().name, subspace, steps))
-    return original(self, subspace, steps)
+    return original(self, subspace, steps, bytes_only)
 
   with pytest.MonkeyPatch.context() as patch:
     patch.setattr(radars.RadarsSearch, "_compile_now", recording)

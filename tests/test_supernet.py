@@ -48,8 +48,8 @@ def test_bad_space_is_a_user_error(bad):
 def test_darts_nodes_per_cell_must_match_the_space():
   cfg = config_defaults.base_config().supernet
   cfg.steps = 2   # 5 edges per cell; the darts space has 14
+  darts = spaces.make_space("darts")
   with pytest.raises(UserError, match="supernet.steps=4"):
-    darts = spaces.make_space("darts")
     supernet.build_supernet(darts, darts.full_subspace(), cfg, 10)
 
 
