@@ -155,7 +155,7 @@ def make_train_step(model: nn.Module, mode: str, weight_tx, alpha_tx,
         (loss, acc), (grad_w, grad_a_train) = jax.value_and_grad(
             lambda w, a: loss_and_accuracy(model, w, a, batch_w, slots), argnums=(0, 1),
             has_aux=True)(weights, alphas)
-        extra["alpha_grad_norm_train"] = optax.global_norm(grad_a_train)
+        extra["alpha_grad_norm_train"] = optax.tree.norm(grad_a_train)
       else:
         (loss, acc), grad_w = jax.value_and_grad(
             lambda w: loss_and_accuracy(model, w, alphas, batch_w, slots), has_aux=True)(weights)
