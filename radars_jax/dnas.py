@@ -135,10 +135,10 @@ def make_train_step(model: nn.Module, mode: str, weight_tx, alpha_tx,
     weights, alphas, slots = state.weights, state.alphas, state.slots
     alpha_opt_state = state.alpha_opt_state
     extra = {}
+    train_loss = lambda w, a: loss_and_accuracy(model, w, a, batch_w, slots)
     if mode == "single_level":
       (loss, acc), (grad_w, grad_a) = jax.value_and_grad(
-          lambda w, a: loss_and_accuracy(model, w, a, batch_w, slots), argnums=(0, 1),
-          has_aux=True)(weights, alphas)
+          train_loss, argnums=(0, 1), has_aux=True)(weights, alphas)
       alphas, alpha_opt_state = apply_updates(alphas, grad_a, alpha_opt_state, alpha_tx)
     else:
       if mode == "first_order":
@@ -153,12 +153,10 @@ def make_train_step(model: nn.Module, mode: str, weight_tx, alpha_tx,
         # The train batch's alpha gradient as well, reported, never applied:
         # see `make_train_step`.
         (loss, acc), (grad_w, grad_a_train) = jax.value_and_grad(
-            lambda w, a: loss_and_accuracy(model, w, a, batch_w, slots), argnums=(0, 1),
-            has_aux=True)(weights, alphas)
+            train_loss, argnums=(0, 1), has_aux=True)(weights, alphas)
         extra["alpha_grad_norm_train"] = optax.tree.norm(grad_a_train)
       else:
-        (loss, acc), grad_w = jax.value_and_grad(
-            lambda w: loss_and_accuracy(model, w, alphas, batch_w, slots), has_aux=True)(weights)
+        (loss, acc), grad_w = jax.value_and_grad(train_loss, has_aux=True)(weights, alphas)
     keep = update_mask(weights, slots) if update_mask is not None and slots is not None else None
     weights, weight_opt_state = apply_updates(weights, grad_w, state.weight_opt_state, weight_tx,
                                               keep)

@@ -269,22 +269,21 @@ class RadarsSearch:
     k_guess = max(2, model.largest_k(alive, self.budget) if self.budget else 2)
     for k in sorted({1, min(k_guess, most)}):
       mask = model.worst_case(alive, k)
-      start = time.perf_counter()
-      compiled = _counted(meta, self._compile_now(self.space.subspace_from_mask(mask), 1,
-                                                  bytes_only=True), start)
+      compiled = self.compile(self.space.subspace_from_mask(mask), meta, bytes_only=True)
       model.add_point(mask, compiled.bytes)
     return model
 
-  def compile(self, subspace, meta, steps: int = 1):
+  def compile(self, subspace, meta, steps: int = 1, bytes_only: bool = False):
     """The compiled train step of `subspace` (compiled ahead if it was
     queued by `compile_ahead`). `meta` counts the seconds spent compiling
-    and, separately, the seconds the loop waited for it."""
+    and, separately, the seconds the loop waited for it. `bytes_only`: the
+    step will not run (`dnas.bytes_only_compiler_options`)."""
     start = time.perf_counter()
     future = self._ahead.get((subspace, steps))
     if future is not None:
       compiled = future.result()
     else:
-      compiled = self._compile_now(subspace, steps)
+      compiled = self._compile_now(subspace, steps, bytes_only)
     return _counted(meta, compiled, start)
 
   def _compile_now(self, subspace, steps: int, bytes_only: bool = False):

@@ -275,10 +275,8 @@ class Searcher:
         loss, accuracy = means["loss"], means["accuracy"]
         bar.set_postfix(epoch=f"{step // steps_per_epoch + 1}/{epochs}",
                         loss=f"{loss:.3f}", acc=f"{accuracy:.3f}")
-        scalars = {"loss": loss, "accuracy": accuracy, "weight_lr": float(program.schedule(step))}
-        if "alpha_grad_norm_train" in means:   # bi-level steps on the CPU (dnas.make_train_step)
-          scalars["alpha_grad_norm_train"] = means["alpha_grad_norm_train"]
-        self.writer.scalars(self.global_step + step + 1, scalars, prefix="dnas/")
+        self.writer.scalars(self.global_step + step + 1,
+                            {**means, "weight_lr": float(program.schedule(step))}, prefix="dnas/")
         sums, count = None, 0
       if ckpt is not None and every > 0 and (step + 1) % every == 0 and step + 1 < steps:
         ckpt.save(step + 1, state)
