@@ -7,7 +7,9 @@
 Ours: the full `darts` space (8 ops on each of the 28 choice points), the
 library's own train step (`radars_jax.dnas.DnasProgram`), compiled ahead of
 time on abstract inputs (compile seconds are reported on their own), then
-run on random data: warm-up steps, then the median of `--steps` timed steps.
+run on random data: warm-up steps, then blocks of `--steps` timed steps,
+one before and one after each of the peer's `--rounds` runs; ours is the
+median over all of them.
 Two modes: `single_level` (Single-DARTS: one forward and backward for
 weights and alphas) and `first_order` (DARTS V1: an alpha step, then a
 weight step).
@@ -19,8 +21,10 @@ our `single_level`, its `first_order` mode our `first_order`. Without torch
 (or the peer file) the peer is skipped and said so. The ratio is
 ours / peer images per second (> 1: ours is faster).
 
-On a shared machine timings are noisy: both sides are measured in the same
-run, one after the other, so their ratio is the fair number.
+On a shared machine timings are noisy (the peer alone ran at 3.7 to 6.0
+images/s within 20 minutes): both sides are measured in the same run, ours on
+both sides of every peer run; each round's ratio takes our blocks around
+that peer run, and the reported ratio is the median over the rounds.
 """
 from __future__ import annotations
 
@@ -60,6 +64,8 @@ def parse_args(argv=None):
   ap.add_argument("--classes", type=int, default=10)
   ap.add_argument("--steps", type=int, default=5, help="timed steps (median reported)")
   ap.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+  ap.add_argument("--rounds", type=int, default=1,
+                  help="peer runs, each between two blocks of --steps of ours")
   ap.add_argument("--modes", default="single_level,first_order",
                   help="comma-separated: single_level, first_order")
   ap.add_argument("--depthwise-impl", default=None,
@@ -81,6 +87,8 @@ def parse_args(argv=None):
     for key, value in SMALL.items():
       if key not in given:
         setattr(args, key, value)
+  if args.rounds < 1 or args.steps < 1:
+    ap.error("--rounds and --steps must be at least 1")
   args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
   for m in args.modes:
     if m not in PEER_MODE:
@@ -98,50 +106,60 @@ def supernet_config(args) -> ml_collections.ConfigDict:
   return cfg
 
 
-def time_ours(args, mode: str) -> dict:
-  """Compile (abstract inputs) and time the library's train step."""
-  space = spaces_lib.make_space(args.space, num_ops=args.num_ops)
-  subspace = space.full_subspace()
-  cfg = supernet_config(args)
-  model = supernet_lib.build_supernet(space, subspace, cfg, args.classes)
-  image_shape = (args.image, args.image, 3)
-  mesh = parallel.make_mesh()
-  parallel.check_divisible(args.batch, mesh, "--batch")
-  program = dnas_lib.DnasProgram(model, mode, config_defaults.base_config().dnas,
-                                 1000, mesh, (0.0,), (1.0,))
-  compiled, _ = search_lib.compile_subspace_step(program, subspace, image_shape, args.batch)
+class OurStep:
+  """The library's train step for `mode`, compiled on abstract inputs (the
+  compile is timed on its own), with weights and a batch to time it on."""
 
-  key = jax.random.key(0)
-  alphas = supernet_lib.init_alphas(jax.random.fold_in(key, 1), subspace)
-  weights = supernet_lib.init_params(model, image_shape, alphas, jax.random.fold_in(key, 0))
-  state = program.init_state(weights, alphas)
-  sharding = parallel.batch_sharded(mesh)
+  def __init__(self, args, mode: str):
+    space = spaces_lib.make_space(args.space, num_ops=args.num_ops)
+    subspace = space.full_subspace()
+    cfg = supernet_config(args)
+    model = supernet_lib.build_supernet(space, subspace, cfg, args.classes)
+    image_shape = (args.image, args.image, 3)
+    mesh = parallel.make_mesh()
+    parallel.check_divisible(args.batch, mesh, "--batch")
+    program = dnas_lib.DnasProgram(model, mode, config_defaults.base_config().dnas,
+                                   1000, mesh, (0.0,), (1.0,))
+    self.compiled, _ = search_lib.compile_subspace_step(program, subspace, image_shape,
+                                                        args.batch)
+    key = jax.random.key(0)
+    alphas = supernet_lib.init_alphas(jax.random.fold_in(key, 1), subspace)
+    self.weights = supernet_lib.init_params(model, image_shape, alphas,
+                                            jax.random.fold_in(key, 0))
+    self.state = program.init_state(self.weights, alphas)
+    sharding = parallel.batch_sharded(mesh)
 
-  def batch(seed):
-    k1, k2 = jax.random.split(jax.random.key(seed))
-    return jax.device_put(
-        {"image": jax.random.normal(k1, (args.batch, *image_shape), jnp.float32),
-         "label": jax.random.randint(k2, (args.batch,), 0, args.classes, jnp.int32)},
-        {"image": sharding, "label": sharding})
+    def batch(seed):
+      k1, k2 = jax.random.split(jax.random.key(seed))
+      return jax.device_put(
+          {"image": jax.random.normal(k1, (args.batch, *image_shape), jnp.float32),
+           "label": jax.random.randint(k2, (args.batch,), 0, args.classes, jnp.int32)},
+          {"image": sharding, "label": sharding})
 
-  batch_w, batch_a = batch(1), (batch(2) if program.bilevel else None)
-  for _ in range(args.warmup):
-    state, metrics = compiled.fn(state, batch_w, batch_a)
-  jax.block_until_ready((state, metrics) if args.warmup else state)
-  times = []
-  for _ in range(args.steps):
-    start = time.perf_counter()
-    state, metrics = compiled.fn(state, batch_w, batch_a)
-    jax.block_until_ready((state, metrics))
-    times.append(time.perf_counter() - start)
-  loss = float(metrics["loss"])
-  if not np.isfinite(loss):
-    raise FloatingPointError(f"{mode}: loss is {loss}")
-  med = statistics.median(times)
-  return {"mode": mode, "compile_s": compiled.seconds, "step_bytes": compiled.bytes,
-          "step_s_median": med, "step_s_all": times, "images_per_s": args.batch / med,
-          "weights": supernet_lib.count_params(weights), "loss": loss,
-          "depthwise_impl": cfg.depthwise_impl, "stack_edges": bool(cfg.stack_edges)}
+    self.batches = batch(1), (batch(2) if program.bilevel else None)
+    self.mode, self.cfg, self.metrics = mode, cfg, None
+
+  def run(self, steps: int) -> list[float]:
+    """Runs `steps` steps; the seconds of each (until its outputs are ready)."""
+    times = []
+    for _ in range(steps):
+      start = time.perf_counter()
+      self.state, self.metrics = self.compiled.fn(self.state, *self.batches)
+      jax.block_until_ready((self.state, self.metrics))
+      times.append(time.perf_counter() - start)
+    return times
+
+  def result(self, args, times: list[float], **extra) -> dict:
+    loss = float(self.metrics["loss"])
+    if not np.isfinite(loss):
+      raise FloatingPointError(f"{self.mode}: loss is {loss}")
+    med = statistics.median(times)
+    return {"mode": self.mode, "compile_s": self.compiled.seconds,
+            "step_bytes": self.compiled.bytes, "step_s_median": med, "step_s_all": times,
+            "images_per_s": args.batch / med,
+            "weights": supernet_lib.count_params(self.weights), "loss": loss,
+            "depthwise_impl": self.cfg.depthwise_impl,
+            "stack_edges": bool(self.cfg.stack_edges), **extra}
 
 
 def torch_available() -> bool:
@@ -167,6 +185,25 @@ def time_peer(args, mode: str) -> dict:
   out["wall_s"] = time.perf_counter() - start
   out["command"] = " ".join(cmd)
   return out
+
+
+def interleave(run_ours, steps: int, rounds: int = 1, run_peer=None):
+  """(blocks of our step seconds, the peer's results): with a peer, `rounds`
+  peer runs, each between two blocks of `steps` of ours (ours, peer, ours,
+  peer, ..., ours), so a machine whose speed drifts during the run (shared
+  cores) moves both sides of each round's ratio; without one, one block."""
+  blocks, peers = [run_ours(steps)], []
+  for _ in range(rounds if run_peer is not None else 0):
+    peers.append(run_peer())
+    blocks.append(run_ours(steps))
+  return blocks, peers
+
+
+def round_ratios(blocks, peers, batch: int) -> list[float]:
+  """Per peer run: ours (the median step of the blocks on either side of
+  it) in images/s over the peer's images/s."""
+  return [batch / statistics.median(blocks[r] + blocks[r + 1]) / peer["images_per_s"]
+          for r, peer in enumerate(peers)]
 
 
 def peer_skip_reason(args) -> str | None:
@@ -203,29 +240,41 @@ def main(argv=None) -> dict:
     print(f"peer: skipped ({skip})")
   rows = []
   for mode in args.modes:
-    ours = time_ours(args, mode)
+    step = OurStep(args, mode)
+    step.run(args.warmup)
+    run_peer = not skip and args.space == "darts" and args.num_ops is None
+    blocks, peers = interleave(step.run, args.steps, args.rounds,
+                               (lambda: time_peer(args, mode)) if run_peer else None)
+    ours = step.result(args, [t for block in blocks for t in block],
+                       step_s_median_per_block=[statistics.median(b) for b in blocks])
+    blocks_note = (", blocks " + " / ".join(f"{m:.3f}" for m in ours["step_s_median_per_block"])
+                   + " s" if peers else "")
     print(f"ours  {mode:13s} compile {ours['compile_s']:6.1f} s   step "
           f"{ours['step_s_median']:7.3f} s   {ours['images_per_s']:7.2f} images/s   "
-          f"({ours['depthwise_impl']} depthwise, {ours['weights']:,} weights)", flush=True)
-    row = {"mode": mode, "ours": ours, "peer": None, "ratio": None}
-    if not skip:
-      if args.space != "darts" or args.num_ops is not None:
-        row["peer_skipped"] = "the peer has only the full darts space"
-      else:
-        peer = time_peer(args, mode)
-        row["peer"] = peer
-        row["ratio"] = ours["images_per_s"] / peer["images_per_s"]
+          f"({ours['depthwise_impl']} depthwise, {ours['weights']:,} weights{blocks_note})",
+          flush=True)
+    row = {"mode": mode, "ours": ours, "peer": peers[-1] if peers else None, "ratio": None}
+    if not skip and not run_peer:
+      row["peer_skipped"] = "the peer has only the full darts space"
+    if peers:
+      row["peer_runs"] = peers
+      row["ratio_per_round"] = round_ratios(blocks, peers, args.batch)
+      row["ratio"] = statistics.median(row["ratio_per_round"])
+      for peer in peers:
         print(f"peer  {PEER_MODE[mode]:13s}                  step {peer['step_s_median']:7.3f} s"
               f"   {peer['images_per_s']:7.2f} images/s   ({peer['threads']} threads, "
               f"{peer['weights']:,} weights)", flush=True)
-        print(f"ratio ours/peer {row['ratio']:.2f}", flush=True)
+      print(f"ratio ours/peer {row['ratio']:.2f} (median of the rounds: "
+            + ", ".join(f"{x:.2f}" for x in row["ratio_per_round"]) + ")", flush=True)
+    del step   # frees the compiled program and its state before the next mode
     rows.append(row)
     write_json(args.json, setting, skip, rows)  # after every mode: long runs lose nothing
 
   print()
   print(f"{'mode':14s} {'ours img/s':>10s} {'peer img/s':>10s} {'ratio':>6s} {'compile s':>9s}")
   for r in rows:
-    peer = f"{r['peer']['images_per_s']:10.2f}" if r["peer"] else f"{'skipped':>10s}"
+    peer = (f"{statistics.median(p['images_per_s'] for p in r['peer_runs']):10.2f}"
+            if r["peer"] else f"{'skipped':>10s}")   # the median over the rounds
     ratio = f"{r['ratio']:6.2f}" if r["ratio"] is not None else f"{'-':>6s}"
     print(f"{r['mode']:14s} {r['ours']['images_per_s']:10.2f} {peer} {ratio} "
           f"{r['ours']['compile_s']:9.1f}")

@@ -72,3 +72,33 @@ def test_shared_programs_small_runs_and_writes_its_figures(tmp_path):
   bad = subprocess.run([sys.executable, script, "--ks", "0"], capture_output=True, text=True,
                        cwd=ROOT, timeout=300)
   assert bad.returncode == 2 and "shared_programs: error" in bad.stderr
+
+
+def test_throughput_interleaves_ours_with_every_peer_run():
+  """The ratio's two sides are interleaved (ours, peer, ours, peer, ours) so
+  a drifting machine speed moves both; each round's ratio takes our blocks
+  on either side of its peer run."""
+  sys.path.insert(0, str(ROOT / "experiments"))
+  try:
+    import throughput  # pylint: disable=import-outside-toplevel
+  finally:
+    sys.path.remove(str(ROOT / "experiments"))
+  calls, speed = [], iter([1.0, 2.0, 4.0])   # our step seconds, block by block
+
+  def run_ours(n):
+    calls.extend(["ours"] * n)
+    return [next(speed)] * n
+
+  def run_peer():
+    calls.append("peer")
+    return {"images_per_s": 2.0}
+
+  blocks, peers = throughput.interleave(run_ours, 2, 2, run_peer)
+  assert calls == ["ours", "ours", "peer", "ours", "ours", "peer", "ours", "ours"]
+  assert blocks == [[1.0, 1.0], [2.0, 2.0], [4.0, 4.0]] and len(peers) == 2
+  # round 1: median step 1.5 s -> 8 / 1.5 images/s against 2; round 2: 3 s
+  assert throughput.round_ratios(blocks, peers, 8) == [8 / 1.5 / 2, 8 / 3 / 2]
+  calls.clear()
+  speed = iter([1.0])
+  blocks, peers = throughput.interleave(run_ours, 3, 2)   # no peer: one block
+  assert calls == ["ours"] * 3 and peers == [] and blocks == [[1.0] * 3]
