@@ -137,7 +137,7 @@ class OurStep:
           {"image": sharding, "label": sharding})
 
     self.batches = batch(1), (batch(2) if program.bilevel else None)
-    self.mode, self.cfg, self.metrics = mode, cfg, None
+    self.mode, self.cfg, self.batch_size, self.metrics = mode, cfg, args.batch, None
 
   def run(self, steps: int) -> list[float]:
     """Runs `steps` steps; the seconds of each (until its outputs are ready)."""
@@ -149,14 +149,14 @@ class OurStep:
       times.append(time.perf_counter() - start)
     return times
 
-  def result(self, args, times: list[float], **extra) -> dict:
+  def result(self, times: list[float], **extra) -> dict:
     loss = float(self.metrics["loss"])
     if not np.isfinite(loss):
       raise FloatingPointError(f"{self.mode}: loss is {loss}")
     med = statistics.median(times)
     return {"mode": self.mode, "compile_s": self.compiled.seconds,
             "step_bytes": self.compiled.bytes, "step_s_median": med, "step_s_all": times,
-            "images_per_s": args.batch / med,
+            "images_per_s": self.batch_size / med,
             "weights": supernet_lib.count_params(self.weights), "loss": loss,
             "depthwise_impl": self.cfg.depthwise_impl,
             "stack_edges": bool(self.cfg.stack_edges), **extra}
@@ -242,10 +242,10 @@ def main(argv=None) -> dict:
   for mode in args.modes:
     step = OurStep(args, mode)
     step.run(args.warmup)
-    run_peer = not skip and args.space == "darts" and args.num_ops is None
+    with_peer = not skip and args.space == "darts" and args.num_ops is None
     blocks, peers = interleave(step.run, args.steps, args.rounds,
-                               (lambda: time_peer(args, mode)) if run_peer else None)
-    ours = step.result(args, [t for block in blocks for t in block],
+                               (lambda: time_peer(args, mode)) if with_peer else None)
+    ours = step.result([t for block in blocks for t in block],
                        step_s_median_per_block=[statistics.median(b) for b in blocks])
     blocks_note = (", blocks " + " / ".join(f"{m:.3f}" for m in ours["step_s_median_per_block"])
                    + " s" if peers else "")
@@ -253,11 +253,10 @@ def main(argv=None) -> dict:
           f"{ours['step_s_median']:7.3f} s   {ours['images_per_s']:7.2f} images/s   "
           f"({ours['depthwise_impl']} depthwise, {ours['weights']:,} weights{blocks_note})",
           flush=True)
-    row = {"mode": mode, "ours": ours, "peer": peers[-1] if peers else None, "ratio": None}
-    if not skip and not run_peer:
+    row = {"mode": mode, "ours": ours, "peer_runs": peers, "ratio": None}
+    if not skip and not with_peer:
       row["peer_skipped"] = "the peer has only the full darts space"
     if peers:
-      row["peer_runs"] = peers
       row["ratio_per_round"] = round_ratios(blocks, peers, args.batch)
       row["ratio"] = statistics.median(row["ratio_per_round"])
       for peer in peers:
@@ -274,7 +273,7 @@ def main(argv=None) -> dict:
   print(f"{'mode':14s} {'ours img/s':>10s} {'peer img/s':>10s} {'ratio':>6s} {'compile s':>9s}")
   for r in rows:
     peer = (f"{statistics.median(p['images_per_s'] for p in r['peer_runs']):10.2f}"
-            if r["peer"] else f"{'skipped':>10s}")   # the median over the rounds
+            if r["peer_runs"] else f"{'skipped':>10s}")   # the median over the rounds
     ratio = f"{r['ratio']:6.2f}" if r["ratio"] is not None else f"{'-':>6s}"
     print(f"{r['mode']:14s} {r['ours']['images_per_s']:10.2f} {peer} {ratio} "
           f"{r['ours']['compile_s']:9.1f}")
