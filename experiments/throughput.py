@@ -72,6 +72,8 @@ def parse_args(argv=None):
                   help="xla | shifted | scan | auto (default: the config default)")
   ap.add_argument("--stack-edges", type=int, choices=(0, 1), default=None,
                   help="compute each op once over all edges that use it (default: config)")
+  ap.add_argument("--scan-edges", type=int, choices=(0, 1), default=None,
+                  help="run each cell's edges in a lax.scan (default: config)")
   ap.add_argument("--space", default="darts")
   ap.add_argument("--num-ops", type=int, default=None)
   ap.add_argument("--peer", default=str(DEFAULT_PEER), help="path of darts_torch.py")
@@ -103,6 +105,8 @@ def supernet_config(args) -> ml_collections.ConfigDict:
     cfg.depthwise_impl = args.depthwise_impl
   if args.stack_edges is not None:
     cfg.stack_edges = bool(args.stack_edges)
+  if args.scan_edges is not None:
+    cfg.scan_edges = bool(args.scan_edges)
   return cfg
 
 
@@ -159,7 +163,8 @@ class OurStep:
             "images_per_s": self.batch_size / med,
             "weights": supernet_lib.count_params(self.weights), "loss": loss,
             "depthwise_impl": self.cfg.depthwise_impl,
-            "stack_edges": bool(self.cfg.stack_edges), **extra}
+            "stack_edges": bool(self.cfg.stack_edges),
+            "scan_edges": bool(self.cfg.get("scan_edges", False)), **extra}
 
 
 def torch_available() -> bool:

@@ -51,6 +51,10 @@ def base_config() -> ml_collections.ConfigDict:
   # Each op once over all the edges that use it (same numbers): DARTS
   # compiles ~30% faster but the step needs ~40% more memory (README).
   config.supernet.stack_edges = False
+  # Each cell's edges in a lax.scan (same numbers; the full space only, a
+  # subspace whose edges differ runs per edge): one compiled mixed op per
+  # cell instead of one per edge (README, Performance).
+  config.supernet.scan_edges = False
 
   config.dnas = ml_collections.ConfigDict()
   config.dnas.epochs = 50

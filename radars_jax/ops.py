@@ -16,6 +16,7 @@ BatchNorm with running averages. `OpSettings` carries that choice.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable, Mapping
 
 import flax.linen as nn
@@ -419,9 +420,63 @@ def _normalise(x, axes):
 
 def batch_norm(x, axes=None):
   """Affine-free BatchNorm with batch statistics over all axes but the last
-  (or `axes`): the search supernet's `BatchNorm`, as a function."""
+  (or `axes`): the search supernet's `BatchNorm`, as a function. Its
+  gradient keeps only the output and 1/std (`_lean_normalise`)."""
   axes = tuple(range(x.ndim - 1)) if axes is None else axes
+  return _lean_normalise(x, axes)
+
+
+# The functional ops below (stacked and shared ops, so `stack_edges` and
+# `scan_edges`) differentiate ReLU and BatchNorm by hand, keeping one
+# activation-sized residual each where autodiff keeps three (ReLU: its
+# output, the mask x > 0 and a zero tensor; BatchNorm: x - mean, its square
+# and the output). Inside a `lax.scan` every residual becomes a stacked
+# buffer that XLA fills with zeros before the loop, so they cost time as
+# well as memory (README, Performance).
+
+@jax.custom_vjp
+def relu(x):
+  """max(x, 0), whose gradient keeps only its output (gradient 0 at 0, as
+  `jax.nn.relu`'s)."""
+  return jnp.maximum(x, 0)
+
+
+def _relu_fwd(x):
+  y = jnp.maximum(x, 0)
+  return y, y
+
+
+def _relu_bwd(y, g):
+  return (jnp.where(y > 0, g, jnp.zeros_like(g)),)
+
+
+relu.defvjp(_relu_fwd, _relu_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _lean_normalise(x, axes):
   return _normalise(x, axes).astype(x.dtype)
+
+
+def _lean_normalise_fwd(x, axes):
+  xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+  mean = xf.mean(axis=axes, keepdims=True)
+  rstd = jax.lax.rsqrt(jnp.square(xf - mean).mean(axis=axes, keepdims=True) + BN_EPSILON)
+  y = (xf - mean) * rstd
+  return y.astype(x.dtype), (y.astype(x.dtype), rstd)
+
+
+def _lean_normalise_bwd(axes, residuals, g):
+  # y = (x - mean) * rstd with the biased variance:
+  # dx = rstd * (g - mean(g) - y * mean(g * y))
+  y, rstd = residuals
+  yf, gf = y.astype(rstd.dtype), g.astype(rstd.dtype)
+  dx = rstd * (gf - gf.mean(axis=axes, keepdims=True)
+               - yf * (gf * yf).mean(axis=axes, keepdims=True))
+  return (dx.astype(g.dtype),)
+
+
+_lean_normalise.defvjp(_lean_normalise_fwd, _lean_normalise_bwd)
 
 
 def _bn_e(x):  # stacked [E, B, H, W, C]: statistics per edge
@@ -433,35 +488,41 @@ def _pointwise(x, kernel):
   return jnp.einsum("ebhwc,ecd->ebhwd", x, kernel[:, 0, 0].astype(x.dtype))
 
 
-def _dil_stacked(p, x, k, stride, dilation, impl):
-  x = depthwise.depthwise_conv2d(nn.relu(x), p["DepthwiseConv_0"]["kernel"], stride,
-                                 dilation, impl=impl)
+def _dil_stacked(p, rx, k, stride, dilation, impl):
+  """DilConv on stacked inputs, given their ReLU `rx`."""
+  x = depthwise.depthwise_conv2d(rx, p["DepthwiseConv_0"]["kernel"], stride, dilation,
+                                 impl=impl)
   return _bn_e(_pointwise(x, p["Conv_0"]["kernel"]))
 
 
 def stacked_op(name: str, params, x, stride: int, settings: OpSettings):
   """Op `name` (with a `param_schema`) on stacked inputs x [E, B, H, W, C]
   with stacked weights: the same numbers as its module on each edge."""
+  return stacked_op_of_relu(name, params, relu(x), stride, settings)
+
+
+def stacked_op_of_relu(name: str, params, rx, stride: int, settings: OpSettings):
+  """`stacked_op` given relu(x) (every op with weights starts with a ReLU of
+  its input, so the ops of one edge can share it)."""
   impl = settings.depthwise_impl
   if name.startswith("sep_conv_"):
     k = int(name[-1])
-    x = _dil_stacked(params["DilConv_0"], x, k, stride, 1, impl)
-    return _dil_stacked(params["DilConv_1"], x, k, 1, 1, impl)
+    x = _dil_stacked(params["DilConv_0"], rx, k, stride, 1, impl)
+    return _dil_stacked(params["DilConv_1"], relu(x), k, 1, 1, impl)
   if name.startswith(("dil_conv_", "dil4_conv_")):
-    return _dil_stacked(params, x, int(name[-1]), stride, 4 if name.startswith("dil4") else 2,
+    return _dil_stacked(params, rx, int(name[-1]), stride, 4 if name.startswith("dil4") else 2,
                         impl)
   if name.startswith("mbconv_"):
     k = int(name.split("_")[1][0])
-    h = _bn_e(_pointwise(nn.relu(x), params["Conv_0"]["kernel"]))
-    h = depthwise.depthwise_conv2d(nn.relu(h), params["DepthwiseConv_0"]["kernel"], stride,
+    h = _bn_e(_pointwise(rx, params["Conv_0"]["kernel"]))
+    h = depthwise.depthwise_conv2d(relu(h), params["DepthwiseConv_0"]["kernel"], stride,
                                    1, impl=impl)
-    return _bn_e(_pointwise(nn.relu(_bn_e(h)), params["Conv_1"]["kernel"]))
+    return _bn_e(_pointwise(relu(_bn_e(h)), params["Conv_1"]["kernel"]))
   if name == "nor_conv_1x1":
-    return _bn_e(_pointwise(nn.relu(x)[:, :, ::stride, ::stride, :], params["Conv_0"]["kernel"]))
+    return _bn_e(_pointwise(rx[:, :, ::stride, ::stride, :], params["Conv_0"]["kernel"]))
   if name == "skip_connect":  # stride 2: FactorizedReduce
-    x = nn.relu(x)
     p = params["FactorizedReduce_0"]
-    a = _pointwise(x[:, :, ::2, ::2, :], p["conv_a"]["kernel"])
-    b = _pointwise(x[:, :, 1::2, 1::2, :], p["conv_b"]["kernel"])
+    a = _pointwise(rx[:, :, ::2, ::2, :], p["conv_a"]["kernel"])
+    b = _pointwise(rx[:, :, 1::2, 1::2, :], p["conv_b"]["kernel"])
     return _bn_e(jnp.concatenate([a, b], axis=-1))
   raise ValueError(f"op {name!r} has no stacked form")

@@ -268,6 +268,104 @@ def mixed_dag(states: list, edges, edge_ops, edge_weights, channels: int, stride
   return states
 
 
+def scannable(edges, edge_ops, strides, settings: OpSettings) -> bool:
+  """Whether `scanned_dag` can compute a cell: every edge holds the same
+  ops, each of them weightless (`is_shared`) or with a stacked form."""
+  ops = edge_ops[0]
+  if not (ops_lib.stackable(settings) and all(o == ops for o in edge_ops) and all(
+      name == "none" or ops_lib.is_shared(name, s) or
+      ops_lib.param_schema(name, 1, s) is not None for name in ops for s in set(strides))):
+    return False
+  # one stride on the edges leaving the inputs, stride 1 between nodes
+  n_in = min(dst for _, dst in edges)
+  return (len({s for (src, _), s in zip(edges, strides) if src < n_in}) == 1 and
+          all(s == 1 for (src, _), s in zip(edges, strides) if src >= n_in))
+
+
+def _mixed_op_fn(op_names, stride: int, settings: OpSettings):
+  """One edge's mixed op as a pure function of (its weights, its mixing
+  weights or None, its input): the numbers of `MixedOp`. The ops with
+  weights share one ReLU of the input, and every op's output is weighted
+  before it is squeezed, so a scan keeps each activation once."""
+  def run(params, weights, x):
+    out, rx = None, None
+    for i, name in enumerate(op_names):
+      if name == "none":
+        continue
+      if ops_lib.is_shared(name, stride):
+        y = ops_lib.shared_op(name, x, stride, settings)[None]
+      else:
+        rx = ops_lib.relu(x[None]) if rx is None else rx
+        p = jax.tree_util.tree_map(lambda a: a[None], params[name])
+        y = ops_lib.stacked_op_of_relu(name, p, rx, stride, settings)
+      if weights is not None:
+        y = weights[i].astype(y.dtype) * y
+      out = _add(out, y)
+    return jnp.zeros_like(x[:, ::stride, ::stride, :]) if out is None else out[0]
+  return run
+
+
+def scanned_dag(states: list, edges, edge_ops, edge_weights, channels: int, strides,
+                settings: OpSettings, train: bool = True) -> list:
+  """The nodes of a search cell (as `mixed_dag`), the edges run by
+  `lax.scan`: one compiled mixed op per scan instead of one per edge.
+
+  Needs `scannable` edges (the full space; a subspace whose edges differ
+  runs per edge). With stride 1 everywhere (normal cells) one scan runs
+  every edge, target by target, its carry the stacked states (inputs and
+  nodes); otherwise (reduction cells) one scan runs the edges leaving the
+  inputs (stride 2) into the stacked nodes, then one the edges between
+  nodes (stride 1). Per step the scan takes the edge's source, target,
+  weights and mixing weights. Same parameters (paths and shapes) and
+  numbers as one `MixedOp` per edge."""
+  n_in = len(states)
+  targets = sorted({dst for _, dst in edges})
+  params = []
+  for e, (src, dst) in enumerate(edges):
+    # (scannable: every op has a stacked form or is shared, so EdgeOps only
+    # declares weights and never reads its input)
+    p, outputs = EdgeOps(edge_ops[e], channels, strides[e], settings,
+                         name=f"edge_{src}_{dst}")(None, train)
+    assert not outputs, "scanned_dag needs scannable edges"
+    params.append(p)
+  by_target = sorted(range(len(edges)), key=lambda e: edges[e][1])   # stable
+
+  def scan(carry, run, index, sources=None):
+    """Adds the mixed op of every edge of `run` to its target in `carry`,
+    reading each source from `sources` (None: from `carry`); `index` maps a
+    state number to its position in the stack it is read from or added to."""
+    stride = strides[run[0]]
+    mixed = _mixed_op_fn(edge_ops[run[0]], stride, settings)
+    xs = {"src": jnp.asarray([index(edges[e][0]) for e in run], jnp.int32),
+          "dst": jnp.asarray([index(edges[e][1]) for e in run], jnp.int32),
+          "params": jax.tree_util.tree_map(lambda *a: jnp.stack(a), *[params[e] for e in run])}
+    if edge_weights is not None:
+      xs["weights"] = jnp.stack([edge_weights[e] for e in run])
+
+    def body(carry, xs):
+      x = jax.lax.dynamic_index_in_dim(carry if sources is None else sources, xs["src"],
+                                       keepdims=False)
+      y = mixed(xs["params"], xs.get("weights"), x)
+      total = jax.lax.dynamic_index_in_dim(carry, xs["dst"], keepdims=False) + y
+      return jax.lax.dynamic_update_index_in_dim(carry, total, xs["dst"], 0), None
+
+    return jax.lax.scan(body, carry, xs)[0]
+
+  x0 = states[0]
+  if set(strides) == {1}:
+    carry = jnp.stack(list(states) + [jnp.zeros_like(x0)] * len(targets))
+    carry = scan(carry, by_target, lambda s: s)
+    return [carry[i] for i in range(carry.shape[0])]
+  from_inputs = [e for e in by_target if edges[e][0] < n_in]
+  from_nodes = [e for e in by_target if edges[e][0] >= n_in]
+  stride = strides[from_inputs[0]]
+  nodes = jnp.zeros((len(targets), *x0[:, ::stride, ::stride, :].shape), x0.dtype)
+  nodes = scan(nodes, from_inputs, lambda s: s if s < n_in else targets.index(s),
+               jnp.stack(states))
+  if from_nodes:
+    nodes = scan(nodes, from_nodes, targets.index)
+  return list(states) + [nodes[i] for i in range(len(targets))]
+
 def _add(total, y):
   return y if total is None else total + y
 
@@ -302,6 +400,7 @@ class DartsSearchCell(nn.Module):
   stack_edges: bool = False   # compute via `mixed_dag` (same numbers)
   switched: bool = False      # edge_ops are all ops; `edge_slots` pick the active ones
   slot_orders: tuple | None = None   # per edge, `SwitchedMixedOp.order`
+  scan_edges: bool = False    # compute via `scanned_dag` where `scannable` (same numbers)
 
   @nn.compact
   def __call__(self, s0, s1, edge_weights=None, train: bool = True, edge_slots=None):
@@ -312,17 +411,20 @@ class DartsSearchCell(nn.Module):
       s0 = ReLUConvBN(c, 1, 1, 0, st, name="preprocess0")(s0, train)
     s1 = ReLUConvBN(c, 1, 1, 0, st, name="preprocess1")(s1, train)
     edges = spaces_lib.darts_edges(self.steps)
+    strides = [2 if self.reduction and src < 2 else 1 for src, _ in edges]
+    if (self.scan_edges and not self.switched and
+        scannable(edges, self.edge_ops, strides, st)):
+      states = scanned_dag([s0, s1], edges, self.edge_ops, edge_weights, c, strides, st, train)
+      return jnp.concatenate(states[2:], axis=-1)
     if self.stack_edges and ops_lib.stackable(st) and not self.switched:
-      strides = [2 if self.reduction and src < 2 else 1 for src, _ in edges]
       states = mixed_dag([s0, s1], edges, self.edge_ops, edge_weights, c, strides, st, train)
       return jnp.concatenate(states[2:], axis=-1)
     states = [s0, s1]
     for e, (src, dst) in enumerate(edges):
       if src == 0:
         states.append(None)  # node dst starts empty
-      stride = 2 if self.reduction and src < 2 else 1
       states[dst] = _add(states[dst], _edge(
-          self.switched, self.edge_ops[e], c, stride, st, f"edge_{src}_{dst}",
+          self.switched, self.edge_ops[e], c, strides[e], st, f"edge_{src}_{dst}",
           states[src], edge_weights, edge_slots, e, train, self.slot_orders))
     return jnp.concatenate(states[2:], axis=-1)
 
@@ -340,6 +442,7 @@ class DartsSupernet(nn.Module):
   stack_edges: bool = False
   switched: bool = False   # every op of the space; `slots` pick the active ones
   slot_orders: tuple | None = None   # per choice point, `SwitchedMixedOp.order`
+  scan_edges: bool = False
 
   @nn.compact
   def __call__(self, x, alphas: Alphas | None = None, train: bool = True,
@@ -364,7 +467,8 @@ class DartsSupernet(nn.Module):
       cell = DartsSearchCell(self.reduce_ops if reduction else self.normal_ops,
                              c, reduction, reduction_prev, self.settings,
                              self.steps, self.stack_edges, self.switched,
-                             orders[n:] if reduction else orders[:n], name=f"cell_{i}")
+                             orders[n:] if reduction else orders[:n],
+                             scan_edges=self.scan_edges, name=f"cell_{i}")
       s0, s1 = s1, cell(s0, s1, w_reduce if reduction else w_normal, train,
                         slots_reduce if reduction else slots_normal)
       reduction_prev = reduction
@@ -394,10 +498,16 @@ class NB201SearchCell(nn.Module):
   stack_edges: bool = False   # compute via `mixed_dag` (same numbers)
   switched: bool = False      # edge_ops are all ops; `edge_slots` pick the active ones
   slot_orders: tuple | None = None   # per edge, `SwitchedMixedOp.order`
+  scan_edges: bool = False    # compute via `scanned_dag` where `scannable` (same numbers)
 
   @nn.compact
   def __call__(self, x, edge_weights=None, train: bool = True, edge_slots=None):
     edges = spaces_lib.nb201_edges()
+    strides = [1] * len(edges)
+    if (self.scan_edges and not self.switched and
+        scannable(edges, self.edge_ops, strides, self.settings)):
+      return scanned_dag([x], edges, self.edge_ops, edge_weights, self.channels, strides,
+                         self.settings, train)[-1]
     if self.stack_edges and ops_lib.stackable(self.settings) and not self.switched:
       nodes = mixed_dag([x], edges, self.edge_ops, edge_weights, self.channels,
                         [1] * len(edges), self.settings, train)
@@ -423,6 +533,7 @@ class NB201Supernet(nn.Module):
   stack_edges: bool = False
   switched: bool = False   # every op of the space; `slots` pick the active ones
   slot_orders: tuple | None = None   # per choice point, `SwitchedMixedOp.order`
+  scan_edges: bool = False
 
   @nn.compact
   def __call__(self, x, alphas: Alphas | None = None, train: bool = True,
@@ -440,7 +551,8 @@ class NB201Supernet(nn.Module):
         x = ResNetBasicBlock(c, block_settings, name=f"reduce_{stage}")(x, train)
       for i in range(self.cells_per_stage):
         x = NB201SearchCell(self.edge_ops, c, self.settings, self.stack_edges, self.switched,
-                            self.slot_orders, name=f"cell_{stage}_{i}")(x, weights, train, slots)
+                            self.slot_orders, scan_edges=self.scan_edges,
+                            name=f"cell_{stage}_{i}")(x, weights, train, slots)
     x = nn.relu(BatchNorm(block_settings, name="last_bn")(x, train))
     return nn.Dense(self.num_classes, name="classifier")(x.mean(axis=(1, 2)))
 
@@ -463,6 +575,17 @@ def build_supernet(space: spaces_lib.SearchSpace, subspace: spaces_lib.Subspace 
   names = space.op_names_of(subspace)
   impl = supernet_config.get("depthwise_impl", "xla")
   stack = bool(supernet_config.get("stack_edges", False))
+  scan = bool(supernet_config.get("scan_edges", False))
+  if stack and scan:
+    raise UserError("supernet.stack_edges and supernet.scan_edges are two ways to compute "
+                    "the same cells: set at most one")
+  if scan:
+    used = {n for ops in names for n in ops}
+    lacking = sorted(n for n in used if n != "none" and not ops_lib.is_shared(n, 1)
+                     and ops_lib.param_schema(n, 2, 1) is None)
+    if lacking:
+      raise UserError(f"supernet.scan_edges needs ops with a stacked form (radars_jax.ops."
+                      f"param_schema); these have none: {', '.join(lacking)}")
   if space.kind == "darts_cell":
     steps = supernet_config.get("steps", spaces_lib.DARTS_STEPS)
     n = len(spaces_lib.darts_edges(steps))
@@ -478,13 +601,13 @@ def build_supernet(space: spaces_lib.SearchSpace, subspace: spaces_lib.Subspace 
         steps=supernet_config.get("steps", spaces_lib.DARTS_STEPS),
         stem_multiplier=supernet_config.get("stem_multiplier", 3),
         settings=OpSettings(pool_bn=True, depthwise_impl=impl), stack_edges=stack,
-        switched=switched, slot_orders=slot_orders)
+        switched=switched, slot_orders=slot_orders, scan_edges=scan)
   if space.kind == "nb201_cell":
     return NB201Supernet(
         edge_ops=names, num_classes=num_classes, channels=supernet_config.channels,
         cells_per_stage=supernet_config.get("cells_per_stage", 5),
         settings=OpSettings(pool_bn=False, depthwise_impl=impl), stack_edges=stack,
-        switched=switched, slot_orders=slot_orders)
+        switched=switched, slot_orders=slot_orders, scan_edges=scan)
   raise ValueError(f"unknown space kind {space.kind!r}")
 
 

@@ -1,0 +1,108 @@
+"""`supernet.scan_edges`: each cell's edges in a `lax.scan` compute what one
+`MixedOp` per edge computes, and the hand-written ReLU and BatchNorm
+gradients it relies on equal autodiff's, to second order."""
+import chex
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from radars_jax import ops
+from radars_jax import spaces
+from radars_jax import supernet
+from radars_jax.errors import UserError
+
+
+def _config(**kw):
+  return ml_collections.ConfigDict({**dict(channels=4, layers=3, cells_per_stage=1,
+                                           depthwise_impl="shifted"), **kw})
+
+
+def _has_scan(model, x, alphas, params) -> bool:
+  jaxpr = jax.make_jaxpr(lambda p: model.apply({"params": p}, x, alphas))(params)
+  return "scan" in str(jaxpr)
+
+
+def _loss_and_grads(model, params, alphas, x):
+  def f(p, a):
+    return jnp.mean(model.apply({"params": p}, x, a) ** 2)
+  return jax.jit(jax.value_and_grad(f, argnums=(0, 1)))(params, alphas)
+
+
+@pytest.mark.parametrize("space_name,op_names", [
+    # DARTS (normal and reduction cells): a weightless op, the identity
+    # (FactorizedReduce in reduction cells), a conv and `none`
+    ("darts", ("none", "avg_pool_3x3", "skip_connect", "sep_conv_3x3")),
+    ("nb201", ("none", "skip_connect", "nor_conv_1x1", "avg_pool_3x3")),
+])
+def test_scanned_supernet_equals_per_edge_mixed_ops(space_name, op_names):
+  space = spaces.make_space(space_name)
+  ops_of_edge = tuple(space.op_names.index(n) for n in op_names)
+  sub = (ops_of_edge,) * space.num_choice_points
+  x = jax.random.normal(jax.random.key(1), (4, 8, 8, 3))
+  alphas = supernet.init_alphas(jax.random.key(2), sub, scale=1.0)
+  per_edge, scanned = [supernet.build_supernet(space, sub, _config(scan_edges=scan), 10)
+                       for scan in (False, True)]
+  params = supernet.init_params(per_edge, (8, 8, 3), alphas, jax.random.key(0))
+  # same parameters (paths and shapes): weight pools and checkpoints see no difference
+  chex.assert_trees_all_equal_shapes(params,
+                                     supernet.param_shapes(scanned, (8, 8, 3), alphas))
+  assert _has_scan(scanned, x, alphas, params)
+  assert not _has_scan(per_edge, x, alphas, params)
+  (loss_e, grads_e), (loss_s, grads_s) = (_loss_and_grads(m, params, alphas, x)
+                                          for m in (per_edge, scanned))
+  np.testing.assert_allclose(loss_s, loss_e, rtol=1e-5)
+  # gradients, up to float noise relative to each leaf's scale (the
+  # classifier bias's gradient is ~0: the logits' batch mean after BatchNorm)
+  scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree_util.tree_leaves(grads_e))
+  chex.assert_trees_all_close(grads_s, grads_e, atol=1e-4 * scale, rtol=1e-3)
+
+
+def test_scan_edges_runs_per_edge_where_edges_differ():
+  """A subspace whose edges hold different ops (a RADARS sample) cannot be
+  scanned: those cells run one MixedOp per edge, with the same numbers."""
+  space = spaces.make_space("darts")
+  sub = tuple((3,) if i % 2 else (1, 3) for i in range(space.num_choice_points))
+  x = jax.random.normal(jax.random.key(1), (2, 8, 8, 3))
+  alphas = supernet.init_alphas(jax.random.key(2), sub)
+  scanned = supernet.build_supernet(space, sub, _config(scan_edges=True, layers=2), 10)
+  per_edge = supernet.build_supernet(space, sub, _config(layers=2), 10)
+  params = supernet.init_params(per_edge, (8, 8, 3), alphas, jax.random.key(0))
+  assert not _has_scan(scanned, x, alphas, params)
+  chex.assert_trees_all_close(scanned.apply({"params": params}, x, alphas),
+                              per_edge.apply({"params": params}, x, alphas))
+
+
+def test_scan_edges_refuses_what_it_cannot_compute():
+  nb201 = spaces.make_space("nb201")   # nor_conv_3x3 has no stacked form
+  with pytest.raises(UserError, match="nor_conv_3x3"):
+    supernet.build_supernet(nb201, nb201.full_subspace(), _config(scan_edges=True), 10)
+  darts = spaces.make_space("darts")
+  with pytest.raises(UserError, match="at most one"):
+    supernet.build_supernet(darts, darts.full_subspace(),
+                            _config(scan_edges=True, stack_edges=True), 10)
+
+
+def _second_order(fn, x, r):
+  """Gradient of a gradient: d/dx <d/dx <fn(x), r>, r>."""
+  inner = lambda x: jnp.vdot(jax.grad(lambda y: jnp.vdot(fn(y), r))(x), r)
+  return jax.grad(inner)(x)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_lean_relu_and_batch_norm_equal_autodiff(dtype):
+  x = jax.random.normal(jax.random.key(0), (3, 5, 4, 6)).astype(dtype)
+  x = x.at[0, 0, 0, 0].set(0)   # ReLU's kink: gradient 0, as jax.nn.relu's
+  r = jax.random.normal(jax.random.key(1), x.shape).astype(dtype)
+  tol = dict(atol=1e-5, rtol=1e-5) if dtype == jnp.float32 else dict(atol=5e-2, rtol=5e-2)
+  for axes in [(0, 1, 2), (1, 2)]:
+    lean = lambda y, axes=axes: ops.batch_norm(y, axes)
+    plain = lambda y, axes=axes: ops._normalise(y, axes).astype(y.dtype)  # pylint: disable=protected-access
+    chex.assert_trees_all_close(lean(x), plain(x), **tol)
+    chex.assert_trees_all_close(jax.vjp(lean, x)[1](r), jax.vjp(plain, x)[1](r), **tol)
+    if dtype == jnp.float32:   # DARTS second order differentiates the gradient
+      chex.assert_trees_all_close(_second_order(lean, x, r), _second_order(plain, x, r),
+                                  atol=1e-4, rtol=1e-4)
+  chex.assert_trees_all_equal(ops.relu(x), jax.nn.relu(x))
+  chex.assert_trees_all_equal(jax.vjp(ops.relu, x)[1](r), jax.vjp(jax.nn.relu, x)[1](r))
