@@ -3,6 +3,7 @@
     python experiments/throughput.py                        # batch 32, 16 ch, 8 cells, 32x32
     python experiments/throughput.py --batch 64 --json experiments/results/throughput.json
     python experiments/throughput.py --small                # a quick run (8 ch, 3 cells, 16x16)
+    python experiments/throughput.py --scan-edges 1         # each cell's edges in a lax.scan
 
 Ours: the full `darts` space (8 ops on each of the 28 choice points), the
 library's own train step (`radars_jax.dnas.DnasProgram`), compiled ahead of
