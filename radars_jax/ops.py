@@ -429,8 +429,8 @@ def batch_norm(x, axes=None):
 # The functional ops below (stacked and shared ops, so `stack_edges` and
 # `scan_edges`) differentiate ReLU and BatchNorm by hand, keeping one
 # activation-sized residual each where autodiff keeps three (ReLU: its
-# output, the mask x > 0 and a zero tensor; BatchNorm: x - mean, its square
-# and the output). Inside a `lax.scan` every residual becomes a stacked
+# output, the mask x > 0 and a zero tensor; BatchNorm: three intermediates
+# of the normalisation; `jax.ad_checkpoint.print_saved_residuals`). Inside a `lax.scan` every residual becomes a stacked
 # buffer that XLA fills with zeros before the loop, so they cost time as
 # well as memory (README, Performance).
 

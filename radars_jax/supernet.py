@@ -27,6 +27,11 @@ NB-201 about half its bytes at 1.4-2x its step time, on DARTS about a third
 at a slightly faster step. The loop still checks its compiled bytes
 against the budget like any step's.
 
+With `scan_edges`, a cell whose edges all hold the same ops (the full
+space) runs them in one `lax.scan` (`scanned_dag`): the same parameters and
+numbers, one compiled mixed op per scan instead of one per edge (the full
+DARTS step compiles ~4.5x faster on CPU, its step is a little slower).
+
 Networks:
 - `DartsSupernet`: the DARTS search network (stem multiplier 3, `layers`
   cells, reductions at 1/3 and 2/3 of the depth, 4 nodes per cell).
@@ -365,6 +370,7 @@ def scanned_dag(states: list, edges, edge_ops, edge_weights, channels: int, stri
   if from_nodes:
     nodes = scan(nodes, from_nodes, targets.index)
   return list(states) + [nodes[i] for i in range(len(targets))]
+
 
 def _add(total, y):
   return y if total is None else total + y
