@@ -559,7 +559,7 @@ class NB201Supernet(nn.Module):
         x = NB201SearchCell(self.edge_ops, c, self.settings, self.stack_edges, self.switched,
                             self.slot_orders, scan_edges=self.scan_edges,
                             name=f"cell_{stage}_{i}")(x, weights, train, slots)
-    x = nn.relu(BatchNorm(block_settings, name="last_bn")(x, train))
+    x = ops_lib.relu(BatchNorm(block_settings, name="last_bn")(x, train))
     return nn.Dense(self.num_classes, name="classifier")(x.mean(axis=(1, 2)))
 
 
