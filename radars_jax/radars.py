@@ -625,7 +625,7 @@ class RadarsSearch:
         # every program of the search: trace / lower / xla seconds
         "compile_breakdown_seconds": clock,
         "compile_total_seconds": sum(clock.values()),
-        "step_bytes": int(max(r["compiled_bytes"] for r in runs)),
+        "step_bytes": int(max((r["compiled_bytes"] for r in runs), default=0)),
         "memory_budget_bytes": self.budget,
         "over_budget_steps": sum(1 for r in runs if self.budget and
                                  r["compiled_bytes"] > self.budget),
@@ -637,7 +637,9 @@ class RadarsSearch:
         "max_estimate_error": max(errors) if errors else None,
         "median_estimate_error": float(np.median(errors)) if errors else None,
         "iterations": meta["iteration"], "subspace_runs": runs,
-        "best_sample": {k: v for k, v in best.items() if k != "genotype"},
+        # (None when the whole space fit the budget: nothing was sampled)
+        "best_sample": (None if best is None else
+                        {k: v for k, v in best.items() if k != "genotype"}),
         "alive": state.alive.tolist(),
         "alive_ops_per_choice_point": state.alive.sum(-1).tolist(),
         "cost_model": {"slope": model.slope, "intercept": model.intercept,

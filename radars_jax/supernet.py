@@ -116,7 +116,8 @@ def recomputed_switch(index, branches, x, params):
   it keeps x (shared by every slot of the choice point) and the weights,
   for one more forward pass of the op. Digits NB-201 setting, k = 2: 6.28
   MB per step instead of 14.78 MB (the costliest static subspace: 12.29
-  MB). Differentiable twice (DARTS second order; tests/test_switched.py)."""
+  MB; all three before the lean ReLU / BatchNorm gradients of `ops`, after
+  which the shared step measured 5.92 MB). Differentiable twice (DARTS second order; tests/test_switched.py)."""
 
   @jax.custom_vjp
   def run(index, x, params):

@@ -149,6 +149,19 @@ def test_radars_prunes_within_budget_and_writes_outputs(uninterrupted):
   assert len(summary["genotype"]["ops"]) == 6 and 0.0 <= summary["val_accuracy"] <= 1.0
 
 
+def test_radars_searches_the_whole_space_when_it_fits(tmp_path, full_step_bytes):
+  """A budget the whole space fits: nothing to prune, no subspace sampled,
+  the final search runs on the whole space."""
+  config = tiny_config()
+  config.memory_budget_gb = 2 * full_step_bytes / 1e9
+  summary = radars.run(config, workdir_lib.prepare(tmp_path / "run"),
+                       spaces.make_space("nb201"))
+  assert summary["iterations"] == 0 and summary["best_sample"] is None
+  assert [r["iteration"] for r in summary["subspace_runs"]] == ["final"]
+  assert np.all(summary["alive"]) and summary["over_budget_steps"] == 0
+  assert len(summary["genotype"]["ops"]) == 6
+
+
 def test_sampled_subspaces_compile_ahead_once_each(uninterrupted):
   _, _, summary = uninterrupted
   sampled = [tuple(tuple(a) for a in r["subspace"]) for r in summary["subspace_runs"]
