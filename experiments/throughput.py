@@ -165,7 +165,7 @@ class OurStep:
             "weights": supernet_lib.count_params(self.weights), "loss": loss,
             "depthwise_impl": self.cfg.depthwise_impl,
             "stack_edges": bool(self.cfg.stack_edges),
-            "scan_edges": bool(self.cfg.get("scan_edges", False)), **extra}
+            "scan_edges": bool(self.cfg.scan_edges), **extra}
 
 
 def torch_available() -> bool:

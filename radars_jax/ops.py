@@ -410,12 +410,23 @@ def stackable(settings: OpSettings) -> bool:
   return not settings.affine and not settings.track_running_stats
 
 
-def _normalise(x, axes):
-  """(x - mean) / sqrt(var + eps) over `axes`, statistics and result in >= f32."""
+def has_functional_form(name: str, stride: int) -> bool:
+  """Whether op `name` runs without its module: `none`, a weightless shared
+  op, or an op with a stacked form (`param_schema`)."""
+  return name == "none" or is_shared(name, stride) or param_schema(name, 1, stride) is not None
+
+
+def _normalised_and_rstd(x, axes):
+  """((x - mean) / sqrt(var + eps), 1 / sqrt(var + eps)) over `axes`, in >= f32."""
   xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
   mean = xf.mean(axis=axes, keepdims=True)
-  var = jnp.square(xf - mean).mean(axis=axes, keepdims=True)
-  return (xf - mean) * jax.lax.rsqrt(var + BN_EPSILON)
+  rstd = jax.lax.rsqrt(jnp.square(xf - mean).mean(axis=axes, keepdims=True) + BN_EPSILON)
+  return (xf - mean) * rstd, rstd
+
+
+def _normalise(x, axes):
+  """(x - mean) / sqrt(var + eps) over `axes`, statistics and result in >= f32."""
+  return _normalised_and_rstd(x, axes)[0]
 
 
 def batch_norm(x, axes=None):
@@ -462,10 +473,7 @@ def _lean_normalise(x, axes):
 
 
 def _lean_normalise_fwd(x, axes):
-  xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
-  mean = xf.mean(axis=axes, keepdims=True)
-  rstd = jax.lax.rsqrt(jnp.square(xf - mean).mean(axis=axes, keepdims=True) + BN_EPSILON)
-  y = (xf - mean) * rstd
+  y, rstd = _normalised_and_rstd(x, axes)
   return y, (y.astype(x.dtype), rstd)
 
 

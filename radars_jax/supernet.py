@@ -279,8 +279,7 @@ def scannable(edges, edge_ops, strides, settings: OpSettings) -> bool:
   ops, each of them weightless (`is_shared`) or with a stacked form."""
   ops = edge_ops[0]
   if not (ops_lib.stackable(settings) and all(o == ops for o in edge_ops) and all(
-      name == "none" or ops_lib.is_shared(name, s) or
-      ops_lib.param_schema(name, 1, s) is not None for name in ops for s in set(strides))):
+      ops_lib.has_functional_form(name, s) for name in ops for s in set(strides))):
     return False
   # one stride on the edges leaving the inputs, stride 1 between nodes
   n_in = min(dst for _, dst in edges)
@@ -588,8 +587,7 @@ def build_supernet(space: spaces_lib.SearchSpace, subspace: spaces_lib.Subspace 
                     "the same cells: set at most one")
   if scan:
     used = {n for ops in names for n in ops}
-    lacking = sorted(n for n in used if n != "none" and not ops_lib.is_shared(n, 1)
-                     and ops_lib.param_schema(n, 2, 1) is None)
+    lacking = sorted(n for n in used if not ops_lib.has_functional_form(n, 1))
     if lacking:
       raise UserError(f"supernet.scan_edges needs ops with a stacked form (radars_jax.ops."
                       f"param_schema); these have none: {', '.join(lacking)}")
