@@ -366,8 +366,11 @@ def param_schema(name: str, channels: int, stride: int):
     k, e = int(name.split("_")[1][0]), int(name.split("_e")[-1])
     return {"Conv_0": _kernel(1, c, c * e), "DepthwiseConv_0": _kernel(k, 1, c * e),
             "Conv_1": _kernel(1, c * e, c)}
-  if name == "nor_conv_1x1":
-    return {"Conv_0": _kernel(1, c, c)}
+  if name.startswith("nor_conv_"):
+    return {"Conv_0": _kernel(int(name[-1]), c, c)}
+  if name.startswith("conv_1x"):   # conv_1xk_kx1
+    k = int(name.split("_")[1][2:])
+    return {"Conv_0": {"kernel": (1, k, c, c)}, "Conv_1": {"kernel": (k, 1, c, c)}}
   if name == "skip_connect" and stride == 2:
     return {"FactorizedReduce_0": {"conv_a": _kernel(1, c, c // 2),
                                    "conv_b": _kernel(1, c, c - c // 2)}}
@@ -499,6 +502,16 @@ def _pointwise(x, kernel):
   return jnp.einsum("ebhwc,ecd->ebhwd", x, kernel[:, 0, 0].astype(x.dtype))
 
 
+def _conv_stacked(x, kernel, strides, padding):
+  """Dense convolution of stacked inputs [E, B, H, W, Cin] with stacked
+  kernels [E, kh, kw, Cin, Cout], edge by edge: a kernel batched over E
+  would make it a grouped convolution, which XLA's CPU runs ~10x slower."""
+  kernel = kernel.astype(x.dtype)
+  return jnp.stack([jax.lax.conv_general_dilated(x[e], kernel[e], strides, padding,
+                                                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
+                    for e in range(x.shape[0])])
+
+
 def _dil_stacked(p, rx, k, stride, dilation, impl):
   """DilConv on stacked inputs, given their ReLU `rx`."""
   x = depthwise.depthwise_conv2d(rx, p["DepthwiseConv_0"]["kernel"], stride, dilation,
@@ -531,6 +544,14 @@ def stacked_op_of_relu(name: str, params, rx, stride: int, settings: OpSettings)
     return _bn_e(_pointwise(relu(_bn_e(h)), params["Conv_1"]["kernel"]))
   if name == "nor_conv_1x1":
     return _bn_e(_pointwise(rx[:, :, ::stride, ::stride, :], params["Conv_0"]["kernel"]))
+  if name.startswith("nor_conv_"):
+    p = int(name[-1]) // 2
+    return _bn_e(_conv_stacked(rx, params["Conv_0"]["kernel"], (stride, stride),
+                               ((p, p), (p, p))))
+  if name.startswith("conv_1x"):   # FactorisedConv: 1 x k, then k x 1
+    p = int(name.split("_")[1][2:]) // 2
+    x = _conv_stacked(rx, params["Conv_0"]["kernel"], (1, stride), ((0, 0), (p, p)))
+    return _bn_e(_conv_stacked(x, params["Conv_1"]["kernel"], (stride, 1), ((p, p), (0, 0))))
   if name == "skip_connect":  # stride 2: FactorizedReduce
     p = params["FactorizedReduce_0"]
     a = _pointwise(rx[:, :, ::2, ::2, :], p["conv_a"]["kernel"])

@@ -34,7 +34,7 @@ def _loss_and_grads(model, params, alphas, x):
     # DARTS (normal and reduction cells): a weightless op, the identity
     # (FactorizedReduce in reduction cells), a conv and `none`
     ("darts", ("none", "avg_pool_3x3", "skip_connect", "sep_conv_3x3")),
-    ("nb201", ("none", "skip_connect", "nor_conv_1x1", "avg_pool_3x3")),
+    ("nb201", ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")),
 ])
 def test_scanned_supernet_equals_per_edge_mixed_ops(space_name, op_names):
   space = spaces.make_space(space_name)
@@ -74,8 +74,46 @@ def test_scan_edges_runs_per_edge_where_edges_differ():
                               per_edge.apply({"params": params}, x, alphas))
 
 
-def test_scan_edges_refuses_what_it_cannot_compute():
-  nb201 = spaces.make_space("nb201")   # nor_conv_3x3 has no stacked form
+STACKED = [(name, stride) for name in ops.OP_NAMES for stride in (1, 2)
+           if ops.param_schema(name, 4, stride) is not None]
+
+
+@pytest.mark.parametrize("name,stride", STACKED)
+def test_every_stacked_form_equals_its_module(name, stride):
+  """`ops.stacked_op` on two stacked edges: the op's module on each edge,
+  in value and in the gradients of its input and weights (the module's
+  parameter tree is the op's `param_schema`)."""
+  settings = ops.OpSettings()   # (both forms call the same depthwise kernels)
+  module = ops.make_op(name, 4, stride, settings, unbound=True)
+  xs = jax.random.normal(jax.random.key(0), (2, 2, 8, 8, 4))
+  params = [module.init(jax.random.key(i + 1), xs[i])["params"] for i in range(2)]
+  chex.assert_trees_all_equal_shapes(
+      params[0], jax.tree_util.tree_map(jnp.zeros, ops.param_schema(name, 4, stride),
+                                        is_leaf=lambda v: isinstance(v, tuple)))
+  stacked = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *params)
+  out_shape = module.apply({"params": params[0]}, xs[0]).shape
+  cotangent = jax.random.normal(jax.random.key(3), (2, *out_shape))
+
+  def per_edge(ps, xs):
+    return jnp.stack([module.apply({"params": ps[i]}, xs[i]) for i in range(2)])
+
+  ys, grads = jax.value_and_grad(lambda ps, xs: jnp.vdot(per_edge(ps, xs), cotangent),
+                                 argnums=(0, 1))(params, xs)
+  ys_s, grads_s = jax.value_and_grad(
+      lambda ps, xs: jnp.vdot(ops.stacked_op(name, ps, xs, stride, settings), cotangent),
+      argnums=(0, 1))(stacked, xs)
+  np.testing.assert_allclose(ys_s, ys, rtol=1e-4)
+  chex.assert_trees_all_close(grads_s[0], jax.tree_util.tree_map(lambda *a: jnp.stack(a),
+                                                                 *grads[0]),
+                              atol=1e-4, rtol=1e-3)
+  chex.assert_trees_all_close(grads_s[1], grads[1], atol=1e-4, rtol=1e-3)
+
+
+def test_scan_edges_refuses_what_it_cannot_compute(monkeypatch):
+  nb201 = spaces.make_space("nb201")   # as if nor_conv_3x3 had no stacked form
+  schema = ops.param_schema
+  monkeypatch.setattr(ops, "param_schema",
+                      lambda n, c, s: None if n == "nor_conv_3x3" else schema(n, c, s))
   with pytest.raises(UserError, match="nor_conv_3x3"):
     supernet.build_supernet(nb201, nb201.full_subspace(), _config(scan_edges=True), 10)
   darts = spaces.make_space("darts")
