@@ -16,7 +16,8 @@ def test_memory_scaling_small_runs_and_radars_fits(tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   data = json.loads(out.read_text())
   rows = data["rows"]
-  assert [r["num_ops"] for r in rows] == [2, 4] and data["layers"] == 1
+  assert [r["num_ops"] for r in rows] == [2, 4]
+  assert data["layers"] == 1 and data["mode"] == "single_level"   # both sides' step
   budget = data["budget_bytes"]
   assert rows[0]["darts_fits"] and not rows[-1]["darts_fits"]   # full DARTS crosses it
   for r in rows:
