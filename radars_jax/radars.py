@@ -176,12 +176,16 @@ def _params_millions(searcher, genotype) -> float:
       supernet_lib.param_shapes(model, searcher.data.image_shape)) / 1e6
 
 
-def _counted(meta, compiled, start: float):
+def _counted(meta, compiled, start: float, what: str):
   """Adds a train-step compile to `meta`: its compile seconds, and the
-  seconds the loop waited for it since `start`."""
+  seconds the loop waited for it since `start`, in total and as a record
+  of its own (`what` it compiled, its bytes) in `meta["compiles"]`."""
+  waited = time.perf_counter() - start
   meta["compile_seconds"] += compiled.seconds
-  meta["compile_wait_seconds"] = (meta.get("compile_wait_seconds", 0.0)
-                                  + time.perf_counter() - start)
+  meta["compile_wait_seconds"] = meta.get("compile_wait_seconds", 0.0) + waited
+  meta.setdefault("compiles", []).append(
+      {"what": what, "compile_seconds": round(compiled.seconds, 3),
+       "waited_seconds": round(waited, 3), "bytes": int(compiled.bytes)})
   return compiled
 
 
@@ -229,6 +233,7 @@ class RadarsSearch:
     state = LoopState(pool, trained, controller, alive, key)
     meta = {"iteration": 0, "sample": 0, "batch": None, "history": [], "runs": [],
             "cost_model": None, "compile_seconds": 0.0, "compile_wait_seconds": 0.0,
+            "compiles": [],
             "clock_seconds": {}, "elapsed_seconds": 0.0,
             "phase": "loop", "best": None}
     return state, meta
@@ -269,22 +274,25 @@ class RadarsSearch:
     k_guess = max(2, model.largest_k(alive, self.budget) if self.budget else 2)
     for k in sorted({1, min(k_guess, most)}):
       mask = model.worst_case(alive, k)
-      compiled = self.compile(self.space.subspace_from_mask(mask), meta, bytes_only=True)
+      compiled = self.compile(self.space.subspace_from_mask(mask), meta, bytes_only=True,
+                              what=f"calibration, worst case of {k} ops (bytes only)")
       model.add_point(mask, compiled.bytes)
     return model
 
-  def compile(self, subspace, meta, steps: int = 1, bytes_only: bool = False):
+  def compile(self, subspace, meta, steps: int = 1, bytes_only: bool = False,
+              what: str = "static step"):
     """The compiled train step of `subspace` (compiled ahead if it was
     queued by `compile_ahead`). `meta` counts the seconds spent compiling
     and, separately, the seconds the loop waited for it. `bytes_only`: the
-    step will not run (`dnas.bytes_only_compiler_options`)."""
+    step will not run (`dnas.bytes_only_compiler_options`); `what` names
+    it in `meta["compiles"]`."""
     start = time.perf_counter()
     future = self._ahead.get((subspace, steps))
     if future is not None:
       compiled = future.result()
     else:
       compiled = self._compile_now(subspace, steps, bytes_only)
-    return _counted(meta, compiled, start)
+    return _counted(meta, compiled, start, what)
 
   def _compile_now(self, subspace, steps: int, bytes_only: bool = False):
     program = self.searcher.program(subspace, steps)
@@ -297,7 +305,8 @@ class RadarsSearch:
     per choice point (compiled once per search and process)."""
     if (k, steps) not in self._shared:
       start = time.perf_counter()
-      self._shared[(k, steps)] = _counted(meta, self._compile_shared_now(k, steps), start)
+      self._shared[(k, steps)] = _counted(meta, self._compile_shared_now(k, steps), start,
+                                          f"shared step, {k} ops per choice point")
     return self._shared[(k, steps)]
 
   def _compile_shared_now(self, k: int, steps: int):
@@ -361,19 +370,20 @@ class RadarsSearch:
                                       self.num_samples, per_choice_point=True)
     return np.asarray(ops), np.asarray(logp)
 
-  def fit_budget(self, subspace, model: cost_lib.CostModel, meta, k: int = 0):
+  def fit_budget(self, subspace, model: cost_lib.CostModel, meta, k: int = 0,
+                 what: str = "static step"):
     """The shared program of `k` ops per choice point if it fits the budget
     (`k` > 0, `shared_step`); else compile `subspace`, and while its exact
     bytes exceed the budget, drop its costliest op at the choice point where
     that op costs most (never the last op of a choice point). Returns
-    (subspace, compiled, estimate)."""
+    (subspace, compiled, estimate); `what` names its compiles."""
     shared = self.shared_step(k, self.run_steps(), meta) if k else None
     if shared is not None:
       return subspace, shared, model.estimate(self.space.mask_from_subspace(subspace))
     while True:
       mask = self.space.mask_from_subspace(subspace)
       estimate = model.estimate(mask)
-      compiled = self.compile(subspace, meta, self.run_steps())
+      compiled = self.compile(subspace, meta, self.run_steps(), what=what)
       model.add_point(mask, compiled.bytes)
       if self.budget is None or compiled.bytes <= self.budget:
         return subspace, compiled, estimate
@@ -393,8 +403,9 @@ class RadarsSearch:
   def run_sample(self, state, meta, iteration: int, index: int, subspace, model, k: int):
     """DNAS in one sampled subspace (of at most `k` ops per choice point),
     resumable mid-run; returns a run record."""
-    subspace, compiled, estimate = self.fit_budget(subspace, model, meta, k)
     tag = f"it{iteration}_s{index}"
+    subspace, compiled, estimate = self.fit_budget(subspace, model, meta, k,
+                                                   what=f"static step, sample {tag}")
     key = jax.random.fold_in(jax.random.fold_in(state.key, iteration), index + 1)
     pool = PoolView(state)
     ckpt_dir = self.dnas_ckpt_root / tag
@@ -569,7 +580,8 @@ class RadarsSearch:
       top = np.asarray(ctrl.most_likely_subspace(state.controller.logits, jnp.asarray(alive), k))
       alive = self.space.mask_from_subspace(subspace_of(top))
     subspace = self.space.subspace_from_mask(alive)
-    subspace, compiled, estimate = self.fit_budget(subspace, model, meta)
+    subspace, compiled, estimate = self.fit_budget(subspace, model, meta,
+                                                   what="static step, final search")
     epochs = self.config.radars.get("final_epochs") or self.config.dnas.epochs
     key = jax.random.fold_in(state.key, 999_999)
     pool = PoolView(state)
@@ -622,6 +634,8 @@ class RadarsSearch:
         # them the loop waited for
         "compile_seconds": meta["compile_seconds"],
         "compile_wait_seconds": meta.get("compile_wait_seconds", 0.0),
+        # each of them: what, compile seconds, seconds waited, bytes
+        "compiles": meta.get("compiles", []),
         # every program of the search: trace / lower / xla seconds
         "compile_breakdown_seconds": clock,
         "compile_total_seconds": sum(clock.values()),

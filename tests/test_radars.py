@@ -173,6 +173,12 @@ def test_sampled_subspaces_compile_ahead_once_each(uninterrupted):
   # are the cost-model calibration, shrunk subspaces and the final search.
   assert len(ahead) == len(sampled) and not set(ahead) & set(inline)
   assert summary["compile_wait_seconds"] <= summary["compile_seconds"] + 1.0
+  compiles = summary["compiles"]   # one record per train-step compile, in order
+  assert compiles[0]["what"].startswith("calibration") and "final" in compiles[-1]["what"]
+  assert sum(c["compile_seconds"] for c in compiles) == pytest.approx(
+      summary["compile_seconds"], abs=0.01)
+  assert sum(c["waited_seconds"] for c in compiles) == pytest.approx(
+      summary["compile_wait_seconds"], abs=0.01)
   breakdown = summary["compile_breakdown_seconds"]
   assert set(breakdown) == {"trace", "lower", "xla"} and breakdown["xla"] > 0
   assert summary["compile_total_seconds"] == pytest.approx(sum(breakdown.values()))
