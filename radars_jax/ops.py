@@ -342,7 +342,10 @@ def make_op(name: str, channels: int, stride: int, settings: OpSettings,
 # declared per edge under the same paths the op's module uses (`param_schema`
 # mirrors the modules above), so weight pools and checkpoints see no
 # difference. Only for search settings (BatchNorm without affine parameters
-# or running statistics); ops without a stacked form run per edge.
+# or running statistics). Every registry op with weights has a stacked form
+# (tests/test_scan_edges.py checks each against its module); the weightless
+# ones run once per state (`shared_op`). `supernet.scanned_dag` uses the
+# same forms with E = 1 inside a `lax.scan` over a cell's edges.
 # ---------------------------------------------------------------------------
 
 def _kernel(k, c_in, c_out):
