@@ -1,7 +1,7 @@
 """Memory of one train step as the space grows: full DARTS against RADARS.
 
     python experiments/memory_scaling.py --small --json experiments/results/memory_scaling_small.json
-    python experiments/memory_scaling.py --json experiments/results/memory_scaling.json   # CIFAR setting
+    python experiments/memory_scaling.py --json experiments/results/memory_scaling_cifar.json   # CIFAR setting
 
 For spaces of N = 8, 12, 16, 20 ops per edge (the 8 DARTS ops, then more
 from `darts_large`), it compiles (on abstract inputs: nothing runs) the
