@@ -275,7 +275,7 @@ class RadarsSearch:
     for k in sorted({1, min(k_guess, most)}):
       mask = model.worst_case(alive, k)
       compiled = self.compile(self.space.subspace_from_mask(mask), meta, bytes_only=True,
-                              what=f"calibration, worst case of {k} ops (bytes only)")
+                              what=f"calibration, worst case of {k} op{'s' * (k > 1)} (bytes only)")
       model.add_point(mask, compiled.bytes)
     return model
 

@@ -54,6 +54,7 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Rectangle
 from matplotlib.path import Path as MplPath
 from matplotlib.ticker import MaxNLocator
 
+from radars_jax import memory as memory_lib
 from radars_jax.errors import UserError
 
 REPORT_DIR = "report"
@@ -1009,6 +1010,19 @@ def _table(rows: list[tuple[str, str]]) -> str:
   return f"<table>\n<tr><th>key</th><th>value</th></tr>\n{body}\n</table>"
 
 
+def _compiles_table(compiles: list) -> str:
+  """RADARS' train-step compiles (summary.json `compiles`), one row each."""
+  rows = []
+  for c in compiles:
+    mb = c.get("bytes")
+    rows.append("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
+        c.get("what", "?"), "-" if mb is None else memory_lib.format_gb(mb),
+        f"{c.get('compile_seconds', 0.0):.1f} s", f"{c.get('waited_seconds', 0.0):.1f} s"))
+                + "</tr>")
+  return ("<table>\n<tr><th>compiled</th><th>XLA bytes</th><th>compile</th>"
+          "<th>the search waited</th></tr>\n" + "\n".join(rows) + "\n</table>")
+
+
 def _figures(items: list[tuple[Path, str]]) -> str:
   parts = []
   for path, caption in items:
@@ -1044,6 +1058,11 @@ def _write_html(data: WorkdirData, sections: list[tuple[str, list]], outdir: Pat
          f"report written {now}.</p>"]
   if data.summary is not None:
     out += ["<h2>Search summary</h2>", _table(_scalar_rows(summary))]
+    if isinstance(summary.get("compiles"), list) and summary["compiles"]:
+      try:
+        out += ["<h2>Train-step compiles</h2>", _compiles_table(summary["compiles"])]
+      except (AttributeError, TypeError, ValueError) as e:
+        data.problems.append(f"compiles table: {type(e).__name__}: {e}")
   if data.eval is not None:
     out += ["<h2>Evaluation (retraining)</h2>", _table(_scalar_rows(ev))]
   if data.genotype is not None:
