@@ -117,7 +117,8 @@ def recomputed_switch(index, branches, x, params):
   for one more forward pass of the op. Digits NB-201 setting, k = 2: 6.28
   MB per step instead of 14.78 MB (the costliest static subspace: 12.29
   MB; all three before the lean ReLU / BatchNorm gradients of `ops`, after
-  which the shared step measured 5.92 MB). Differentiable twice (DARTS second order; tests/test_switched.py)."""
+  which the shared step measured 5.92 MB). Differentiable twice (DARTS
+  second order; tests/test_switched.py)."""
 
   @jax.custom_vjp
   def run(index, x, params):
@@ -516,7 +517,7 @@ class NB201SearchCell(nn.Module):
                          self.settings, train)[-1]
     if self.stack_edges and ops_lib.stackable(self.settings) and not self.switched:
       nodes = mixed_dag([x], edges, self.edge_ops, edge_weights, self.channels,
-                        [1] * len(edges), self.settings, train)
+                        strides, self.settings, train)
       return nodes[-1]
     nodes = [x]
     for e, (src, dst) in enumerate(edges):
