@@ -397,15 +397,20 @@ def shared_op(name: str, x, stride: int, settings: OpSettings):
 
 class Params(nn.Module):
   """Declares the weights of a `param_schema` (LeCun-normal kernels, as
-  nn.Conv's) and returns them."""
+  nn.Conv's) and returns them; with `stack` > 0, `stack` independent sets
+  along a leading axis (each drawn as its own)."""
   schema: dict
+  stack: int = 0
 
   @nn.compact
   def __call__(self):
     out = {}
     for key, value in self.schema.items():
       if isinstance(value, Mapping):
-        out[key] = Params(value, name=key)()
+        out[key] = Params(value, self.stack, name=key)()
+      elif self.stack:
+        out[key] = self.param(key, nn.initializers.lecun_normal(batch_axis=(0,)),
+                              (self.stack, *value))
       else:
         out[key] = self.param(key, nn.initializers.lecun_normal(), tuple(value))
     return out

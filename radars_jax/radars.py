@@ -107,7 +107,7 @@ class PoolView(pool_lib.WeightPool):
     self.state = state
 
   def select(self, template):
-    flat = pool_lib.flatten(template)
+    flat = pool_lib.canonical(template)
     out = {}
     for path, value in flat.items():
       if bool(self.state.trained.get(path, False)) and \
@@ -117,10 +117,10 @@ class PoolView(pool_lib.WeightPool):
       else:
         out[path] = value
         self.misses += 1
-    return pool_lib.unflatten(out)
+    return pool_lib.restack(out, template)
 
   def write_back(self, params) -> None:
-    for path, value in pool_lib.flatten(jax.device_get(params)).items():
+    for path, value in pool_lib.canonical(jax.device_get(params)).items():
       if path in self.state.pool:
         self.state.pool[path] = np.asarray(value, np.float32)
         self.state.trained[path] = np.asarray(True)
@@ -164,7 +164,8 @@ def _full_pool(space, searcher) -> tuple[dict, dict]:
   model = searcher.model(space.full_subspace())
   alphas = jax.eval_shape(lambda: supernet_lib.init_alphas(jax.random.key(0),
                                                            space.full_subspace()))
-  shapes = pool_lib.flatten(supernet_lib.param_shapes(model, searcher.data.image_shape, alphas))
+  shapes = pool_lib.canonical(supernet_lib.param_shapes(model, searcher.data.image_shape,
+                                                          alphas))
   pool = {p: np.zeros(s.shape, np.float32) for p, s in shapes.items()}
   trained = {p: np.asarray(False) for p in shapes}
   return pool, trained

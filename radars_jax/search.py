@@ -176,7 +176,7 @@ class Searcher:
     """`weights` of some ops, completed with zeros to the switched supernet's
     tree (the zeros are never used: the slots do not pick those ops)."""
     self.switched_model()
-    flat = pool_lib.flatten(weights)
+    flat = pool_lib.canonical(weights)
     return pool_lib.unflatten({p: flat[p] if p in flat else jnp.zeros(s.shape, s.dtype)
                                for p, s in pool_lib.flatten(self._switched_shapes).items()})
 
@@ -185,7 +185,7 @@ class Searcher:
     `subspace` has (the ops of the subspace and everything outside the
     choice points)."""
     return pool_lib.unflatten({
-        p: v for p, v in pool_lib.flatten(weights).items()
+        p: v for p, v in pool_lib.canonical(weights).items()
         if p not in self._owners or self._owners[p][1] in subspace[self._owners[p][0]]})
 
   def compile_step(self, program: dnas_lib.DnasProgram, subspace) -> dnas_lib.CompiledStep:
@@ -318,8 +318,8 @@ class Searcher:
     else:
       model = self.model(derived)
       template = supernet_lib.param_shapes(model, self.data.image_shape)
-      flat = pool_lib.flatten(weights)
-      derived_weights = pool_lib.unflatten({p: flat[p] for p in pool_lib.flatten(template)})
+      # (per-edge paths: either network may store scanned edges stacked)
+      derived_weights = pool_lib.restack(pool_lib.canonical(jax.device_get(weights)), template)
       evaluator = dnas_lib.Evaluator(model, self.mesh, self.data.mean, self.data.std)
     steps = (int(self.config.dnas.get("derived_finetune_steps", 0)) if finetune_steps is None
              else int(finetune_steps))

@@ -28,9 +28,11 @@ at a slightly faster step. The loop still checks its compiled bytes
 against the budget like any step's.
 
 With `scan_edges`, a cell whose edges all hold the same ops (the full
-space) runs them in one `lax.scan` (`scanned_dag`): the same parameters and
-numbers, one compiled mixed op per scan instead of one per edge (the full
-DARTS step compiles ~4.5x faster on CPU, its step is a little slower).
+space) runs them in one `lax.scan` (`scanned_dag`): the same numbers, one
+compiled mixed op per scan instead of one per edge, and each op's weights
+stored stacked over the scanned edges (`weight_pool.canonical` maps them
+to the per-edge paths; the full DARTS step has 147 weight arrays instead
+of 1,399 and compiles several times faster on CPU).
 
 Networks:
 - `DartsSupernet`: the DARTS search network (stem multiplier 3, `layers`
@@ -51,6 +53,7 @@ import numpy as np
 
 from radars_jax import ops as ops_lib
 from radars_jax import spaces as spaces_lib
+from radars_jax import weight_pool
 from radars_jax.errors import UserError
 from radars_jax.ops import BatchNorm, FactorizedReduce, OpSettings, ReLUConvBN
 
@@ -322,29 +325,29 @@ def scanned_dag(states: list, edges, edge_ops, edge_weights, channels: int, stri
   nodes); otherwise (reduction cells) one scan runs the edges leaving the
   inputs (stride 2) into the stacked nodes, then one the edges between
   nodes (stride 1). Per step the scan takes the edge's source, target,
-  weights and mixing weights. Same parameters (paths and shapes) and
-  numbers as one `MixedOp` per edge."""
+  weights and mixing weights. The numbers of one `MixedOp` per edge; the
+  weights of a scan's edges are stored stacked, in its order, under
+  `weight_pool.stacked_edges_name` of them (`weight_pool.canonical` gives
+  the per-edge paths and shapes)."""
+  del train   # (search BatchNorm: batch statistics, nothing to update)
   n_in = len(states)
   targets = sorted({dst for _, dst in edges})
-  params = []
-  for e, (src, dst) in enumerate(edges):
-    # (scannable: every op has a stacked form or is shared, so EdgeOps only
-    # declares weights and never reads its input)
-    p, outputs = EdgeOps(edge_ops[e], channels, strides[e], settings,
-                         name=f"edge_{src}_{dst}")(None, train)
-    assert not outputs, "scanned_dag needs scannable edges"
-    params.append(p)
   by_target = sorted(range(len(edges)), key=lambda e: edges[e][1])   # stable
 
   def scan(carry, run, index, sources=None):
     """Adds the mixed op of every edge of `run` to its target in `carry`,
     reading each source from `sources` (None: from `carry`); `index` maps a
     state number to its position in the stack it is read from or added to."""
-    stride = strides[run[0]]
-    mixed = _mixed_op_fn(edge_ops[run[0]], stride, settings)
+    stride, op_names = strides[run[0]], edge_ops[run[0]]
+    mixed = _mixed_op_fn(op_names, stride, settings)
+    # (scannable: every op is weightless or has a stacked form)
+    schema = {name: ops_lib.param_schema(name, channels, stride) for name in op_names
+              if name != "none" and not ops_lib.is_shared(name, stride)}
+    params = ops_lib.Params(schema, len(run),
+                            name=weight_pool.stacked_edges_name([edges[e] for e in run]))()
     xs = {"src": jnp.asarray([index(edges[e][0]) for e in run], jnp.int32),
           "dst": jnp.asarray([index(edges[e][1]) for e in run], jnp.int32),
-          "params": jax.tree_util.tree_map(lambda *a: jnp.stack(a), *[params[e] for e in run])}
+          "params": params}
     if edge_weights is not None:
       xs["weights"] = jnp.stack([edge_weights[e] for e in run])
 
@@ -689,7 +692,6 @@ def param_owners(model: nn.Module, space: spaces_lib.SearchSpace,
 def active_params(owners: dict[str, tuple[int, int]], weights, slots: Slots):
   """A tree like `weights` of bool scalars: True where the weight belongs to
   no choice point or to an op in `slots` (traceable)."""
-  from radars_jax import weight_pool  # pylint: disable=import-outside-toplevel
   flat = weight_pool.flatten(weights)
   return weight_pool.unflatten({
       path: (jnp.asarray(True) if path not in owners
@@ -738,11 +740,12 @@ def init_params(model: nn.Module, image_shape: Sequence[int], alphas, key: jax.A
   on the host from a generator seeded by the key and its path (kernels
   LeCun-normal, biases 0, scales 1). The same op on the same edge gets the
   same initial weights in every subspace, and nothing is compiled (a jitted
-  initialiser cost seconds of compile per subspace)."""
-  from radars_jax import weight_pool  # pylint: disable=import-outside-toplevel
+  initialiser cost seconds of compile per subspace). Drawn per edge
+  (`weight_pool.canonical` paths), so a scanned supernet starts from the
+  per-edge one's values."""
   if shapes is None:
     shapes = param_shapes(model, image_shape, alphas)
-  flat = weight_pool.flatten(shapes)
+  flat = weight_pool.canonical(shapes)
   seed = [int(v) for v in np.asarray(jax.random.key_data(key)).ravel()]
   out = {}
   for path, shape in flat.items():
@@ -754,5 +757,5 @@ def init_params(model: nn.Module, image_shape: Sequence[int], alphas, key: jax.A
     else:
       rng = np.random.default_rng(seed + [zlib.crc32(path.encode())])
       value = _lecun_normal(rng, shape.shape)
-    out[path] = jnp.asarray(value, shape.dtype)
-  return weight_pool.unflatten(out)
+    out[path] = np.asarray(value, shape.dtype)
+  return jax.tree_util.tree_map(jnp.asarray, weight_pool.restack(out, shapes))

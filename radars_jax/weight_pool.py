@@ -6,12 +6,21 @@ selection from the pool (ops seen before start from what they learned: every
 reuse is a hit, as in FNAS's knowledge pool), and after a subspace is trained
 its weights are written back. The pool lives in host memory, so device
 memory holds only the active subspace.
+
+A cell computed by `lax.scan` (`supernet.scan_edges`) stores the weights of
+the edges it scans stacked along a leading axis, under a module named by
+those edges in order (`cell_3/edges_0-2_1-2_.../sep_conv_3x3/...`: one
+weight instead of 14, so the optimiser and XLA see 10x fewer arrays). The
+pool always speaks the per-edge paths: `canonical` splits stacked weights
+into their edges' paths and `restack` builds any model's tree back from
+them, so scanned and per-edge supernets share weights (and initial values).
 """
 from __future__ import annotations
 
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
@@ -22,6 +31,69 @@ def flatten(params) -> dict[str, Any]:
 
 def unflatten(flat: dict[str, Any]):
   return traverse_util.unflatten_dict(flat, sep="/")
+
+
+STACKED_EDGES = "edges_"
+
+
+def stacked_edges_name(edges) -> str:
+  """The module name of the weights of `edges` [(src, dst), ...] stored
+  stacked, in this order: `edges_0-2_1-2`."""
+  return STACKED_EDGES + "_".join(f"{src}-{dst}" for src, dst in edges)
+
+
+def _split_stacked(path: str):
+  """(position of the stacked-edges part of `path`, its edges' module
+  names) or None for a path of one edge or none."""
+  parts = path.split("/")
+  for i, part in enumerate(parts):
+    if part.startswith(STACKED_EDGES):
+      edges = part[len(STACKED_EDGES):].split("_")
+      return parts, i, ["edge_" + e.replace("-", "_") for e in edges]
+  return None
+
+
+def _edge_paths(path: str) -> list[str] | None:
+  split = _split_stacked(path)
+  if split is None:
+    return None
+  parts, i, edges = split
+  return ["/".join(parts[:i] + [edge] + parts[i + 1:]) for edge in edges]
+
+
+def canonical(params) -> dict[str, Any]:
+  """`flatten(params)` with every stacked-edges weight split into its edges'
+  own paths (`cell_0/edges_0-2_1-2/op/w` -> `cell_0/edge_0_2/op/w`,
+  `cell_0/edge_1_2/op/w`): the paths of one mixed op per edge, however the
+  supernet stores them. Leaves may be arrays or `jax.ShapeDtypeStruct`s."""
+  out = {}
+  for path, value in flatten(params).items():
+    edge_paths = _edge_paths(path)
+    if edge_paths is None:
+      out[path] = value
+      continue
+    if value.shape[0] != len(edge_paths):
+      raise ValueError(f"{path}: leading axis {value.shape[0]}, {len(edge_paths)} edges")
+    for i, edge_path in enumerate(edge_paths):
+      out[edge_path] = (jax.ShapeDtypeStruct(value.shape[1:], value.dtype)
+                        if isinstance(value, jax.ShapeDtypeStruct) else value[i])
+  return out
+
+
+def restack(flat: dict[str, Any], template):
+  """`template`'s tree (any model's parameters, stacked or per edge) with
+  every leaf taken from `flat` (`canonical` paths): a stacked-edges weight
+  is its edges' weights stacked."""
+  out = {}
+  for path in flatten(template):
+    edge_paths = _edge_paths(path)
+    if edge_paths is None:
+      out[path] = flat[path]
+    else:
+      leaves = [flat[p] for p in edge_paths]
+      out[path] = (np.stack(leaves) if all(isinstance(v, np.ndarray) for v in leaves)
+                   else jnp.stack(leaves))
+  return unflatten(out)
 
 
 class WeightPool:
@@ -38,7 +110,7 @@ class WeightPool:
   def select(self, template) -> Any:
     """`template`'s tree with every leaf the pool has replaced by the pool's
     value (shapes must agree); the rest keep the template's (fresh) values."""
-    flat = flatten(template)
+    flat = canonical(template)
     out = {}
     for path, value in flat.items():
       stored = self.arrays.get(path)
@@ -48,10 +120,10 @@ class WeightPool:
       else:
         out[path] = value
         self.misses += 1
-    return unflatten(out)
+    return restack(out, template)
 
   def write_back(self, params) -> None:
-    for path, value in flatten(jax.device_get(params)).items():
+    for path, value in canonical(jax.device_get(params)).items():
       self.arrays[path] = np.asarray(value)
 
   def num_weights(self) -> int:

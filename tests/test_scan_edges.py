@@ -11,6 +11,7 @@ import pytest
 from radars_jax import ops
 from radars_jax import spaces
 from radars_jax import supernet
+from radars_jax import weight_pool
 from radars_jax.errors import UserError
 
 
@@ -45,18 +46,26 @@ def test_scanned_supernet_equals_per_edge_mixed_ops(space_name, op_names):
   per_edge, scanned = [supernet.build_supernet(space, sub, _config(scan_edges=scan), 10)
                        for scan in (False, True)]
   params = supernet.init_params(per_edge, (8, 8, 3), alphas, jax.random.key(0))
-  # same parameters (paths and shapes): weight pools and checkpoints see no difference
-  chex.assert_trees_all_equal_shapes(params,
-                                     supernet.param_shapes(scanned, (8, 8, 3), alphas))
-  assert _has_scan(scanned, x, alphas, params)
+  params_s = supernet.init_params(scanned, (8, 8, 3), alphas, jax.random.key(0))
+  # the scanned cells store each op's weights stacked over their edges (one
+  # array per op and scan, not per edge); per edge, the same paths, shapes
+  # and initial values: weight pools see no difference
+  n_e, n_s = (len(jax.tree_util.tree_leaves(p)) for p in (params, params_s))
+  assert n_s < n_e, (n_s, n_e)
+  chex.assert_trees_all_equal(weight_pool.canonical(params_s), weight_pool.canonical(params))
+  chex.assert_trees_all_equal(weight_pool.restack(weight_pool.canonical(params), params_s),
+                              params_s)
+  assert _has_scan(scanned, x, alphas, params_s)
   assert not _has_scan(per_edge, x, alphas, params)
-  (loss_e, grads_e), (loss_s, grads_s) = (_loss_and_grads(m, params, alphas, x)
-                                          for m in (per_edge, scanned))
+  (loss_e, grads_e), (loss_s, grads_s) = (_loss_and_grads(m, p, alphas, x)
+                                          for m, p in ((per_edge, params), (scanned, params_s)))
   np.testing.assert_allclose(loss_s, loss_e, rtol=1e-5)
   # gradients, up to float noise relative to each leaf's scale (the
   # classifier bias's gradient is ~0: the logits' batch mean after BatchNorm)
   scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree_util.tree_leaves(grads_e))
-  chex.assert_trees_all_close(grads_s, grads_e, atol=1e-4 * scale, rtol=1e-3)
+  chex.assert_trees_all_close(weight_pool.canonical(grads_s[0]),
+                              weight_pool.canonical(grads_e[0]), atol=1e-4 * scale, rtol=1e-3)
+  chex.assert_trees_all_close(grads_s[1], grads_e[1], atol=1e-4 * scale, rtol=1e-3)
 
 
 def test_scan_edges_runs_per_edge_where_edges_differ():
@@ -144,3 +153,35 @@ def test_lean_relu_and_batch_norm_equal_autodiff(dtype):
                                   atol=1e-4, rtol=1e-4)
   chex.assert_trees_all_equal(ops.relu(x), jax.nn.relu(x))
   chex.assert_trees_all_equal(jax.vjp(ops.relu, x)[1](r), jax.vjp(jax.nn.relu, x)[1](r))
+
+
+def test_scanned_search_is_the_per_edge_search():
+  """A whole DNAS run (train, derive, score the derived network with the
+  inherited weights) with scan_edges on: the alphas, genotype and weights of
+  the per-edge run, its stacked weights written to the pool per edge."""
+  from radars_jax import config_defaults, parallel, search  # pylint: disable=import-outside-toplevel
+  results, pools = {}, {}
+  for scan in (False, True):
+    config = config_defaults.base_config()
+    config.progress_bar = False
+    config.data.update(name="synthetic", image_size=8, train_size=96, test_size=16,
+                       holdout_size=32, batch_size=16, eval_batch_size=32)
+    config.space.name = "nb201"
+    config.supernet.update(channels=4, cells_per_stage=1, depthwise_impl="shifted",
+                           scan_edges=scan)
+    config.dnas.derived_finetune_steps = 2
+    mesh = parallel.make_mesh(jax.devices()[:1])
+    space = spaces.space_from_config(config.space)
+    searcher = search.Searcher(config, mesh, search.load_search_data(config.data, mesh), space)
+    results[scan] = searcher.run_dnas(space.full_subspace(), 1, jax.random.key(0))
+    pools[scan] = weight_pool.WeightPool()
+    pools[scan].write_back(results[scan].weights)
+  assert any("/edges_" in p for p in weight_pool.flatten(results[True].weights))
+  assert not any("/edges_" in p for p in weight_pool.flatten(results[False].weights))
+  assert results[True].genotype == results[False].genotype
+  for a, b in zip(results[True].alphas, results[False].alphas):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  assert results[True].val_accuracy == results[False].val_accuracy
+  assert sorted(pools[True].arrays) == sorted(pools[False].arrays)
+  for path, value in pools[False].arrays.items():
+    np.testing.assert_allclose(pools[True].arrays[path], value, rtol=1e-3, atol=1e-5)
