@@ -53,7 +53,8 @@ def base_config() -> ml_collections.ConfigDict:
   config.supernet.stack_edges = False
   # Each cell's edges in a lax.scan (same numbers; the full space only, a
   # subspace whose edges differ runs per edge): one compiled mixed op per
-  # cell instead of one per edge (README, Performance).
+  # cell instead of one per edge, each op's weights stacked over the edges
+  # (README, Performance).
   config.supernet.scan_edges = False
 
   config.dnas = ml_collections.ConfigDict()
