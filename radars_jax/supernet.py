@@ -43,6 +43,7 @@ Networks:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import zlib
 from typing import Any, Sequence
 
@@ -314,6 +315,27 @@ def _mixed_op_fn(op_names, stride: int, settings: OpSettings):
   return run
 
 
+@functools.lru_cache(maxsize=None)
+def _scan_body(op_names, stride: int, settings: OpSettings):
+  """The step of `scanned_dag`'s scans: edge `xs` adds its mixed op of the
+  state it reads (from `sources`, or from the stack itself if None) to its
+  target in the stack. One function object per kind of edge, so that JAX
+  traces (and differentiates) the body once for every scan of that kind
+  and shape (the cells of a stage, the two passes of a bi-level step),
+  not once per scan."""
+  mixed = _mixed_op_fn(op_names, stride, settings)
+
+  def body(carry, xs):
+    stack, sources = carry
+    x = jax.lax.dynamic_index_in_dim(stack if sources is None else sources, xs["src"],
+                                     keepdims=False)
+    y = mixed(xs["params"], xs.get("weights"), x)
+    total = jax.lax.dynamic_index_in_dim(stack, xs["dst"], keepdims=False) + y
+    return (jax.lax.dynamic_update_index_in_dim(stack, total, xs["dst"], 0), sources), None
+
+  return body
+
+
 def scanned_dag(states: list, edges, edge_ops, edge_weights, channels: int, strides,
                 settings: OpSettings, train: bool = True) -> list:
   """The nodes of a search cell (as `mixed_dag`), the edges run by
@@ -339,7 +361,6 @@ def scanned_dag(states: list, edges, edge_ops, edge_weights, channels: int, stri
     reading each source from `sources` (None: from `carry`); `index` maps a
     state number to its position in the stack it is read from or added to."""
     stride, op_names = strides[run[0]], edge_ops[run[0]]
-    mixed = _mixed_op_fn(op_names, stride, settings)
     # (scannable: every op is weightless or has a stacked form)
     schema = {name: ops_lib.param_schema(name, channels, stride) for name in op_names
               if name != "none" and not ops_lib.is_shared(name, stride)}
@@ -350,15 +371,7 @@ def scanned_dag(states: list, edges, edge_ops, edge_weights, channels: int, stri
           "params": params}
     if edge_weights is not None:
       xs["weights"] = jnp.stack([edge_weights[e] for e in run])
-
-    def body(carry, xs):
-      x = jax.lax.dynamic_index_in_dim(carry if sources is None else sources, xs["src"],
-                                       keepdims=False)
-      y = mixed(xs["params"], xs.get("weights"), x)
-      total = jax.lax.dynamic_index_in_dim(carry, xs["dst"], keepdims=False) + y
-      return jax.lax.dynamic_update_index_in_dim(carry, total, xs["dst"], 0), None
-
-    return jax.lax.scan(body, carry, xs)[0]
+    return jax.lax.scan(_scan_body(op_names, stride, settings), (carry, sources), xs)[0][0]
 
   x0 = states[0]
   if set(strides) == {1}:
