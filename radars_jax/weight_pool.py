@@ -10,7 +10,7 @@ memory holds only the active subspace.
 A cell computed by `lax.scan` (`supernet.scan_edges`) stores the weights of
 the edges it scans stacked along a leading axis, under a module named by
 those edges in order (`cell_3/edges_0-2_1-2_.../sep_conv_3x3/...`: one
-weight instead of 14, so the optimiser and XLA see 10x fewer arrays). The
+array instead of 14, so the optimiser and XLA see about 10x fewer). The
 pool always speaks the per-edge paths: `canonical` splits stacked weights
 into their edges' paths and `restack` builds any model's tree back from
 them, so scanned and per-edge supernets share weights (and initial values).
@@ -42,23 +42,15 @@ def stacked_edges_name(edges) -> str:
   return STACKED_EDGES + "_".join(f"{src}-{dst}" for src, dst in edges)
 
 
-def _split_stacked(path: str):
-  """(position of the stacked-edges part of `path`, its edges' module
-  names) or None for a path of one edge or none."""
+def _edge_paths(path: str) -> list[str] | None:
+  """The per-edge paths of the stacked-edges weight at `path`, in stack
+  order; None for a weight of one edge or of none."""
   parts = path.split("/")
   for i, part in enumerate(parts):
     if part.startswith(STACKED_EDGES):
-      edges = part[len(STACKED_EDGES):].split("_")
-      return parts, i, ["edge_" + e.replace("-", "_") for e in edges]
+      return ["/".join(parts[:i] + ["edge_" + edge.replace("-", "_")] + parts[i + 1:])
+              for edge in part[len(STACKED_EDGES):].split("_")]
   return None
-
-
-def _edge_paths(path: str) -> list[str] | None:
-  split = _split_stacked(path)
-  if split is None:
-    return None
-  parts, i, edges = split
-  return ["/".join(parts[:i] + [edge] + parts[i + 1:]) for edge in edges]
 
 
 def canonical(params) -> dict[str, Any]:
