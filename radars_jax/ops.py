@@ -338,15 +338,27 @@ def make_op(name: str, channels: int, stride: int, settings: OpSettings,
 #
 # The search supernet computes each op once for all the edges of a cell that
 # read states of the same shape (`radars_jax.supernet.mixed_dag`): inputs
-# [E, B, H, W, C], weights stacked along a leading E axis. The weights are
-# declared per edge under the same paths the op's module uses (`param_schema`
-# mirrors the modules above), so weight pools and checkpoints see no
-# difference. Only for search settings (BatchNorm without affine parameters
-# or running statistics). Every registry op with weights has a stacked form
-# (tests/test_scan_edges.py checks each against its module); the weightless
-# ones run once per state (`shared_op`). `supernet.scanned_dag` uses the
-# same forms with E = 1 inside a `lax.scan` over a cell's edges.
+# [E, B, H, W, C], weights stacked along a leading E axis. There the weights
+# are declared per edge under the same paths the op's module uses
+# (`param_schema` mirrors the modules above), so weight pools and
+# checkpoints see no difference. Only for search settings (BatchNorm without
+# affine parameters or running statistics). Every registry op with weights
+# has a stacked form (tests/test_scan_edges.py checks each against its
+# module); the weightless ones run once per state (`shared_op`).
+# `supernet.scanned_dag` uses the same forms with E = 1 inside a `lax.scan`
+# over a cell's edges, its weights stored stacked over the scanned edges
+# (`weight_pool.canonical` gives their per-edge paths).
 # ---------------------------------------------------------------------------
+
+def kernel_size(name: str) -> int:
+  """The spatial kernel size in op `name`'s name: `sep_conv_5x5` 5,
+  `mbconv_3x3_e6` 3, `conv_1x7_7x1` 7, `max_pool_3x3` 3."""
+  if name.startswith("mbconv_"):
+    return int(name.split("_")[1][0])
+  if name.startswith("conv_1x"):
+    return int(name.split("_")[1][2:])
+  return int(name[-1])
+
 
 def _kernel(k, c_in, c_out):
   return {"kernel": (k, k, c_in, c_out)}
@@ -361,18 +373,18 @@ def param_schema(name: str, channels: int, stride: int):
   (exactly its module's), or None if the op has no stacked form."""
   c = channels
   if name.startswith(("sep_conv_", "dil_conv_", "dil4_conv_")):
-    k = int(name[-1])
+    k = kernel_size(name)
     if name.startswith("sep_conv_"):
       return {"DilConv_0": _dil_schema(c, k), "DilConv_1": _dil_schema(c, k)}
     return _dil_schema(c, k)
   if name.startswith("mbconv_"):
-    k, e = int(name.split("_")[1][0]), int(name.split("_e")[-1])
+    k, e = kernel_size(name), int(name.split("_e")[-1])
     return {"Conv_0": _kernel(1, c, c * e), "DepthwiseConv_0": _kernel(k, 1, c * e),
             "Conv_1": _kernel(1, c * e, c)}
   if name.startswith("nor_conv_"):
-    return {"Conv_0": _kernel(int(name[-1]), c, c)}
+    return {"Conv_0": _kernel(kernel_size(name), c, c)}
   if name.startswith("conv_1x"):   # conv_1xk_kx1
-    k = int(name.split("_")[1][2:])
+    k = kernel_size(name)
     return {"Conv_0": {"kernel": (1, k, c, c)}, "Conv_1": {"kernel": (k, 1, c, c)}}
   if name == "skip_connect" and stride == 2:
     return {"FactorizedReduce_0": {"conv_a": _kernel(1, c, c // 2),
@@ -390,8 +402,7 @@ def shared_op(name: str, x, stride: int, settings: OpSettings):
   """A weightless op (`is_shared`) on one state [B, H, W, C]."""
   if name == "skip_connect":
     return x
-  kind, k = name.split("_")[0], int(name[-1])
-  y = pool(x, kind, k, stride, settings.depthwise_impl)
+  y = pool(x, name.split("_")[0], kernel_size(name), stride, settings.depthwise_impl)
   return batch_norm(y) if settings.pool_bn else y
 
 
@@ -538,14 +549,13 @@ def stacked_op_of_relu(name: str, params, rx, stride: int, settings: OpSettings)
   its input, so the ops of one edge can share it)."""
   impl = settings.depthwise_impl
   if name.startswith("sep_conv_"):
-    k = int(name[-1])
+    k = kernel_size(name)
     x = _dil_stacked(params["DilConv_0"], rx, k, stride, 1, impl)
     return _dil_stacked(params["DilConv_1"], relu(x), k, 1, 1, impl)
   if name.startswith(("dil_conv_", "dil4_conv_")):
-    return _dil_stacked(params, rx, int(name[-1]), stride, 4 if name.startswith("dil4") else 2,
-                        impl)
+    return _dil_stacked(params, rx, kernel_size(name), stride,
+                        4 if name.startswith("dil4") else 2, impl)
   if name.startswith("mbconv_"):
-    k = int(name.split("_")[1][0])
     h = _bn_e(_pointwise(rx, params["Conv_0"]["kernel"]))
     h = depthwise.depthwise_conv2d(relu(h), params["DepthwiseConv_0"]["kernel"], stride,
                                    1, impl=impl)
@@ -553,11 +563,11 @@ def stacked_op_of_relu(name: str, params, rx, stride: int, settings: OpSettings)
   if name == "nor_conv_1x1":
     return _bn_e(_pointwise(rx[:, :, ::stride, ::stride, :], params["Conv_0"]["kernel"]))
   if name.startswith("nor_conv_"):
-    p = int(name[-1]) // 2
+    p = kernel_size(name) // 2
     return _bn_e(_conv_stacked(rx, params["Conv_0"]["kernel"], (stride, stride),
                                ((p, p), (p, p))))
   if name.startswith("conv_1x"):   # FactorisedConv: 1 x k, then k x 1
-    p = int(name.split("_")[1][2:]) // 2
+    p = kernel_size(name) // 2
     x = _conv_stacked(rx, params["Conv_0"]["kernel"], (1, stride), ((0, 0), (p, p)))
     return _bn_e(_conv_stacked(x, params["Conv_1"]["kernel"], (stride, 1), ((p, p), (0, 0))))
   if name == "skip_connect":  # stride 2: FactorizedReduce

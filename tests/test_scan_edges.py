@@ -83,6 +83,12 @@ def test_scan_edges_runs_per_edge_where_edges_differ():
                               per_edge.apply({"params": params}, x, alphas))
 
 
+def test_kernel_size_is_read_from_every_kind_of_name():
+  names = ("sep_conv_5x5", "dil4_conv_3x3", "mbconv_7x7_e3", "conv_1x7_7x1", "nor_conv_1x1",
+           "max_pool_3x3", "avg_pool_5x5")
+  assert [ops.kernel_size(n) for n in names] == [5, 3, 7, 7, 1, 3, 5]
+
+
 STACKED = [(name, stride) for name in ops.OP_NAMES for stride in (1, 2)
            if ops.param_schema(name, 4, stride) is not None]
 
