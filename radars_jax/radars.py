@@ -100,30 +100,20 @@ class LoopState:
 
 class PoolView(pool_lib.WeightPool):
   """A `WeightPool` over the fixed full-space arrays of a LoopState: only
-  trained entries are used by `select`, and `write_back` marks them."""
+  trained entries are read (`select`), and what is written back
+  (`write_back`) is marked trained."""
 
   def __init__(self, state: LoopState):
     super().__init__()
     self.state = state
 
-  def select(self, template):
-    flat = pool_lib.canonical(template)
-    out = {}
-    for path, value in flat.items():
-      if bool(self.state.trained.get(path, False)) and \
-          self.state.pool[path].shape == tuple(value.shape):
-        out[path] = self.state.pool[path]
-        self.hits += 1
-      else:
-        out[path] = value
-        self.misses += 1
-    return pool_lib.restack(out, template)
+  def stored(self, path: str):
+    return self.state.pool[path] if bool(self.state.trained.get(path, False)) else None
 
-  def write_back(self, params) -> None:
-    for path, value in pool_lib.canonical(jax.device_get(params)).items():
-      if path in self.state.pool:
-        self.state.pool[path] = np.asarray(value, np.float32)
-        self.state.trained[path] = np.asarray(True)
+  def store(self, path: str, value) -> None:
+    if path in self.state.pool:
+      self.state.pool[path] = np.asarray(value, np.float32)
+      self.state.trained[path] = np.asarray(True)
 
 
 # ---------------------------------------------------------------------------

@@ -176,7 +176,7 @@ class Searcher:
     """`weights` of some ops, completed with zeros to the switched supernet's
     tree (the zeros are never used: the slots do not pick those ops)."""
     self.switched_model()
-    flat = pool_lib.canonical(weights)
+    flat = pool_lib.flatten(weights)
     return pool_lib.unflatten({p: flat[p] if p in flat else jnp.zeros(s.shape, s.dtype)
                                for p, s in pool_lib.flatten(self._switched_shapes).items()})
 
@@ -185,7 +185,7 @@ class Searcher:
     `subspace` has (the ops of the subspace and everything outside the
     choice points)."""
     return pool_lib.unflatten({
-        p: v for p, v in pool_lib.canonical(weights).items()
+        p: v for p, v in pool_lib.flatten(weights).items()
         if p not in self._owners or self._owners[p][1] in subspace[self._owners[p][0]]})
 
   def compile_step(self, program: dnas_lib.DnasProgram, subspace) -> dnas_lib.CompiledStep:

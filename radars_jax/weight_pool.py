@@ -102,10 +102,9 @@ class WeightPool:
   def select(self, template) -> Any:
     """`template`'s tree with every leaf the pool has replaced by the pool's
     value (shapes must agree); the rest keep the template's (fresh) values."""
-    flat = canonical(template)
     out = {}
-    for path, value in flat.items():
-      stored = self.arrays.get(path)
+    for path, value in canonical(template).items():
+      stored = self.stored(path)
       if stored is not None and stored.shape == tuple(value.shape):
         out[path] = stored
         self.hits += 1
@@ -116,7 +115,14 @@ class WeightPool:
 
   def write_back(self, params) -> None:
     for path, value in canonical(jax.device_get(params)).items():
-      self.arrays[path] = np.asarray(value)
+      self.store(path, value)
+
+  def stored(self, path: str):
+    """The pool's array at `path` (a per-edge path), or None."""
+    return self.arrays.get(path)
+
+  def store(self, path: str, value) -> None:
+    self.arrays[path] = np.asarray(value)
 
   def num_weights(self) -> int:
     return int(sum(a.size for a in self.arrays.values()))
