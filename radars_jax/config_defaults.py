@@ -87,7 +87,8 @@ def base_config() -> ml_collections.ConfigDict:
   config.radars.cost_weight = 0.0       # reward -= cost_weight * derived weights (millions)
   config.radars.checkpoint_every_steps = 200  # DNAS state checkpoints inside long runs
   # Compile each batch's later subspaces in a background thread while the
-  # earlier ones train (same programs, same results).
+  # earlier ones train, and the first shared program while the cost model
+  # calibrates (same programs, same results).
   config.radars.compile_ahead = True
   # One train step for every sampled subspace of k ops (a switched supernet,
   # compiled once per k; used where its bytes fit the budget, same numbers

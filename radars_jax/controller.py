@@ -58,6 +58,7 @@ import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 import ml_collections
 import optax
 
@@ -201,6 +202,7 @@ def sample_subspaces(key: jax.Array, logits: jax.Array, alive: jax.Array, k: int
   return ops, (point_logp if per_choice_point else jnp.sum(point_logp, axis=-1))
 
 
+@jax.jit
 def log_prob_per_point(logits: jax.Array, alive: jax.Array, ops: jax.Array) -> jax.Array:
   """Exact Plackett-Luce log-probability of each choice point's ordered draw.
 
@@ -260,12 +262,14 @@ def importance_weights(new_logp: jax.Array, behaviour_logp: jax.Array,
   return jnp.minimum(jnp.exp(new_logp - behaviour_logp), importance_clip)
 
 
+@jax.jit
 def policy_probabilities(state: "ControllerState", alive: jax.Array) -> jax.Array:
   """float [C, M]: probability of each op at its choice point (one draw);
   0 for dead ops."""
   return jnp.where(alive, jnp.exp(masked_log_softmax(state.logits, alive)), 0.0)
 
 
+@jax.jit
 def prune(alive: jax.Array, probs: jax.Array, threshold: float) -> jax.Array:
   """New alive mask without every op whose probability is below `threshold`
   at its choice point, but never emptying a choice point: the most probable
@@ -301,6 +305,7 @@ class CriticMLP(nn.Module):
     return nn.Dense(1)(x)[..., 0]
 
 
+@functools.partial(jax.jit, static_argnames=("input_dim", "members", "hidden"))
 def critic_init(key: jax.Array, input_dim: int, members: int,
                 hidden: tuple[int, ...]) -> Any:
   """Ensemble parameters, every leaf with a leading [members] axis (one init
@@ -420,15 +425,26 @@ def init_controller(key: jax.Array, num_choice_points: int, max_ops: int,
   """A fresh controller: uniform policy (zero logits), random critic
   ensemble, empty replay buffer."""
   validate_controller_config(config)
-  hidden = tuple(int(h) for h in config.critic_hidden)
+  return _fresh_controller(key, num_choice_points, max_ops,
+                           tuple(int(h) for h in config.critic_hidden),
+                           int(config.critic_members), float(config.lr),
+                           float(config.max_grad_norm), float(config.critic_lr),
+                           int(config.replay_capacity))
+
+
+@functools.partial(jax.jit, static_argnums=tuple(range(1, 9)))
+def _fresh_controller(key, num_choice_points: int, max_ops: int, hidden: tuple[int, ...],
+                      members: int, lr: float, max_grad_norm: float, critic_lr: float,
+                      capacity: int) -> ControllerState:
+  # (one program: op by op, its dozens of small arrays compiled one each)
   logits = jnp.zeros((num_choice_points, max_ops), jnp.float32)
-  critic_params = critic_init(key, num_choice_points * max_ops, int(config.critic_members), hidden)
+  critic_params = critic_init(key, num_choice_points * max_ops, members, hidden)
   return ControllerState(
       logits=logits,
-      policy_opt_state=_policy_optimizer(config.lr, config.max_grad_norm).init(logits),
+      policy_opt_state=_policy_optimizer(lr, max_grad_norm).init(logits),
       critic_params=critic_params,
-      critic_opt_state=optax.adam(config.critic_lr).init(critic_params),
-      buffer=ReplayBuffer.empty(int(config.replay_capacity), num_choice_points, max_ops),
+      critic_opt_state=optax.adam(critic_lr).init(critic_params),
+      buffer=ReplayBuffer.empty(capacity, num_choice_points, max_ops),
       reward_mean=jnp.zeros((), jnp.float32),
       reward_std=jnp.ones((), jnp.float32),
       step=jnp.zeros((), jnp.int32),
@@ -686,7 +702,8 @@ def controller_update(state: ControllerState, key: jax.Array, ops: jax.Array,
     replay_valid).
   """
   if valid is None:
-    valid = jnp.ones(jnp.shape(rewards), bool)
-  return _controller_update(state, key, jnp.asarray(ops), jnp.asarray(behaviour_logp),
-                            jnp.asarray(rewards), jnp.asarray(alive, bool),
-                            jnp.asarray(valid, bool), hparams)
+    valid = np.ones(np.shape(rewards), bool)
+  # (host arrays in: jnp.asarray of a host array compiles a program per shape)
+  return _controller_update(state, key, np.asarray(ops), np.asarray(behaviour_logp),
+                            np.asarray(rewards), np.asarray(alive, bool),
+                            np.asarray(valid, bool), hparams)

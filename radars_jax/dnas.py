@@ -22,6 +22,7 @@ of the slotted ops (and those outside the choice points) are updated.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from typing import Any, Callable
 
@@ -29,6 +30,7 @@ import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from radars_jax import data as data_lib
@@ -59,6 +61,16 @@ def weight_schedule(dnas_config, total_steps: int) -> optax.Schedule:
   """Cosine from `weight_lr` to `weight_lr_min` over the run."""
   lr, lr_min = dnas_config.weight_lr, dnas_config.weight_lr_min
   return optax.cosine_decay_schedule(lr, max(int(total_steps), 1), alpha=lr_min / lr)
+
+
+def weight_lr_at(dnas_config, total_steps: int, step: int) -> float:
+  """`weight_schedule(dnas_config, total_steps)(step)` computed on the host
+  (for logging: the optax schedule, called outside a program, would
+  compile its few operations one by one)."""
+  lr, lr_min = float(dnas_config.weight_lr), float(dnas_config.weight_lr_min)
+  total = max(int(total_steps), 1)
+  cosine = 0.5 * (1.0 + math.cos(math.pi * min(int(step), total) / total))
+  return lr_min + (lr - lr_min) * cosine
 
 
 def weight_optimizer(dnas_config, schedule: optax.Schedule) -> optax.GradientTransformation:
@@ -235,6 +247,7 @@ class DnasProgram:
                mesh, mean, std, owners: dict | None = None):
     self.model, self.mode, self.mesh = model, mode, mesh
     self.schedule = weight_schedule(dnas_config, total_steps)
+    self.dnas_config, self.total_steps = dnas_config, total_steps
     self.weight_tx = weight_optimizer(dnas_config, self.schedule)
     self.alpha_tx = alpha_optimizer(dnas_config)
     mask = None
@@ -246,6 +259,11 @@ class DnasProgram:
     self.mean, self.std = mean, std
     self.replicated = parallel.replicated(mesh)
     self.batch_sharding = parallel.batch_sharded(mesh)
+    self._init_state = None
+
+  def learning_rate(self, step: int) -> float:
+    """The weight learning rate at `step`, on the host."""
+    return weight_lr_at(self.dnas_config, self.total_steps, step)
 
   @property
   def bilevel(self) -> bool:
@@ -257,8 +275,13 @@ class DnasProgram:
                      None if slots is None else jnp.asarray(slots, jnp.int32))
 
   def init_state(self, weights, alphas, slots=None) -> DnasState:
-    """Step 0 with fresh optimiser states, replicated over the mesh."""
-    return jax.device_put(self.initial_state(weights, alphas, slots), self.replicated)
+    """Step 0 with fresh optimiser states, replicated over the mesh (one
+    program: op by op, every new shape of an optimiser state would compile
+    its own)."""
+    if self._init_state is None:
+      self._init_state = jax.jit(self.initial_state, out_shardings=self.replicated)
+    return self._init_state(weights, tuple(alphas),
+                            None if slots is None else np.asarray(slots, np.int32))
 
   def abstract_inputs(self, weights_shapes, alphas_shapes, batch_size: int, image_shape,
                       slots_shape=None):

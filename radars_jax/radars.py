@@ -10,7 +10,8 @@
   3. each one is searched by DNAS with a compiled train step whose exact
      bytes are within the budget: by default one program for every
      subspace of k ops (`radars.shared_programs`: a switched supernet, see
-     `radars_jax.supernet`, compiled once per k); where that program does
+     `radars_jax.supernet`, compiled once per k, the first one in a
+     background thread while the cost model calibrates); where that program does
      not fit the budget, the sample's own static program (a subspace over
      the budget is shrunk first, so no step ever runs over budget; the
      later samples compile in a background thread while the earlier ones
@@ -167,16 +168,17 @@ def _params_millions(searcher, genotype) -> float:
       supernet_lib.param_shapes(model, searcher.data.image_shape)) / 1e6
 
 
-def _counted(meta, compiled, start: float, what: str):
+def _counted(meta, compiled, start: float, what: str, ahead: bool = False):
   """Adds a train-step compile to `meta`: its compile seconds, and the
   seconds the loop waited for it since `start`, in total and as a record
-  of its own (`what` it compiled, its bytes) in `meta["compiles"]`."""
+  of its own (`what` it compiled, its bytes, whether it was compiled
+  `ahead` in the background thread) in `meta["compiles"]`."""
   waited = time.perf_counter() - start
   meta["compile_seconds"] += compiled.seconds
   meta["compile_wait_seconds"] = meta.get("compile_wait_seconds", 0.0) + waited
   meta.setdefault("compiles", []).append(
       {"what": what, "compile_seconds": round(compiled.seconds, 3),
-       "waited_seconds": round(waited, 3), "bytes": int(compiled.bytes)})
+       "waited_seconds": round(waited, 3), "bytes": int(compiled.bytes), "ahead": ahead})
   return compiled
 
 
@@ -206,8 +208,9 @@ class RadarsSearch:
     # the current sample trains (radars.compile_ahead).
     self._compiler = (concurrent.futures.ThreadPoolExecutor(1, "radars-compile")
                       if config.radars.get("compile_ahead", True) else None)
-    self._ahead: dict = {}
+    self._ahead: dict = {}    # (subspace, steps) -> future of its static step
     self._shared: dict = {}   # (k, steps) -> the switched supernet's compiled step
+    self._shared_ahead: dict = {}   # (k, steps) -> future of it (compile_shared_ahead)
     self._controller_queued = False
     self.clock = compile_clock.CompileClock()
     self._clock_before: dict = {}
@@ -263,6 +266,8 @@ class RadarsSearch:
     # read (they never run), so they compile without kernel optimisation.
     most = int(np.asarray(alive).sum(-1).max())
     k_guess = max(2, model.largest_k(alive, self.budget) if self.budget else 2)
+    # Meanwhile the shared program of that k compiles in the background.
+    self.compile_shared_ahead(model, min(k_guess, most))
     for k in sorted({1, min(k_guess, most)}):
       mask = model.worst_case(alive, k)
       compiled = self.compile(self.space.subspace_from_mask(mask), meta, bytes_only=True,
@@ -283,7 +288,7 @@ class RadarsSearch:
       compiled = future.result()
     else:
       compiled = self._compile_now(subspace, steps, bytes_only)
-    return _counted(meta, compiled, start, what)
+    return _counted(meta, compiled, start, what, ahead=future is not None)
 
   def _compile_now(self, subspace, steps: int, bytes_only: bool = False):
     program = self.searcher.program(subspace, steps)
@@ -293,12 +298,36 @@ class RadarsSearch:
 
   def compile_shared(self, k: int, steps: int, meta):
     """The switched supernet's train step for subspaces of at most `k` ops
-    per choice point (compiled once per search and process)."""
+    per choice point (compiled once per search and process; in the
+    background if `compile_shared_ahead` queued it)."""
     if (k, steps) not in self._shared:
       start = time.perf_counter()
-      self._shared[(k, steps)] = _counted(meta, self._compile_shared_now(k, steps), start,
-                                          f"shared step, {k} ops per choice point")
+      future = self._shared_ahead.pop((k, steps), None)
+      compiled = future.result() if future is not None else self._compile_shared_now(k, steps)
+      self._shared[(k, steps)] = _counted(meta, compiled, start,
+                                          f"shared step, {k} ops per choice point",
+                                          ahead=future is not None)
     return self._shared[(k, steps)]
+
+  def compile_shared_ahead(self, model: cost_lib.CostModel, k_guess: int) -> None:
+    """Queues the shared program of the first iteration's likely k (the
+    calibration's `k_guess` under `radars.k`; 1 for rl / random) for
+    compiling in the background thread while the calibration compiles run
+    on this one (XLA's CPU compile is mostly one thread: on the digits
+    quickstart the three took 12.5 s side by side against 18.3 s one after
+    another). The traced `model` orders the slots, so the program does not
+    wait for calibration. Where the calibrated model sizes another k, the
+    loop compiles that one and this one is never used; the programs are
+    those `compile_shared` builds, so results are unchanged."""
+    if self._compiler is None or not self.searcher.switched:
+      return
+    self.searcher.slot_orders = model.slot_orders()   # (before the switched supernet is built)
+    k = k_guess if self.method == "radars" else 1
+    if self.config.radars.get("k"):
+      k = min(k, int(self.config.radars.k))
+    key = (k, self.run_steps())
+    if key not in self._shared_ahead:
+      self._shared_ahead[key] = self._compiler.submit(self._compile_shared_now, *key)
 
   def _compile_shared_now(self, k: int, steps: int):
     program = self.searcher.shared_program(k, steps)
@@ -350,14 +379,17 @@ class RadarsSearch:
     if self._compiler is not None:
       self._compiler.shutdown(wait=True, cancel_futures=True)
     self._ahead.clear()
+    self._shared_ahead.clear()
 
   # -- sampling ------------------------------------------------------------
   def sample(self, state: LoopState, iteration: int, k: int):
     key = jax.random.fold_in(jax.random.fold_in(state.key, iteration), 0)
-    logits = state.controller.logits
+    # (host arrays: the logits of a fresh controller and of an updated one
+    # are placed differently, and would each compile the sampler)
+    logits = np.asarray(state.controller.logits)
     if self.method == "random":
-      logits = jnp.zeros_like(logits)
-    ops, logp = ctrl.sample_subspaces(key, logits, jnp.asarray(state.alive), k,
+      logits = np.zeros_like(logits)
+    ops, logp = ctrl.sample_subspaces(key, logits, np.asarray(state.alive), k,
                                       self.num_samples, per_choice_point=True)
     return np.asarray(ops), np.asarray(logp)
 
@@ -519,12 +551,12 @@ class RadarsSearch:
     # A subspace shrunk to fit the budget is what was run: learn from that.
     run_ops = np.stack([ops_of(tuple(tuple(a) for a in r["subspace"]), ops.shape[-1])
                         for r in batch["records"]])
-    alive = jnp.asarray(state.alive)
+    alive = np.asarray(state.alive, bool)
     logp = np.asarray(batch["logp"], np.float32)
     metrics = {}
     if self.method != "random":
       new_logp = np.asarray(ctrl.log_prob_per_point(state.controller.logits, alive,
-                                                    jnp.asarray(run_ops)))
+                                                    run_ops))
       same = np.all(np.sort(np.where(ops < 0, 1 << 20, ops), -1)
                     == np.sort(np.where(run_ops < 0, 1 << 20, run_ops), -1), axis=(1, 2))
       logp = np.where(same[:, None], logp, new_logp)

@@ -1017,10 +1017,11 @@ def _compiles_table(compiles: list) -> str:
     mb = c.get("bytes")
     rows.append("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
         c.get("what", "?"), "-" if mb is None else memory_lib.format_gb(mb),
-        f"{c.get('compile_seconds', 0.0):.1f} s", f"{c.get('waited_seconds', 0.0):.1f} s"))
-                + "</tr>")
+        f"{c.get('compile_seconds', 0.0):.1f} s", f"{c.get('waited_seconds', 0.0):.1f} s",
+        "background" if c.get("ahead") else "the loop")) + "</tr>")
   return ("<table>\n<tr><th>compiled</th><th>XLA bytes</th><th>compile</th>"
-          "<th>the search waited</th></tr>\n" + "\n".join(rows) + "\n</table>")
+          "<th>the search waited</th><th>compiled in</th></tr>\n" + "\n".join(rows)
+          + "\n</table>")
 
 
 def _figures(items: list[tuple[Path, str]]) -> str:

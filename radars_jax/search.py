@@ -9,6 +9,7 @@ run over the whole space (refused up front if its step does not fit
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,11 @@ def dnas_mode(config) -> str:
   return config.dnas.get("inner_mode", "single_level")
 
 
+@jax.jit
+def _add_trees(a, b):
+  return jax.tree_util.tree_map(jnp.add, a, b)
+
+
 class Searcher:
   """What every DNAS run of one search shares: config, mesh, data, space,
   the metric writer and the compile / memory bookkeeping."""
@@ -118,10 +124,12 @@ class Searcher:
     self.switched = (config.method not in DNAS_METHODS
                      and bool(config.radars.get("shared_programs", False)))
     self._switched_model = None
+    self._switched_lock = threading.Lock()
     self.slot_orders = None   # set before the switched supernet is built (radars)
     self._switched_shapes = None
     self._owners = None       # {param path: (choice point, op)} of the switched supernet
     self._switched_eval = None
+    self._shared_programs: dict = {}
     self._finetune_fns: dict = {}
 
   # -- sizes ---------------------------------------------------------------
@@ -146,6 +154,10 @@ class Searcher:
 
   # -- the switched supernet (one program per k) ------------------------------
   def switched_model(self):
+    with self._switched_lock:   # (RADARS may build it in its compile thread)
+      return self._build_switched_model()
+
+  def _build_switched_model(self):
     if self._switched_model is None:
       self._switched_model = supernet_lib.build_supernet(
           self.space, None, self.config.supernet, self.data.num_classes, switched=True,
@@ -157,10 +169,13 @@ class Searcher:
     return self._switched_model
 
   def shared_program(self, k: int, total_steps: int) -> dnas_lib.DnasProgram:
-    """The train step of every subspace with at most `k` ops per choice point."""
-    model = self.switched_model()
-    return dnas_lib.DnasProgram(model, self.mode, self.config.dnas, total_steps, self.mesh,
-                                self.data.mean, self.data.std, owners=self._owners)
+    """The train step of every subspace with at most `k` ops per choice
+    point (one object per k and length of run: its functions compile once)."""
+    if (k, total_steps) not in self._shared_programs:
+      self._shared_programs[(k, total_steps)] = dnas_lib.DnasProgram(
+          self.switched_model(), self.mode, self.config.dnas, total_steps, self.mesh,
+          self.data.mean, self.data.std, owners=self._owners)
+    return self._shared_programs[(k, total_steps)]
 
   def compile_shared_step(self, program: dnas_lib.DnasProgram, k: int) -> dnas_lib.CompiledStep:
     """Compiles `shared_program(k, ...)` on abstract inputs (nothing runs)."""
@@ -177,7 +192,7 @@ class Searcher:
     tree (the zeros are never used: the slots do not pick those ops)."""
     self.switched_model()
     flat = pool_lib.flatten(weights)
-    return pool_lib.unflatten({p: flat[p] if p in flat else jnp.zeros(s.shape, s.dtype)
+    return pool_lib.unflatten({p: flat[p] if p in flat else np.zeros(s.shape, s.dtype)
                                for p, s in pool_lib.flatten(self._switched_shapes).items()})
 
   def subspace_weights(self, weights, subspace):
@@ -263,7 +278,7 @@ class Searcher:
       batch_w = gather_w(key_w, step)
       batch_a = gather_a(key_a, step) if gather_a is not None else None
       state, step_metrics = compiled.fn(state, batch_w, batch_a)
-      sums = step_metrics if sums is None else jax.tree_util.tree_map(jnp.add, sums, step_metrics)
+      sums = step_metrics if sums is None else _add_trees(sums, step_metrics)
       count += 1
       bar.update(1)
       if (step + 1) % log_every == 0 or step + 1 == steps:
@@ -276,7 +291,7 @@ class Searcher:
         bar.set_postfix(epoch=f"{step // steps_per_epoch + 1}/{epochs}",
                         loss=f"{loss:.3f}", acc=f"{accuracy:.3f}")
         self.writer.scalars(self.global_step + step + 1,
-                            {**means, "weight_lr": float(program.schedule(step))}, prefix="dnas/")
+                            {**means, "weight_lr": program.learning_rate(step)}, prefix="dnas/")
         sums, count = None, 0
       if ckpt is not None and every > 0 and (step + 1) % every == 0 and step + 1 < steps:
         ckpt.save(step + 1, state)
@@ -303,7 +318,7 @@ class Searcher:
     pays for a genotype scored once, like the final search's)."""
     derived = spaces_lib.genotype_subspace(self.space, genotype)
     probs = spaces_lib.op_weights(self.space, subspace, alphas)
-    op_scales = tuple(jnp.asarray(probs[c, list(ops)], jnp.float32)
+    op_scales = tuple(jax.device_put(np.asarray(probs[c, list(ops)], np.float32))
                       for c, ops in enumerate(derived))
     slots = None
     if shared:
@@ -348,17 +363,20 @@ class Searcher:
     # switched supernet one program serves every genotype (weight decay also
     # moves the weights of ops outside the slots: they are not used here).
     replicated = parallel.replicated(self.mesh)
-    jitted = self._finetune_fns.get(steps) if slots is not None else None
-    if jitted is None:
-      jitted = jax.jit(step, donate_argnums=(0, 1), out_shardings=(replicated, replicated))
+    fns = self._finetune_fns.get(steps) if slots is not None else None
+    if fns is None:
+      fns = (jax.jit(step, donate_argnums=(0, 1), out_shardings=(replicated, replicated)),
+             jax.jit(tx.init, out_shardings=replicated))
       if slots is not None:
-        self._finetune_fns[steps] = jitted
+        self._finetune_fns[steps] = fns
+    jitted, init = fns
     gather = self.batch_fn("weights")
     key = jax.random.key(int(self.config.seed) + 7)
-    weights = jax.device_put(jax.tree_util.tree_map(jnp.copy, weights), replicated)
-    opt_state = jax.device_put(tx.init(weights), replicated)
+    # (a copy: the step donates its weights, the caller keeps its own)
+    weights = jax.device_put(weights, replicated, may_alias=False)
+    opt_state = init(weights)
     op_scales = jax.device_put(op_scales, replicated)
-    slots = None if slots is None else jax.device_put(jnp.asarray(slots), replicated)
+    slots = None if slots is None else jax.device_put(np.asarray(slots, np.int32), replicated)
     for i in range(steps):
       weights, opt_state = jitted(weights, opt_state, gather(key, i), op_scales, slots)
     return weights

@@ -637,9 +637,14 @@ def init_alphas(key: jax.Array, subspace: spaces_lib.Subspace,
                 scale: float = 1e-3) -> tuple[jax.Array, ...]:
   """One small random vector per choice point over its active ops (DARTS:
   1e-3 * N(0, 1))."""
-  keys = jax.random.split(key, len(subspace))
-  return tuple(scale * jax.random.normal(k, (len(active),), jnp.float32)
-               for k, active in zip(keys, subspace))
+  return _init_alphas(key, tuple(len(active) for active in subspace), scale)
+
+
+@functools.partial(jax.jit, static_argnums=(1,))
+def _init_alphas(key: jax.Array, lengths: tuple[int, ...], scale) -> tuple[jax.Array, ...]:
+  # (one program per set of lengths: op by op, each length compiled its own)
+  keys = jax.random.split(key, len(lengths))
+  return tuple(scale * jax.random.normal(k, (n,), jnp.float32) for k, n in zip(keys, lengths))
 
 
 def subspace_slots(subspace: spaces_lib.Subspace, k: int, slot_orders=None) -> np.ndarray:
@@ -661,10 +666,11 @@ def to_slots(vectors, subspace: spaces_lib.Subspace, slots) -> tuple[jax.Array, 
   slots = np.asarray(slots)
   out = []
   for c, (v, active) in enumerate(zip(vectors, subspace)):
-    v = jnp.asarray(v, jnp.float32)
+    v = np.asarray(v, np.float32)   # (on the host: a few numbers, nothing to compile)
     where = [active.index(int(o)) for o in slots[c] if o >= 0]
-    out.append(jnp.zeros((slots.shape[1],), jnp.float32).at[:len(where)].set(
-        v[np.asarray(where, np.int32)]))
+    row = np.zeros((slots.shape[1],), np.float32)
+    row[:len(where)] = v[np.asarray(where, np.int32)]
+    out.append(jax.device_put(row))
   return tuple(out)
 
 
@@ -771,4 +777,5 @@ def init_params(model: nn.Module, image_shape: Sequence[int], alphas, key: jax.A
       rng = np.random.default_rng(seed + [zlib.crc32(path.encode())])
       value = _lecun_normal(rng, shape.shape)
     out[path] = np.asarray(value, shape.dtype)
-  return jax.tree_util.tree_map(jnp.asarray, weight_pool.restack(out, shapes))
+  # (device_put, not jnp.asarray: that compiles a program per new shape)
+  return jax.device_put(weight_pool.restack(out, shapes))

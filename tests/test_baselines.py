@@ -5,8 +5,10 @@ loop's tests.)"""
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -32,18 +34,46 @@ def test_baselines_sample_whole_architectures(tmp_path, method, monkeypatch):
   original = radars.RadarsSearch._compile_shared_now
 
   def recording(self, k, steps):
-    shared_compiles.append(k)
+    shared_compiles.append((k, threading.current_thread().name.startswith("radars-compile")))
     return original(self, k, steps)
 
   monkeypatch.setattr(radars.RadarsSearch, "_compile_shared_now", recording)
-  summary = radars.run(config, workdir_lib.prepare(tmp_path / method), spaces.make_space("nb201"))
+  # XLA compiles on the loop's thread during each sample
+  loop_compiles, counting = [], []
+  original_run_sample = radars.RadarsSearch.run_sample
+
+  def counted_run_sample(self, *args, **kwargs):
+    counting.append(0)
+    try:
+      return original_run_sample(self, *args, **kwargs)
+    finally:
+      loop_compiles.append(counting.pop())
+
+  def listener(event, duration, **_):
+    if (counting and event == "/jax/core/compile/backend_compile_duration"
+        and threading.current_thread() is threading.main_thread()):
+      counting[-1] += 1
+
+  monkeypatch.setattr(radars.RadarsSearch, "run_sample", counted_run_sample)
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    summary = radars.run(config, workdir_lib.prepare(tmp_path / method),
+                         spaces.make_space("nb201"))
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
   runs = summary["subspace_runs"]
   assert len(runs) == 2 and all(r["ops_per_choice_point"] == [1] * 6 for r in runs)
   assert summary["val_accuracy"] == max(r["val_accuracy"] for r in runs)
   assert summary["genotype"]["space"] == "nb201"
   if method != "rl":
     return
-  assert summary["shared_program_runs"] == 2 and shared_compiles == [1]
+  # One shared program (k = 1), compiled in the background while the cost
+  # model calibrated.
+  assert summary["shared_program_runs"] == 2 and shared_compiles == [(1, True)]
+  assert [c["ahead"] for c in summary["compiles"] if c["what"].startswith("shared")] == [True]
+  # The second sample finds every program of the first (train step, its
+  # initial state, evaluator, fine-tune): the loop compiles nothing.
+  assert len(loop_compiles) == 2 and loop_compiles[1] == 0, loop_compiles
   path = workdir_lib.prepare(tmp_path / "resumed")
   original_save = checkpointing.Checkpointer.save
 

@@ -125,6 +125,8 @@ def test_optimisers_follow_darts_settings():
   cfg = _dnas_config()
   schedule = dnas.weight_schedule(cfg, 100)
   assert np.isclose(schedule(0), 0.025) and np.isclose(schedule(100), 0.001)
+  for step in (0, 1, 37, 99, 100, 150):   # the host copy, for logging
+    assert np.isclose(dnas.weight_lr_at(cfg, 100, step), float(schedule(step)), rtol=1e-6)
   # gradient clipping at norm 5 then SGD: a huge gradient moves weights by lr * 5
   tx = dnas.weight_optimizer(_dnas_config(weight_decay=0.0, momentum=0.0), schedule)
   params = {"w": jnp.zeros(4)}

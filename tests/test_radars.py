@@ -175,6 +175,9 @@ def test_sampled_subspaces_compile_ahead_once_each(uninterrupted):
   assert summary["compile_wait_seconds"] <= summary["compile_seconds"] + 1.0
   compiles = summary["compiles"]   # one record per train-step compile, in order
   assert compiles[0]["what"].startswith("calibration") and "final" in compiles[-1]["what"]
+  # each sample's first compile came from the background thread
+  assert all(c["what"].startswith("static step, sample") for c in compiles if c["ahead"])
+  assert sum(c["ahead"] for c in compiles) == len(sampled)
   assert sum(c["compile_seconds"] for c in compiles) == pytest.approx(
       summary["compile_seconds"], abs=0.01)
   assert sum(c["waited_seconds"] for c in compiles) == pytest.approx(

@@ -62,7 +62,7 @@ def make_darts_search(workdir: Path, ops=DARTS_OPS, iterations: int = 6, seed: i
       "supernet_weights": 1_930_000, "choice_points": names, "space_ops": list(ops),
       "subspace": subspace, "alphas": alphas, "k": 3, "iterations": iterations,
       "compiles": [{"what": "shared step, 3 ops per choice point", "compile_seconds": 41.24,
-                    "waited_seconds": 40.0, "bytes": 6_200_000_000},
+                    "waited_seconds": 4.0, "bytes": 6_200_000_000, "ahead": True},
                    {"what": "static step, final search", "compile_seconds": 30.0,
                     "waited_seconds": 31.5, "bytes": 7_500_000_000}],
   }
@@ -147,9 +147,12 @@ def test_darts_radars_search(tmp_path):
   page = (outdir / "index.html").read_text()
   assert "sep_conv_3x3(c_{k-2})" in page and "87.31 %" in page
   assert "Not drawn" not in page
-  # one row per train-step compile: what, bytes, compile and waited seconds
+  # one row per train-step compile: what, bytes, compile and waited seconds,
+  # which thread compiled it (a record of before `ahead` existed: the loop)
   assert ("<tr><td>shared step, 3 ops per choice point</td><td>6.2 GB</td>"
-          "<td>41.2 s</td><td>40.0 s</td></tr>") in page
+          "<td>41.2 s</td><td>4.0 s</td><td>background</td></tr>") in page
+  assert ("<tr><td>static step, final search</td><td>7.5 GB</td>"
+          "<td>30.0 s</td><td>31.5 s</td><td>the loop</td></tr>") in page
 
 
 def test_large_space_heatmap_stays_readable(tmp_path):
