@@ -9,6 +9,11 @@ every thread (steps compiled ahead in the background included):
     with compile_clock.CompileClock() as clock:
       ...  # the search
     clock.seconds  # {"trace": ..., "lower": ..., "xla": ...}
+    clock.opener_seconds  # of those, on the thread that opened it
+
+`opener_seconds` is the time the opening thread (a search loop) spent
+compiling rather than running; compiles in other threads (ahead, in the
+background) add to `seconds` only.
 
 Compiles served by the persistent compilation cache count only their
 tracing and lowering.
@@ -32,7 +37,9 @@ class CompileClock:
   def __init__(self):
     self._lock = threading.Lock()
     self.seconds = {stage: 0.0 for stage in EVENTS.values()}
+    self.opener_seconds = 0.0   # all stages, on the thread that opened the clock
     self.programs = 0   # XLA compiles seen
+    self._opener = None
 
   def _record(self, event: str, duration: float, **_) -> None:
     stage = EVENTS.get(event)
@@ -41,6 +48,8 @@ class CompileClock:
     with self._lock:
       self.seconds[stage] += float(duration)
       self.programs += stage == "xla"
+      if threading.get_ident() == self._opener:
+        self.opener_seconds += float(duration)
 
   @property
   def total(self) -> float:
@@ -48,6 +57,7 @@ class CompileClock:
       return sum(self.seconds.values())
 
   def __enter__(self) -> "CompileClock":
+    self._opener = threading.get_ident()
     jax.monitoring.register_event_duration_secs_listener(self._record)
     return self
 

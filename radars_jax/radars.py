@@ -214,6 +214,7 @@ class RadarsSearch:
     self._controller_queued = False
     self.clock = compile_clock.CompileClock()
     self._clock_before: dict = {}
+    self._loop_clock_before = 0.0
 
   # -- state -------------------------------------------------------------
   def fresh(self) -> tuple[LoopState, dict]:
@@ -233,7 +234,8 @@ class RadarsSearch:
     return state, meta
 
   def save(self, step: int, state: LoopState, meta: dict) -> None:
-    meta = dict(meta, elapsed_seconds=self.elapsed(meta), clock_seconds=self.clock_seconds())
+    meta = dict(meta, elapsed_seconds=self.elapsed(meta), clock_seconds=self.clock_seconds(),
+                loop_clock_seconds=self._loop_clock_before + self.clock.opener_seconds)
     self.ckpt.save(step, state.tree(), meta)
     self.ckpt.wait()
 
@@ -474,6 +476,7 @@ class RadarsSearch:
       state = LoopState.from_tree(tree)
       self._elapsed_before = float(meta.get("elapsed_seconds", 0.0))
       self._clock_before = dict(meta.get("clock_seconds") or {})
+      self._loop_clock_before = float(meta.get("loop_clock_seconds", 0.0))
       print(f"radars_jax: resuming {self.method} search at iteration {meta['iteration']}, "
             f"sample {meta['sample']} from {self.ckpt.directory}", flush=True)
     model = self.cost_model(meta, state.alive)
@@ -662,6 +665,11 @@ class RadarsSearch:
         # every program of the search: trace / lower / xla seconds
         "compile_breakdown_seconds": clock,
         "compile_total_seconds": sum(clock.values()),
+        # the loop's own compiles (any program) and its waits for those
+        # compiled in the background: the wall time compiling cost
+        "compile_loop_seconds": (self._loop_clock_before + self.clock.opener_seconds
+                                 + sum(c["waited_seconds"] for c in meta.get("compiles", [])
+                                       if c.get("ahead"))),
         "step_bytes": int(max((r["compiled_bytes"] for r in runs), default=0)),
         "memory_budget_bytes": self.budget,
         "over_budget_steps": sum(1 for r in runs if self.budget and

@@ -448,6 +448,8 @@ def _run_dnas_search(config, path: Path, space: spaces_lib.SearchSpace,
       "compile_seconds": searcher.compile_seconds,
       # every program of the search (evaluators and small ops too)
       "compile_breakdown_seconds": dict(clock.seconds), "compile_total_seconds": clock.total,
+      # (every program compiled in this thread: the wall time compiling cost)
+      "compile_loop_seconds": clock.opener_seconds,
       "step_bytes": result.step_bytes,
       "memory_budget_bytes": budget, "steps": result.steps,
       "devices": int(mesh.devices.size),

@@ -185,6 +185,12 @@ def test_sampled_subspaces_compile_ahead_once_each(uninterrupted):
   breakdown = summary["compile_breakdown_seconds"]
   assert set(breakdown) == {"trace", "lower", "xla"} and breakdown["xla"] > 0
   assert summary["compile_total_seconds"] == pytest.approx(sum(breakdown.values()))
+  # The loop's own compiles (the steps it did not get from the background
+  # among them) and its waits for the background's.
+  inline = sum(c["compile_seconds"] for c in compiles if not c["ahead"])
+  waited_ahead = sum(c["waited_seconds"] for c in compiles if c["ahead"])
+  assert inline * 0.9 + waited_ahead <= summary["compile_loop_seconds"]
+  assert summary["compile_loop_seconds"] < summary["search_seconds"]
 
 
 class Crash(Exception):

@@ -73,3 +73,7 @@ def test_run_search_writes_outputs(tmp_path):
     assert key in saved, key
   assert saved["genotype"] == workdir_lib.read_json(tmp_path / "genotype.json")
   assert 0.0 <= summary["val_accuracy"] <= 1.0 and summary["step_bytes"] > 0
+  # the search's own thread compiled the train step (and every other program)
+  assert (summary["compile_seconds"] * 0.9 <= summary["compile_loop_seconds"]
+          <= summary["compile_total_seconds"] + 1e-6)
+  assert summary["compile_loop_seconds"] < summary["search_seconds"]
