@@ -396,19 +396,22 @@ class RadarsSearch:
     return np.asarray(ops), np.asarray(logp)
 
   def fit_budget(self, subspace, model: cost_lib.CostModel, meta, k: int = 0,
-                 what: str = "static step"):
+                 what: str = "static step", steps: int | None = None):
     """The shared program of `k` ops per choice point if it fits the budget
     (`k` > 0, `shared_step`); else compile `subspace`, and while its exact
     bytes exceed the budget, drop its costliest op at the choice point where
     that op costs most (never the last op of a choice point). Returns
-    (subspace, compiled, estimate); `what` names its compiles."""
-    shared = self.shared_step(k, self.run_steps(), meta) if k else None
+    (subspace, compiled, estimate); `what` names its compiles. `steps`:
+    the length of the run (its learning-rate schedule is compiled in;
+    default that of a sample's run)."""
+    steps = self.run_steps() if steps is None else steps
+    shared = self.shared_step(k, steps, meta) if k else None
     if shared is not None:
       return subspace, shared, model.estimate(self.space.mask_from_subspace(subspace))
     while True:
       mask = self.space.mask_from_subspace(subspace)
       estimate = model.estimate(mask)
-      compiled = self.compile(subspace, meta, self.run_steps(), what=what)
+      compiled = self.compile(subspace, meta, steps, what=what)
       model.add_point(mask, compiled.bytes)
       if self.budget is None or compiled.bytes <= self.budget:
         return subspace, compiled, estimate
@@ -523,6 +526,11 @@ class RadarsSearch:
         shutil.rmtree(self.dnas_ckpt_root / f"it{it}_s{i}", ignore_errors=True)
       self._ahead.clear()   # (a batch's compiled steps are not needed after it)
       self.end_iteration(state, meta, model, ops, batch)
+      if self.method == "radars" and (it + 1 >= max_iterations
+                                      or self.alive_fits(model, state.alive)):
+        # the last iteration: the final search's step compiles while this
+        # one's checkpoint and plots are written
+        self.compile_ahead([self.final_subspace(state, model)], self.final_steps())
       meta["iteration"] = it + 1
       meta["batch"] = None
       meta["sample"] = 0
@@ -597,18 +605,30 @@ class RadarsSearch:
     self.writer.histogram(it, f"{self.method}/rewards", rewards)
     self.writer.flush()
 
-  def final(self, state: LoopState, meta, model) -> None:
-    """One DNAS over the alive space (cut to the k most probable ops per
-    choice point if it still does not fit)."""
+  def final_epochs(self) -> float:
+    return float(self.config.radars.get("final_epochs") or self.config.dnas.epochs)
+
+  def final_steps(self) -> int:
+    """Steps of the final search (as `Searcher.run_dnas` counts them)."""
+    return max(1, int(self.final_epochs() * self.searcher.steps_per_epoch()))
+
+  def final_subspace(self, state: LoopState, model) -> spaces_lib.Subspace:
+    """The alive space, cut to the k most probable ops per choice point if
+    it does not fit the budget."""
     alive = state.alive
     if not self.alive_fits(model, alive):
       k = self.subspace_size(model, alive)
       top = np.asarray(ctrl.most_likely_subspace(state.controller.logits, jnp.asarray(alive), k))
       alive = self.space.mask_from_subspace(subspace_of(top))
-    subspace = self.space.subspace_from_mask(alive)
-    subspace, compiled, estimate = self.fit_budget(subspace, model, meta,
-                                                   what="static step, final search")
-    epochs = self.config.radars.get("final_epochs") or self.config.dnas.epochs
+    return self.space.subspace_from_mask(alive)
+
+  def final(self, state: LoopState, meta, model) -> None:
+    """One DNAS over `final_subspace` (its step compiled ahead if the last
+    iteration queued it)."""
+    subspace, compiled, estimate = self.fit_budget(self.final_subspace(state, model), model, meta,
+                                                   what="static step, final search",
+                                                   steps=self.final_steps())
+    epochs = self.final_epochs()
     key = jax.random.fold_in(state.key, 999_999)
     pool = PoolView(state)
     with checkpointing.Checkpointer(self.dnas_ckpt_root / "final", max_to_keep=2) as dnas_ckpt:

@@ -116,6 +116,7 @@ def uninterrupted(tmp_path_factory, full_step_bytes):
   thread and subspace of every train-step compile."""
   path = workdir_lib.prepare(tmp_path_factory.mktemp("radars") / "run")
   config = budgeted(full_step_bytes)
+  config.radars.final_epochs = 2.0   # (the samples run 1 epoch)
   assert config.radars.compile_ahead
   compiles = []
   original = radars.RadarsSearch._compile_now
@@ -166,18 +167,25 @@ def test_sampled_subspaces_compile_ahead_once_each(uninterrupted):
   _, _, summary = uninterrupted
   sampled = [tuple(tuple(a) for a in r["subspace"]) for r in summary["subspace_runs"]
              if r["iteration"] != "final"]
-  ahead = [sub for thread, sub, _ in summary["_compiles"] if thread.startswith("radars-compile")]
+  ahead = [(sub, steps) for thread, sub, steps in summary["_compiles"]
+           if thread.startswith("radars-compile")]
   inline = [sub for thread, sub, _ in summary["_compiles"]
             if not thread.startswith("radars-compile")]
-  # Every sample's step compiled in the background thread; inline compiles
-  # are the cost-model calibration, shrunk subspaces and the final search.
-  assert len(ahead) == len(sampled) and not set(ahead) & set(inline)
+  # Every sample's step and the final search's compiled in the background
+  # thread (the final's for its own run length: 2 epochs against the
+  # samples' 1); inline compiles are the cost-model calibration and shrunk
+  # subspaces.
+  final = tuple(tuple(a) for a in summary["subspace"])
+  assert len(ahead) == len(sampled) + 1 and ahead[-1][0] == final
+  assert {steps for _, steps in ahead[:-1]} == {ahead[-1][1] // 2}
+  assert not {sub for sub, _ in ahead} & set(inline)
   assert summary["compile_wait_seconds"] <= summary["compile_seconds"] + 1.0
   compiles = summary["compiles"]   # one record per train-step compile, in order
   assert compiles[0]["what"].startswith("calibration") and "final" in compiles[-1]["what"]
-  # each sample's first compile came from the background thread
-  assert all(c["what"].startswith("static step, sample") for c in compiles if c["ahead"])
-  assert sum(c["ahead"] for c in compiles) == len(sampled)
+  # each sample's first compile and the final's came from the background
+  assert all(c["what"].startswith(("static step, sample", "static step, final"))
+             for c in compiles if c["ahead"])
+  assert sum(c["ahead"] for c in compiles) == len(sampled) + 1 and compiles[-1]["ahead"]
   assert sum(c["compile_seconds"] for c in compiles) == pytest.approx(
       summary["compile_seconds"], abs=0.01)
   assert sum(c["waited_seconds"] for c in compiles) == pytest.approx(
