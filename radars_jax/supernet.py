@@ -637,14 +637,17 @@ def init_alphas(key: jax.Array, subspace: spaces_lib.Subspace,
                 scale: float = 1e-3) -> tuple[jax.Array, ...]:
   """One small random vector per choice point over its active ops (DARTS:
   1e-3 * N(0, 1))."""
-  return _init_alphas(key, tuple(len(active) for active in subspace), scale)
+  # (the draws in one program, the scaling on the host: op by op each length
+  # would compile its own programs, and a scaling inside the program would
+  # be fused into the draw, moving the values by up to 2e-10)
+  normals = _unit_normals(key, tuple(len(active) for active in subspace))
+  return tuple(jax.device_put(np.asarray(z) * np.float32(scale)) for z in normals)
 
 
 @functools.partial(jax.jit, static_argnums=(1,))
-def _init_alphas(key: jax.Array, lengths: tuple[int, ...], scale) -> tuple[jax.Array, ...]:
-  # (one program per set of lengths: op by op, each length compiled its own)
+def _unit_normals(key: jax.Array, lengths: tuple[int, ...]) -> tuple[jax.Array, ...]:
   keys = jax.random.split(key, len(lengths))
-  return tuple(scale * jax.random.normal(k, (n,), jnp.float32) for k, n in zip(keys, lengths))
+  return tuple(jax.random.normal(k, (n,), jnp.float32) for k, n in zip(keys, lengths))
 
 
 def subspace_slots(subspace: spaces_lib.Subspace, k: int, slot_orders=None) -> np.ndarray:

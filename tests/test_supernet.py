@@ -115,3 +115,16 @@ def test_derived_subspace_network_equals_unweighted_sum():
   y_none = model.apply(variables, x, None)
   big_alphas = tuple(jnp.zeros((1,)) for _ in sub)  # softmax of one op = 1
   chex.assert_trees_all_close(y_none, model.apply(variables, x, big_alphas), atol=1e-5)
+
+
+def test_init_alphas_are_darts_draws_to_the_bit():
+  """1e-3 * N(0, 1) per choice point from its own split key, exactly as
+  drawn op by op (one program draws them; the host scales them)."""
+  key = jax.random.key(3)
+  subspace = ((0, 1, 2), (4,), tuple(range(8)))
+  alphas = supernet.init_alphas(key, subspace)
+  keys = jax.random.split(key, len(subspace))
+  for a, k, active in zip(alphas, keys, subspace):
+    expected = 1e-3 * jax.random.normal(k, (len(active),), jnp.float32)
+    chex.assert_shape(a, (len(active),))
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(expected))
