@@ -641,6 +641,8 @@ def init_alphas(key: jax.Array, subspace: spaces_lib.Subspace,
   # would compile its own programs, and a scaling inside the program would
   # be fused into the draw, moving the values by up to 2e-10)
   normals = _unit_normals(key, tuple(len(active) for active in subspace))
+  if any(isinstance(z, jax.core.Tracer) for z in normals):   # (inside a trace)
+    return tuple(scale * z for z in normals)
   return tuple(jax.device_put(np.asarray(z) * np.float32(scale)) for z in normals)
 
 
