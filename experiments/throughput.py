@@ -75,6 +75,8 @@ def parse_args(argv=None):
                   help="compute each op once over all edges that use it (default: config)")
   ap.add_argument("--scan-edges", type=int, choices=(0, 1), default=None,
                   help="run each cell's edges in a lax.scan (default: config)")
+  ap.add_argument("--passes-in-loop", type=int, choices=(0, 1), default=0,
+                  help="first order: both passes as one lax.scan (dnas.passes_in_loop)")
   ap.add_argument("--space", default="darts")
   ap.add_argument("--num-ops", type=int, default=None)
   ap.add_argument("--peer", default=str(DEFAULT_PEER), help="path of darts_torch.py")
@@ -123,8 +125,9 @@ class OurStep:
     image_shape = (args.image, args.image, 3)
     mesh = parallel.make_mesh()
     parallel.check_divisible(args.batch, mesh, "--batch")
-    program = dnas_lib.DnasProgram(model, mode, config_defaults.base_config().dnas,
-                                   1000, mesh, (0.0,), (1.0,))
+    dnas_config = config_defaults.base_config().dnas
+    dnas_config.passes_in_loop = bool(args.passes_in_loop) and mode == "first_order"
+    program = dnas_lib.DnasProgram(model, mode, dnas_config, 1000, mesh, (0.0,), (1.0,))
     self.compiled, _ = search_lib.compile_subspace_step(program, subspace, image_shape,
                                                         args.batch)
     key = jax.random.key(0)
@@ -143,6 +146,7 @@ class OurStep:
 
     self.batches = batch(1), (batch(2) if program.bilevel else None)
     self.mode, self.cfg, self.batch_size, self.metrics = mode, cfg, args.batch, None
+    self.passes_in_loop = bool(dnas_config.passes_in_loop)
 
   def run(self, steps: int) -> list[float]:
     """Runs `steps` steps; the seconds of each (until its outputs are ready)."""
@@ -165,7 +169,8 @@ class OurStep:
             "weights": supernet_lib.count_params(self.weights), "loss": loss,
             "depthwise_impl": self.cfg.depthwise_impl,
             "stack_edges": bool(self.cfg.stack_edges),
-            "scan_edges": bool(self.cfg.scan_edges), **extra}
+            "scan_edges": bool(self.cfg.scan_edges),
+            "passes_in_loop": self.passes_in_loop, **extra}
 
 
 def torch_available() -> bool:

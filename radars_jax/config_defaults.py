@@ -70,6 +70,10 @@ def base_config() -> ml_collections.ConfigDict:
   config.dnas.alpha_betas = (0.5, 0.999)
   config.dnas.alpha_weight_decay = 1e-3
   config.dnas.alpha_init_scale = 1e-3
+  # First order: the alpha pass and the weight pass as two iterations of one
+  # lax.scan, so the network's gradient compiles once instead of twice (each
+  # step also computes a weight gradient it drops; README, Performance).
+  config.dnas.passes_in_loop = False
   # Steps of fine-tuning the derived network from its inherited weights
   # before scoring it (0: score the inherited weights as they are).
   config.dnas.derived_finetune_steps = 0

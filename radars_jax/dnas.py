@@ -109,7 +109,8 @@ def unrolled_alpha_loss(model, alphas, weights, batch_w: Batch, batch_a: Batch,
 def make_train_step(model: nn.Module, mode: str, weight_tx, alpha_tx,
                     schedule: optax.Schedule, weight_decay: float,
                     update_mask: Callable | None = None,
-                    with_train_alpha_grad: bool | None = None) -> Callable:
+                    with_train_alpha_grad: bool | None = None,
+                    passes_in_loop: bool = False) -> Callable:
   """The pure train step `(state, batch_w, batch_a) -> (state, metrics)`.
 
   `batch_a` is the alpha-half batch (bi-level modes); single-level ignores it.
@@ -129,12 +130,24 @@ def make_train_step(model: nn.Module, mode: str, weight_tx, alpha_tx,
   first order): 109.5 -> 56.5 ms per step, compile 78.5 -> 59.0 s,
   compiled bytes 25.7 -> 28.6 MB; the `throughput.py --small` first-order
   step (4 nodes): 1.157 -> 0.180 s (README "Performance").
+
+  `passes_in_loop` (first order only): the alpha pass and the weight pass
+  are the two iterations of one `lax.scan` whose body takes the gradient
+  of the weights and the alphas on its batch (the alpha half's, then the
+  weight half's) and applies the alpha update in the first iteration only.
+  XLA then compiles the network's forward and backward pass once instead
+  of twice; each step also computes the alpha pass's weight gradient,
+  which is dropped. Same state as without it (to float rounding, tested);
+  the train alpha gradient is reported as with `with_train_alpha_grad`.
+  Needs equal batch shapes for both halves.
   """
   if mode not in MODES:
     raise ValueError(f"unknown DNAS mode {mode!r}")
   if with_train_alpha_grad is None:
     with_train_alpha_grad = jax.default_backend() == "cpu"
   with_train_alpha_grad = with_train_alpha_grad and mode != "single_level"
+  if passes_in_loop and mode != "first_order":
+    raise ValueError(f"passes_in_loop is for the first-order mode, not {mode!r}")
 
   def apply_updates(params, grads, opt_state, tx, keep=None):
     """One optax update; where `keep` (a tree of bools) is False, none."""
@@ -142,6 +155,29 @@ def make_train_step(model: nn.Module, mode: str, weight_tx, alpha_tx,
     if keep is not None:
       updates = jax.tree_util.tree_map(lambda u, k: jnp.where(k, u, 0.0), updates, keep)
     return optax.apply_updates(params, updates), opt_state
+
+  def first_order_passes_in_loop(weights, alphas, alpha_opt_state, slots, batch_a, batch_w):
+    """DARTS V1's two passes as one `lax.scan` (see `passes_in_loop`)."""
+    shapes = [jax.tree_util.tree_map(jnp.shape, b) for b in (batch_a, batch_w)]
+    if shapes[0] != shapes[1]:
+      raise ValueError(f"passes_in_loop needs equal batch shapes for both halves, got {shapes}")
+    batches = jax.tree_util.tree_map(lambda a, w: jnp.stack([a, w]), batch_a, batch_w)
+
+    def one_pass(carry, inputs):
+      alphas, alpha_opt_state = carry
+      batch, is_alpha_pass = inputs
+      (loss, acc), (grad_w, grad_a) = jax.value_and_grad(
+          lambda w, a: loss_and_accuracy(model, w, a, batch, slots), argnums=(0, 1),
+          has_aux=True)(weights, alphas)
+      updated = apply_updates(alphas, grad_a, alpha_opt_state, alpha_tx)
+      carry = jax.tree_util.tree_map(lambda new, old: jnp.where(is_alpha_pass, new, old),
+                                     updated, (alphas, alpha_opt_state))
+      return carry, (loss, acc, grad_w, grad_a)
+
+    (alphas, alpha_opt_state), (loss, acc, grad_w, grad_a) = jax.lax.scan(
+        one_pass, (alphas, alpha_opt_state), (batches, jnp.array([True, False])))
+    second = lambda tree: jax.tree_util.tree_map(lambda x: x[1], tree)
+    return (loss[1], acc[1]), second(grad_w), alphas, alpha_opt_state, second(grad_a)
 
   def step(state: DnasState, batch_w: Batch, batch_a: Batch | None = None):
     weights, alphas, slots = state.weights, state.alphas, state.slots
@@ -152,6 +188,10 @@ def make_train_step(model: nn.Module, mode: str, weight_tx, alpha_tx,
       (loss, acc), (grad_w, grad_a) = jax.value_and_grad(
           train_loss, argnums=(0, 1), has_aux=True)(weights, alphas)
       alphas, alpha_opt_state = apply_updates(alphas, grad_a, alpha_opt_state, alpha_tx)
+    elif passes_in_loop:
+      (loss, acc), grad_w, alphas, alpha_opt_state, grad_a_train = first_order_passes_in_loop(
+          weights, alphas, alpha_opt_state, slots, batch_a, batch_w)
+      extra["alpha_grad_norm_train"] = optax.tree.norm(grad_a_train)
     else:
       if mode == "first_order":
         grad_a = jax.grad(
@@ -254,8 +294,9 @@ class DnasProgram:
     if owners is not None:
       from radars_jax import supernet  # pylint: disable=import-outside-toplevel
       mask = lambda weights, slots: supernet.active_params(owners, weights, slots)
-    self.step_fn = make_train_step(model, mode, self.weight_tx, self.alpha_tx,
-                                   self.schedule, dnas_config.weight_decay, mask)
+    self.step_fn = make_train_step(
+        model, mode, self.weight_tx, self.alpha_tx, self.schedule, dnas_config.weight_decay,
+        mask, passes_in_loop=mode == "first_order" and bool(dnas_config.get("passes_in_loop")))
     self.mean, self.std = mean, std
     self.replicated = parallel.replicated(mesh)
     self.batch_sharding = parallel.batch_sharded(mesh)

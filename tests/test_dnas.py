@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+import pytest
 
 from radars_jax import config_defaults
 from radars_jax import dnas
@@ -149,6 +150,49 @@ def test_bytes_only_compile_reads_the_same_bytes():
   assert measured.bytes == runs.bytes > 0
   if jax.default_backend() == "cpu":
     assert dnas.bytes_only_compiler_options() == {"xla_backend_optimization_level": 0}
+
+
+def test_first_order_passes_in_loop_match_the_two_passes():
+  """`passes_in_loop` (both first-order passes as one `lax.scan`) gives the
+  state and metrics of the two passes written out, over several steps."""
+  model = ToyNet()
+  cfg = _dnas_config()
+  schedule = dnas.weight_schedule(cfg, 10)
+  wtx, atx = dnas.weight_optimizer(cfg, schedule), dnas.alpha_optimizer(cfg)
+  weights, alphas = _init(model, jax.random.key(0))
+  start = dnas.DnasState(jnp.zeros((), jnp.int32), weights, alphas,
+                         wtx.init(weights), atx.init(alphas))
+  results = {}
+  for in_loop in (False, True):
+    step = jax.jit(dnas.make_train_step(model, "first_order", wtx, atx, schedule,
+                                        cfg.weight_decay, with_train_alpha_grad=True,
+                                        passes_in_loop=in_loop))
+    state, history = start, []
+    for i in range(3):
+      state, metrics = step(state, toy_batch(jax.random.key(2 * i + 1)),
+                            toy_batch(jax.random.key(2 * i + 2)))
+      history.append(metrics)
+    results[in_loop] = state, history
+  chex.assert_trees_all_close(results[True], results[False], rtol=1e-5, atol=1e-6)
+  moved = jax.tree_util.tree_map(lambda a, b: float(jnp.abs(a - b).max()),
+                                 results[True][0].alphas, start.alphas)
+  assert max(jax.tree_util.tree_leaves(moved)) > 1e-4   # the alpha pass was applied
+  # `dnas.passes_in_loop` reaches the step through `DnasProgram`
+  mesh = parallel.make_mesh(jax.devices()[:1])
+  for in_loop in (False, True):
+    cfg.passes_in_loop = in_loop
+    program = dnas.DnasProgram(model, "first_order", cfg, 10, mesh, (0.0,), (1.0,))
+    jaxpr = jax.make_jaxpr(program.step_fn)(start, toy_batch(jax.random.key(1)),
+                                            toy_batch(jax.random.key(2)))
+    assert ("scan" in {e.primitive.name for e in jaxpr.eqns}) == in_loop
+  with pytest.raises(ValueError, match="first-order"):
+    dnas.make_train_step(model, "second_order", wtx, atx, schedule, cfg.weight_decay,
+                         passes_in_loop=True)
+  step = jax.jit(dnas.make_train_step(model, "first_order", wtx, atx, schedule,
+                                      cfg.weight_decay, passes_in_loop=True))
+  small = toy_batch(jax.random.key(1), n=2)
+  with pytest.raises(ValueError, match="equal batch shapes"):
+    step(start, toy_batch(jax.random.key(1)), small)
 
 
 def test_train_alpha_gradient_is_reported_never_applied():
