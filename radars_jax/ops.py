@@ -40,6 +40,8 @@ class OpSettings:
   depthwise_impl: str = "xla"        # see radars_jax.depthwise
   switch_friendly: bool = False      # dense convs with radars_jax.conv's gradients
                                      # (set by the switched supernet)
+  remat: bool = False                # scanned mixed ops recomputed in the backward
+                                     # pass (supernet.remat)
 
 
 class BatchNorm(nn.Module):
