@@ -269,7 +269,7 @@ class RadarsSearch:
     most = int(np.asarray(alive).sum(-1).max())
     k_guess = max(2, model.largest_k(alive, self.budget) if self.budget else 2)
     # Meanwhile the shared program of that k compiles in the background.
-    self.compile_shared_ahead(model, min(k_guess, most))
+    self.compile_shared_ahead(model, self.subspace_size(model, alive, largest=min(k_guess, most)))
     for k in sorted({1, min(k_guess, most)}):
       mask = model.worst_case(alive, k)
       compiled = self.compile(self.space.subspace_from_mask(mask), meta, bytes_only=True,
@@ -311,11 +311,11 @@ class RadarsSearch:
                                           ahead=future is not None)
     return self._shared[(k, steps)]
 
-  def compile_shared_ahead(self, model: cost_lib.CostModel, k_guess: int) -> None:
-    """Queues the shared program of the first iteration's likely k (the
-    calibration's `k_guess` under `radars.k`; 1 for rl / random) for
-    compiling in the background thread while the calibration compiles run
-    on this one (XLA's CPU compile is mostly one thread: on the digits
+  def compile_shared_ahead(self, model: cost_lib.CostModel, k: int) -> None:
+    """Queues the shared program of the first iteration's likely `k` (the
+    calibration's `k_guess` as `subspace_size` caps it) for compiling in
+    the background thread while the calibration compiles run on this one
+    (XLA's CPU compile is mostly one thread: on the digits
     quickstart the three took 12.5 s side by side against 18.3 s one after
     another). The traced `model` orders the slots, so the program does not
     wait for calibration. Where the calibrated model sizes another k, the
@@ -324,9 +324,6 @@ class RadarsSearch:
     if self._compiler is None or not self.searcher.switched:
       return
     self.searcher.slot_orders = model.slot_orders()   # (before the switched supernet is built)
-    k = k_guess if self.method == "radars" else 1
-    if self.config.radars.get("k"):
-      k = min(k, int(self.config.radars.k))
     key = (k, self.run_steps())
     if key not in self._shared_ahead:
       self._shared_ahead[key] = self._compiler.submit(self._compile_shared_now, *key)
@@ -544,10 +541,14 @@ class RadarsSearch:
       self.final(state, meta, model)
     return self.finish(state, meta, model)
 
-  def subspace_size(self, model, alive) -> int:
+  def subspace_size(self, model, alive, largest: int | None = None) -> int:
+    """Ops per choice point of an iteration's samples: the model's largest
+    k that fits the budget (or `largest`, if given) under `radars.k`; 1
+    for rl / random."""
     if self.method != "radars":
       return 1
-    k = model.largest_k(alive, self.budget * (1.0 - float(self.config.radars.budget_margin)))
+    k = largest if largest is not None else model.largest_k(
+        alive, self.budget * (1.0 - float(self.config.radars.budget_margin)))
     cap = self.config.radars.get("k")
     if cap:
       k = min(k, int(cap))

@@ -100,11 +100,6 @@ def dnas_mode(config) -> str:
   return config.dnas.get("inner_mode", "single_level")
 
 
-@jax.jit
-def _add_trees(a, b):
-  return jax.tree_util.tree_map(jnp.add, a, b)
-
-
 class Searcher:
   """What every DNAS run of one search shares: config, mesh, data, space,
   the metric writer and the compile / memory bookkeeping."""
@@ -270,7 +265,9 @@ class Searcher:
     gather_a = self.batch_fn("alphas") if program.bilevel else None
     log_every = max(1, int(self.config.get("log_every", 10)))
     steps_per_epoch = self.steps_per_epoch()
-    sums, count = None, 0
+    # The metrics of the steps since the last log, summed on the host when
+    # read (no program of its own: a jitted sum compiled in every process).
+    pending = []
     loss = accuracy = float("nan")
     bar = metrics_lib.progress_bar(steps, tag, initial=first_step,
                                    enabled=self.config.get("progress_bar", True))
@@ -278,11 +275,11 @@ class Searcher:
       batch_w = gather_w(key_w, step)
       batch_a = gather_a(key_a, step) if gather_a is not None else None
       state, step_metrics = compiled.fn(state, batch_w, batch_a)
-      sums = step_metrics if sums is None else _add_trees(sums, step_metrics)
-      count += 1
+      pending.append(step_metrics)
       bar.update(1)
       if (step + 1) % log_every == 0 or step + 1 == steps:
-        means = {k: float(v) / count for k, v in jax.device_get(sums).items()}
+        fetched = jax.device_get(pending)
+        means = {k: sum(float(m[k]) for m in fetched) / len(fetched) for k in fetched[0]}
         if not np.isfinite(means["loss"]):
           bar.close()
           raise FloatingPointError(f"{tag}: loss is {means['loss']} at step {step + 1}; "
@@ -292,7 +289,7 @@ class Searcher:
                         loss=f"{loss:.3f}", acc=f"{accuracy:.3f}")
         self.writer.scalars(self.global_step + step + 1,
                             {**means, "weight_lr": program.learning_rate(step)}, prefix="dnas/")
-        sums, count = None, 0
+        pending = []
       if ckpt is not None and every > 0 and (step + 1) % every == 0 and step + 1 < steps:
         ckpt.save(step + 1, state)
     bar.close()
