@@ -152,16 +152,23 @@ def test_bytes_only_compile_reads_the_same_bytes():
     assert dnas.bytes_only_compiler_options() == {"xla_backend_optimization_level": 0}
 
 
-def test_first_order_passes_in_loop_match_the_two_passes():
-  """`passes_in_loop` (both first-order passes as one `lax.scan`) gives the
-  state and metrics of the two passes written out, over several steps."""
+def _toy_first_state():
+  """(model, dnas config, schedule, weight and alpha optimisers, step-0
+  state) of the toy network, for the bi-level step tests."""
   model = ToyNet()
   cfg = _dnas_config()
   schedule = dnas.weight_schedule(cfg, 10)
   wtx, atx = dnas.weight_optimizer(cfg, schedule), dnas.alpha_optimizer(cfg)
   weights, alphas = _init(model, jax.random.key(0))
-  start = dnas.DnasState(jnp.zeros((), jnp.int32), weights, alphas,
+  state = dnas.DnasState(jnp.zeros((), jnp.int32), weights, alphas,
                          wtx.init(weights), atx.init(alphas))
+  return model, cfg, schedule, wtx, atx, state
+
+
+def test_first_order_passes_in_loop_match_the_two_passes():
+  """`passes_in_loop` (both first-order passes as one `lax.scan`) gives the
+  state and metrics of the two passes written out, over several steps."""
+  model, cfg, schedule, wtx, atx, start = _toy_first_state()
   results = {}
   for in_loop in (False, True):
     step = jax.jit(dnas.make_train_step(model, "first_order", wtx, atx, schedule,
@@ -198,13 +205,7 @@ def test_first_order_passes_in_loop_match_the_two_passes():
 def test_train_alpha_gradient_is_reported_never_applied():
   """The weight pass's optional alpha gradient (kept on the CPU for XLA's
   fusion) changes no weight and no alpha: the same state either way."""
-  model = ToyNet()
-  cfg = _dnas_config()
-  schedule = dnas.weight_schedule(cfg, 10)
-  wtx, atx = dnas.weight_optimizer(cfg, schedule), dnas.alpha_optimizer(cfg)
-  weights, alphas = _init(model, jax.random.key(0))
-  state = dnas.DnasState(jnp.zeros((), jnp.int32), weights, alphas,
-                         wtx.init(weights), atx.init(alphas))
+  model, cfg, schedule, wtx, atx, state = _toy_first_state()
   batches = toy_batch(jax.random.key(1)), toy_batch(jax.random.key(2))
   results = {}
   for keep in (False, True):
