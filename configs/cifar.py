@@ -10,9 +10,9 @@ per step at these settings (`--config.method=darts` is refused with the
 number; with `--config.supernet.scan_edges=True --config.supernet.remat=True`
 it needs 2.0 GB, README "Performance"), so RADARS searches subspaces of k
 ops per edge, k sized to the budget, and prunes until the alive space
-fits. Search hyperparameters are DARTS's: batch 64, 16 channels, 8 cells, SGD 0.025 cosine to 0.001
-(momentum 0.9, weight decay 3e-4, clip 5), alphas Adam 3e-4 (0.5, 0.999),
-weight decay 1e-3, the training split halved for weights and alphas (first
+fits. Search hyperparameters are DARTS's: batch 64, 16 channels, 8 cells,
+SGD 0.025 cosine to 0.001 (momentum 0.9, weight decay 3e-4, clip 5),
+alphas Adam 3e-4 (0.5, 0.999), weight decay 1e-3, the training split halved for weights and alphas (first
 order DARTS inside each subspace), the last 5,000 training images kept out
 for scoring architectures. CIFAR-10 comes from tensorflow-datasets
 (`--config.data.data_dir`; `tfds build cifar10` ahead where there is no

@@ -47,7 +47,7 @@ def test_remat_same_numbers_less_memory(space_name, op_names):
   scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree_util.tree_leaves(grads))
   chex.assert_trees_all_close(grads_r, grads, atol=1e-4 * scale, rtol=1e-3)
   if space_name == "darts":
-    # the separable and dilated convolutions' inner activations are not kept
+    # the separable convolutions' inner activations are not kept
     nbytes = [c.memory_analysis().temp_size_in_bytes for c in compiled]
     assert nbytes[1] < 0.8 * nbytes[0], nbytes
 
