@@ -60,6 +60,9 @@ def base_config() -> ml_collections.ConfigDict:
   # (jax.checkpoint), keeping only its input: the full DARTS step needs 8x
   # less memory (README, Performance). Switched supernets always recompute.
   config.supernet.remat = False
+  # The switched supernet of RADARS's shared programs runs each cell's
+  # edges in a lax.scan (same numbers, same weight paths; README).
+  config.supernet.scan_switched = True
 
   config.dnas = ml_collections.ConfigDict()
   config.dnas.epochs = 50

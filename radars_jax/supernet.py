@@ -142,12 +142,75 @@ def recomputed_switch(index, branches, x, params):
   return run(index, x, params)
 
 
+def _switched_ops(op_names, channels: int, stride: int, settings: OpSettings) -> list:
+  """Every op of a switched choice point as a standalone module (None for
+  `none`), built `switch_friendly` (`radars_jax.conv`)."""
+  settings = dataclasses.replace(settings, switch_friendly=True)
+  return [None if name == "none" else
+          ops_lib.make_op(name, channels, stride, settings, unbound=True)
+          for name in op_names]
+
+
+def _declare_switched_params(module: nn.Module, op_names, ops, x, train: bool) -> list:
+  """Declares, in `module`, the weights of every op of a switched choice
+  point (input like `x`) under the paths `MixedOp` uses; returns them, one
+  entry per op ({} for weightless ops)."""
+  params = []
+  for name, op in zip(op_names, ops):
+    if op is not None and module.is_initializing() and jax.eval_shape(
+        lambda x, op=op: op.init(jax.random.key(0), x, train), x).get("params"):
+      module.param(name, lambda rng, op=op: op.init(rng, x, train)["params"])
+    params.append(module.get_variable("params", name, {}))   # weightless ops: {}
+  return params
+
+
+def _slot_branches(order: tuple[int, ...], s: int, op):
+  """Slot `s` of a switched choice point whose ops rank `order` (costliest
+  first) may hold `order[s:]` only: those ops (its switch's branches, then
+  one for an empty slot) and the branch index of `op` (traced; -1: empty)."""
+  allowed = order[s:]
+  position = np.full(len(order) + 1, len(allowed), np.int32)   # else: empty
+  position[list(allowed)] = np.arange(len(allowed))
+  return allowed, jnp.asarray(position)[jnp.where(op < 0, len(order), op)]
+
+
+@functools.lru_cache(maxsize=None)
+def _switched_mixed_fn(op_names, channels: int, stride: int, settings: OpSettings,
+                       order: tuple[int, ...] | None, train: bool):
+  """A switched choice point as a pure function of (its ops' weights, its
+  mixing weights [k], its slots [k], its input): the sum over slots s of
+  weights[s] * op[slots[s]](x), each slot's op picked by `lax.switch`
+  (`recomputed_switch`). Slot s may hold `order[s:]` only (see
+  `SwitchedMixedOp`). One function object per kind of choice point (see
+  `_scan_body`)."""
+  ops = _switched_ops(op_names, channels, stride, settings)
+
+  def branch(i):
+    if i is None or ops[i] is None:   # empty slot / none
+      return lambda x, params: jnp.zeros_like(x[:, ::stride, ::stride, :])
+    return lambda x, params: ops[i].apply({"params": params[i]}, x, train)
+
+  order = order or tuple(range(len(ops)))
+
+  def run(params, weights, slots, x):
+    out = None
+    for s in range(slots.shape[0]):
+      allowed, index = _slot_branches(order, s, slots[s])
+      branches = [branch(i) for i in allowed] + [branch(None)]
+      y = recomputed_switch(index, branches, x, params)
+      y = weights[s].astype(y.dtype) * y
+      out = y if out is None else out + y
+    return branch(None)(x, params) if out is None else out
+
+  return run
+
+
 class SwitchedMixedOp(nn.Module):
   """One choice point of a switched supernet: declares the weights of every
   op of the choice point (under the paths `MixedOp` uses) and sums, over
   the k slots, weight[s] * op[slots[s]](x), each slot's op picked at run
   time by `lax.switch` (only the picked op is computed; an empty slot or
-  `none` adds nothing).
+  `none` adds nothing; `_switched_mixed_fn`).
 
   `order` ranks the ops, costliest first; slots hold a subspace's ops in
   that order (`subspace_slots`), so slot s never holds one of the s
@@ -162,35 +225,27 @@ class SwitchedMixedOp(nn.Module):
 
   @nn.compact
   def __call__(self, x, weights, slots, train: bool = True):
-    settings = dataclasses.replace(self.settings, switch_friendly=True)
-    ops = [None if name == "none" else
-           ops_lib.make_op(name, self.channels, self.stride, settings, unbound=True)
-           for name in self.op_names]
-    params = []
-    for name, op in zip(self.op_names, ops):
-      if op is not None and self.is_initializing() and jax.eval_shape(
-          lambda x, op=op: op.init(jax.random.key(0), x, train), x).get("params"):
-        self.param(name, lambda rng, op=op: op.init(rng, x, train)["params"])
-      params.append(self.get_variable("params", name, {}))   # weightless ops: {}
-    stride = self.stride
+    ops = _switched_ops(self.op_names, self.channels, self.stride, self.settings)
+    params = _declare_switched_params(self, self.op_names, ops, x, train)
+    mixed = _switched_mixed_fn(self.op_names, self.channels, self.stride, self.settings,
+                               self.order, train)
+    return mixed(params, weights, slots, x)
 
-    def branch(i):
-      if i is None or ops[i] is None:   # empty slot / none
-        return lambda x, params: jnp.zeros_like(x[:, ::stride, ::stride, :])
-      return lambda x, params: ops[i].apply({"params": params[i]}, x, train)
 
-    order = self.order or tuple(range(len(ops)))
-    out = None
-    for s in range(slots.shape[0]):
-      allowed = order[s:]                            # the ops slot s may hold
-      position = np.full(len(ops) + 1, len(allowed), np.int32)   # else: empty
-      position[list(allowed)] = np.arange(len(allowed))
-      index = jnp.asarray(position)[jnp.where(slots[s] < 0, len(ops), slots[s])]
-      branches = [branch(i) for i in allowed] + [branch(None)]
-      y = recomputed_switch(index, branches, x, params)
-      y = weights[s].astype(y.dtype) * y
-      out = y if out is None else out + y
-    return branch(None)(x, params) if out is None else out
+class SwitchedEdgeParams(nn.Module):
+  """The weights of one switched choice point, declared as `SwitchedMixedOp`
+  declares them (same paths) but not applied: `scanned_dag` stacks those
+  of its edges and runs `_switched_mixed_fn` in a scan. `x`: an input of
+  the edge's shape (only its shape is read, at initialisation)."""
+  op_names: tuple[str, ...]
+  channels: int
+  stride: int
+  settings: OpSettings
+
+  @nn.compact
+  def __call__(self, x, train: bool = True) -> list:
+    ops = _switched_ops(self.op_names, self.channels, self.stride, self.settings)
+    return _declare_switched_params(self, self.op_names, ops, x, train)
 
 
 class EdgeOps(nn.Module):
@@ -279,17 +334,36 @@ def mixed_dag(states: list, edges, edge_ops, edge_weights, channels: int, stride
   return states
 
 
-def scannable(edges, edge_ops, strides, settings: OpSettings) -> bool:
+def _scan_runs(edges, strides, n_in: int) -> list[list[int]] | None:
+  """The edges of a cell in the runs `scanned_dag` scans (each in target
+  order): all of them where every stride is 1, else those leaving the
+  inputs, then those between nodes. None where the strides do not allow
+  it (one stride on the edges leaving the inputs, 1 between nodes)."""
+  by_target = sorted(range(len(edges)), key=lambda e: edges[e][1])   # stable
+  if set(strides) == {1}:
+    return [by_target]
+  from_inputs = [e for e in by_target if edges[e][0] < n_in]
+  from_nodes = [e for e in by_target if edges[e][0] >= n_in]
+  if (len({strides[e] for e in from_inputs}) != 1 or
+      any(strides[e] != 1 for e in from_nodes)):
+    return None
+  return [from_inputs] + ([from_nodes] if from_nodes else [])
+
+
+def scannable(edges, edge_ops, strides, settings: OpSettings, slot_orders=None) -> bool:
   """Whether `scanned_dag` can compute a cell: every edge holds the same
-  ops, each of them weightless (`is_shared`) or with a stacked form."""
+  ops; static, each of them weightless (`is_shared`) or with a stacked
+  form; switched (`slot_orders` given: per edge its ops' order, or None),
+  the same order on the edges of each scan."""
   ops = edge_ops[0]
-  if not (ops_lib.stackable(settings) and all(o == ops for o in edge_ops) and all(
-      ops_lib.has_functional_form(name, s) for name in ops for s in set(strides))):
-    return False
-  # one stride on the edges leaving the inputs, stride 1 between nodes
   n_in = min(dst for _, dst in edges)
-  return (len({s for (src, _), s in zip(edges, strides) if src < n_in}) == 1 and
-          all(s == 1 for (src, _), s in zip(edges, strides) if src >= n_in))
+  runs = _scan_runs(edges, strides, n_in)
+  if runs is None or not all(o == ops for o in edge_ops):
+    return False
+  if slot_orders is not None:
+    return all(len({slot_orders[e] for e in run}) == 1 for run in runs)
+  return ops_lib.stackable(settings) and all(
+      ops_lib.has_functional_form(name, s) for name in ops for s in set(strides))
 
 
 def _mixed_op_fn(op_names, stride: int, settings: OpSettings):
@@ -315,32 +389,138 @@ def _mixed_op_fn(op_names, stride: int, settings: OpSettings):
   return run
 
 
-@functools.lru_cache(maxsize=None)
-def _scan_body(op_names, stride: int, settings: OpSettings):
-  """The step of `scanned_dag`'s scans: edge `xs` adds its mixed op of the
-  state it reads (from `sources`, or from the stack itself if None) to its
-  target in the stack. One function object per kind of edge, so that JAX
-  traces (and differentiates) the body once for every scan of that kind
-  and shape (the cells of a stage, the two passes of a bi-level step),
-  not once per scan."""
-  mixed = _mixed_op_fn(op_names, stride, settings)
-  if settings.remat:
-    # keep the edge's input only (inside a scan CSE cannot undo the remat)
-    mixed = jax.checkpoint(mixed, prevent_cse=False)
-
+def _dag_scan_step(mixed):
+  """The step of a `scanned_dag` scan: edge `xs` adds `mixed(xs, x)` of the
+  state x it reads (from `sources`, or from the stack itself if None) to
+  its target in the stack."""
   def body(carry, xs):
     stack, sources = carry
     x = jax.lax.dynamic_index_in_dim(stack if sources is None else sources, xs["src"],
                                      keepdims=False)
-    y = mixed(xs["params"], xs.get("weights"), x)
-    total = jax.lax.dynamic_index_in_dim(stack, xs["dst"], keepdims=False) + y
+    total = jax.lax.dynamic_index_in_dim(stack, xs["dst"], keepdims=False) + mixed(xs, x)
     return (jax.lax.dynamic_update_index_in_dim(stack, total, xs["dst"], 0), sources), None
-
   return body
 
 
+@functools.lru_cache(maxsize=None)
+def _scan_body(op_names, stride: int, settings: OpSettings):
+  """The step of `scanned_dag`'s scans of static edges. One function
+  object per kind of edge, so that JAX traces (and differentiates) the
+  body once for every scan of that kind and shape (the cells of a stage,
+  the two passes of a bi-level step), not once per scan."""
+  mixed = _mixed_op_fn(op_names, stride, settings)
+  if settings.remat:
+    # keep the edge's input only (inside a scan CSE cannot undo the remat)
+    mixed = jax.checkpoint(mixed, prevent_cse=False)
+  return _dag_scan_step(lambda xs, x: mixed(xs["params"], xs.get("weights"), x))
+
+
+@functools.lru_cache(maxsize=None)
+def _switched_scan(op_names, channels: int, stride: int, settings: OpSettings, order,
+                   train: bool):
+  """`scanned_dag`'s scan of switched edges: `run(stack, sources, xs)`
+  adds, edge by edge (in target order), the switched mixed op
+  (`_switched_mixed_fn`) of the state it reads (from `sources`, or from
+  `stack` itself if None) to its target in `stack`, and returns the stack.
+
+  Its gradient keeps only the states the edges read (the final stack, or
+  `sources`): a reverse scan over the edges reads each edge's input from
+  them, recomputes the op picked in each slot and takes its gradient
+  (`lax.switch` over the branches' vjps, as `recomputed_switch`), and adds
+  the input's gradient to that of its source. Every source is complete
+  before an edge reads it, so reading the final states is exact, and in
+  reverse order a target's gradient is complete before its edges are
+  visited. (Differentiating the scan instead kept a copy of every edge's
+  input: 34-35% more bytes than per edge on NB-201 and DARTS.) One function object per kind
+  of edge (see `_scan_body`); differentiable twice."""
+  ops = _switched_ops(op_names, channels, stride, settings)
+  order = order or tuple(range(len(ops)))
+  mixed = _switched_mixed_fn(op_names, channels, stride, settings, order, train)
+
+  def branch_vjp(i):
+    """(x, params, g) -> (op(x), d/dx, d/dparams) of `g` . op(x)."""
+    if i is None or ops[i] is None:   # empty slot / none
+      return lambda x, params, g: (jnp.zeros_like(g), jnp.zeros_like(x),
+                                   jax.tree_util.tree_map(jnp.zeros_like, params))
+    def run(x, params, g):
+      y, pullback = jax.vjp(lambda x, params: ops[i].apply({"params": params[i]}, x, train),
+                            x, params)
+      return (y, *pullback(g))
+    return run
+
+  forward_body = _dag_scan_step(
+      lambda xs, x: mixed(xs["params"], xs["weights"], xs["slots"], x))
+
+  def scan(stack, sources, xs):
+    return jax.lax.scan(forward_body, (stack, sources), xs)[0][0]
+
+  def backward_body(carry, xs):
+    g_stack, g_sources, read = carry
+    x = jax.lax.dynamic_index_in_dim(read, xs["src"], keepdims=False)
+    g = jax.lax.dynamic_index_in_dim(g_stack, xs["dst"], keepdims=False)
+    slots, weights = xs["slots"], xs["weights"]
+    dx, dparams, dweights = None, None, []
+    for s in range(slots.shape[0]):
+      allowed, index = _slot_branches(order, s, slots[s])
+      y, dx_s, dparams_s = jax.lax.switch(
+          index, [branch_vjp(i) for i in allowed] + [branch_vjp(None)], x, xs["params"],
+          weights[s].astype(g.dtype) * g)
+      dweights.append(jnp.sum(g * y).astype(weights.dtype))
+      dx = _add(dx, dx_s)
+      dparams = dparams_s if dparams is None else jax.tree_util.tree_map(
+          jnp.add, dparams, dparams_s)
+    if g_sources is None:
+      g_stack = _add_at(g_stack, xs["src"], dx)
+    else:
+      g_sources = _add_at(g_sources, xs["src"], dx)
+    return (g_stack, g_sources, read), (dparams, jnp.stack(dweights))
+
+  def cotangents(xs, dparams, dweights):
+    return {name: (dparams if name == "params" else dweights if name == "weights" else None)
+            for name in xs}
+
+  @jax.custom_vjp
+  def run_on_stack(stack, xs):
+    return scan(stack, None, xs)
+
+  def forward_on_stack(stack, xs):
+    out = scan(stack, None, xs)
+    return out, (out, xs)
+
+  def backward_on_stack(residuals, g_out):
+    read, xs = residuals
+    (g_stack, _, _), (dparams, dweights) = jax.lax.scan(
+        backward_body, (g_out, None, read), xs, reverse=True)
+    return g_stack, cotangents(xs, dparams, dweights)
+
+  @jax.custom_vjp
+  def run_from_sources(stack, sources, xs):
+    return scan(stack, sources, xs)
+
+  def forward_from_sources(stack, sources, xs):
+    return scan(stack, sources, xs), (sources, xs)
+
+  def backward_from_sources(residuals, g_out):
+    read, xs = residuals
+    (g_stack, g_sources, _), (dparams, dweights) = jax.lax.scan(
+        backward_body, (g_out, jnp.zeros_like(read), read), xs, reverse=True)
+    return g_stack, g_sources, cotangents(xs, dparams, dweights)
+
+  run_on_stack.defvjp(forward_on_stack, backward_on_stack)
+  run_from_sources.defvjp(forward_from_sources, backward_from_sources)
+  return lambda stack, sources, xs: (run_on_stack(stack, xs) if sources is None
+                                     else run_from_sources(stack, sources, xs))
+
+
+def _add_at(stack, index, value):
+  """`stack` with `value` added to its entry `index` (a traced int)."""
+  total = jax.lax.dynamic_index_in_dim(stack, index, keepdims=False) + value
+  return jax.lax.dynamic_update_index_in_dim(stack, total, index, 0)
+
+
 def scanned_dag(states: list, edges, edge_ops, edge_weights, channels: int, strides,
-                settings: OpSettings, train: bool = True) -> list:
+                settings: OpSettings, train: bool = True, edge_slots=None,
+                slot_orders=None) -> list:
   """The nodes of a search cell (as `mixed_dag`), the edges run by
   `lax.scan`: one compiled mixed op per scan instead of one per edge.
 
@@ -353,42 +533,55 @@ def scanned_dag(states: list, edges, edge_ops, edge_weights, channels: int, stri
   weights and mixing weights. The numbers of one `MixedOp` per edge; the
   weights of a scan's edges are stored stacked, in its order, under
   `weight_pool.stacked_edges_name` of them (`weight_pool.canonical` gives
-  the per-edge paths and shapes)."""
-  del train   # (search BatchNorm: batch statistics, nothing to update)
+  the per-edge paths and shapes).
+
+  Switched (`edge_slots` given, with `slot_orders`: per edge, or None):
+  the numbers of one `SwitchedMixedOp` per edge; each edge's weights are
+  declared under its own path, as there (`SwitchedEdgeParams`), and
+  stacked for the scan, which also takes each edge's slots."""
   n_in = len(states)
   targets = sorted({dst for _, dst in edges})
-  by_target = sorted(range(len(edges)), key=lambda e: edges[e][1])   # stable
+  runs = _scan_runs(edges, strides, n_in)
+  switched = edge_slots is not None
+  orders = slot_orders or (None,) * len(edges)
 
   def scan(carry, run, index, sources=None):
     """Adds the mixed op of every edge of `run` to its target in `carry`,
     reading each source from `sources` (None: from `carry`); `index` maps a
     state number to its position in the stack it is read from or added to."""
     stride, op_names = strides[run[0]], edge_ops[run[0]]
+    xs = {"src": jnp.asarray([index(edges[e][0]) for e in run], jnp.int32),
+          "dst": jnp.asarray([index(edges[e][1]) for e in run], jnp.int32)}
+    if edge_weights is not None:
+      xs["weights"] = jnp.stack([edge_weights[e] for e in run])
+    if switched:
+      like = (carry if sources is None else sources)[0]   # an input's shape
+      per_edge = [SwitchedEdgeParams(op_names, channels, stride, settings,
+                                     name=f"edge_{edges[e][0]}_{edges[e][1]}")(like, train)
+                  for e in run]
+      xs["params"] = jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *per_edge)
+      xs["slots"] = jnp.stack([edge_slots[e] for e in run])
+      return _switched_scan(op_names, channels, stride, settings, orders[run[0]], train)(
+          carry, sources, xs)
     # (scannable: every op is weightless or has a stacked form)
     schema = {name: ops_lib.param_schema(name, channels, stride) for name in op_names
               if name != "none" and not ops_lib.is_shared(name, stride)}
-    params = ops_lib.Params(schema, len(run),
-                            name=weight_pool.stacked_edges_name([edges[e] for e in run]))()
-    xs = {"src": jnp.asarray([index(edges[e][0]) for e in run], jnp.int32),
-          "dst": jnp.asarray([index(edges[e][1]) for e in run], jnp.int32),
-          "params": params}
-    if edge_weights is not None:
-      xs["weights"] = jnp.stack([edge_weights[e] for e in run])
+    xs["params"] = ops_lib.Params(
+        schema, len(run), name=weight_pool.stacked_edges_name([edges[e] for e in run]))()
     return jax.lax.scan(_scan_body(op_names, stride, settings), (carry, sources), xs)[0][0]
 
   x0 = states[0]
-  if set(strides) == {1}:
+  if len(runs) == 1 and set(strides) == {1}:
     carry = jnp.stack(list(states) + [jnp.zeros_like(x0)] * len(targets))
-    carry = scan(carry, by_target, lambda s: s)
+    carry = scan(carry, runs[0], lambda s: s)
     return [carry[i] for i in range(carry.shape[0])]
-  from_inputs = [e for e in by_target if edges[e][0] < n_in]
-  from_nodes = [e for e in by_target if edges[e][0] >= n_in]
+  from_inputs, *from_nodes = runs
   stride = strides[from_inputs[0]]
   nodes = jnp.zeros((len(targets), *x0[:, ::stride, ::stride, :].shape), x0.dtype)
   nodes = scan(nodes, from_inputs, lambda s: s if s < n_in else targets.index(s),
                jnp.stack(states))
   if from_nodes:
-    nodes = scan(nodes, from_nodes, targets.index)
+    nodes = scan(nodes, from_nodes[0], targets.index)
   return list(states) + [nodes[i] for i in range(len(targets))]
 
 
@@ -427,6 +620,7 @@ class DartsSearchCell(nn.Module):
   switched: bool = False      # edge_ops are all ops; `edge_slots` pick the active ones
   slot_orders: tuple | None = None   # per edge, `SwitchedMixedOp.order`
   scan_edges: bool = False    # compute via `scanned_dag` where `scannable` (same numbers)
+  scan_switched: bool = True  # switched: the same, weights per edge as unscanned
 
   @nn.compact
   def __call__(self, s0, s1, edge_weights=None, train: bool = True, edge_slots=None):
@@ -438,6 +632,12 @@ class DartsSearchCell(nn.Module):
     s1 = ReLUConvBN(c, 1, 1, 0, st, name="preprocess1")(s1, train)
     edges = spaces_lib.darts_edges(self.steps)
     strides = [2 if self.reduction and src < 2 else 1 for src, _ in edges]
+    if self.switched and self.scan_switched:
+      orders = self.slot_orders or (None,) * len(edges)
+      if scannable(edges, self.edge_ops, strides, st, orders):
+        states = scanned_dag([s0, s1], edges, self.edge_ops, edge_weights, c, strides, st,
+                             train, edge_slots, orders)
+        return jnp.concatenate(states[2:], axis=-1)
     if (self.scan_edges and not self.switched and
         scannable(edges, self.edge_ops, strides, st)):
       states = scanned_dag([s0, s1], edges, self.edge_ops, edge_weights, c, strides, st, train)
@@ -469,6 +669,7 @@ class DartsSupernet(nn.Module):
   switched: bool = False   # every op of the space; `slots` pick the active ones
   slot_orders: tuple | None = None   # per choice point, `SwitchedMixedOp.order`
   scan_edges: bool = False
+  scan_switched: bool = True   # switched cells scan their edges (`scanned_dag`)
 
   @nn.compact
   def __call__(self, x, alphas: Alphas | None = None, train: bool = True,
@@ -494,7 +695,8 @@ class DartsSupernet(nn.Module):
                              c, reduction, reduction_prev, self.settings,
                              self.steps, self.stack_edges, self.switched,
                              orders[n:] if reduction else orders[:n],
-                             scan_edges=self.scan_edges, name=f"cell_{i}")
+                             scan_edges=self.scan_edges, scan_switched=self.scan_switched,
+                             name=f"cell_{i}")
       s0, s1 = s1, cell(s0, s1, w_reduce if reduction else w_normal, train,
                         slots_reduce if reduction else slots_normal)
       reduction_prev = reduction
@@ -525,11 +727,17 @@ class NB201SearchCell(nn.Module):
   switched: bool = False      # edge_ops are all ops; `edge_slots` pick the active ones
   slot_orders: tuple | None = None   # per edge, `SwitchedMixedOp.order`
   scan_edges: bool = False    # compute via `scanned_dag` where `scannable` (same numbers)
+  scan_switched: bool = True  # switched: the same, weights per edge as unscanned
 
   @nn.compact
   def __call__(self, x, edge_weights=None, train: bool = True, edge_slots=None):
     edges = spaces_lib.nb201_edges()
     strides = [1] * len(edges)
+    if self.switched and self.scan_switched:
+      orders = self.slot_orders or (None,) * len(edges)
+      if scannable(edges, self.edge_ops, strides, self.settings, orders):
+        return scanned_dag([x], edges, self.edge_ops, edge_weights, self.channels, strides,
+                           self.settings, train, edge_slots, orders)[-1]
     if (self.scan_edges and not self.switched and
         scannable(edges, self.edge_ops, strides, self.settings)):
       return scanned_dag([x], edges, self.edge_ops, edge_weights, self.channels, strides,
@@ -560,6 +768,7 @@ class NB201Supernet(nn.Module):
   switched: bool = False   # every op of the space; `slots` pick the active ones
   slot_orders: tuple | None = None   # per choice point, `SwitchedMixedOp.order`
   scan_edges: bool = False
+  scan_switched: bool = True   # switched cells scan their edges (`scanned_dag`)
 
   @nn.compact
   def __call__(self, x, alphas: Alphas | None = None, train: bool = True,
@@ -578,6 +787,7 @@ class NB201Supernet(nn.Module):
       for i in range(self.cells_per_stage):
         x = NB201SearchCell(self.edge_ops, c, self.settings, self.stack_edges, self.switched,
                             self.slot_orders, scan_edges=self.scan_edges,
+                            scan_switched=self.scan_switched,
                             name=f"cell_{stage}_{i}")(x, weights, train, slots)
     x = ops_lib.relu(BatchNorm(block_settings, name="last_bn")(x, train))
     return nn.Dense(self.num_classes, name="classifier")(x.mean(axis=(1, 2)))
@@ -603,6 +813,7 @@ def build_supernet(space: spaces_lib.SearchSpace, subspace: spaces_lib.Subspace 
   stack = bool(supernet_config.get("stack_edges", False))
   scan = bool(supernet_config.get("scan_edges", False))
   remat = bool(supernet_config.get("remat", False))
+  scan_switched = bool(supernet_config.get("scan_switched", True))
   if stack and scan:
     raise UserError("supernet.stack_edges and supernet.scan_edges are two ways to compute "
                     "the same cells: set at most one")
@@ -634,14 +845,16 @@ def build_supernet(space: spaces_lib.SearchSpace, subspace: spaces_lib.Subspace 
         steps=supernet_config.get("steps", spaces_lib.DARTS_STEPS),
         stem_multiplier=supernet_config.get("stem_multiplier", 3),
         settings=OpSettings(pool_bn=True, depthwise_impl=impl, remat=remat), stack_edges=stack,
-        switched=switched, slot_orders=slot_orders, scan_edges=scan)
+        switched=switched, slot_orders=slot_orders, scan_edges=scan,
+        scan_switched=scan_switched)
   if space.kind == "nb201_cell":
     return NB201Supernet(
         edge_ops=names, num_classes=num_classes, channels=supernet_config.channels,
         cells_per_stage=supernet_config.get("cells_per_stage", 5),
         settings=OpSettings(pool_bn=False, depthwise_impl=impl, remat=remat),
         stack_edges=stack,
-        switched=switched, slot_orders=slot_orders, scan_edges=scan)
+        switched=switched, slot_orders=slot_orders, scan_edges=scan,
+        scan_switched=scan_switched)
   raise ValueError(f"unknown space kind {space.kind!r}")
 
 

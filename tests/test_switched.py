@@ -146,3 +146,62 @@ def test_recomputed_switch_has_the_gradients_of_lax_switch():
                                   fn(x, params, jax.lax.switch), rtol=1e-6)
     chex.assert_trees_all_close(jax.grad(outer)(params, supernet.recomputed_switch),
                                 jax.grad(outer)(params, jax.lax.switch), rtol=1e-5)
+
+
+@pytest.mark.parametrize("space_name,ops", [("nb201", None),
+                                            ("darts", "none,skip_connect,dil_conv_3x3")])
+def test_scanned_switched_cells_equal_per_edge_switched_cells(space_name, ops):
+  """`supernet.scan_switched` (each cell's edges in a scan with its own
+  gradient) against one `SwitchedMixedOp` per edge, on a random subspace
+  of at most 2 ops per choice point: the same weight paths, loss, weight
+  and alpha gradients, and DARTS second-order alpha gradient. DARTS covers
+  the reduction cell's two scans (from the inputs, then between nodes)."""
+  space = spaces.make_space(space_name, ops=ops)
+  k = 2
+  rng = np.random.default_rng(0)
+  subspace = tuple(tuple(sorted(rng.choice(len(cp.ops), size=rng.integers(1, k + 1),
+                                           replace=False).tolist()))
+                   for cp in space.choice_points)
+  orders = tuple(tuple(rng.permutation(len(cp.ops)).tolist()) for cp in space.choice_points)
+  if space_name == "darts":   # the same order on the edges of each scan
+    n = len(spaces.darts_edges())
+    orders = (orders[0],) * n + tuple(orders[n] if src < 2 else orders[n + 1]
+                                      for src, _ in spaces.darts_edges())
+  else:
+    orders = (orders[0],) * len(orders)
+  slots = jnp.asarray(supernet.subspace_slots(subspace, k, orders))
+  models = {scan: supernet.build_supernet(space, None, _cfg(scan_switched=scan), 10,
+                                          switched=True, slot_orders=orders)
+            for scan in (False, True)}
+  weights = supernet.init_params(models[False], (8, 8, 3), None, jax.random.key(2))
+  assert set(weight_pool.flatten(supernet.param_shapes(models[True], (8, 8, 3)))) == set(
+      weight_pool.flatten(weights))
+  alphas = supernet.to_slots(supernet.init_alphas(jax.random.key(1), subspace, 0.5),
+                             subspace, slots)
+  images = jax.random.normal(jax.random.key(3), (4, 8, 8, 3))
+  labels = jnp.arange(4) % 10
+
+  def grads(model):
+    def loss(w, a):
+      logits = model.apply({"params": w}, images, a, slots=slots)
+      return optax_xent(logits, labels)
+
+    def unrolled(a):   # DARTS second order, through one virtual weight step
+      g = jax.grad(loss)(weights, a)
+      return loss(jax.tree_util.tree_map(lambda w, g: w - 0.1 * g, weights, g), a)
+
+    value, (g_w, g_a) = jax.value_and_grad(loss, argnums=(0, 1))(weights, alphas)
+    return value, weight_pool.flatten(g_w), g_a, jax.grad(unrolled)(alphas)
+
+  # (the per-edge model's second order is the slow compile here)
+  scanned, per_edge = (jax.jit(lambda m=m: grads(m))() for m in (models[True], models[False]))
+  assert float(scanned[0]) == pytest.approx(float(per_edge[0]), rel=1e-6)
+  for path, g in per_edge[1].items():
+    np.testing.assert_allclose(scanned[1][path], g, rtol=1e-4, atol=1e-6, err_msg=path)
+  for got, want in list(zip(scanned[2], per_edge[2])) + list(zip(scanned[3], per_edge[3])):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-7)
+  assert any(float(jnp.abs(g).max()) > 0 for g in per_edge[3])
+
+
+def optax_xent(logits, labels):
+  return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(labels.shape[0]), labels])
