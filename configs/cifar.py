@@ -30,6 +30,9 @@ def get_config():
   config.data.batch_size = 64
   config.data.holdout_size = 5000
   config.space.name = "darts_large"
+  # shared programs: each cell's switched edges in one scan (compiles
+  # 4.8x faster on DARTS, measured on CPU; README, Performance)
+  config.supernet.scan_switched = True
   config.supernet.channels = 16
   config.supernet.layers = 8
   config.supernet.depthwise_impl = "xla"      # fastest on GPU/TPU

@@ -60,9 +60,12 @@ def base_config() -> ml_collections.ConfigDict:
   # (jax.checkpoint), keeping only its input: the full DARTS step needs 8x
   # less memory (README, Performance). Switched supernets always recompute.
   config.supernet.remat = False
-  # The switched supernet of RADARS's shared programs runs each cell's
-  # edges in a lax.scan (same numbers, same weight paths; README).
-  config.supernet.scan_switched = True
+  # RADARS's shared programs: the switched supernet runs each cell's edges
+  # in a lax.scan whose gradient keeps only the cell's states (same numbers
+  # to float rounding, same weight paths). Measured (README, Performance):
+  # DARTS 5 cells compiles 4.8x faster in 24% fewer bytes; NB-201 31% fewer
+  # bytes, compile and step unchanged.
+  config.supernet.scan_switched = False
 
   config.dnas = ml_collections.ConfigDict()
   config.dnas.epochs = 50

@@ -620,7 +620,7 @@ class DartsSearchCell(nn.Module):
   switched: bool = False      # edge_ops are all ops; `edge_slots` pick the active ones
   slot_orders: tuple | None = None   # per edge, `SwitchedMixedOp.order`
   scan_edges: bool = False    # compute via `scanned_dag` where `scannable` (same numbers)
-  scan_switched: bool = True  # switched: the same, weights per edge as unscanned
+  scan_switched: bool = False  # switched: the same, weights per edge as unscanned
 
   @nn.compact
   def __call__(self, s0, s1, edge_weights=None, train: bool = True, edge_slots=None):
@@ -669,7 +669,7 @@ class DartsSupernet(nn.Module):
   switched: bool = False   # every op of the space; `slots` pick the active ones
   slot_orders: tuple | None = None   # per choice point, `SwitchedMixedOp.order`
   scan_edges: bool = False
-  scan_switched: bool = True   # switched cells scan their edges (`scanned_dag`)
+  scan_switched: bool = False  # switched cells scan their edges (`scanned_dag`)
 
   @nn.compact
   def __call__(self, x, alphas: Alphas | None = None, train: bool = True,
@@ -727,7 +727,7 @@ class NB201SearchCell(nn.Module):
   switched: bool = False      # edge_ops are all ops; `edge_slots` pick the active ones
   slot_orders: tuple | None = None   # per edge, `SwitchedMixedOp.order`
   scan_edges: bool = False    # compute via `scanned_dag` where `scannable` (same numbers)
-  scan_switched: bool = True  # switched: the same, weights per edge as unscanned
+  scan_switched: bool = False  # switched: the same, weights per edge as unscanned
 
   @nn.compact
   def __call__(self, x, edge_weights=None, train: bool = True, edge_slots=None):
@@ -768,7 +768,7 @@ class NB201Supernet(nn.Module):
   switched: bool = False   # every op of the space; `slots` pick the active ones
   slot_orders: tuple | None = None   # per choice point, `SwitchedMixedOp.order`
   scan_edges: bool = False
-  scan_switched: bool = True   # switched cells scan their edges (`scanned_dag`)
+  scan_switched: bool = False  # switched cells scan their edges (`scanned_dag`)
 
   @nn.compact
   def __call__(self, x, alphas: Alphas | None = None, train: bool = True,
@@ -813,7 +813,7 @@ def build_supernet(space: spaces_lib.SearchSpace, subspace: spaces_lib.Subspace 
   stack = bool(supernet_config.get("stack_edges", False))
   scan = bool(supernet_config.get("scan_edges", False))
   remat = bool(supernet_config.get("remat", False))
-  scan_switched = bool(supernet_config.get("scan_switched", True))
+  scan_switched = bool(supernet_config.get("scan_switched", False))
   if stack and scan:
     raise UserError("supernet.stack_edges and supernet.scan_edges are two ways to compute "
                     "the same cells: set at most one")
