@@ -388,6 +388,10 @@ def check_config(config) -> None:
     raise UserError(f"unknown method {config.method!r}; known methods: {', '.join(METHODS)}")
   if config.method == "darts" and int(config.dnas.order) not in (1, 2):
     raise UserError(f"dnas.order={config.dnas.order} must be 1 or 2")
+  if config.dnas.get("passes_in_loop") and config.method in DNAS_METHODS + ("radars",) and (
+      dnas_mode(config) != "first_order"):
+    raise UserError(f"dnas.passes_in_loop=True runs the two passes of first-order DARTS; "
+                    f"this search's DNAS is {dnas_mode(config)}")
 
 
 def budget_bytes(config) -> float | None:

@@ -77,3 +77,18 @@ def test_run_search_writes_outputs(tmp_path):
   assert (summary["compile_seconds"] * 0.9 <= summary["compile_loop_seconds"]
           <= summary["compile_total_seconds"] + 1e-6)
   assert summary["compile_loop_seconds"] < summary["search_seconds"]
+
+
+@pytest.mark.parametrize("method,order,inner", [("single_darts", 1, "single_level"),
+                                                ("darts", 2, "single_level"),
+                                                ("radars", 1, "single_level")])
+def test_passes_in_loop_is_refused_outside_first_order(method, order, inner):
+  config = config_defaults.base_config()
+  config.method, config.dnas.order, config.dnas.inner_mode = method, order, inner
+  config.dnas.passes_in_loop = True
+  with pytest.raises(search.UserError, match="passes_in_loop"):
+    search.check_config(config)
+  config.method, config.dnas.order, config.dnas.inner_mode = "darts", 1, "first_order"
+  search.check_config(config)   # first order: accepted
+  config.method = "radars"
+  search.check_config(config)
