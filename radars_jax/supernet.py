@@ -174,6 +174,16 @@ def _slot_branches(order: tuple[int, ...], s: int, op):
   return allowed, jnp.asarray(position)[jnp.where(op < 0, len(order), op)]
 
 
+def _switched_branch(ops, stride: int, train: bool):
+  """`branch(i)`: op i of a switched choice point as `(x, its ops' weights)
+  -> output`; zeros for an empty slot (i None) or `none`."""
+  def branch(i):
+    if i is None or ops[i] is None:
+      return lambda x, params: jnp.zeros_like(x[:, ::stride, ::stride, :])
+    return lambda x, params: ops[i].apply({"params": params[i]}, x, train)
+  return branch
+
+
 @functools.lru_cache(maxsize=None)
 def _switched_mixed_fn(op_names, channels: int, stride: int, settings: OpSettings,
                        order: tuple[int, ...] | None, train: bool):
@@ -184,12 +194,7 @@ def _switched_mixed_fn(op_names, channels: int, stride: int, settings: OpSetting
   `SwitchedMixedOp`). One function object per kind of choice point (see
   `_scan_body`)."""
   ops = _switched_ops(op_names, channels, stride, settings)
-
-  def branch(i):
-    if i is None or ops[i] is None:   # empty slot / none
-      return lambda x, params: jnp.zeros_like(x[:, ::stride, ::stride, :])
-    return lambda x, params: ops[i].apply({"params": params[i]}, x, train)
-
+  branch = _switched_branch(ops, stride, train)
   order = order or tuple(range(len(ops)))
 
   def run(params, weights, slots, x):
@@ -397,9 +402,14 @@ def _dag_scan_step(mixed):
     stack, sources = carry
     x = jax.lax.dynamic_index_in_dim(stack if sources is None else sources, xs["src"],
                                      keepdims=False)
-    total = jax.lax.dynamic_index_in_dim(stack, xs["dst"], keepdims=False) + mixed(xs, x)
-    return (jax.lax.dynamic_update_index_in_dim(stack, total, xs["dst"], 0), sources), None
+    return (_add_at(stack, xs["dst"], mixed(xs, x)), sources), None
   return body
+
+
+def _add_at(stack, index, value):
+  """`stack` with `value` added to its entry `index` (a traced int)."""
+  total = jax.lax.dynamic_index_in_dim(stack, index, keepdims=False) + value
+  return jax.lax.dynamic_update_index_in_dim(stack, total, index, 0)
 
 
 @functools.lru_cache(maxsize=None)
@@ -431,20 +441,19 @@ def _switched_scan(op_names, channels: int, stride: int, settings: OpSettings, o
   before an edge reads it, so reading the final states is exact, and in
   reverse order a target's gradient is complete before its edges are
   visited. (Differentiating the scan instead kept a copy of every edge's
-  input: 34-35% more bytes than per edge on NB-201 and DARTS.) One function object per kind
-  of edge (see `_scan_body`); differentiable twice."""
+  input: 34-35% more bytes than per edge on NB-201 and DARTS.) One
+  function object per kind of edge (see `_scan_body`); differentiable
+  twice."""
   ops = _switched_ops(op_names, channels, stride, settings)
   order = order or tuple(range(len(ops)))
   mixed = _switched_mixed_fn(op_names, channels, stride, settings, order, train)
 
+  branch = _switched_branch(ops, stride, train)
+
   def branch_vjp(i):
     """(x, params, g) -> (op(x), d/dx, d/dparams) of `g` . op(x)."""
-    if i is None or ops[i] is None:   # empty slot / none
-      return lambda x, params, g: (jnp.zeros_like(g), jnp.zeros_like(x),
-                                   jax.tree_util.tree_map(jnp.zeros_like, params))
     def run(x, params, g):
-      y, pullback = jax.vjp(lambda x, params: ops[i].apply({"params": params[i]}, x, train),
-                            x, params)
+      y, pullback = jax.vjp(branch(i), x, params)
       return (y, *pullback(g))
     return run
 
@@ -512,12 +521,6 @@ def _switched_scan(op_names, channels: int, stride: int, settings: OpSettings, o
                                      else run_from_sources(stack, sources, xs))
 
 
-def _add_at(stack, index, value):
-  """`stack` with `value` added to its entry `index` (a traced int)."""
-  total = jax.lax.dynamic_index_in_dim(stack, index, keepdims=False) + value
-  return jax.lax.dynamic_update_index_in_dim(stack, total, index, 0)
-
-
 def scanned_dag(states: list, edges, edge_ops, edge_weights, channels: int, strides,
                 settings: OpSettings, train: bool = True, edge_slots=None,
                 slot_orders=None) -> list:
@@ -571,7 +574,7 @@ def scanned_dag(states: list, edges, edge_ops, edge_weights, channels: int, stri
     return jax.lax.scan(_scan_body(op_names, stride, settings), (carry, sources), xs)[0][0]
 
   x0 = states[0]
-  if len(runs) == 1 and set(strides) == {1}:
+  if set(strides) == {1}:
     carry = jnp.stack(list(states) + [jnp.zeros_like(x0)] * len(targets))
     carry = scan(carry, runs[0], lambda s: s)
     return [carry[i] for i in range(carry.shape[0])]
