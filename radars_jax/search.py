@@ -392,6 +392,15 @@ def check_config(config) -> None:
       dnas_mode(config) != "first_order"):
     raise UserError(f"dnas.passes_in_loop=True runs the two passes of first-order DARTS; "
                     f"this search's DNAS is {dnas_mode(config)}")
+  if config.method not in DNAS_METHODS and config.supernet.get("scan_edges"):
+    # Measured (digits, nb201, k = 2): the cost model traces one op on every
+    # edge of a group, which scans, and counts the scan body once, so random
+    # per-edge subspaces came out 30-35% over its estimates (10% without).
+    raise UserError(
+        f"supernet.scan_edges scans the cells of whole-space DNAS (method=darts or "
+        f"single_darts); method={config.method} runs subspaces whose edges differ, and its "
+        "cost model would be traced on scanned cells: leave scan_edges (and remat) off "
+        "(its shared programs scan with supernet.scan_switched=True)")
 
 
 def budget_bytes(config) -> float | None:

@@ -92,3 +92,18 @@ def test_passes_in_loop_is_refused_outside_first_order(method, order, inner):
   search.check_config(config)   # first order: accepted
   config.method = "radars"
   search.check_config(config)
+
+
+@pytest.mark.parametrize("method", ["radars", "rl", "random"])
+def test_scan_edges_is_refused_for_subspace_searches(method):
+  """A loop method's subspaces run per edge while its cost model would be
+  traced on scanned cells (estimates measured 30-35% low): refused."""
+  config = config_defaults.base_config()
+  config.method = method
+  config.supernet.scan_edges = True
+  with pytest.raises(search.UserError, match="scan_edges"):
+    search.check_config(config)
+  config.supernet.scan_edges, config.supernet.scan_switched = False, True
+  search.check_config(config)   # the shared programs' scan: accepted
+  config.method, config.supernet.scan_edges = "single_darts", True
+  search.check_config(config)   # whole-space DNAS: accepted
