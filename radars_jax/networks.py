@@ -39,7 +39,7 @@ from radars_jax import genotypes as genotypes_lib
 from radars_jax import ops as ops_lib
 from radars_jax import spaces as spaces_lib
 from radars_jax.errors import UserError
-from radars_jax.ops import BatchNorm, FactorizedReduce, OpSettings, ReLUConvBN
+from radars_jax.ops import BatchNorm, FactorizedReduce, OpSettings, ReLUConvBN, relu
 from radars_jax.supernet import ResNetBasicBlock
 
 EVAL_SETTINGS = OpSettings(affine=True, track_running_stats=True, pool_bn=False)
@@ -106,11 +106,11 @@ class AuxiliaryHeadCIFAR(nn.Module):
       raise UserError(f"the auxiliary head needs feature maps of at least 5x5 at 2/3 "
                       f"depth, got {x.shape[1]}x{x.shape[2]} (images too small); set "
                       "train.auxiliary_weight=0")
-    x = nn.avg_pool(nn.relu(x), (5, 5), (3, 3), "VALID", count_include_pad=False)
+    x = nn.avg_pool(relu(x), (5, 5), (3, 3), "VALID", count_include_pad=False)
     x = nn.Conv(128, (1, 1), use_bias=False, name="conv1")(x)
-    x = nn.relu(BatchNorm(self.settings, name="bn1")(x, train))
+    x = relu(BatchNorm(self.settings, name="bn1")(x, train))
     x = nn.Conv(768, (2, 2), padding="VALID", use_bias=False, name="conv2")(x)
-    x = nn.relu(BatchNorm(self.settings, name="bn2")(x, train))
+    x = relu(BatchNorm(self.settings, name="bn2")(x, train))
     return nn.Dense(self.num_classes, name="classifier")(x.reshape(x.shape[0], -1))
 
 
@@ -197,7 +197,7 @@ class NB201Network(nn.Module):
         x = ResNetBasicBlock(c, self.settings, name=f"reduce_{stage}")(x, train)
       for i in range(self.cells_per_stage):
         x = NB201InferCell(self.ops, c, self.settings, name=f"cell_{stage}_{i}")(x, train)
-    x = nn.relu(BatchNorm(self.settings, name="last_bn")(x, train))
+    x = relu(BatchNorm(self.settings, name="last_bn")(x, train))
     return nn.Dense(self.num_classes, name="classifier")(x.mean(axis=(1, 2))), None
 
 
