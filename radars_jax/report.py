@@ -1004,24 +1004,30 @@ figcaption { color: #444; font-size: 0.95em; margin-top: 0.3em; }
 """
 
 
+def _html_table(headers: tuple[str, ...], rows: list[tuple], key_column: bool = False) -> str:
+  """An HTML table; cells are escaped (`key_column`: the first styled as a key)."""
+  def cell(i: int, value) -> str:
+    attr = " class='key'" if key_column and i == 0 else ""
+    return f"<td{attr}>{html.escape(str(value))}</td>"
+
+  head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+  body = "\n".join("<tr>" + "".join(cell(i, v) for i, v in enumerate(row)) + "</tr>"
+                   for row in rows)
+  return f"<table>\n<tr>{head}</tr>\n{body}\n</table>"
+
+
 def _table(rows: list[tuple[str, str]]) -> str:
-  body = "\n".join(f"<tr><td class='key'>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>"
-                   for k, v in rows)
-  return f"<table>\n<tr><th>key</th><th>value</th></tr>\n{body}\n</table>"
+  return _html_table(("key", "value"), rows, key_column=True)
 
 
 def _compiles_table(compiles: list) -> str:
   """RADARS' train-step compiles (summary.json `compiles`), one row each."""
-  rows = []
-  for c in compiles:
-    mb = c.get("bytes")
-    rows.append("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
-        c.get("what", "?"), "-" if mb is None else memory_lib.format_gb(mb),
-        f"{c.get('compile_seconds', 0.0):.1f} s", f"{c.get('waited_seconds', 0.0):.1f} s",
-        "background" if c.get("ahead") else "the loop")) + "</tr>")
-  return ("<table>\n<tr><th>compiled</th><th>XLA bytes</th><th>compile</th>"
-          "<th>the search waited</th><th>compiled in</th></tr>\n" + "\n".join(rows)
-          + "\n</table>")
+  rows = [(c.get("what", "?"),
+           "-" if c.get("bytes") is None else memory_lib.format_gb(c["bytes"]),
+           f"{c.get('compile_seconds', 0.0):.1f} s", f"{c.get('waited_seconds', 0.0):.1f} s",
+           "background" if c.get("ahead") else "the loop") for c in compiles]
+  return _html_table(("compiled", "XLA bytes", "compile", "the search waited", "compiled in"),
+                     rows)
 
 
 def _figures(items: list[tuple[Path, str]]) -> str:
