@@ -610,6 +610,32 @@ def _check_slots(module, slots) -> None:
     raise ValueError("`slots` given to a static supernet: build it with switched=True")
 
 
+def _cell_states(cell, inputs, edges, strides, edge_weights, train: bool, edge_slots):
+  """The states of a search cell's DAG (its inputs, then its nodes), by the
+  cell's way of computing its edges: scanned (switched, or static with
+  `scan_edges`) where `scannable`, stacked (`stack_edges`), else per edge.
+  `cell`: a `DartsSearchCell` or `NB201SearchCell` (called in its compact
+  method, so the submodules are its own)."""
+  ops, c, st = cell.edge_ops, cell.channels, cell.settings
+  if cell.switched and cell.scan_switched:
+    orders = cell.slot_orders or (None,) * len(edges)
+    if scannable(edges, ops, strides, st, orders):
+      return scanned_dag(inputs, edges, ops, edge_weights, c, strides, st, train, edge_slots,
+                         orders)
+  if cell.scan_edges and not cell.switched and scannable(edges, ops, strides, st):
+    return scanned_dag(inputs, edges, ops, edge_weights, c, strides, st, train)
+  if cell.stack_edges and ops_lib.stackable(st) and not cell.switched:
+    return mixed_dag(inputs, edges, ops, edge_weights, c, strides, st, train)
+  states = list(inputs)
+  for e, (src, dst) in enumerate(edges):
+    if src == 0:
+      states.append(None)  # node dst starts empty
+    states[dst] = _add(states[dst], _edge(
+        cell.switched, ops[e], c, strides[e], st, f"edge_{src}_{dst}", states[src],
+        edge_weights, edge_slots, e, train, cell.slot_orders))
+  return states
+
+
 class DartsSearchCell(nn.Module):
   """DARTS cell: two preprocessed inputs, `steps` nodes, each the sum of
   mixed ops over all earlier states; output = concat of the nodes."""
@@ -635,26 +661,7 @@ class DartsSearchCell(nn.Module):
     s1 = ReLUConvBN(c, 1, 1, 0, st, name="preprocess1")(s1, train)
     edges = spaces_lib.darts_edges(self.steps)
     strides = [2 if self.reduction and src < 2 else 1 for src, _ in edges]
-    if self.switched and self.scan_switched:
-      orders = self.slot_orders or (None,) * len(edges)
-      if scannable(edges, self.edge_ops, strides, st, orders):
-        states = scanned_dag([s0, s1], edges, self.edge_ops, edge_weights, c, strides, st,
-                             train, edge_slots, orders)
-        return jnp.concatenate(states[2:], axis=-1)
-    if (self.scan_edges and not self.switched and
-        scannable(edges, self.edge_ops, strides, st)):
-      states = scanned_dag([s0, s1], edges, self.edge_ops, edge_weights, c, strides, st, train)
-      return jnp.concatenate(states[2:], axis=-1)
-    if self.stack_edges and ops_lib.stackable(st) and not self.switched:
-      states = mixed_dag([s0, s1], edges, self.edge_ops, edge_weights, c, strides, st, train)
-      return jnp.concatenate(states[2:], axis=-1)
-    states = [s0, s1]
-    for e, (src, dst) in enumerate(edges):
-      if src == 0:
-        states.append(None)  # node dst starts empty
-      states[dst] = _add(states[dst], _edge(
-          self.switched, self.edge_ops[e], c, strides[e], st, f"edge_{src}_{dst}",
-          states[src], edge_weights, edge_slots, e, train, self.slot_orders))
+    states = _cell_states(self, [s0, s1], edges, strides, edge_weights, train, edge_slots)
     return jnp.concatenate(states[2:], axis=-1)
 
 
@@ -736,28 +743,7 @@ class NB201SearchCell(nn.Module):
   def __call__(self, x, edge_weights=None, train: bool = True, edge_slots=None):
     edges = spaces_lib.nb201_edges()
     strides = [1] * len(edges)
-    if self.switched and self.scan_switched:
-      orders = self.slot_orders or (None,) * len(edges)
-      if scannable(edges, self.edge_ops, strides, self.settings, orders):
-        return scanned_dag([x], edges, self.edge_ops, edge_weights, self.channels, strides,
-                           self.settings, train, edge_slots, orders)[-1]
-    if (self.scan_edges and not self.switched and
-        scannable(edges, self.edge_ops, strides, self.settings)):
-      return scanned_dag([x], edges, self.edge_ops, edge_weights, self.channels, strides,
-                         self.settings, train)[-1]
-    if self.stack_edges and ops_lib.stackable(self.settings) and not self.switched:
-      nodes = mixed_dag([x], edges, self.edge_ops, edge_weights, self.channels,
-                        strides, self.settings, train)
-      return nodes[-1]
-    nodes = [x]
-    for e, (src, dst) in enumerate(edges):
-      if src == 0:
-        nodes.append(None)
-      nodes[dst] = _add(nodes[dst], _edge(
-          self.switched, self.edge_ops[e], self.channels, 1, self.settings,
-          f"edge_{src}_{dst}", nodes[src], edge_weights, edge_slots, e, train,
-          self.slot_orders))
-    return nodes[-1]
+    return _cell_states(self, [x], edges, strides, edge_weights, train, edge_slots)[-1]
 
 
 class NB201Supernet(nn.Module):
