@@ -100,6 +100,15 @@ def dnas_mode(config) -> str:
   return config.dnas.get("inner_mode", "single_level")
 
 
+@jax.jit
+def _data_keys(key: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """The keys of a DNAS run's weight and alpha batches, as one program (run
+  eagerly, the split and the unpacking of its result compile one program
+  each, 0.6 s on the critical path of a search's start)."""
+  key_w, key_a = jax.random.split(jax.random.fold_in(key, 2))
+  return key_w, key_a
+
+
 class Searcher:
   """What every DNAS run of one search shares: config, mesh, data, space,
   the metric writer and the compile / memory bookkeeping."""
@@ -259,8 +268,7 @@ class Searcher:
       restored = ckpt.restore_latest(state)
       if restored is not None:
         first_step, state, _ = restored
-    data_key = jax.random.fold_in(key, 2)
-    key_w, key_a = jax.random.split(data_key)
+    key_w, key_a = _data_keys(key)
     gather_w = self.batch_fn("weights")
     gather_a = self.batch_fn("alphas") if program.bilevel else None
     log_every = max(1, int(self.config.get("log_every", 10)))
