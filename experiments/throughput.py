@@ -17,7 +17,7 @@ weight step).
 
 The peer (`/work/shared/peers/darts_torch.py`, or `--peer PATH`) runs in a
 subprocess in the same invocation, with the same batch, channels, cells and
-image size; its `weights` mode (one forward and backward, SGD step) faces
+image size, on CUDA where JAX runs on a GPU (`--peer-device`); its `weights` mode (one forward and backward, SGD step) faces
 our `single_level`, its `first_order` mode our `first_order`. Without torch
 (or the peer file) the peer is skipped and said so. The ratio is
 ours / peer images per second (> 1: ours is faster).
@@ -82,6 +82,8 @@ def parse_args(argv=None):
   ap.add_argument("--space", default="darts")
   ap.add_argument("--num-ops", type=int, default=None)
   ap.add_argument("--peer", default=str(DEFAULT_PEER), help="path of darts_torch.py")
+  ap.add_argument("--peer-device", default="auto",
+                  help="the peer's torch device; auto: cuda where JAX runs on a GPU, else cpu")
   ap.add_argument("--no-peer", action="store_true", help="do not run the PyTorch peer")
   ap.add_argument("--peer-timeout", type=float, default=1800.0)
   ap.add_argument("--small", action="store_true",
@@ -185,11 +187,20 @@ def torch_available() -> bool:
   return True
 
 
+def peer_device(requested: str, backend: str) -> str:
+  """The peer's torch device: `requested`, or for "auto" the one matching
+  JAX's backend (cuda on a GPU, else cpu: PyTorch has no TPU build here)."""
+  if requested != "auto":
+    return requested
+  return "cuda" if backend == "gpu" else "cpu"
+
+
 def time_peer(args, mode: str) -> dict:
   """The PyTorch peer in a subprocess; its `--json` prints one line."""
   cmd = [sys.executable, args.peer, "--batch", str(args.batch), "--channels",
          str(args.channels), "--layers", str(args.layers), "--image", str(args.image),
-         "--mode", PEER_MODE[mode], "--steps", str(args.steps), "--device", "cpu", "--json"]
+         "--mode", PEER_MODE[mode], "--steps", str(args.steps), "--device",
+         peer_device(args.peer_device, jax.default_backend()), "--json"]
   start = time.perf_counter()
   proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.peer_timeout,
                         check=False)

@@ -103,3 +103,17 @@ def test_throughput_interleaves_ours_with_every_peer_run():
   speed = iter([1.0])
   blocks, peers = throughput.interleave(run_ours, 3, 2)   # no peer: one block
   assert calls == ["ours"] * 3 and peers == [] and blocks == [[1.0] * 3]
+
+
+def test_throughput_peer_runs_on_the_backend_of_ours():
+  """On a GPU the peer must run on CUDA too (a CPU peer would flatter the
+  ratio); an explicit --peer-device wins."""
+  sys.path.insert(0, str(ROOT / "experiments"))
+  try:
+    import throughput  # pylint: disable=import-outside-toplevel
+  finally:
+    sys.path.remove(str(ROOT / "experiments"))
+  assert throughput.peer_device("auto", "gpu") == "cuda"
+  assert throughput.peer_device("auto", "cpu") == "cpu"
+  assert throughput.peer_device("auto", "tpu") == "cpu"
+  assert throughput.peer_device("cpu", "gpu") == "cpu"
