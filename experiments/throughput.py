@@ -39,8 +39,12 @@ import sys
 import time
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
+# On a GPU the peer shares the device with this process: JAX must not hold
+# most of its memory ahead (its default), or the peer could run out of it.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+import jax  # pylint: disable=wrong-import-position
+import jax.numpy as jnp  # pylint: disable=wrong-import-position
 import ml_collections
 import numpy as np
 
