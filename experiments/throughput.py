@@ -17,8 +17,9 @@ weight step).
 
 The peer (`/work/shared/peers/darts_torch.py`, or `--peer PATH`) runs in a
 subprocess in the same invocation, with the same batch, channels, cells and
-image size, on CUDA where JAX runs on a GPU (`--peer-device`); its `weights` mode (one forward and backward, SGD step) faces
-our `single_level`, its `first_order` mode our `first_order`. Without torch
+image size, on CUDA where JAX runs on a GPU (`--peer-device`); its
+`weights` mode (one forward and backward, SGD step) faces our
+`single_level`, its `first_order` mode our `first_order`. Without torch
 (or the peer file) the peer is skipped and said so. The ratio is
 ours / peer images per second (> 1: ours is faster).
 

@@ -405,7 +405,7 @@ def check_config(config) -> None:
     # edge of a group, which scans, and counts the scan body once, so random
     # per-edge subspaces came out 30-35% over its estimates (10% without).
     raise UserError(
-        f"supernet.scan_edges scans the cells of whole-space DNAS (method=darts or "
+        "supernet.scan_edges scans the cells of whole-space DNAS (method=darts or "
         f"single_darts); method={config.method} runs subspaces whose edges differ, and its "
         "cost model would be traced on scanned cells: leave scan_edges (and remat) off "
         "(its shared programs scan with supernet.scan_switched=True)")
