@@ -164,23 +164,20 @@ def _declare_switched_params(module: nn.Module, op_names, ops, x, train: bool) -
   return params
 
 
-def _slot_branches(order: tuple[int, ...], s: int, op):
-  """Slot `s` of a switched choice point whose ops rank `order` (costliest
-  first) may hold `order[s:]` only: those ops (its switch's branches, then
-  one for an empty slot) and the branch index of `op` (traced; -1: empty)."""
-  allowed = order[s:]
-  position = np.full(len(order) + 1, len(allowed), np.int32)   # else: empty
-  position[list(allowed)] = np.arange(len(allowed))
-  return allowed, jnp.asarray(position)[jnp.where(op < 0, len(order), op)]
+def _slot_weight(slots, weights, op: int):
+  """(whether any slot holds `op` as int32 0/1, the mixing weight of the
+  slot that holds it or 0): `op`'s share of a switched choice point."""
+  hit = slots == op
+  return jnp.any(hit).astype(jnp.int32), jnp.sum(jnp.where(hit, weights, 0.0))
 
 
 def _switched_branch(ops, stride: int, train: bool):
-  """`branch(i)`: op i of a switched choice point as `(x, its ops' weights)
-  -> output`; zeros for an empty slot (i None) or `none`."""
+  """`branch(i)`: op i of a switched choice point as `(x, its weights) ->
+  output`; zeros for an absent op (i None) or `none`."""
   def branch(i):
     if i is None or ops[i] is None:
       return lambda x, params: jnp.zeros_like(x[:, ::stride, ::stride, :])
-    return lambda x, params: ops[i].apply({"params": params[i]}, x, train)
+    return lambda x, params: ops[i].apply({"params": params}, x, train)
   return branch
 
 
@@ -189,22 +186,34 @@ def _switched_mixed_fn(op_names, channels: int, stride: int, settings: OpSetting
                        order: tuple[int, ...] | None, train: bool):
   """A switched choice point as a pure function of (its ops' weights, its
   mixing weights [k], its slots [k], its input): the sum over slots s of
-  weights[s] * op[slots[s]](x), each slot's op picked by `lax.switch`
-  (`recomputed_switch`). Slot s may hold `order[s:]` only (see
-  `SwitchedMixedOp`). One function object per kind of choice point (see
-  `_scan_body`)."""
+  weights[s] * op[slots[s]](x).
+
+  Computed op by op, not slot by slot: every op of the choice point is one
+  two-way `lax.switch` (`recomputed_switch`) between the op and zeros,
+  taken where a slot holds it. So the program holds each op once, whatever
+  the number of slots: its size does not grow with k, and one compiled
+  program serves every k. The ops are visited in `order` (the slots'
+  order, `subspace_slots`), so the sum adds the same terms in the same
+  order as slot by slot (plus exact zeros). One function object per kind of
+  choice point (see `_scan_body`)."""
   ops = _switched_ops(op_names, channels, stride, settings)
   branch = _switched_branch(ops, stride, train)
   order = order or tuple(range(len(ops)))
 
+  def weighted(i):
+    """(x, (op i's weights, its mixing weight)) -> the weighted output: the
+    weight is multiplied inside the switch, so that the backward pass
+    recomputes the output it needs instead of keeping every op's."""
+    return lambda x, pw: pw[1].astype(x.dtype) * branch(i)(x, pw[0])
+
   def run(params, weights, slots, x):
     out = None
-    for s in range(slots.shape[0]):
-      allowed, index = _slot_branches(order, s, slots[s])
-      branches = [branch(i) for i in allowed] + [branch(None)]
-      y = recomputed_switch(index, branches, x, params)
-      y = weights[s].astype(y.dtype) * y
-      out = y if out is None else out + y
+    for o in order:
+      if ops[o] is None:   # `none` adds nothing
+        continue
+      taken, weight = _slot_weight(slots, weights, o)
+      out = _add(out, recomputed_switch(taken, [weighted(None), weighted(o)], x,
+                                        (params[o], weight)))
     return branch(None)(x, params) if out is None else out
 
   return run
@@ -218,10 +227,8 @@ class SwitchedMixedOp(nn.Module):
   `none` adds nothing; `_switched_mixed_fn`).
 
   `order` ranks the ops, costliest first; slots hold a subspace's ops in
-  that order (`subspace_slots`), so slot s never holds one of the s
-  costliest ops and its switch leaves them out (fewer branches to compile;
-  the bytes no longer depend on the order: 6.22 vs 6.25 MB on NB-201, k = 2).
-  The ops are built `switch_friendly` (`radars_jax.conv`)."""
+  that order (`subspace_slots`) and the ops are summed in it. The ops are
+  built `switch_friendly` (`radars_jax.conv`)."""
   op_names: tuple[str, ...]   # every op of the choice point
   channels: int
   stride: int
@@ -435,8 +442,8 @@ def _switched_scan(op_names, channels: int, stride: int, settings: OpSettings, o
 
   Its gradient keeps only the states the edges read (the final stack, or
   `sources`): a reverse scan over the edges reads each edge's input from
-  them, recomputes the op picked in each slot and takes its gradient
-  (`lax.switch` over the branches' vjps, as `recomputed_switch`), and adds
+  them, recomputes each op a slot holds and takes its gradient (a two-way
+  `lax.switch` per op, as `_switched_mixed_fn`), and adds
   the input's gradient to that of its source. Every source is complete
   before an edge reads it, so reading the final states is exact, and in
   reverse order a target's gradient is complete before its edges are
@@ -467,22 +474,23 @@ def _switched_scan(op_names, channels: int, stride: int, settings: OpSettings, o
     g_stack, g_sources, read = carry
     x = jax.lax.dynamic_index_in_dim(read, xs["src"], keepdims=False)
     g = jax.lax.dynamic_index_in_dim(g_stack, xs["dst"], keepdims=False)
-    slots, weights = xs["slots"], xs["weights"]
-    dx, dparams, dweights = None, None, []
-    for s in range(slots.shape[0]):
-      allowed, index = _slot_branches(order, s, slots[s])
-      y, dx_s, dparams_s = jax.lax.switch(
-          index, [branch_vjp(i) for i in allowed] + [branch_vjp(None)], x, xs["params"],
-          weights[s].astype(g.dtype) * g)
-      dweights.append(jnp.sum(g * y).astype(weights.dtype))
-      dx = _add(dx, dx_s)
-      dparams = dparams_s if dparams is None else jax.tree_util.tree_map(
-          jnp.add, dparams, dparams_s)
+    slots, weights, params = xs["slots"], xs["weights"], xs["params"]
+    dx, dweights = None, jnp.zeros_like(weights)
+    dparams = [jax.tree_util.tree_map(jnp.zeros_like, p) for p in params]
+    for o in order:   # as `_switched_mixed_fn`: op by op, in the slots' order
+      if ops[o] is None:
+        continue
+      taken, weight = _slot_weight(slots, weights, o)
+      y, dx_o, dparams[o] = jax.lax.switch(
+          taken, [branch_vjp(None), branch_vjp(o)], x, params[o], weight.astype(g.dtype) * g)
+      dweights = dweights + jnp.where(slots == o, jnp.sum(g * y), 0.0).astype(weights.dtype)
+      dx = _add(dx, dx_o)
+    dx = jnp.zeros_like(x[:, ::stride, ::stride, :]) if dx is None else dx
     if g_sources is None:
       g_stack = _add_at(g_stack, xs["src"], dx)
     else:
       g_sources = _add_at(g_sources, xs["src"], dx)
-    return (g_stack, g_sources, read), (dparams, jnp.stack(dweights))
+    return (g_stack, g_sources, read), (dparams, dweights)
 
   def cotangents(xs, dparams, dweights):
     return {name: (dparams if name == "params" else dweights if name == "weights" else None)
