@@ -84,6 +84,12 @@ def base_config() -> ml_collections.ConfigDict:
   # lax.scan, so the network's gradient compiles once instead of twice (each
   # step also computes a weight gradient it drops; README, Performance).
   config.dnas.passes_in_loop = False
+  # The largest train step (StableHLO operations) compiled: XLA's compile
+  # time and host memory grow faster than linearly with it, and the
+  # largest programs crashed it (docs/performance.md). A larger one is
+  # refused like a step over the memory budget (RADARS falls back to
+  # smaller programs). None: no limit.
+  config.dnas.max_program_ops = ml_collections.FieldReference(100_000, field_type=int)
   # Steps of fine-tuning the derived network from its inherited weights
   # before scoring it (0: score the inherited weights as they are).
   config.dnas.derived_finetune_steps = 0

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import time
 from typing import Any, Callable
 
@@ -36,6 +37,7 @@ import optax
 from radars_jax import data as data_lib
 from radars_jax import memory as memory_lib
 from radars_jax import parallel
+from radars_jax.errors import UserError
 
 MODES = ("single_level", "first_order", "second_order")
 Batch = dict  # {"image": float32 [B, H, W, C], "label": int32 [B]}
@@ -263,6 +265,30 @@ class CompiledStep:
   seconds: float
   bytes: int
   slots: int = 0   # k of a switched supernet's step (any subspace of <= k ops), 0: static
+  ops: int = 0     # StableHLO operations of the program (`program_ops`)
+
+
+class ProgramTooLarge(UserError):
+  """A train step with more operations than `dnas.max_program_ops`: it is
+  refused before XLA compiles it, as a step over the memory budget is."""
+
+  def __init__(self, ops: int, limit: int):
+    self.ops, self.limit = ops, limit
+    super().__init__(
+        f"the train step has {ops:,} XLA operations, more than dnas.max_program_ops="
+        f"{limit:,} (XLA's compile time and memory grow faster than the program: "
+        "docs/performance.md): make the supernet smaller (supernet.layers, the space's ops) "
+        "or raise dnas.max_program_ops")
+
+
+def program_ops(lowered) -> int:
+  """StableHLO operations of a lowered program, those in the bodies of its
+  loops and branches included: what XLA's compile time and host memory
+  grow with (faster than linearly)."""
+  return len(_STABLEHLO_OP.findall(lowered.as_text()))
+
+
+_STABLEHLO_OP = re.compile(r"stablehlo\.[a-z_]+")
 
 
 def bytes_only_compiler_options() -> dict | None:
@@ -345,10 +371,14 @@ class DnasProgram:
     jitted = jax.jit(self.step_fn, donate_argnums=(0,),
                      out_shardings=(self.replicated, self.replicated))
     start = time.perf_counter()
-    compiled = jitted.lower(state, batch_w, batch_a).compile(
-        bytes_only_compiler_options() if bytes_only else None)
+    lowered = jitted.lower(state, batch_w, batch_a)
+    ops = program_ops(lowered)
+    limit = self.dnas_config.get("max_program_ops")
+    if limit and ops > int(limit):
+      raise ProgramTooLarge(ops, int(limit))
+    compiled = lowered.compile(bytes_only_compiler_options() if bytes_only else None)
     seconds = time.perf_counter() - start
-    return CompiledStep(compiled, seconds, memory_lib.compiled_bytes(compiled))
+    return CompiledStep(compiled, seconds, memory_lib.compiled_bytes(compiled), ops=ops)
 
 
 class Evaluator:

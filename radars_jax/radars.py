@@ -56,6 +56,7 @@ from radars_jax import checkpointing
 from radars_jax import compile_clock
 from radars_jax import controller as ctrl
 from radars_jax import cost_model as cost_lib
+from radars_jax import dnas as dnas_lib
 from radars_jax import memory as memory_lib
 from radars_jax import metrics as metrics_lib
 from radars_jax import parallel
@@ -178,7 +179,8 @@ def _counted(meta, compiled, start: float, what: str, ahead: bool = False):
   meta["compile_wait_seconds"] = meta.get("compile_wait_seconds", 0.0) + waited
   meta.setdefault("compiles", []).append(
       {"what": what, "compile_seconds": round(compiled.seconds, 3),
-       "waited_seconds": round(waited, 3), "bytes": int(compiled.bytes), "ahead": ahead})
+       "waited_seconds": round(waited, 3), "bytes": int(compiled.bytes), "ops": compiled.ops,
+       "ahead": ahead})
   return compiled
 
 
@@ -272,8 +274,17 @@ class RadarsSearch:
     self.compile_shared_ahead(model, self.subspace_size(model, alive, largest=min(k_guess, most)))
     for k in sorted({1, min(k_guess, most)}):
       mask = model.worst_case(alive, k)
-      compiled = self.compile(self.space.subspace_from_mask(mask), meta, bytes_only=True,
-                              what=f"calibration, worst case of {k} op{'s' * (k > 1)} (bytes only)")
+      what = f"calibration, worst case of {k} op{'s' * (k > 1)} (bytes only)"
+      try:
+        compiled = self.compile(self.space.subspace_from_mask(mask), meta, bytes_only=True,
+                                what=what)
+      except dnas_lib.ProgramTooLarge:
+        if k == 1:
+          raise
+        # a program of one op per choice point instead: the second costliest
+        mask = model.worst_case(alive, 2) & ~model.worst_case(alive, 1)
+        compiled = self.compile(self.space.subspace_from_mask(mask), meta, bytes_only=True,
+                                what="calibration, the second costliest op (bytes only)")
       model.add_point(mask, compiled.bytes)
     return model
 
@@ -342,7 +353,18 @@ class RadarsSearch:
     decided = meta.setdefault("shared_fits", {})
     key = f"{k},{steps}"
     if key not in decided:
-      compiled = self.compile_shared(k, steps, meta)
+      if meta.get("shared_program_ops"):
+        # (its size does not depend on k: refused once, refused for every k)
+        decided[key] = False
+        return None
+      try:
+        compiled = self.compile_shared(k, steps, meta)
+      except dnas_lib.ProgramTooLarge as e:
+        meta["shared_program_ops"] = e.ops
+        print(f"radars_jax: the shared program has {e.ops:,} XLA operations, more than "
+              f"dnas.max_program_ops={e.limit:,}: each sample compiles its own", flush=True)
+        decided[key] = False
+        return None
       decided[key] = self.budget is None or compiled.bytes <= self.budget
     return self.compile_shared(k, steps, meta) if decided[key] else None
 
@@ -408,12 +430,18 @@ class RadarsSearch:
     while True:
       mask = self.space.mask_from_subspace(subspace)
       estimate = model.estimate(mask)
-      compiled = self.compile(subspace, meta, steps, what=what)
-      model.add_point(mask, compiled.bytes)
-      if self.budget is None or compiled.bytes <= self.budget:
-        return subspace, compiled, estimate
+      try:
+        compiled = self.compile(subspace, meta, steps, what=what)
+      except dnas_lib.ProgramTooLarge as too_large:
+        compiled, refusal = None, too_large   # shrunk like a step over the budget
+      else:
+        model.add_point(mask, compiled.bytes)
+        if self.budget is None or compiled.bytes <= self.budget:
+          return subspace, compiled, estimate
       cost = np.where(mask & (mask.sum(-1, keepdims=True) > 1), model.per_op, -np.inf)
       if not np.isfinite(cost).any():
+        if compiled is None:
+          raise refusal
         raise UserError(
             f"one op per choice point needs {memory_lib.format_gb(compiled.bytes)} per step, "
             f"budget {memory_lib.format_gb(self.budget)}: raise memory_budget_gb or make the "

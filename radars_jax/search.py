@@ -510,8 +510,14 @@ def describe(config) -> dict:
   model = supernet_lib.build_supernet(space, subspace, config.supernet, num_classes)
   mode = dnas_mode(config)
   program = dnas_lib.DnasProgram(model, mode, config.dnas, 1, mesh, (0.0,), (1.0,))
-  compiled, weights = compile_subspace_step(program, subspace, image_shape, batch_size,
-                                            bytes_only=True)
+  alphas = jax.eval_shape(lambda: supernet_lib.init_alphas(jax.random.key(0), subspace))
+  weights = supernet_lib.param_shapes(model, image_shape, alphas)
+  try:
+    compiled, _ = compile_subspace_step(program, subspace, image_shape, batch_size,
+                                        bytes_only=True)
+  except dnas_lib.ProgramTooLarge as e:
+    # not compiled: the bytes are unknown, the size says why
+    compiled = dnas_lib.CompiledStep(None, 0.0, None, ops=e.ops)
   budget = budget_bytes(config)
   info = {
       "space": space.name, "kind": space.kind,
@@ -523,10 +529,13 @@ def describe(config) -> dict:
       "num_classes": num_classes, "batch_size": batch_size, "devices": int(mesh.devices.size),
       "method": config.method, "dnas_mode": mode,
       "full_space_step_bytes": compiled.bytes,
-      "full_space_step": memory_lib.format_gb(compiled.bytes),
+      "full_space_step": (memory_lib.format_gb(compiled.bytes) if compiled.bytes is not None
+                          else "not compiled: more XLA operations than dnas.max_program_ops"),
+      "full_space_step_ops": compiled.ops,
       "compile_seconds": round(compiled.seconds, 2),
       "memory_budget_bytes": budget,
-      "fits_budget": None if budget is None else compiled.bytes <= budget,
+      "fits_budget": (None if budget is None or compiled.bytes is None
+                      else compiled.bytes <= budget),
   }
   if config.get("genotype"):
     from radars_jax import train  # pylint: disable=import-outside-toplevel

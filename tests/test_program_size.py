@@ -1,0 +1,125 @@
+"""`dnas.max_program_ops`: a train step with more XLA operations than the
+limit is refused before XLA compiles it, and the RADARS loop falls back to
+smaller programs (static ones instead of the shared one, a second
+calibration point of one op, subspaces shrunk) instead of compiling it."""
+import copy
+
+import jax
+import numpy as np
+import pytest
+
+from radars_jax import cost_model as cost_lib
+from radars_jax import dnas
+from radars_jax import parallel
+from radars_jax import radars
+from radars_jax import search
+from radars_jax import spaces
+from radars_jax import supernet
+from radars_jax import workdir as workdir_lib
+from radars_jax.errors import UserError
+
+from test_radars import tiny_config
+
+IMAGE = (8, 8, 3)
+
+
+def step_ops(config, subspace=None, mode="single_level") -> int:
+  """XLA operations of the train step of `subspace` (None: the shared,
+  switched program of 2 slots), read from the refusal of a limit of 1."""
+  space = spaces.make_space(config.space.name)
+  mesh = parallel.make_mesh()
+  dcfg = copy.deepcopy(config.dnas)
+  dcfg.max_program_ops = 1
+  if subspace is None:
+    model = supernet.build_supernet(space, None, config.supernet, 10, switched=True)
+    program = dnas.DnasProgram(model, mode, dcfg, 10, mesh, (0.0,), (1.0,))
+    c = space.num_choice_points
+    inputs = program.abstract_inputs(
+        supernet.param_shapes(model, IMAGE),
+        tuple(jax.ShapeDtypeStruct((2,), np.float32) for _ in range(c)),
+        int(config.data.batch_size), IMAGE, jax.ShapeDtypeStruct((c, 2), np.int32))
+  else:
+    model = supernet.build_supernet(space, subspace, config.supernet, 10)
+    program = dnas.DnasProgram(model, mode, dcfg, 10, mesh, (0.0,), (1.0,))
+    alphas = jax.eval_shape(lambda: supernet.init_alphas(jax.random.key(0), subspace))
+    inputs = program.abstract_inputs(supernet.param_shapes(model, IMAGE, alphas), alphas,
+                                     int(config.data.batch_size), IMAGE)
+  with pytest.raises(dnas.ProgramTooLarge) as refused:
+    program.compile_train_step(*inputs)
+  return refused.value.ops
+
+
+def test_a_step_over_the_limit_is_refused_before_xla_compiles_it(monkeypatch):
+  config = tiny_config("single_darts")
+  space = spaces.make_space("nb201")
+  subspace = ((3,), (2,), (3,), (1,), (4,), (3,))
+  ops = step_ops(config, subspace)
+  assert ops > 1000   # a whole network's forward and backward pass
+
+  def no_compile(*args, **kwargs):
+    raise AssertionError("XLA compiled a refused program")
+
+  mesh = parallel.make_mesh()
+  model = supernet.build_supernet(space, subspace, config.supernet, 10)
+  alphas = jax.eval_shape(lambda: supernet.init_alphas(jax.random.key(0), subspace))
+  weights = supernet.param_shapes(model, IMAGE, alphas)
+  config.dnas.max_program_ops = ops - 1
+  program = dnas.DnasProgram(model, "single_level", config.dnas, 10, mesh, (0.0,), (1.0,))
+  inputs = program.abstract_inputs(weights, alphas, 16, IMAGE)
+  with monkeypatch.context() as patch:
+    patch.setattr(jax.stages.Lowered, "compile", no_compile)
+    with pytest.raises(dnas.ProgramTooLarge) as refused:
+      program.compile_train_step(*inputs)
+  assert isinstance(refused.value, UserError)   # one line on stderr, exit 2 from main
+  assert refused.value.ops == ops and f"{ops:,}" in str(refused.value)
+  assert "dnas.max_program_ops" in str(refused.value) and "\n" not in str(refused.value)
+  config.dnas.max_program_ops = ops   # at the limit: compiled, its size recorded
+  program = dnas.DnasProgram(model, "single_level", config.dnas, 10, mesh, (0.0,), (1.0,))
+  compiled = program.compile_train_step(*inputs)
+  assert compiled.ops == ops and compiled.bytes > 0
+
+
+def test_whole_space_dnas_too_large_is_refused_and_described(tmp_path):
+  config = tiny_config("single_darts")
+  full = step_ops(config, spaces.make_space("nb201").full_subspace())
+  config.dnas.max_program_ops = full - 1
+  info = search.describe(config)
+  assert info["full_space_step_bytes"] is None and info["full_space_step_ops"] == full
+  assert info["fits_budget"] is None and "max_program_ops" in info["full_space_step"]
+  with pytest.raises(dnas.ProgramTooLarge):
+    search.run_search(config, workdir_lib.prepare(tmp_path / "run"))
+
+
+def test_radars_compiles_no_program_over_the_limit(tmp_path):
+  """A limit under the shared program and the worst case of two ops, over
+  the worst case of one: the calibration takes its second point from one
+  op per choice point, every sample runs on its own program (shrunk where
+  it is over the limit), and no compiled step is over the limit."""
+  config = tiny_config()
+  config.radars.shared_programs = True
+  config.radars.max_iterations = 1
+  config.controller.samples_per_iteration = 2
+  space = spaces.make_space("nb201")
+  model = cost_lib.trace_cost_model(space, config.supernet, 10, IMAGE,
+                                    config.data.batch_size // len(jax.devices()))
+  alive = space.mask_from_subspace(space.full_subspace())
+  worst = {k: step_ops(config, space.subspace_from_mask(model.worst_case(alive, k)))
+           for k in (1, 2)}
+  shared = step_ops(config)
+  assert worst[1] < worst[2] < shared
+  limit = (worst[1] + worst[2]) // 2
+  config.dnas.max_program_ops = limit
+  full_bytes = search.describe(tiny_config("single_darts"))["full_space_step_bytes"]
+  config.memory_budget_gb = 0.9 * full_bytes / 1e9   # the whole space does not fit
+  config.radars.budget_margin = 0.0
+  summary = radars.run(config, workdir_lib.prepare(tmp_path / "run"), space)
+  whats = [c["what"] for c in summary["compiles"]]
+  assert "calibration, the second costliest op (bytes only)" in whats
+  assert not any(w.startswith("shared step") for w in whats)
+  assert summary["shared_program_runs"] == 0 and summary["static_program_runs"] >= 3
+  assert all(0 < c["ops"] <= limit for c in summary["compiles"])
+  sampled = [r for r in summary["subspace_runs"] if r["iteration"] != "final"]
+  assert len(sampled) == 2 and all(r["program"] == "static" for r in sampled)
+  final = summary["subspace"]
+  assert sum(len(a) for a in final) < sum(len(a) for a in space.full_subspace())
+  assert summary["genotype"] and 0.0 <= summary["val_accuracy"] <= 1.0
