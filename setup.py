@@ -21,6 +21,9 @@ setup(
         # records (imported lazily, only when a tfds dataset is asked for).
         "tensorflow-datasets>=4.9",
         "tensorflow-cpu>=2.15",
+        # Imported by tfds's preparation (DatasetBuilder.code_path, reached
+        # from download_and_prepare) but not in tfds's own requirements.
+        "importlib_resources>=5",
         "scikit-learn>=1.3",   # ships the `digits` dataset: offline quickstart
         "tensorboardX>=2.6",   # TensorBoard event files without importing TF
         "tqdm>=4.60",          # progress bars

@@ -23,6 +23,10 @@ def base_config() -> ml_collections.ConfigDict:
   config.data.name = "digits"     # cifar10 | cifar100 | digits | synthetic
   config.data.data_dir = ml_collections.FieldReference(None, field_type=str)
   config.data.download = True
+  # cifar10 / cifar100: the path of the archive tfds downloads
+  # (cifar-10-binary.tar.gz / cifar-100-binary.tar.gz), to prepare the
+  # dataset from it without the network; None downloads.
+  config.data.archive = ml_collections.FieldReference(None, field_type=str)
   config.data.train_size = ml_collections.FieldReference(None, field_type=int)
   config.data.test_size = ml_collections.FieldReference(None, field_type=int)
   config.data.holdout_size = 5000  # training examples kept out of search steps, for scoring

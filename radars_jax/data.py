@@ -3,9 +3,10 @@ augment and normalise them inside jitted steps.
 
 Host side (numpy, loaded once):
 - `load_dataset(data_config) -> ImageDataset`: CIFAR-10/100 through
-  tensorflow-datasets, scikit-learn's 8x8 handwritten digits, or a
-  deterministic synthetic set; all as uint8 [N, H, W, C] images and int32
-  labels, with per-channel mean/std.
+  tensorflow-datasets (downloaded, or prepared from a local archive file),
+  scikit-learn's 8x8 handwritten digits, or a deterministic synthetic set;
+  all as uint8 [N, H, W, C] images and int32 labels, with per-channel
+  mean/std.
 - `split_in_halves`, `eval_batches`: index bookkeeping.
 - `to_device` puts a split on the accelerator(s) as a `DeviceSplit`, so that
   every batch is gathered inside jit with no host transfer per step.
@@ -18,7 +19,10 @@ Device side (pure, jittable, explicit PRNG keys):
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
+import tempfile
 
 import flax
 import jax
@@ -36,6 +40,11 @@ CIFAR_STATS = {
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
 }
 CIFAR_NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
+# The file tfds's builder of each dataset downloads (its registered name in
+# tfds's url_checksums): `data.archive` is handed to tfds as that file.
+CIFAR_ARCHIVES = {"cifar10": "cifar-10-binary.tar.gz",
+                  "cifar100": "cifar-100-binary.tar.gz"}
+CIFAR_ARCHIVE_URL = "https://www.cs.toronto.edu/~kriz/"
 
 TFDS_READ_BATCH = 10_000  # examples per tf.data batch when reading a tfds split
 
@@ -86,6 +95,20 @@ def _check_name(name) -> str:
   return name
 
 
+def _archive_path(name: str, archive) -> str | None:
+  """`data.archive` as an absolute path to an existing file, or None."""
+  if archive is None:
+    return None
+  if name not in CIFAR_ARCHIVES:
+    raise UserError(f"data.archive is for {' and '.join(CIFAR_ARCHIVES)} only "
+                    f"(data.name={name}); unset it")
+  path = os.path.abspath(os.path.expanduser(str(archive)))
+  if not os.path.isfile(path):
+    raise UserError(f"data.archive={archive} is not a file; pass the path of "
+                    f"{CIFAR_ARCHIVES[name]} (from {CIFAR_ARCHIVE_URL})")
+  return path
+
+
 def _optional_size(data_config, field: str) -> int | None:
   """`data_config.<field>` as a positive int, or None when unset."""
   value = data_config.get(field, None)
@@ -130,21 +153,26 @@ def load_dataset(data_config) -> ImageDataset:
   Args:
     data_config: `ConfigDict` with `name` (one of `DATASET_NAMES`) and the
       optional fields `data_dir` (tfds directory, None for the tfds default),
-      `download` (default True), `train_size` / `test_size` (keep only the
-      first that many examples of each split; None keeps all) and, for
-      `synthetic`, `image_size`, `channels`, `num_classes`, `seed`.
+      `download` (default True), `archive` (CIFAR only: the path of the
+      dataset's archive file, e.g. cifar-10-binary.tar.gz, to prepare it
+      from instead of downloading it; None downloads), `train_size` /
+      `test_size` (keep only the first that many examples of each split;
+      None keeps all) and, for `synthetic`, `image_size`, `channels`,
+      `num_classes`, `seed`.
 
   Raises:
-    UserError: unknown name, bad sizes, or a tfds dataset that is neither
-      prepared nor downloadable (one line, saying how to prepare it).
+    UserError: unknown name, bad sizes, an archive that is not a file or not
+      the dataset's, or a tfds dataset that is neither prepared nor
+      downloadable (one line, saying how to prepare it).
   """
   name = _check_name(data_config.name)
   train_size = _optional_size(data_config, "train_size")
   test_size = _optional_size(data_config, "test_size")
+  archive = _archive_path(name, data_config.get("archive", None))
   if name in CIFAR_NUM_CLASSES:
     dataset = _load_tfds_cifar(name, data_config.get("data_dir", None),
                                bool(data_config.get("download", True)),
-                               train_size, test_size)
+                               archive, train_size, test_size)
   elif name == "digits":
     dataset = _load_digits()
   else:
@@ -171,27 +199,53 @@ def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, .
 
 
 def _tfds_missing_message(name: str, data_dir: str | None, reason: str) -> str:
-  """One line: which dataset, where it was looked for, how to prepare it."""
+  """One line: which dataset, where it was looked for, how to provide it.
+
+  It points to the archive rather than to `tfds build`: tfds 4.9's command
+  line imports apache_beam, which tfds's requirements and ours leave out.
+  """
   if data_dir is None:
     import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
     where = (f"data_dir={tfds.core.constants.DATA_DIR} (the tfds default; "
              "data.data_dir is unset)")
-    target = "DIR"
   else:
     where = f"data_dir={data_dir}"
-    target = data_dir
   reason = " ".join(reason.split())  # one line
   if len(reason) > 300:
     reason = reason[:297] + "..."
-  return (f"dataset {name} is not available in {where}: {reason}. Prepare it "
-          f"ahead on a machine with internet with `tfds build {name} --data_dir "
-          f"{target}`, copy that directory here, then pass "
-          f"--config.data.data_dir={target}")
+  archive = CIFAR_ARCHIVES[name]
+  return (f"dataset {name} is not available in {where}: {reason}. Get "
+          f"{CIFAR_ARCHIVE_URL}{archive} on any machine with internet and pass "
+          f"--config.data.archive=PATH/{archive} (tfds prepares {name} from it, "
+          f"offline), or pass --config.data.data_dir=DIR of a directory where "
+          f"tfds has prepared {name}")
+
+
+def _archive_download_config(tfds, name: str, archive: str, scratch_dir: str):
+  """A tfds `DownloadConfig` that prepares `name` from the file `archive`.
+
+  Before downloading a URL, tfds's download manager looks in `manual_dir`
+  for a file with the URL's registered name and, if there is one, uses it
+  in place of the download, after checking its registered size and sha256.
+  A link under that name in `scratch_dir` lets the archive have any name;
+  the archive is extracted there too, so nothing but the prepared dataset
+  stays once `scratch_dir` is deleted.
+  """
+  manual_dir = os.path.join(scratch_dir, "manual")
+  os.makedirs(manual_dir)
+  os.symlink(archive, os.path.join(manual_dir, CIFAR_ARCHIVES[name]))
+  return tfds.download.DownloadConfig(
+      manual_dir=manual_dir, extract_dir=os.path.join(scratch_dir, "extracted"))
 
 
 def _load_tfds_cifar(name: str, data_dir: str | None, download: bool,
-                     train_size: int | None, test_size: int | None) -> ImageDataset:
+                     archive: str | None, train_size: int | None,
+                     test_size: int | None) -> ImageDataset:
   """CIFAR-10/100 through tensorflow-datasets (imported here: it costs ~10 s).
+
+  Where the dataset is not prepared in `data_dir`, tfds prepares it from the
+  file `archive` if given (no network, whatever `download` says), else from
+  a download if `download`.
 
   `train_size` / `test_size` are passed on as split slices (`train[:n]`), so a
   quick run reads only what it uses. Splits are read in batches of
@@ -203,9 +257,10 @@ def _load_tfds_cifar(name: str, data_dir: str | None, download: bool,
   - `AssertionError` ("could not find data in ...") when the dataset is not
     prepared and `download=False`;
   - `requests.exceptions.ConnectionError` (an `OSError`) after about 3
-    minutes of retries when it tries to download, or `ModuleNotFoundError` at
-    once where the download code's optional dependencies (importlib_resources)
-    are not installed; `tfds.download.DownloadError` on bad HTTP answers.
+    minutes of retries when it tries to download;
+    `tfds.download.DownloadError` on bad HTTP answers; `ImportError` where a
+    module that tfds's preparation imports is missing;
+  - `NonMatchingChecksumError` when `archive` is not the registered file.
   All become one-line `UserError`s.
   """
   try:
@@ -224,12 +279,28 @@ def _load_tfds_cifar(name: str, data_dir: str | None, download: bool,
   tfds_errors = (AssertionError, OSError, ImportError,
                  tfds.download.DownloadError, tf.errors.OpError)
   try:
-    splits = tfds.load(name, split=[train_split, test_split], data_dir=data_dir,
-                       download=download, batch_size=TFDS_READ_BATCH, as_supervised=True)
-    (train_images, train_labels), (test_images, test_labels) = (
-        _concatenate_batches(tfds.as_numpy(split)) for split in splits)
+    with contextlib.ExitStack() as stack:
+      prepare_kwargs = {}
+      if archive is not None:
+        scratch_dir = stack.enter_context(tempfile.TemporaryDirectory())
+        prepare_kwargs["download_config"] = _archive_download_config(
+            tfds, name, archive, scratch_dir)
+      splits = tfds.load(name, split=[train_split, test_split], data_dir=data_dir,
+                         download=download or archive is not None,
+                         download_and_prepare_kwargs=prepare_kwargs,
+                         batch_size=TFDS_READ_BATCH, as_supervised=True)
+      (train_images, train_labels), (test_images, test_labels) = (
+          _concatenate_batches(tfds.as_numpy(split)) for split in splits)
+  except tfds.download.download_manager.NonMatchingChecksumError as e:
+    raise UserError(f"data.archive={archive} is not the {CIFAR_ARCHIVES[name]} "
+                    f"that tfds prepares {name} from (its size or sha256 differ "
+                    f"from tfds's registered ones); pass that file, from "
+                    f"{CIFAR_ARCHIVE_URL}") from e
   except tfds_errors as e:
-    if isinstance(e, AssertionError) and not download:
+    if archive is not None:
+      reason = (f"could not prepare it from data.archive={archive} "
+                f"({type(e).__name__}: {e})")
+    elif isinstance(e, AssertionError) and not download:
       reason = "it is not prepared there and data.download=False"
     elif isinstance(e, AssertionError):
       reason = f"{type(e).__name__}: {e}"

@@ -58,7 +58,16 @@ def test_missing_dataset_is_one_line(tmp_path):
                     "--config.data.download=False")
   assert result.returncode == 2, result.stderr[-2000:]
   line = [l for l in result.stderr.splitlines() if l.startswith("radars_jax: error")][0]
-  assert "cifar10" in line and "tfds build" in line
+  assert "cifar10" in line and "--config.data.archive" in line
+  assert "Traceback" not in result.stderr
+
+
+def test_archive_that_is_not_a_file_is_one_line(tmp_path):
+  result = run_main(f"--workdir={tmp_path / 'w'}", "--config.data.name=cifar10",
+                    f"--config.data.archive={tmp_path / 'cifar-10-binary.tar.gz'}")
+  assert result.returncode == 2, result.stderr[-2000:]
+  lines = [l for l in result.stderr.splitlines() if l.startswith("radars_jax: error")]
+  assert len(lines) == 1 and "data.archive" in lines[0] and "not a file" in lines[0]
   assert "Traceback" not in result.stderr
 
 

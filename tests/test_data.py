@@ -1,6 +1,9 @@
-"""Tests of radars_jax.data: loading (tfds on mock data, digits, synthetic),
-index bookkeeping and the jittable augmentation helpers."""
-import importlib.util
+"""Tests of radars_jax.data: loading (tfds on mock data and its real
+preparation from tiny CIFAR archives, digits, synthetic), index bookkeeping
+and the jittable augmentation helpers."""
+import io
+import os
+import tarfile
 
 import chex
 import jax
@@ -41,11 +44,129 @@ def test_cifar10_loads_through_tfds_on_mock_data():
   assert (dataset.mean, dataset.std) == data.CIFAR_STATS["cifar10"]
 
 
+# The CIFAR binary archives as tfds's cifar builders read them
+# (tensorflow_datasets/image_classification/cifar.py): a folder of .bin
+# files, each record the label bytes then 3072 pixel bytes (the 32x32 red
+# plane, then green, then blue), and one text file of class names per label
+# byte. Examples per file here: a few, so that preparing takes seconds.
+CIFAR_LAYOUT = {
+    "cifar10": dict(folder="cifar-10-batches-bin",
+                    train=[f"data_batch_{i}.bin" for i in range(1, 6)],
+                    test=["test_batch.bin"],
+                    labels=[("batches.meta.txt", 10)]),
+    "cifar100": dict(folder="cifar-100-binary", train=["train.bin"], test=["test.bin"],
+                     labels=[("coarse_label_names.txt", 20),
+                             ("fine_label_names.txt", 100)]),
+}
+EXAMPLES_PER_FILE = {"cifar10": (2, 3), "cifar100": (7, 3)}  # (train file, test file)
+
+
+def write_cifar_archive(path, name: str, seed: int) -> dict:
+  """Writes a tiny CIFAR binary archive (.tar.gz) to `path`; returns each
+  split's examples as {image bytes (HWC): label} (tfds shuffles the order)."""
+  layout = CIFAR_LAYOUT[name]
+  rng = np.random.default_rng(seed)
+  per_file = dict(zip(("train", "test"), EXAMPLES_PER_FILE[name]))
+  written = {"train": {}, "test": {}}
+  with tarfile.open(path, "w:gz") as archive:
+    def add(filename, content: bytes):
+      info = tarfile.TarInfo(f"{layout['folder']}/{filename}")
+      info.size = len(content)
+      archive.addfile(info, io.BytesIO(content))
+
+    for filename, num_classes in layout["labels"]:
+      add(filename, "".join(f"class_{i}\n" for i in range(num_classes)).encode())
+    for split in ("train", "test"):
+      for filename in layout[split]:
+        records = []
+        for _ in range(per_file[split]):
+          # One byte per label file; the last is the label tfds returns.
+          labels = [rng.integers(n) for _, n in layout["labels"]]
+          planes = rng.integers(0, 256, (3, 32, 32), dtype=np.uint8)
+          records.append(bytes(labels) + planes.tobytes())
+          written[split][planes.transpose(1, 2, 0).tobytes()] = int(labels[-1])
+        add(filename, b"".join(records))
+  return written
+
+
+def accept_archive_as_registered(monkeypatch, tfds, archive, name: str):
+  """tfds checks a manually given archive against the registered size and
+  sha256 of the real 170 MB file: for `archive` (the test's tiny one),
+  report those, so that it stands in for the real one."""
+  checksums = tfds.core.download.checksums
+  registered = {info.filename: info for info in checksums.get_all_url_infos().values()}
+  compute_url_info = checksums.compute_url_info
+
+  def registered_info_for_the_test_archive(path, *args, **kwargs):
+    if os.path.realpath(path) == os.path.realpath(archive):
+      return registered[data.CIFAR_ARCHIVES[name]]
+    return compute_url_info(path, *args, **kwargs)
+
+  monkeypatch.setattr(checksums, "compute_url_info", registered_info_for_the_test_archive)
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_tfds_prepares_cifar_from_an_archive_offline(name, tmp_path, monkeypatch):
+  # The real preparation (tfds's download manager, extraction, the cifar
+  # builder, record writing), from an archive in the CIFAR binary format
+  # given as data.archive, as a user without network does.
+  tfds = pytest.importorskip("tensorflow_datasets")
+  archive = tmp_path / data.CIFAR_ARCHIVES[name]
+  written = write_cifar_archive(archive, name, seed=len(name))
+  accept_archive_as_registered(monkeypatch, tfds, archive, name)
+  data_dir = tmp_path / "tfds"
+  config = make_config(name=name, data_dir=str(data_dir), archive=str(archive),
+                       download=False)
+  dataset = data.load_dataset(config)
+
+  per_file = EXAMPLES_PER_FILE[name]
+  num_train = len(CIFAR_LAYOUT[name]["train"]) * per_file[0]  # 10 / 7
+  num_test = len(CIFAR_LAYOUT[name]["test"]) * per_file[1]    # 3 / 3
+  chex.assert_shape([dataset.train_images], (num_train, 32, 32, 3))
+  chex.assert_shape([dataset.test_images], (num_test, 32, 32, 3))
+  chex.assert_type([dataset.train_images, dataset.test_images], np.uint8)
+  chex.assert_type([dataset.train_labels, dataset.test_labels], np.int32)
+  for split, images, labels in (("train", dataset.train_images, dataset.train_labels),
+                                ("test", dataset.test_images, dataset.test_labels)):
+    read = {image.tobytes(): int(label) for image, label in zip(images, labels)}
+    assert read == written[split]
+  assert dataset.num_classes == data.CIFAR_NUM_CLASSES[name]
+  # Prepared once: a second load reads data_dir without the archive.
+  again = data.load_dataset(make_config(name=name, data_dir=str(data_dir),
+                                        download=False, train_size=2))
+  chex.assert_trees_all_equal(again.train_images, dataset.train_images[:2])
+
+
+def test_archive_that_is_not_a_file_is_one_line_user_error(tmp_path):
+  config = make_config(name="cifar10", data_dir=str(tmp_path),
+                       archive=str(tmp_path / "missing.tar.gz"))
+  with pytest.raises(UserError) as raised:
+    data.load_dataset(config)
+  message = str(raised.value)
+  assert "\n" not in message and "data.archive" in message and "missing.tar.gz" in message
+  with pytest.raises(UserError):
+    data.load_dataset(make_config(name="digits", archive=str(tmp_path)))
+
+
+def test_archive_with_the_wrong_checksum_is_one_line_user_error(tmp_path):
+  pytest.importorskip("tensorflow_datasets")
+  archive = tmp_path / "cifar10.tar.gz"
+  write_cifar_archive(archive, "cifar10", seed=0)
+  config = make_config(name="cifar10", data_dir=str(tmp_path / "tfds"),
+                       archive=str(archive))
+  with pytest.raises(UserError) as raised:
+    data.load_dataset(config)
+  message = str(raised.value)
+  assert "\n" not in message and str(archive) in message
+  assert "cifar-10-binary.tar.gz" in message and "sha256" in message
+
+
 def assert_one_line_missing_dataset_error(error: UserError, name: str, data_dir: str):
   message = str(error)
   assert "\n" not in message
   assert name in message and data_dir in message
-  assert "tfds build" in message and "--config.data.data_dir" in message
+  assert "--config.data.archive" in message and data.CIFAR_ARCHIVES[name] in message
+  assert "--config.data.data_dir" in message
 
 
 @pytest.mark.parametrize("name", ["cifar10", "cifar100"])
@@ -58,19 +179,23 @@ def test_missing_tfds_dataset_without_download_is_one_line_user_error(name, tmp_
   assert "download=False" in str(raised.value)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("importlib_resources") is not None,
-                    reason="tfds can try to download here: minutes of retries "
-                           "offline, a real 170 MB download online")
-def test_failed_tfds_download_is_one_line_user_error(tmp_path):
-  # Without importlib_resources, tfds's download code fails at once with
-  # ModuleNotFoundError (offline with it installed: requests' ConnectionError
-  # after ~3 minutes of retries; both are turned into the same UserError).
-  pytest.importorskip("tensorflow_datasets")
+def test_failed_tfds_download_is_one_line_user_error(tmp_path, monkeypatch):
+  # The download itself fails at once, as requests does offline after its
+  # retries; everything before it (the builder, its checksums, the download
+  # manager) runs for real.
+  tfds = pytest.importorskip("tensorflow_datasets")
+  requests = pytest.importorskip("requests")
+
+  def unreachable(self, resource):
+    raise requests.exceptions.ConnectionError(f"{resource.url}: network unreachable")
+
+  monkeypatch.setattr(tfds.download.DownloadManager, "_download", unreachable)
   config = make_config(name="cifar10", data_dir=str(tmp_path), download=True)
   with pytest.raises(UserError) as raised:
     data.load_dataset(config)
   assert_one_line_missing_dataset_error(raised.value, "cifar10", str(tmp_path))
   assert "could not download" in str(raised.value)
+  assert "ConnectionError" in str(raised.value) and "network unreachable" in str(raised.value)
 
 
 def test_unknown_dataset_name_lists_known_names():
