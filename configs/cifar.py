@@ -35,7 +35,7 @@ def get_config():
   config.supernet.scan_switched = True
   config.supernet.channels = 16
   config.supernet.layers = 8
-  config.supernet.depthwise_impl = "xla"      # fastest on GPU/TPU
+  config.supernet.depthwise_impl = "auto"     # xla on GPU/TPU, shifted on the CPU
   config.dnas.inner_mode = "first_order"      # DARTS inside every subspace
   config.dnas.epochs = 50                      # the final search over the pruned space
   config.dnas.derived_finetune_steps = 0

@@ -281,7 +281,8 @@ class RadarsSearch:
       except dnas_lib.ProgramTooLarge:
         if k == 1:
           raise
-        # a program of one op per choice point instead: the second costliest
+        # one op per choice point instead (the second costliest), so that
+        # the two points still differ
         mask = model.worst_case(alive, 2) & ~model.worst_case(alive, 1)
         compiled = self.compile(self.space.subspace_from_mask(mask), meta, bytes_only=True,
                                 what="calibration, the second costliest op (bytes only)")
@@ -353,16 +354,20 @@ class RadarsSearch:
     decided = meta.setdefault("shared_fits", {})
     key = f"{k},{steps}"
     if key not in decided:
+      # (its size does not depend on k: refused for one k, refused for all)
+      refusals = [f.exception() for f in list(self._shared_ahead.values())]   # (waits)
+      refusals = [e for e in refusals if isinstance(e, dnas_lib.ProgramTooLarge)]
+      if not refusals and not meta.get("shared_program_ops"):
+        try:
+          compiled = self.compile_shared(k, steps, meta)
+        except dnas_lib.ProgramTooLarge as e:
+          refusals = [e]
+      if refusals and not meta.get("shared_program_ops"):
+        meta["shared_program_ops"] = refusals[0].ops
+        print(f"radars_jax: the shared program has {refusals[0].ops:,} XLA operations, more "
+              f"than dnas.max_program_ops={refusals[0].limit:,}: each sample compiles its "
+              "own", flush=True)
       if meta.get("shared_program_ops"):
-        # (its size does not depend on k: refused once, refused for every k)
-        decided[key] = False
-        return None
-      try:
-        compiled = self.compile_shared(k, steps, meta)
-      except dnas_lib.ProgramTooLarge as e:
-        meta["shared_program_ops"] = e.ops
-        print(f"radars_jax: the shared program has {e.ops:,} XLA operations, more than "
-              f"dnas.max_program_ops={e.limit:,}: each sample compiles its own", flush=True)
         decided[key] = False
         return None
       decided[key] = self.budget is None or compiled.bytes <= self.budget

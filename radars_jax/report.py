@@ -793,6 +793,8 @@ def plot_history(history: Sequence[dict], summary: dict | None,
   outdir = Path(outdir)
   summary = summary or {}
   out = []
+  if not history:   # (the whole space fit the budget: no iteration ran)
+    return out
   iters = np.array([_as_float(h.get("iteration", i)) for i, h in enumerate(history)])
 
   rewards = [h.get("rewards") for h in history]

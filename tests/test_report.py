@@ -242,3 +242,10 @@ def test_op_family():
   assert [report.op_family(o) for o in ("none", "max_pool_3x3", "skip_connect",
                                         "sep_conv_3x3", "mbconv_3x3_e6", "nor_conv_1x1")] == \
       ["none", "pool", "skip", "conv", "conv", "conv"]
+
+
+def test_radars_plots_of_a_search_with_no_iteration(tmp_path):
+  """The whole space fit the budget: the final search ran at once, and the
+  plots of iterations are skipped, not a crash."""
+  assert report.plot_history([], {"choice_points": ["a"], "space_ops": ["x"]}, tmp_path) == []
+  assert not list(tmp_path.iterdir())
