@@ -78,9 +78,6 @@ def train_config_defaults() -> ml_collections.ConfigDict:
   t.eval_every = 0              # epochs between test evaluations (0: at the end only)
   t.checkpoint_every_steps = 1000
   t.max_to_keep = 3             # checkpoints kept
-  # Stop after this many global steps as if the process were killed (no final
-  # checkpoint, no evaluation); a later run resumes. For tests; None: run on.
-  t.stop_after_steps = ml_collections.FieldReference(None, field_type=int)
   return t
 
 
@@ -100,8 +97,7 @@ def add_train_config(config: ml_collections.ConfigDict) -> ml_collections.Config
       with config.train.unlocked():
         for name in defaults:
           if name not in config.train:
-            setattr(config.train, name, defaults.get_ref(name) if name == "stop_after_steps"
-                    else defaults[name])
+            setattr(config.train, name, defaults[name])
   return config
 
 
@@ -448,8 +444,7 @@ def run_training(config, workdir) -> dict:
   """Trains `config.genotype` from scratch (resuming from the workdir's
   latest checkpoint), evaluates on the test split, writes eval.json and the
   report (WORKDIR/report/).
-  Returns the eval.json dict (or, when stopped by `train.stop_after_steps`,
-  `{"stopped_at_step": N}`)."""
+  Returns the eval.json dict."""
   start_time = time.perf_counter()
   t = _train_config(config)
   _check_train_config(t)
@@ -512,7 +507,6 @@ def run_training(config, workdir) -> dict:
   log_every = max(1, int(t.log_every))
   eval_every_steps = int(t.eval_every) * steps_per_epoch
   ckpt_every = int(t.checkpoint_every_steps)
-  stop_after = t.get("stop_after_steps")
   bar = metrics_lib.progress_bar(total_steps, "train", initial=start_step,
                                  enabled=config.get("progress_bar", True))
   try:
@@ -543,8 +537,6 @@ def run_training(config, workdir) -> dict:
         bar.write(f"epoch {done // steps_per_epoch}: test accuracy {result['accuracy']:.4f}")
       if ckpt_every and done % ckpt_every == 0 and done < total_steps:
         save(done)
-      if stop_after is not None and done >= int(stop_after) and done < total_steps:
-        return {"stopped_at_step": done}
     # --- end: evaluate, checkpoint, report ---
     result = prog.evaluator.evaluate(state.params, state.batch_stats, test_split, eval_batch)
     if start_step < total_steps:
