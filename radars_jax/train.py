@@ -40,6 +40,7 @@ import numpy as np
 import optax
 
 from radars_jax import checkpointing
+from radars_jax import config_check
 from radars_jax import data as data_lib
 from radars_jax import genotypes as genotypes_lib
 from radars_jax import metrics as metrics_lib
@@ -387,19 +388,6 @@ def program(spec: TrainSpec, mesh) -> Program:
 # The run
 # ---------------------------------------------------------------------------
 
-def _check_train_config(t) -> None:
-  for name in ("layers", "channels", "batch_size", "epochs", "nb201_channels",
-               "nb201_cells_per_stage", "max_to_keep"):
-    if int(t[name]) < 1:
-      raise UserError(f"train.{name}={t[name]} must be a positive integer")
-  if not 0 <= float(t.drop_path) < 1:
-    raise UserError(f"train.drop_path={t.drop_path} must be in [0, 1)")
-  for name in ("auxiliary_weight", "lr", "lr_min", "momentum", "weight_decay", "grad_clip",
-               "cutout", "log_every", "eval_every", "checkpoint_every_steps"):
-    if float(t[name]) < 0:
-      raise UserError(f"train.{name}={t[name]} must not be negative")
-
-
 def _setup(config, genotype: dict, dataset, mesh) -> tuple[TrainSpec, bool]:
   """The run's spec; checks the batch against the data and the devices."""
   t = config.train
@@ -420,7 +408,8 @@ def _setup(config, genotype: dict, dataset, mesh) -> tuple[TrainSpec, bool]:
 def load_trained_state(config, workdir) -> tuple[int, TrainState] | None:
   """`(step, state)` of the latest checkpoint of a training workdir run with
   `config` (None if there is none): the trained `params` and `batch_stats`."""
-  _check_train_config(_train_config(config))
+  _train_config(config)
+  config_check.check_config(config, mode="train")
   genotype = genotypes_lib.load_genotype(config.get("genotype"))
   mesh = parallel.make_mesh()
   image_shape, num_classes = data_lib.dataset_spec(config.data)
@@ -447,7 +436,7 @@ def run_training(config, workdir) -> dict:
   Returns the eval.json dict."""
   start_time = time.perf_counter()
   t = _train_config(config)
-  _check_train_config(t)
+  config_check.check_config(config, mode="train")
   genotype = genotypes_lib.load_genotype(config.get("genotype"))
   table_entry = None
   if config.get("table"):
