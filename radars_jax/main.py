@@ -48,6 +48,73 @@ def run(config, workdir):
   raise UserError(f"unknown mode {config.mode!r}; known modes: search, describe, train, tabular")
 
 
+def genotype_line(genotype: dict) -> str:
+  """A genotype on one line: NAS-Bench-201's arch string, or each DARTS
+  cell's nodes (`op input`, two per node, nodes split by `|`)."""
+  if "arch_str" in genotype:
+    return genotype["arch_str"]
+  if "ops" in genotype:
+    return " ".join(genotype["ops"])
+  cells = []
+  for cell in ("normal", "reduce"):
+    pairs = [f"{op} {src}" for op, src in genotype.get(cell, [])]
+    nodes = [", ".join(pairs[i:i + 2]) for i in range(0, len(pairs), 2)]
+    cells.append(f"{cell}: " + " | ".join(nodes))
+  return "; ".join(cells)
+
+
+def _mb(num_bytes) -> str:
+  from radars_jax import memory  # pylint: disable=import-outside-toplevel
+  return memory.format_gb(float(num_bytes))
+
+
+def console_summary(mode: str, result: dict, workdir) -> str:
+  """What a finished run prints: a few lines for a person (summary.json or
+  eval.json in the workdir has everything)."""
+  path = os.path.join(str(workdir), "")
+  if mode == "train":
+    lines = [f"radars_jax: trained the {result['network']} network of the genotype on "
+             f"{result['dataset']} for {result['epochs']} epochs ({result['steps']} steps)",
+             f"  genotype  {genotype_line(result['genotype'])}",
+             f"  accuracy  {100 * result['test_accuracy']:.2f}% on the test split",
+             f"  network   {result['weights']:,} weights, {result['flops']:,} multiply-adds "
+             "per image",
+             f"  time      {result['seconds']:.1f} s"]
+    if result.get("resumed_from_step") is not None:
+      lines[-1] += f" (resumed from step {result['resumed_from_step']})"
+    lines.append(f"  outputs   {path}report/index.html, {path}eval.json")
+    return "\n".join(lines)
+  if mode == "tabular":
+    lines = [f"radars_jax: {result['seeds']} seeds x {result['queries']} queries on "
+             f"{result['table']} (table best {result['metric']} {result['table_best_metric']:.3f})"]
+    for name, stats in result["methods"].items():
+      lines.append(f"  {name:<10} best {result['metric']} {stats['best_metric_mean']:.3f} "
+                   f"+- {stats['best_metric_std']:.3f}, its {result['report']} "
+                   f"{stats['best_report_mean']:.3f}")
+    lines.append(f"  outputs   {result['plot']}, {path}summary.json, {result['results']}")
+    return "\n".join(lines)
+  lines = [f"radars_jax: {result['method']} search on {result['space']} / "
+           f"{result['dataset']} finished (DNAS: {result['mode']})",
+           f"  genotype  {genotype_line(result['genotype'])}",
+           f"  accuracy  {100 * result['val_accuracy']:.2f}% on the held-out training "
+           "examples (the derived cell, supernet weights)"]
+  memory_line = f"  memory    worst train step {_mb(result['step_bytes'])}"
+  if result.get("memory_budget_bytes") is not None:
+    memory_line += f", budget {_mb(result['memory_budget_bytes'])}"
+    if "over_budget_steps" in result:
+      memory_line += f", {result['over_budget_steps']} steps over it"
+  lines.append(memory_line)
+  if "iterations" in result:
+    runs = result.get("subspace_runs", [])
+    lines.append(f"  search    {result['iterations']} iterations, {len(runs)} DNAS runs "
+                 f"({result.get('shared_program_runs', 0)} on a shared program)")
+  lines.append(f"  time      search {result['search_seconds']:.1f} s, "
+               f"{result['compile_loop_seconds']:.1f} s of it compiling or waiting for "
+               "compiles")
+  lines.append(f"  outputs   {path}report/index.html, {path}summary.json")
+  return "\n".join(lines)
+
+
 def enable_compilation_cache(workdir) -> None:
   """JAX's persistent compilation cache in WORKDIR/jax_cache: a resumed or
   repeated run loads its compiled steps instead of compiling again."""
@@ -168,9 +235,7 @@ def main(argv):
   if mode == "describe":
     print(json.dumps(result, indent=2))
   else:
-    brief = {k: v for k, v in result.items()
-             if k not in ("alphas", "subspace", "choice_points", "space_ops")}
-    print(json.dumps(brief, indent=2))
+    print(console_summary(mode, result, workdir))
 
 
 if __name__ == "__main__":
