@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import ml_collections
