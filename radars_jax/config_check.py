@@ -337,7 +337,7 @@ def _check_search(config, mode: str) -> None:
   if method not in DNAS_METHODS and supernet.scan_edges:
     # The cost model traces one op on every edge of a group, which scans,
     # and counts the scan body once, so random per-edge subspaces came out
-    # 30-35% over its estimates (docs/performance.md).
+    # well over its estimates (docs/performance.md).
     raise UserError(
         "supernet.scan_edges scans the cells of whole-space DNAS (method=darts or "
         f"single_darts); method={method} runs subspaces whose edges differ, and its "

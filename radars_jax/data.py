@@ -191,7 +191,7 @@ def _tfds_missing_message(name: str, data_dir: str | None, reason: str) -> str:
 
 def _load_tfds_cifar(name: str, data_dir: str | None, download: bool,
                      train_size: int | None, test_size: int | None) -> ImageDataset:
-  """CIFAR-10/100 through tensorflow-datasets (imported here: it costs ~10 s).
+  """CIFAR-10/100 through tensorflow-datasets (imported here: it is slow to import).
 
   `train_size` / `test_size` are passed on as split slices (`train[:n]`), so a
   quick run reads only what it uses. Splits are read in batches of

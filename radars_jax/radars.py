@@ -303,9 +303,8 @@ class RadarsSearch:
     """Queues the shared program of the first iteration's likely `k` (the
     calibration's `k_guess` as `subspace_size` caps it) for compiling in
     the background thread while the calibration compiles run on this one
-    (XLA's CPU compile is mostly one thread: on the digits
-    quickstart the three took 12.5 s side by side against 18.3 s one after
-    another). The traced `model` orders the slots, so the program does not
+    (XLA's CPU compile is mostly one thread, so the three take less wall
+    time side by side than one after another; docs/performance.md). The traced `model` orders the slots, so the program does not
     wait for calibration. Where the calibrated model sizes another k, the
     loop compiles that one and this one is never used; the programs are
     those `compile_shared` builds, so results are unchanged."""

@@ -102,7 +102,7 @@ dnas_mode = config_check.dnas_mode
 def _data_keys(key: jax.Array) -> tuple[jax.Array, jax.Array]:
   """The keys of a DNAS run's weight and alpha batches, as one program (run
   eagerly, the split and the unpacking of its result compile one program
-  each, 0.6 s on the critical path of a search's start)."""
+  each, on the critical path of a search's start)."""
   key_w, key_a = jax.random.split(jax.random.fold_in(key, 2))
   return key_w, key_a
 
