@@ -73,7 +73,7 @@ def console_summary(mode: str, result: dict, workdir) -> str:
   eval.json in the workdir has everything)."""
   path = os.path.join(str(workdir), "")
   if mode == "train":
-    lines = [f"radars_jax: trained the {result['network']} network of the genotype on "
+    lines = [f"radars_jax: trained the genotype's {result['network']} network on "
              f"{result['dataset']} for {result['epochs']} epochs ({result['steps']} steps)",
              f"  genotype  {genotype_line(result['genotype'])}",
              f"  accuracy  {100 * result['test_accuracy']:.2f}% on the test split",
