@@ -8,7 +8,7 @@ Space `darts_large`: the DARTS cell with all 23 registry ops on each of its
 28 edges (`radars_jax/ops.py`); whole-space DARTS needs far more than 12 GB
 per step at these settings (`--config.method=darts` is refused with the
 number; with `--config.supernet.scan_edges=True --config.supernet.remat=True`
-it needs 2.0 GB, README "Performance"), so RADARS searches subspaces of k
+it fits, docs/performance.md), so RADARS searches subspaces of k
 ops per edge, k sized to the budget, and prunes until the alive space
 fits. Search hyperparameters are DARTS's: batch 64, 16 channels, 8 cells,
 SGD 0.025 cosine to 0.001 (momentum 0.9, weight decay 3e-4, clip 5),
@@ -30,8 +30,8 @@ def get_config():
   config.data.batch_size = 64
   config.data.holdout_size = 5000
   config.space.name = "darts_large"
-  # shared programs: each cell's switched edges in one scan (compiles
-  # 4.8x faster on DARTS, measured on CPU; README, Performance)
+  # shared programs: each cell's switched edges in one scan (compiles much
+  # faster on DARTS; docs/performance.md)
   config.supernet.scan_switched = True
   config.supernet.channels = 16
   config.supernet.layers = 8

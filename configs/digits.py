@@ -19,8 +19,8 @@ def get_config():
   config = config_defaults.base_config()
   config.method = "radars"
   # Bytes of one train step on one device: RADARS sizes k = 2 ops per edge
-  # and prunes until the alive space fits (measured on 2026-12-03: the
-  # whole space's step is 9.8 MB, so a 10 MB budget needed no search).
+  # and prunes until the alive space fits (just under the whole space's
+  # step, so the search has something to do; docs/performance.md).
   config.memory_budget_gb = 0.0095
   config.radars.budget_margin = 0.02
   config.data.name = "digits"

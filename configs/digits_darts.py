@@ -21,13 +21,12 @@ def get_config():
   config.space.name = "darts"
   config.supernet.channels = 8
   config.supernet.layers = 3
-  config.supernet.depthwise_impl = "shifted"  # XLA CPU grouped convs are ~10x slower
-  # each cell's 14 edges in one lax.scan: 41 s compiling instead of 98 s on
-  # 2 CPU cores, same numbers (README, Performance)
+  config.supernet.depthwise_impl = "shifted"  # XLA's CPU grouped convs are much slower
+  # each cell's 14 edges in one lax.scan: same numbers, a much shorter
+  # compile (docs/performance.md)
   config.supernet.scan_edges = True
   # the scanned mixed ops recomputed in the backward pass: the same alphas
-  # to the bit, 19.8 MB per step instead of 89.8 MB, 82.5 s search instead
-  # of 91.5 s (2026-12-04, README, Performance)
+  # to the bit in a fraction of the bytes per step (docs/performance.md)
   config.supernet.remat = True
   config.dnas.epochs = 20
   config.dnas.derived_finetune_steps = 200

@@ -13,8 +13,8 @@ cost model of `radars_jax.cost_model`) fits, then compiles that worst case
 too. Every subspace RADARS could sample at that k needs at most those bytes.
 Both sides compile the same step, `--mode` (default `single_level`, the
 RADARS inner search's default `dnas.inner_mode`; `first_order` is the
-classic DARTS step: at the --small setting its bytes were within 1% of the
-single-level step's and it compiled 5-34% slower, measured 2026-12-03).
+classic DARTS step: at the --small setting it needs nearly the
+single-level step's bytes and compiles slower; docs/performance.md).
 
 The per-op costs of the first N ops are the same for every N (same ops, same
 shapes), so the cost model is traced and calibrated once, on the largest

@@ -1,6 +1,6 @@
 """One shared program per k against a program per subspace.
 
-    python experiments/shared_programs.py --json experiments/results/shared_programs_digits.json
+    python experiments/shared_programs.py --json experiments/results/shared_programs_digits_scan_switched_0.json
 
 For k = 1, 2, 3 ops per choice point, on the digits quickstart's setting
 (configs/digits.py: NB-201, 8 channels, batch 64, 8x8 images, Single-DARTS),

@@ -23,8 +23,8 @@ image size, on CUDA where JAX runs on a GPU (`--peer-device`); its
 (or the peer file) the peer is skipped and said so. The ratio is
 ours / peer images per second (> 1: ours is faster).
 
-On a shared machine timings are noisy (the peer alone ran at 3.7 to 6.0
-images/s within 20 minutes): both sides are measured in the same run, ours on
+On a shared machine timings are noisy (docs/performance.md): both sides
+are measured in the same run, ours on
 both sides of every peer run; each round's ratio takes our blocks around
 that peer run, and the reported ratio is the median over the rounds.
 """

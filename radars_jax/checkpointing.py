@@ -26,15 +26,20 @@ the final training share. What it adds:
   asynchronous (training goes on while they are written); `close()`,
   `restore_latest()` and `latest_step()` wait for them.
 - A corrupt or partial latest step (unreadable files) is moved aside to
-  `<step>.corrupt` with a `logging.warning`, and the previous step is
-  restored instead. A checkpoint of a different structure (another model or
+  `<step>.corrupt` with one `logging.warning` line (what orbax and asyncio
+  log about the failed read is dropped), and the previous step is restored
+  instead. A checkpoint of a different structure (another model or
   config in the same directory) is a `UserError`, not a fallback.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import sys
+import threading
+import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -126,6 +131,108 @@ def _quiet_orbax_logging() -> None:
     logger.addFilter(_QuietOrbax())
 
 
+class _ReadReports(logging.Filter):
+  """Holds back what orbax (absl's logger) and asyncio log about a step
+  while it is read, so that an unreadable step costs one warning line.
+
+  A failed read leaves orbax's other pending reads of the step behind; when
+  they are garbage collected, asyncio logs each as "exception was never
+  retrieved" with a traceback (dozens for a search state; see also
+  `_quiet_leftover_reads`). Records whose
+  text names a step being read are held: dropped if the read fails
+  (`Checkpointer._set_aside` warns once), passed on if it succeeds; asyncio's
+  reports of a failed step's leftover reads are dropped whenever they come."""
+
+  def __init__(self):
+    super().__init__()
+    self._lock = threading.Lock()
+    self._reading: dict[str, list[logging.LogRecord]] = {}
+    self._failed: set[str] = set()
+
+  def _step_of(self, record: logging.LogRecord) -> str | None:
+    try:
+      text = record.getMessage()
+    except Exception:  # pylint: disable=broad-except  # a malformed record: not ours
+      return None
+    leftover = record.name == "asyncio" and "never retrieved" in text
+    for step_dir in (*(self._failed if leftover else ()), *self._reading):
+      if step_dir in text:
+        return step_dir
+    return None
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    with self._lock:
+      step_dir = self._step_of(record)
+      if step_dir is None:
+        return True
+      if step_dir in self._reading:
+        self._reading[step_dir].append(record)
+      return False
+
+  def busy(self) -> bool:
+    """Whether a step is being read or a read has failed."""
+    with self._lock:
+      return bool(self._reading or self._failed)
+
+  @contextlib.contextmanager
+  def reading(self, step_dir: Path):
+    """Holds the records about `step_dir` while the block runs; drops them
+    if it raises, else logs them as they came."""
+    key = str(step_dir) + os.sep
+    _quiet_leftover_reads()
+    with self._lock:
+      self._reading[key] = []
+    held: list[logging.LogRecord] = []
+    try:
+      yield
+    except BaseException:
+      with self._lock:
+        self._failed.add(key)
+        self._reading.pop(key, None)
+      raise
+    else:
+      with self._lock:
+        held = self._reading.pop(key, [])
+    for record in held:
+      logging.getLogger(record.name).handle(record)
+
+
+_READ_REPORTS = _ReadReports()
+
+
+def _drop_closed_loop_callback(unraisable) -> bool:
+  """True for tensorstore's completion callback of a read that outlived
+  orbax's event loop (reported with no object, not through logging), while
+  a step is read or after one failed."""
+  return (unraisable.object is None and unraisable.exc_type is RuntimeError
+          and str(unraisable.exc_value) == "Event loop is closed"
+          and _READ_REPORTS.busy())
+
+
+def _quiet_leftover_reads() -> None:
+  """When a read fails, orbax's other reads of the step end on their own:
+  their callbacks may find its event loop closed (`sys.unraisablehook`,
+  dropped by `_drop_closed_loop_callback`) and their coroutines are
+  collected unawaited (a `RuntimeWarning`, ignored: radars_jax runs no
+  coroutines of its own). Any other report passes."""
+  previous = sys.unraisablehook
+  if not getattr(previous, "_radars_jax_quiet", False):
+    def hook(unraisable):
+      if not _drop_closed_loop_callback(unraisable):
+        previous(unraisable)
+    hook._radars_jax_quiet = True  # pylint: disable=protected-access
+    sys.unraisablehook = hook
+  warnings.filterwarnings("ignore", message=r"coroutine '.*' was never awaited",
+                          category=RuntimeWarning)
+
+
+def _hold_read_reports() -> None:
+  for name in ("absl", "asyncio"):
+    logger = logging.getLogger(name)
+    if _READ_REPORTS not in logger.filters:
+      logger.addFilter(_READ_REPORTS)
+
+
 def _leaf_name(i: int) -> str:
   return f"leaf_{i:06d}"
 
@@ -138,6 +245,7 @@ class Checkpointer:
     if self.directory.exists() and not self.directory.is_dir():
       raise UserError(f"checkpoint directory {str(self.directory)!r} is not a directory")
     _quiet_orbax_logging()
+    _hold_read_reports()
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True,
         enable_async_checkpointing=True)
@@ -202,7 +310,8 @@ class Checkpointer:
         continue
       self._check_structure(step, meta, template_pytree)
       try:
-        state = self._read_state(step, template_pytree)
+        with _READ_REPORTS.reading(self.directory / str(step)):
+          state = self._read_state(step, template_pytree)
       except Exception as e:  # pylint: disable=broad-except  # any read error = corrupt
         self._set_aside(step, e, errors)
         continue
@@ -215,8 +324,9 @@ class Checkpointer:
 
   def _read_meta(self, step: int, errors: list) -> dict | None:
     try:
-      restored = self._manager.restore(
-          step, args=ocp.args.Composite(**{META_ITEM: ocp.args.JsonRestore()}))
+      with _READ_REPORTS.reading(self.directory / str(step)):
+        restored = self._manager.restore(
+            step, args=ocp.args.Composite(**{META_ITEM: ocp.args.JsonRestore()}))
       meta = restored[META_ITEM]
       if not isinstance(meta, dict) or "leaves" not in meta:
         raise ValueError("metadata has no leaf list")

@@ -53,22 +53,22 @@ def base_config() -> ml_collections.ConfigDict:
   config.supernet.cells_per_stage = 5  # NAS-Bench-201 skeleton
   config.supernet.depthwise_impl = "xla"  # xla | shifted | scan | auto (radars_jax.depthwise)
   # Each op once over all the edges that use it (same numbers): DARTS
-  # compiles ~30% faster but the step needs ~40% more memory (README).
+  # compiles faster but the step needs more memory (docs/performance.md).
   config.supernet.stack_edges = False
   # Each cell's edges in a lax.scan (same numbers; the full space only, a
   # subspace whose edges differ runs per edge): one compiled mixed op per
   # cell instead of one per edge, each op's weights stacked over the edges
-  # (README, Performance).
+  # (docs/performance.md).
   config.supernet.scan_edges = False
   # With scan_edges: recompute each scanned mixed op in the backward pass
-  # (jax.checkpoint), keeping only its input: the full DARTS step needs 8x
-  # less memory (README, Performance). Switched supernets always recompute.
+  # (jax.checkpoint), keeping only its input: the full DARTS step needs
+  # several times less memory (docs/performance.md). Switched supernets
+  # always recompute.
   config.supernet.remat = False
   # RADARS's shared programs: the switched supernet runs each cell's edges
   # in a lax.scan whose gradient keeps only the cell's states (same numbers
-  # to float rounding, same weight paths). Measured (README, Performance):
-  # DARTS 5 cells compiles 4.8x faster in 24% fewer bytes; NB-201 31% fewer
-  # bytes, compile and step unchanged.
+  # to float rounding, same weight paths): fewer bytes, and on DARTS a much
+  # faster compile (docs/performance.md).
   config.supernet.scan_switched = False
 
   config.dnas = ml_collections.ConfigDict()
@@ -86,7 +86,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.dnas.alpha_init_scale = 1e-3
   # First order: the alpha pass and the weight pass as two iterations of one
   # lax.scan, so the network's gradient compiles once instead of twice (each
-  # step also computes a weight gradient it drops; README, Performance).
+  # step also computes a weight gradient it drops; docs/performance.md).
   config.dnas.passes_in_loop = False
   # The largest train step (StableHLO operations) compiled: XLA's compile
   # time and host memory grow faster than linearly with it, and the

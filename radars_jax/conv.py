@@ -4,16 +4,14 @@ convolutions: fast inside `lax.switch` branches on XLA's CPU backend.
 Outside control flow XLA rewrites a convolution's gradients (the input
 gradient and the kernel gradient, convolutions with permuted dimension
 labels) into its fast NHWC convolution. Inside a conditional's branch it
-does not, and runs them through a generic loop: measured on 2 CPU cores
-(batch 64, 8x8, 16 channels, 3x3), 34x slower for the kernel gradient and
-8x for the input gradient. The switched supernet
+does not, and runs them through a generic loop, many times slower
+(docs/performance.md). The switched supernet
 (`radars_jax.supernet.SwitchedMixedOp`) computes every op's backward pass
 inside a switch, so its ops use `conv_general_dilated` here, which writes
 both gradients as NHWC convolutions with explicit transposes: same numbers,
 same speed as outside a switch. Outside switches XLA's own rewrite is
-faster (the DARTS `--small` single-level step of experiments/throughput.py
-with every dense convolution here: 0.232 s against 0.182 s), so static
-supernets keep `lax`'s convolution (`OpSettings.switch_friendly` is False).
+faster, so static supernets keep `lax`'s convolution
+(`OpSettings.switch_friendly` is False).
 
 Stride 1 with any kernel, and 1x1 kernels at any stride without padding
 (subsample, then stride 1), both without dilation or groups. Anything else

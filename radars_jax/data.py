@@ -241,7 +241,7 @@ def _archive_download_config(tfds, name: str, archive: str, scratch_dir: str):
 def _load_tfds_cifar(name: str, data_dir: str | None, download: bool,
                      archive: str | None, train_size: int | None,
                      test_size: int | None) -> ImageDataset:
-  """CIFAR-10/100 through tensorflow-datasets (imported here: it costs ~10 s).
+  """CIFAR-10/100 through tensorflow-datasets (imported here: it is slow to import).
 
   Where the dataset is not prepared in `data_dir`, tfds prepares it from the
   file `archive` if given (no network, whatever `download` says), else from

@@ -4,9 +4,8 @@ choice of kernels.
 Depthwise convolutions dominate the DARTS supernet (every `sep_conv_*`,
 `dil_conv_*` and inverted-residual op has them). XLA lowers them as grouped
 convolutions, and max pooling's gradient as `select_and_scatter`; on the
-CPU both are slow (measured on a 2-core CPU, batch 32, 32x32, 16 channels,
-jitted forward + backward of a 5x5 depthwise conv: ~156 ms as a grouped
-conv, ~18 ms as the shifted sum below). `impl` picks one:
+CPU both are several times slower than the shifted sum below
+(docs/performance.md). `impl` picks one:
 
 - `xla`: `conv_general_dilated` with `feature_group_count` and Flax's
   pooling (`reduce_window`); the natural choice on GPU and TPU.
@@ -20,7 +19,7 @@ conv, ~18 ms as the shifted sum below). `impl` picks one:
 - `scan`: the tap sum as a `lax.scan` over the taps (one loop body in the
   program, so compile time does not grow with k); pooling as `shifted`.
   Its gradient keeps every tap's window: k*k times the input's memory
-  (5x5 on a 2.1 MB input: 61.9 MB compiled against 9.5 MB `shifted`).
+  (docs/performance.md).
 - `auto`: `shifted` on the CPU, `xla` on accelerators.
 
 All give the same numbers up to float rounding. Inputs may carry a leading
@@ -102,8 +101,8 @@ def _shifted_sum(x, kernel, stride, dilation, pad):
 
   The gradient is written by hand (`_shifted_bwd`): differentiating the
   slices gives k*k pads for the input and k*k separate reductions for the
-  kernel, which XLA's CPU backend runs ~8x slower than the two fused loops
-  below."""
+  kernel, which XLA's CPU backend runs several times slower than the two
+  fused loops below."""
   k = kernel.shape[-4]
   return _tap_sum(_pad_hw(x, pad), kernel, stride, dilation,
                   _out_size(x.shape[-3], k, stride, dilation, pad),

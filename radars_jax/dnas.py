@@ -127,11 +127,8 @@ def make_train_step(model: nn.Module, mode: str, weight_tx, alpha_tx,
   second consumer. Without it XLA's CPU fusion treats a node's gradient
   (the sum of its consumers' input gradients, hundreds of shifted slices)
   as cheap and recomputes it inside the backward pass of every op of every
-  edge leaving the node. Measured on a 2-core CPU (DARTS, 3 cells cut to 2
-  nodes for the measurement, 8 ch, batch 8, 16x16, shifted depthwise,
-  first order): 109.5 -> 56.5 ms per step, compile 78.5 -> 59.0 s,
-  compiled bytes 25.7 -> 28.6 MB; the `throughput.py --small` first-order
-  step (4 nodes): 1.157 -> 0.180 s (README "Performance").
+  edge leaving the node. With it the first-order step on the CPU runs and
+  compiles faster for slightly more bytes (docs/performance.md).
 
   `passes_in_loop` (first order only): the alpha pass and the weight pass
   are the two iterations of one `lax.scan` whose body takes the gradient
@@ -296,10 +293,10 @@ def bytes_only_compiler_options() -> dict | None:
 
   On the CPU: no LLVM optimisation of the generated kernels. XLA assigns
   buffers on the optimised HLO, before code generation, so the bytes are
-  the same (tests/test_dnas.py) and the compile is faster (a one-cell,
-  4-channel first-order DARTS step: 23.2 / 23.1 s -> 16.9 / 18.5 s in
-  alternating runs; the kernels would run ~2.7x slower).
-  Elsewhere None (the defaults): not measured on accelerators."""
+  the same (tests/test_dnas.py) and the compile is faster; the kernels
+  would run slower, so only programs that never run use it
+  (docs/performance.md). Elsewhere None (the defaults): not measured on
+  accelerators."""
   if jax.default_backend() == "cpu":
     return {"xla_backend_optimization_level": 0}
   return None

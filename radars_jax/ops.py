@@ -464,11 +464,10 @@ def batch_norm(x, axes=None):
 # Every op differentiates ReLU and affine-free BatchNorm by hand, keeping
 # one activation-sized residual each where autodiff keeps three (ReLU: its
 # output, the mask x > 0 and a zero tensor; BatchNorm: three intermediates
-# of the normalisation; `jax.ad_checkpoint.print_saved_residuals`). One
-# normal DARTS cell's gradient (16 ch, 32x32, batch 32, per-edge mixed
-# ops): 815 MB compiled instead of 1,022 MB, 969 ms instead of 1,109 ms.
-# Inside a `lax.scan` (`scan_edges`) every residual also becomes a stacked
-# buffer that XLA fills with zeros before the loop (README, Performance).
+# of the normalisation; `jax.ad_checkpoint.print_saved_residuals`): fewer
+# bytes and a faster step (docs/performance.md). Inside a `lax.scan`
+# (`scan_edges`) every residual also becomes a stacked buffer that XLA
+# fills with zeros before the loop.
 
 @jax.custom_vjp
 def relu(x):
@@ -526,7 +525,7 @@ def _pointwise(x, kernel):
 def _conv_stacked(x, kernel, strides, padding):
   """Dense convolution of stacked inputs [E, B, H, W, Cin] with stacked
   kernels [E, kh, kw, Cin, Cout], edge by edge: a kernel batched over E
-  would make it a grouped convolution, which XLA's CPU runs ~10x slower."""
+  would make it a grouped convolution, which XLA's CPU runs much slower."""
   kernel = kernel.astype(x.dtype)
   return jnp.stack([jax.lax.conv_general_dilated(x[e], kernel[e], strides, padding,
                                                  dimension_numbers=("NHWC", "HWIO", "NHWC"))

@@ -122,18 +122,6 @@ class PoolView(pool_lib.WeightPool):
 # Helpers
 # ---------------------------------------------------------------------------
 
-def check_config(config) -> None:
-  r = config.radars
-  if config.get("memory_budget_gb") is None and config.method == "radars":
-    raise UserError("method=radars needs a memory budget: set --config.memory_budget_gb=GB")
-  if config.get("memory_budget_gb") is not None and float(config.memory_budget_gb) <= 0:
-    raise UserError(f"memory_budget_gb={config.memory_budget_gb} must be positive")
-  for name in ("max_iterations", "subspace_epochs"):
-    if float(r[name]) <= 0:
-      raise UserError(f"radars.{name}={r[name]} must be positive")
-  ctrl.validate_controller_config(config.controller)
-
-
 def subspace_of(ops_row) -> spaces_lib.Subspace:
   """Controller sample int [C, k] (-1 = empty slot) -> Subspace."""
   return tuple(tuple(sorted(int(o) for o in row if o >= 0)) for row in np.asarray(ops_row))
@@ -192,7 +180,7 @@ class RadarsSearch:
   """One `method=radars|rl|random` search in a workdir (resumable)."""
 
   def __init__(self, config, path: Path, space: spaces_lib.SearchSpace):
-    check_config(config)
+    search_lib.check_config(config)
     self.config, self.path, self.space = config, path, space
     self.method = config.method
     self.start = time.perf_counter()
@@ -327,9 +315,8 @@ class RadarsSearch:
     """Queues the shared program of the first iteration's likely `k` (the
     calibration's `k_guess` as `subspace_size` caps it) for compiling in
     the background thread while the calibration compiles run on this one
-    (XLA's CPU compile is mostly one thread: on the digits
-    quickstart the three took 12.5 s side by side against 18.3 s one after
-    another). The traced `model` orders the slots, so the program does not
+    (XLA's CPU compile is mostly one thread, so the three take less wall
+    time side by side than one after another; docs/performance.md). The traced `model` orders the slots, so the program does not
     wait for calibration. Where the calibrated model sizes another k, the
     loop compiles that one and this one is never used; the programs are
     those `compile_shared` builds, so results are unchanged."""

@@ -20,6 +20,7 @@ import numpy as np
 import optax
 
 from radars_jax import compile_clock
+from radars_jax import config_check
 from radars_jax import data as data_lib
 from radars_jax import dnas as dnas_lib
 from radars_jax import memory as memory_lib
@@ -31,8 +32,8 @@ from radars_jax import weight_pool as pool_lib
 from radars_jax import workdir as workdir_lib
 from radars_jax.errors import UserError
 
-METHODS = ("darts", "single_darts", "radars", "rl", "random")
-DNAS_METHODS = ("darts", "single_darts")
+METHODS = config_check.METHODS
+DNAS_METHODS = config_check.DNAS_METHODS
 
 
 # ---------------------------------------------------------------------------
@@ -94,17 +95,14 @@ class DnasResult:
   steps: int
 
 
-def dnas_mode(config) -> str:
-  if config.method in DNAS_METHODS:
-    return dnas_lib.dnas_mode(config.method, config.dnas.order)
-  return config.dnas.get("inner_mode", "single_level")
+dnas_mode = config_check.dnas_mode
 
 
 @jax.jit
 def _data_keys(key: jax.Array) -> tuple[jax.Array, jax.Array]:
   """The keys of a DNAS run's weight and alpha batches, as one program (run
   eagerly, the split and the unpacking of its result compile one program
-  each, 0.6 s on the critical path of a search's start)."""
+  each, on the critical path of a search's start)."""
   key_w, key_a = jax.random.split(jax.random.fold_in(key, 2))
   return key_w, key_a
 
@@ -391,24 +389,7 @@ class Searcher:
 # Entry points
 # ---------------------------------------------------------------------------
 
-def check_config(config) -> None:
-  if config.method not in METHODS:
-    raise UserError(f"unknown method {config.method!r}; known methods: {', '.join(METHODS)}")
-  if config.method == "darts" and int(config.dnas.order) not in (1, 2):
-    raise UserError(f"dnas.order={config.dnas.order} must be 1 or 2")
-  if config.dnas.get("passes_in_loop") and config.method in DNAS_METHODS + ("radars",) and (
-      dnas_mode(config) != "first_order"):
-    raise UserError(f"dnas.passes_in_loop=True runs the two passes of first-order DARTS; "
-                    f"this search's DNAS is {dnas_mode(config)}")
-  if config.method not in DNAS_METHODS and config.supernet.get("scan_edges"):
-    # Measured (digits, nb201, k = 2): the cost model traces one op on every
-    # edge of a group, which scans, and counts the scan body once, so random
-    # per-edge subspaces came out 30-35% over its estimates (10% without).
-    raise UserError(
-        "supernet.scan_edges scans the cells of whole-space DNAS (method=darts or "
-        f"single_darts); method={config.method} runs subspaces whose edges differ, and its "
-        "cost model would be traced on scanned cells: leave scan_edges (and remat) off "
-        "(its shared programs scan with supernet.scan_switched=True)")
+check_config = config_check.check_config   # every field, before anything runs
 
 
 def budget_bytes(config) -> float | None:

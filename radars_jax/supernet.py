@@ -21,11 +21,10 @@ RADARS loop compiles once per k, not once per sample) and computes the same
 numbers as the static supernet of that subspace. Its backward pass
 recomputes each slot's op from the choice point's input
 (`recomputed_switch`), and its ops' convolutions take gradients XLA runs
-fast inside a switch (`radars_jax.conv`). Measured on CPU against the
-costliest static subspace of k ops (experiments/shared_programs.py): on
-NB-201 about half its bytes at 1.4-2x its step time, on DARTS about a third
-at a slightly faster step. The loop still checks its compiled bytes
-against the budget like any step's.
+fast inside a switch (`radars_jax.conv`). Against the costliest static
+subspace of k ops it needs fewer bytes (experiments/shared_programs.py,
+docs/performance.md); the loop still checks its compiled bytes against the
+budget like any step's.
 
 With `scan_edges`, a cell whose edges all hold the same ops (the full
 space) runs them in one `lax.scan` (`scanned_dag`): the same numbers, one
@@ -118,11 +117,9 @@ def recomputed_switch(index, branches, x, params):
   residuals of all branches (zeros for the ones not taken), so a switch
   over n ops keeps n ops' worth of activations for the backward pass; here
   it keeps x (shared by every slot of the choice point) and the weights,
-  for one more forward pass of the op. Digits NB-201 setting, k = 2: 6.28
-  MB per step instead of 14.78 MB (the costliest static subspace: 12.29
-  MB; all three before the lean ReLU / BatchNorm gradients of `ops`, after
-  which the shared step measured 5.92 MB). Differentiable twice (DARTS
-  second order; tests/test_switched.py)."""
+  for one more forward pass of the op: fewer bytes than the costliest
+  static subspace of k ops (docs/performance.md). Differentiable twice
+  (DARTS second order; tests/test_switched.py)."""
 
   @jax.custom_vjp
   def run(index, x, params):
@@ -295,8 +292,8 @@ def mixed_dag(states: list, edges, edge_ops, edge_weights, channels: int, stride
   complete. Within a wave each op runs once on the stacked inputs of all
   the edges where it is active (`ops_lib.stacked_op`), and a weightless op
   (pooling, identity) once per state, whichever edges use it. So the
-  program has ~4x fewer ops than per-edge mixed ops (XLA compiles in a
-  fraction of the time) and the kernels are larger.
+  program has several times fewer ops than per-edge mixed ops (XLA
+  compiles it faster) and the kernels are larger.
   """
   n_in = len(states)
   targets = sorted({dst for _, dst in edges})
@@ -448,7 +445,7 @@ def _switched_scan(op_names, channels: int, stride: int, settings: OpSettings, o
   before an edge reads it, so reading the final states is exact, and in
   reverse order a target's gradient is complete before its edges are
   visited. (Differentiating the scan instead kept a copy of every edge's
-  input: 34-35% more bytes than per edge on NB-201 and DARTS.) One
+  input: more bytes than per edge; docs/performance.md.) One
   function object per kind of edge (see `_scan_body`); differentiable
   twice."""
   ops = _switched_ops(op_names, channels, stride, settings)
@@ -815,10 +812,9 @@ def build_supernet(space: spaces_lib.SearchSpace, subspace: spaces_lib.Subspace 
     raise UserError("supernet.stack_edges and supernet.scan_edges are two ways to compute "
                     "the same cells: set at most one")
   if remat and not scan:
-    # Measured on the CPU (DARTS, 1 cell, 8 ch, 16x16, batch 16): per edge,
-    # `nn.remat` left the gradient's bytes as they were (36.1 MB against
-    # 35.1 MB), as did a per-edge custom_vjp recomputing the mixed op after
-    # its incoming gradient (36.0 MB); scanned: 10.0 MB against 30.5 MB.
+    # Per edge, `nn.remat` (or a custom_vjp recomputing the mixed op) left
+    # the gradient's bytes as they were; scanned, it cuts them
+    # (docs/performance.md).
     raise UserError("supernet.remat recomputes the mixed ops of scanned edges: "
                     "set supernet.scan_edges=True as well")
   if scan:

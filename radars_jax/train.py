@@ -40,6 +40,7 @@ import numpy as np
 import optax
 
 from radars_jax import checkpointing
+from radars_jax import config_check
 from radars_jax import data as data_lib
 from radars_jax import genotypes as genotypes_lib
 from radars_jax import metrics as metrics_lib
@@ -78,9 +79,6 @@ def train_config_defaults() -> ml_collections.ConfigDict:
   t.eval_every = 0              # epochs between test evaluations (0: at the end only)
   t.checkpoint_every_steps = 1000
   t.max_to_keep = 3             # checkpoints kept
-  # Stop after this many global steps as if the process were killed (no final
-  # checkpoint, no evaluation); a later run resumes. For tests; None: run on.
-  t.stop_after_steps = ml_collections.FieldReference(None, field_type=int)
   return t
 
 
@@ -100,8 +98,7 @@ def add_train_config(config: ml_collections.ConfigDict) -> ml_collections.Config
       with config.train.unlocked():
         for name in defaults:
           if name not in config.train:
-            setattr(config.train, name, defaults.get_ref(name) if name == "stop_after_steps"
-                    else defaults[name])
+            setattr(config.train, name, defaults[name])
   return config
 
 
@@ -391,19 +388,6 @@ def program(spec: TrainSpec, mesh) -> Program:
 # The run
 # ---------------------------------------------------------------------------
 
-def _check_train_config(t) -> None:
-  for name in ("layers", "channels", "batch_size", "epochs", "nb201_channels",
-               "nb201_cells_per_stage", "max_to_keep"):
-    if int(t[name]) < 1:
-      raise UserError(f"train.{name}={t[name]} must be a positive integer")
-  if not 0 <= float(t.drop_path) < 1:
-    raise UserError(f"train.drop_path={t.drop_path} must be in [0, 1)")
-  for name in ("auxiliary_weight", "lr", "lr_min", "momentum", "weight_decay", "grad_clip",
-               "cutout", "log_every", "eval_every", "checkpoint_every_steps"):
-    if float(t[name]) < 0:
-      raise UserError(f"train.{name}={t[name]} must not be negative")
-
-
 def _setup(config, genotype: dict, dataset, mesh) -> tuple[TrainSpec, bool]:
   """The run's spec; checks the batch against the data and the devices."""
   t = config.train
@@ -424,7 +408,8 @@ def _setup(config, genotype: dict, dataset, mesh) -> tuple[TrainSpec, bool]:
 def load_trained_state(config, workdir) -> tuple[int, TrainState] | None:
   """`(step, state)` of the latest checkpoint of a training workdir run with
   `config` (None if there is none): the trained `params` and `batch_stats`."""
-  _check_train_config(_train_config(config))
+  _train_config(config)
+  config_check.check_config(config, mode="train")
   genotype = genotypes_lib.load_genotype(config.get("genotype"))
   mesh = parallel.make_mesh()
   image_shape, num_classes = data_lib.dataset_spec(config.data)
@@ -448,11 +433,10 @@ def run_training(config, workdir) -> dict:
   """Trains `config.genotype` from scratch (resuming from the workdir's
   latest checkpoint), evaluates on the test split, writes eval.json and the
   report (WORKDIR/report/).
-  Returns the eval.json dict (or, when stopped by `train.stop_after_steps`,
-  `{"stopped_at_step": N}`)."""
+  Returns the eval.json dict."""
   start_time = time.perf_counter()
   t = _train_config(config)
-  _check_train_config(t)
+  config_check.check_config(config, mode="train")
   genotype = genotypes_lib.load_genotype(config.get("genotype"))
   table_entry = None
   if config.get("table"):
@@ -512,7 +496,6 @@ def run_training(config, workdir) -> dict:
   log_every = max(1, int(t.log_every))
   eval_every_steps = int(t.eval_every) * steps_per_epoch
   ckpt_every = int(t.checkpoint_every_steps)
-  stop_after = t.get("stop_after_steps")
   bar = metrics_lib.progress_bar(total_steps, "train", initial=start_step,
                                  enabled=config.get("progress_bar", True))
   try:
@@ -543,8 +526,6 @@ def run_training(config, workdir) -> dict:
         bar.write(f"epoch {done // steps_per_epoch}: test accuracy {result['accuracy']:.4f}")
       if ckpt_every and done % ckpt_every == 0 and done < total_steps:
         save(done)
-      if stop_after is not None and done >= int(stop_after) and done < total_steps:
-        return {"stopped_at_step": done}
     # --- end: evaluate, checkpoint, report ---
     result = prog.evaluator.evaluate(state.params, state.batch_stats, test_split, eval_batch)
     if start_step < total_steps:

@@ -1,4 +1,5 @@
 """Checkpointer: round trips of mixed pytrees, retention, fallback on corruption."""
+import gc
 import logging
 import os
 
@@ -142,3 +143,30 @@ def test_interrupted_save_leaves_previous_checkpoint(tmp_path):
   assert step == 3
   _assert_same(state, _state(3))
   assert not leftover.exists()
+
+
+def test_unreadable_arrays_cost_one_warning_line(tmp_path, caplog):
+  """Array files that cannot be read (metadata intact): orbax's other
+  pending reads of the step fail too and asyncio reports each one ("exception
+  was never retrieved", with a traceback) when it is collected. Only the
+  fallback's warning reaches the log."""
+  directory = tmp_path / "ckpt"
+  many = lambda seed: {"w": [jnp.full((64,), seed + i, jnp.float32) for i in range(24)],
+                       **_state(seed)}
+  with checkpointing.Checkpointer(directory) as ckpt:
+    ckpt.save(1, many(1))
+    ckpt.save(2, many(2))
+  data_files = [f for f in (directory / "2" / checkpointing.STATE_ITEM).rglob("*")
+                if f.is_file() and f.parent.name == "d"]
+  assert data_files
+  for f in data_files:
+    f.write_bytes(b"garbage")
+  with caplog.at_level(logging.DEBUG), checkpointing.Checkpointer(directory) as ckpt:
+    step, state, _ = ckpt.restore_latest(many(0))
+    gc.collect()
+  assert step == 1
+  _assert_same(state, many(1))
+  loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
+  assert len(loud) == 1 and "step 2" in loud[0].getMessage(), [
+      r.getMessage()[:200] for r in loud]
+  assert "\n" not in loud[0].getMessage()

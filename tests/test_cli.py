@@ -27,7 +27,7 @@ def run_main(*args, env_extra=None):
     ("--config.space.ops=sep_conv_3x3,warp_drive", "unknown op"),
     ("--config.space.name=galaxy", "unknown space"),
     ("--config.method=hillclimb", "unknown method"),
-    ("--config.data.name=imagenet42", "known datasets"),
+    ("--config.data.name=imagenet42", "unknown dataset"),
 ])
 def test_bad_config_values_exit_2_with_one_line(tmp_path, override, needle):
   result = run_main(f"--workdir={tmp_path / 'w'}", override)
@@ -35,6 +35,49 @@ def test_bad_config_values_exit_2_with_one_line(tmp_path, override, needle):
   lines = [l for l in result.stderr.strip().splitlines() if l.startswith("radars_jax: error")]
   assert len(lines) == 1 and needle in lines[0].lower(), result.stderr[-2000:]
   assert "Traceback" not in result.stderr
+
+
+def run_main_args(*args):
+  env = dict(os.environ)
+  env.pop("XLA_FLAGS", None)
+  return subprocess.run([sys.executable, "-m", "radars_jax.main", *args],
+                        capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+
+
+def assert_one_error_line(result, needle):
+  assert result.returncode == 2, result.stderr[-2000:]
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1, result.stderr[-2000:]
+  assert lines[0].startswith("radars_jax: error: ") and needle in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--config=configs/does_not_exist.py"], "configs/does_not_exist.py: no such file"),
+    (["--config=configs/digits.py", "--config.genotype=DARTS_V2"], "has no field 'genotype'"),
+    (["--config=configs/digits.py", "--config.data.batch_size=0"], "config.data.batch_size=0"),
+    (["--config=configs/digits.py", "--config.data.batch_size=abc"], "--config.data.batch_size"),
+    (["--config=configs/digits.py", "--config.dnas.momentum=1.5"], "config.dnas.momentum=1.5"),
+    (["--config=configs/digits_train.py", "--config.genotype=/no/such/genotype.json"],
+     "unknown genotype"),
+])
+def test_bad_command_lines_exit_2_with_one_line_and_no_workdir(tmp_path, args, needle):
+  workdir = tmp_path / "w"
+  assert_one_error_line(run_main_args(*args, f"--workdir={workdir}"), needle)
+  assert not workdir.exists()
+
+
+def test_bad_input_found_late_leaves_an_existing_workdir_as_it_was(tmp_path):
+  """A budget no whole-space step fits is found after compiling it: what the
+  run wrote is taken back, the user's files stay."""
+  workdir = tmp_path / "w"
+  workdir.mkdir()
+  (workdir / "notes.txt").write_text("mine")
+  (workdir / "config.json").write_text('{"from": "an earlier run"}')
+  result = run_main(f"--workdir={workdir}", *TINY, "--config.method=darts",
+                    "--config.memory_budget_gb=0.0001", "--config.progress_bar=False")
+  assert_one_error_line(result, "needs")
+  assert sorted(p.name for p in workdir.iterdir()) == ["config.json", "notes.txt"]
+  assert (workdir / "config.json").read_text() == '{"from": "an earlier run"}'
 
 
 def test_workdir_that_is_a_file_is_refused_and_kept(tmp_path):
@@ -78,3 +121,72 @@ def test_describe_prints_space_and_step_bytes():
   info = json.loads(result.stdout)
   assert info["num_choice_points"] == 6 and info["ops_per_choice_point"] == [5] * 6
   assert info["supernet_weights"] > 0 and info["full_space_step_bytes"] > 0
+
+
+def labelled(stdout: str) -> dict:
+  """`{"genotype": "...", "accuracy": "...", ...}` from the summary's lines."""
+  out = {}
+  for line in stdout.strip().splitlines()[1:]:
+    label, _, text = line.strip().partition(" ")
+    out[label] = text.strip()
+  return out
+
+
+def test_a_finished_search_prints_a_short_summary(tmp_path):
+  workdir = tmp_path / "w"
+  result = run_main(f"--workdir={workdir}", *TINY, "--config.method=single_darts",
+                    "--config.dnas.epochs=1", "--config.dnas.derived_finetune_steps=0",
+                    "--config.memory_budget_gb=0.5", "--config.progress_bar=False",
+                    "--config.data.train_size=64", "--config.data.test_size=16")
+  assert result.returncode == 0, result.stderr[-2000:]
+  summary = json.loads((workdir / "summary.json").read_text())
+  lines = result.stdout.strip().splitlines()
+  assert lines[0] == "radars_jax: single_darts search on nb201 / synthetic finished (DNAS: single_level)"
+  assert len(lines) <= 8 and "{" not in result.stdout, result.stdout
+  fields = labelled(result.stdout)
+  assert fields["genotype"] == summary["genotype"]["arch_str"]
+  assert fields["accuracy"].startswith(f"{100 * summary['val_accuracy']:.2f}% ")
+  step = summary["step_bytes"] / 1e6
+  assert fields["memory"] == f"worst train step {step:.1f} MB, budget 0.5 GB"
+  assert fields["time"].startswith(f"search {summary['search_seconds']:.1f} s, ")
+  assert fields["outputs"] == f"{workdir}/report/index.html, {workdir}/summary.json"
+  assert (workdir / "report" / "index.html").is_file()
+
+
+def test_summaries_of_radars_training_and_tabular_runs():
+  from radars_jax import genotypes, main  # pylint: disable=import-outside-toplevel
+  radars_result = {
+      "method": "radars", "mode": "single_level", "space": "nb201", "dataset": "digits",
+      "genotype": {"space": "nb201", "ops": ["none"] * 6, "arch_str": "|none~0|+|...|"},
+      "val_accuracy": 0.9547, "step_bytes": 9_200_736, "memory_budget_bytes": 9.5e6,
+      "over_budget_steps": 0, "iterations": 2, "subspace_runs": [{}] * 9,
+      "shared_program_runs": 8, "search_seconds": 123.6, "compile_loop_seconds": 79.0,
+      "compile_seconds": 82.6}
+  fields = labelled(main.console_summary("search", radars_result, "runs/d"))
+  assert fields == {
+      "genotype": "|none~0|+|...|",
+      "accuracy": "95.47% on the held-out training examples (the derived cell, supernet weights)",
+      "memory": "worst train step 9.2 MB, budget 9.5 MB, 0 steps over it",
+      "search": "2 iterations, 9 DNAS runs (8 on a shared program)",
+      "time": "search 123.6 s, 79.0 s of it compiling or waiting for compiles",
+      "outputs": "runs/d/report/index.html, runs/d/summary.json"}
+  trained = {"network": "darts", "dataset": "digits", "epochs": 15, "steps": 330,
+             "genotype": genotypes.DARTS_V2, "test_accuracy": 0.9722, "weights": 3349342,
+             "flops": 528_000_000, "seconds": 31.25, "resumed_from_step": 100}
+  fields = labelled(main.console_summary("train", trained, "runs/t"))
+  assert fields["genotype"].startswith("normal: sep_conv_3x3 0, sep_conv_3x3 1 | ")
+  assert "; reduce: max_pool_3x3 0, max_pool_3x3 1 | " in fields["genotype"]
+  assert fields["accuracy"] == "97.22% on the test split"
+  assert fields["network"] == "3,349,342 weights, 528,000,000 multiply-adds per image"
+  assert fields["time"] == "31.2 s (resumed from step 100)"
+  assert fields["outputs"] == "runs/t/report/index.html, runs/t/eval.json"
+  tabular = {"seeds": 30, "queries": 100, "table": "t.csv", "metric": "val", "report": "test",
+             "table_best_metric": 84.892, "plot": "runs/n/plots/p.png",
+             "results": "runs/n/tabular_results.json",
+             "methods": {"ppo": {"best_metric_mean": 84.545, "best_metric_std": 0.393,
+                                 "best_report_mean": 88.668}}}
+  lines = main.console_summary("tabular", tabular, "runs/n").splitlines()
+  assert lines[1].split() == ["ppo", "best", "val", "84.545", "+-", "0.393,", "its", "test",
+                              "88.668"]
+  assert lines[2].strip() == ("outputs   runs/n/plots/p.png, runs/n/summary.json, "
+                              "runs/n/tabular_results.json")

@@ -84,6 +84,8 @@ def test_run_search_writes_outputs(tmp_path):
                                                 ("radars", 1, "single_level")])
 def test_passes_in_loop_is_refused_outside_first_order(method, order, inner):
   config = config_defaults.base_config()
+  config.data.holdout_size = 287   # of the 1,437 training digits
+  config.memory_budget_gb = 1.0    # (radars needs one)
   config.method, config.dnas.order, config.dnas.inner_mode = method, order, inner
   config.dnas.passes_in_loop = True
   with pytest.raises(search.UserError, match="passes_in_loop"):
@@ -99,6 +101,8 @@ def test_scan_edges_is_refused_for_subspace_searches(method):
   """A loop method's subspaces run per edge while its cost model would be
   traced on scanned cells (estimates measured 30-35% low): refused."""
   config = config_defaults.base_config()
+  config.data.holdout_size = 287   # of the 1,437 training digits
+  config.memory_budget_gb = 1.0    # (radars needs one)
   config.method = method
   config.supernet.scan_edges = True
   with pytest.raises(search.UserError, match="scan_edges"):

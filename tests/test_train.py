@@ -1,5 +1,6 @@
 """Final training: published genotypes, faithful network sizes, a retrain on
 digits, exact resume, clear errors."""
+import dataclasses
 import importlib.util
 import json
 import os
@@ -10,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from radars_jax import checkpointing
 from radars_jax import config_defaults
 from radars_jax import genotypes
 from radars_jax import networks
@@ -165,7 +167,7 @@ def test_add_train_config_is_idempotent():
   assert config.train.layers == 20 and config.train.channels == 36
   assert config.train.batch_size == 96 and config.train.lr == 0.025
   assert config.train.drop_path == 0.2 and config.train.auxiliary_weight == 0.4
-  assert config.table is None and config.train.stop_after_steps is None
+  assert config.table is None and "stop_after_steps" not in config.train
   del config.train["cutout"]
   train.add_train_config(config)
   assert config.train.cutout == 16
@@ -226,18 +228,38 @@ def test_training_writes_its_report(digits_run):
     assert f"src='{name}'" in page, name
 
 
-def test_killed_and_resumed_training_equals_uninterrupted(digits_run, tmp_path):
-  """Stopped between two checkpoints, then a fresh run_training in the same
-  workdir: the same final weights, optimiser state and metrics. (In one
-  process the runs share the compiled step, `train.program`; a new process
-  compiles the same program again.)"""
+class Killed(Exception):
+  pass
+
+
+def test_killed_and_resumed_training_equals_uninterrupted(digits_run, tmp_path, monkeypatch):
+  """Killed between two checkpoints (the step after `stop` raises), then a
+  fresh run_training in the same workdir: the same final weights, optimiser
+  state and metrics. (In one process the runs share the compiled step,
+  `train.program`; a new process compiles the same program again.)"""
   config, workdir, uninterrupted = digits_run
   every = config.train.checkpoint_every_steps
-  config = config.copy_and_resolve_references()
-  config.train.stop_after_steps = every + every // 2  # "killed" between checkpoints
-  assert train.run_training(config, str(tmp_path)) == {"stopped_at_step": every + every // 2}
+  stop = every + every // 2   # "killed" between checkpoints
+  original_program = train.program
+
+  def program_killed_after_stop(spec, mesh):
+    prog = original_program(spec, mesh)
+    calls = [0]
+
+    def train_step(state, split):
+      calls[0] += 1
+      if calls[0] > stop:
+        raise Killed(f"killed after step {stop}")
+      return prog.train_step(state, split)
+    return dataclasses.replace(prog, train_step=train_step)
+
+  monkeypatch.setattr(train, "program", program_killed_after_stop)
+  with pytest.raises(Killed):
+    train.run_training(config, str(tmp_path))
+  monkeypatch.setattr(train, "program", original_program)
   assert not (tmp_path / "eval.json").exists()
-  config.train.stop_after_steps = None
+  with checkpointing.Checkpointer(tmp_path / "checkpoints") as ckpt:
+    assert ckpt.all_steps() == [every]
   resumed = train.run_training(config, str(tmp_path))
   assert resumed["resumed_from_step"] == every
   for key in ("test_accuracy", "test_loss", "train_loss", "train_accuracy", "history"):

@@ -1,0 +1,426 @@
+"""Every check of a run's config, before anything is built or written.
+
+    check_config(config)    # UserError (one line) naming the first bad field
+
+`FIELDS` holds one rule per user-facing field (`config_defaults`,
+`controller.default_controller_config`, `train.train_config_defaults`,
+`config.genotype`, `config.table` and the tabular `config.table` block): its
+type, its range or its names. `check_config` walks every field the config
+has (a field no rule knows, such as a misspelt one in a config file, is an
+error too), then checks what depends on several fields or on the data's
+size (batch and holdout against the split, the device count, the method's
+combinations of supernet and DNAS switches) and the files a run reads.
+`radars_jax.main` turns the `UserError` into one line on stderr and exit
+status 2 before the workdir is touched. The loaders (`data`, `controller`,
+`tabular`, `supernet`) keep guards of their own for callers that use them
+without a config.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from radars_jax import controller as controller_lib
+from radars_jax import data as data_lib
+from radars_jax import depthwise
+from radars_jax import dnas as dnas_lib
+from radars_jax import genotypes as genotypes_lib
+from radars_jax import ops as ops_lib
+from radars_jax import spaces as spaces_lib
+from radars_jax import tabular as tabular_lib
+from radars_jax.errors import UserError
+
+MODES = ("search", "describe", "train", "tabular")
+METHODS = ("darts", "single_darts", "radars", "rl", "random")
+DNAS_METHODS = ("darts", "single_darts")
+
+
+# ---------------------------------------------------------------------------
+# Rules: one per field
+# ---------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+  """What one field accepts. `check(value)` returns None or what is wrong."""
+  kind: str                       # "int" | "float" | "bool" | "str" | "choice" | "floats"
+  low: float | None = None        # inclusive unless low_open
+  high: float | None = None       # exclusive unless high_closed
+  low_open: bool = False
+  high_closed: bool = False
+  choices: tuple = ()
+  optional: bool = False          # None allowed
+  length: int | None = None       # "floats": the tuple's length
+  noun: str = "value"             # "choice": what a choice is ("unknown method")
+
+  def expects(self) -> str:
+    if self.kind == "choice":
+      text = "one of " + ", ".join(map(str, self.choices))
+    elif self.kind == "floats":
+      what = f"{self.length} numbers" if self.length else "a tuple of numbers"
+      text = what + self._range_text()
+    else:
+      noun = {"int": "an integer", "float": "a number", "bool": "True or False",
+              "str": "a non-empty string"}[self.kind]
+      text = noun + self._range_text()
+    return text + (" or None" if self.optional else "")
+
+  def _range_text(self) -> str:
+    low = None if self.low is None else ("> " if self.low_open else ">= ") + f"{self.low:g}"
+    high = None if self.high is None else ("<= " if self.high_closed else "< ") + f"{self.high:g}"
+    parts = [p for p in (low, high) if p]
+    return (" " + " and ".join(parts)) if parts else ""
+
+  def _chosen(self, value) -> bool:
+    return any(type(value) is type(c) and value == c for c in self.choices)
+
+  def _in_range(self, x: float) -> bool:
+    if not math.isfinite(x):
+      return False
+    if self.low is not None and (x <= self.low if self.low_open else x < self.low):
+      return False
+    if self.high is not None and (x > self.high if self.high_closed else x >= self.high):
+      return False
+    return True
+
+  def check(self, value) -> str | None:
+    if self.kind == "choice" and value is not None and not self._chosen(value):
+      return (f"unknown {self.noun}; choose one of {', '.join(map(str, self.choices))}"
+              + (" or None" if self.optional else ""))
+    if value is None:
+      return None if self.optional else f"must be {self.expects()}"
+    ok = True
+    if self.kind == "int":
+      ok = _is_int(value) and self._in_range(float(value))
+    elif self.kind == "float":
+      ok = _is_number(value) and self._in_range(float(value))
+    elif self.kind == "bool":
+      ok = isinstance(value, (bool, np.bool_))
+    elif self.kind == "str":
+      ok = isinstance(value, str) and bool(value.strip())
+    elif self.kind == "choice":
+      ok = self._chosen(value)
+    elif self.kind == "floats":
+      ok = (isinstance(value, (tuple, list))
+            and (self.length is None or len(value) == self.length) and len(value) > 0
+            and all(_is_number(v) and self._in_range(float(v)) for v in value))
+    return None if ok else f"must be {self.expects()}"
+
+
+def _is_int(value) -> bool:
+  return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_number(value) -> bool:
+  return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+      value, (bool, np.bool_))
+
+
+def _int(low=None, high=None, optional=False, high_closed=True) -> Rule:
+  return Rule("int", low, high, high_closed=high_closed, optional=optional)
+
+
+def _float(low=None, high=None, low_open=False, high_closed=False, optional=False) -> Rule:
+  return Rule("float", low, high, low_open=low_open, high_closed=high_closed,
+              optional=optional)
+
+
+def _positive(optional=False) -> Rule:
+  return _float(0.0, low_open=True, optional=optional)
+
+
+def _fraction() -> Rule:
+  return _float(0.0, 1.0)   # [0, 1)
+
+
+_BOOL = Rule("bool")
+_STR = Rule("str")
+_OPTIONAL_STR = Rule("str", optional=True)
+
+
+def _choice(*choices, noun="value", optional=False) -> Rule:
+  return Rule("choice", choices=tuple(choices), optional=optional, noun=noun)
+
+
+FIELDS: dict[str, Rule] = {
+    # top level
+    "mode": _choice(*MODES, noun="mode"),
+    "method": _choice(*METHODS, noun="method"),
+    "seed": _int(0),
+    "memory_budget_gb": _positive(optional=True),
+    "log_every": _int(1),
+    "progress_bar": _BOOL,
+    "compilation_cache": _BOOL,
+    "genotype": _OPTIONAL_STR,      # checked further by `_check_files`
+    "table": _OPTIONAL_STR,         # training: a NAS-Bench-201 CSV (tabular: the block below)
+    # data
+    "data.name": _choice(*data_lib.DATASET_NAMES, noun="dataset"),
+    "data.data_dir": _OPTIONAL_STR,
+    "data.download": _BOOL,
+    "data.train_size": _int(1, optional=True),
+    "data.test_size": _int(1, optional=True),
+    "data.holdout_size": _int(1),
+    "data.split_seed": _int(0),
+    "data.batch_size": _int(1),
+    "data.eval_batch_size": _int(1),
+    "data.crop_padding": _int(0),
+    "data.flip": _BOOL,
+    "data.image_size": _int(1),
+    "data.channels": _int(1),
+    "data.num_classes": _int(2),
+    # space
+    "space.name": _choice(*spaces_lib.SPACE_NAMES, noun="space"),
+    "space.ops": _OPTIONAL_STR,
+    "space.num_ops": _int(1, optional=True),
+    # supernet
+    "supernet.channels": _int(1),
+    "supernet.layers": _int(1),
+    "supernet.steps": _int(1),
+    "supernet.stem_multiplier": _int(1),
+    "supernet.cells_per_stage": _int(1),
+    "supernet.depthwise_impl": _choice(*depthwise.IMPLEMENTATIONS, noun="implementation"),
+    "supernet.stack_edges": _BOOL,
+    "supernet.scan_edges": _BOOL,
+    "supernet.remat": _BOOL,
+    "supernet.scan_switched": _BOOL,
+    # dnas
+    "dnas.epochs": _int(1),
+    "dnas.order": _choice(1, 2, noun="order"),
+    "dnas.inner_mode": _choice(*dnas_lib.MODES, noun="DNAS mode"),
+    "dnas.weight_lr": _positive(),
+    "dnas.weight_lr_min": _float(0.0),
+    "dnas.momentum": _fraction(),
+    "dnas.weight_decay": _float(0.0),
+    "dnas.grad_clip": _positive(),
+    "dnas.alpha_lr": _positive(),
+    "dnas.alpha_betas": Rule("floats", 0.0, 1.0, length=2),
+    "dnas.alpha_weight_decay": _float(0.0),
+    "dnas.alpha_init_scale": _float(0.0),
+    "dnas.passes_in_loop": _BOOL,
+    "dnas.derived_finetune_steps": _int(0),
+    # radars | rl | random
+    "radars.max_iterations": _int(1),
+    "radars.subspace_epochs": _positive(),
+    "radars.final_epochs": _positive(optional=True),
+    "radars.k": _int(1, optional=True),
+    "radars.budget_margin": _fraction(),
+    "radars.sample_finetune_steps": _int(0),
+    "radars.cost_weight": _float(),
+    "radars.checkpoint_every_steps": _int(0),
+    "radars.compile_ahead": _BOOL,
+    "radars.shared_programs": _BOOL,
+    # controller
+    "controller.seed": _int(0),
+    "controller.samples_per_iteration": _int(1),
+    "controller.lr": _positive(),
+    "controller.max_grad_norm": _positive(),
+    "controller.ppo_epochs": _int(1),
+    "controller.clip_eps": _positive(),
+    "controller.entropy_coef": _float(0.0),
+    "controller.normalize_advantages": _BOOL,
+    "controller.baseline": _choice(*controller_lib.BASELINE_MODES, noun="baseline"),
+    "controller.baseline_samples": _int(1),
+    "controller.replay_capacity": _int(1),
+    "controller.replay_batch": _int(0),
+    "controller.replay_weight": _float(0.0),
+    "controller.importance_clip": _positive(),
+    "controller.critic_members": _int(1),
+    "controller.critic_hidden": Rule("floats", 1.0),   # integers, checked below
+    "controller.critic_lr": _positive(),
+    "controller.critic_steps": _int(1),
+    "controller.critic_bootstrap": _BOOL,
+    "controller.uncertainty": _choice(*controller_lib.UNCERTAINTY_MODES,
+                                       noun="use of the uncertainty"),
+    "controller.uncertainty_scale": _positive(),
+    "controller.prune_threshold": _fraction(),
+    # train (mode=train)
+    "train.layers": _int(1),
+    "train.channels": _int(1),
+    "train.batch_size": _int(1),
+    "train.epochs": _int(1),
+    "train.lr": _float(0.0),
+    "train.lr_min": _float(0.0),
+    "train.momentum": _fraction(),
+    "train.weight_decay": _float(0.0),
+    "train.grad_clip": _float(0.0),
+    "train.cutout": _int(0),
+    "train.drop_path": _fraction(),
+    "train.auxiliary_weight": _float(0.0),
+    "train.nb201_channels": _int(1),
+    "train.nb201_cells_per_stage": _int(1),
+    "train.depthwise_impl": _choice(*depthwise.IMPLEMENTATIONS, noun="implementation"),
+    "train.log_every": _int(0),
+    "train.eval_every": _int(0),
+    "train.checkpoint_every_steps": _int(0),
+    "train.max_to_keep": _int(1),
+    # table (mode=tabular)
+    "table.path": _STR,
+    "table.metric": _STR,
+    "table.report": _STR,
+    "table.queries": _int(1, tabular_lib.NUM_ARCHS),
+    "table.seeds": _int(1),
+    "table.methods": _STR,
+}
+
+
+def leaves(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, Any]:
+  """`{"data.batch_size": 64, ...}`: every field of `config` that is not a block."""
+  out = {}
+  for name in config.keys():
+    value = config[name]
+    if isinstance(value, ml_collections.ConfigDict):
+      out.update(leaves(value, f"{prefix}{name}."))
+    else:
+      out[f"{prefix}{name}"] = value
+  return out
+
+
+# ---------------------------------------------------------------------------
+# The check
+# ---------------------------------------------------------------------------
+
+def check_config(config: ml_collections.ConfigDict, mode: str | None = None) -> None:
+  """Raises UserError (one line) for the first bad field of `config`, run
+  as `mode` (default `config.mode`)."""
+  check_fields(config)
+  mode = config.mode if mode is None else mode
+  if mode in ("search", "describe"):
+    _check_search(config, mode)
+    _check_divisible(int(config.data.batch_size), "data.batch_size")
+  if mode == "search":
+    _check_search_data(config)
+  if mode == "train":
+    _check_train(config)
+  if mode == "tabular" and not isinstance(config.get("table"), ml_collections.ConfigDict):
+    raise UserError("mode=tabular needs the config.table block (path, metric, report, "
+                    "queries, seeds, methods; see configs/nb201_table.py)")
+  _check_files(config)
+
+
+def check_fields(config: ml_collections.ConfigDict) -> None:
+  """Every field on its own: known, of its type, in its range or names."""
+  for name, value in leaves(config).items():
+    rule = FIELDS.get(name)
+    if rule is None:
+      raise UserError(f"config.{name} is not a radars_jax config field "
+                      "(misspelt in the config file?)")
+    problem = rule.check(value)
+    if problem is None and name == "controller.critic_hidden":
+      problem = None if all(_is_int(v) for v in value) else "must be a tuple of integers >= 1"
+    if problem is not None:
+      raise UserError(f"config.{name}={value!r}: {problem}")
+  if config.get("space") is not None:
+    s = config.space
+    spaces_lib.make_space(s.name, s.get("ops"), s.get("num_ops"))   # unknown ops, num_ops
+
+
+def dnas_mode(config) -> str:
+  """The DNAS mode a search runs (inside each subspace for radars | rl | random)."""
+  if config.method in DNAS_METHODS:
+    return dnas_lib.dnas_mode(config.method, config.dnas.order)
+  return config.dnas.inner_mode
+
+
+def _check_search(config, mode: str) -> None:
+  """Combinations of method, budget, supernet and DNAS switches."""
+  method, supernet = config.method, config.supernet
+  if mode == "search" and method == "radars" and config.memory_budget_gb is None:
+    raise UserError("method=radars needs a memory budget: set --config.memory_budget_gb=GB")
+  if config.dnas.passes_in_loop and dnas_mode(config) != "first_order":
+    raise UserError(f"dnas.passes_in_loop=True runs the two passes of first-order DARTS; "
+                    f"this search's DNAS is {dnas_mode(config)}")
+  if method not in DNAS_METHODS and supernet.scan_edges:
+    # The cost model traces one op on every edge of a group, which scans,
+    # and counts the scan body once, so random per-edge subspaces came out
+    # well over its estimates (docs/performance.md).
+    raise UserError(
+        "supernet.scan_edges scans the cells of whole-space DNAS (method=darts or "
+        f"single_darts); method={method} runs subspaces whose edges differ, and its "
+        "cost model would be traced on scanned cells: leave scan_edges (and remat) off "
+        "(its shared programs scan with supernet.scan_switched=True)")
+  if supernet.stack_edges and supernet.scan_edges:
+    raise UserError("supernet.stack_edges and supernet.scan_edges are two ways to compute "
+                    "the same cells: set at most one")
+  if supernet.remat and not supernet.scan_edges:
+    raise UserError("supernet.remat recomputes the mixed ops of scanned edges: "
+                    "set supernet.scan_edges=True as well")
+  space = spaces_lib.make_space(config.space.name, config.space.ops, config.space.num_ops)
+  if supernet.scan_edges:
+    lacking = sorted(n for n in space.op_names if not ops_lib.has_functional_form(n, 1))
+    if lacking:
+      raise UserError(f"supernet.scan_edges needs ops with a stacked form (radars_jax.ops."
+                      f"param_schema); these have none: {', '.join(lacking)}")
+  if space.kind == "darts_cell" and supernet.steps != spaces_lib.DARTS_STEPS:
+    raise UserError(f"supernet.steps={supernet.steps}: space {space.name!r} is built for "
+                    f"DARTS cells of {spaces_lib.DARTS_STEPS} nodes: set "
+                    f"supernet.steps={spaces_lib.DARTS_STEPS}")
+
+
+def num_train_examples(data_config) -> int:
+  """Examples in the configured training split (after `train_size`), from
+  the dataset's known size: nothing is loaded."""
+  name, train_size = data_config.name, data_config.get("train_size")
+  if name == "synthetic":   # made to size
+    return data_lib.SYNTHETIC_DEFAULTS["train_size"] if train_size is None else int(train_size)
+  n = 50_000 if name in data_lib.CIFAR_NUM_CLASSES else data_lib.DIGITS_NUM_TRAIN
+  return n if train_size is None else min(n, int(train_size))
+
+
+def _check_divisible(batch_size: int, what: str) -> None:
+  n = jax.device_count()
+  if batch_size % n:
+    raise UserError(f"{what}={batch_size} is not divisible by the {n} devices; "
+                    f"use a multiple of {n}")
+
+
+def _check_search_data(config) -> None:
+  """The batch and the holdout against the training split and the devices."""
+  d = config.data
+  n = num_train_examples(d)
+  if not d.holdout_size < n - 2:
+    raise UserError(f"data.holdout_size={d.holdout_size} must be between 1 and {n - 3} "
+                    f"(the {d.name} training split has {n} examples)")
+  rest = n - d.holdout_size
+  per_step = rest if dnas_mode(config) == "single_level" else rest // 2
+  if d.batch_size > per_step:
+    raise UserError(f"data.batch_size={d.batch_size} is larger than the {per_step} "
+                    f"training examples of a search step ({d.name}: {n} training examples, "
+                    f"{d.holdout_size} held out)")
+
+
+def _check_train(config) -> None:
+  """`mode=train`: a genotype, and a batch that fits the split and devices."""
+  if "train" not in config:
+    return   # train.run_training adds the defaults, then checks again
+  t = config.train
+  n = num_train_examples(config.data)
+  if t.batch_size > n:
+    raise UserError(f"train.batch_size={t.batch_size} is larger than the {n} "
+                    f"training examples of {config.data.name}")
+  _check_divisible(int(t.batch_size), "train.batch_size")
+  genotypes_lib.load_genotype(config.get("genotype"))   # names the problem, one line
+
+
+def _check_files(config) -> None:
+  """The files and directories the run reads exist."""
+  d = config.get("data")
+  if d is not None and d.data_dir is not None and d.name in data_lib.CIFAR_NUM_CLASSES \
+      and not d.download and not os.path.isdir(os.path.expanduser(d.data_dir)):
+    raise UserError(f"config.data.data_dir={d.data_dir!r}: no such directory (with "
+                    f"data.download=False the prepared {d.name} must be there; "
+                    f"`tfds build {d.name} --data_dir DIR` prepares it)")
+  if config.get("genotype") is not None and config.mode in ("describe", "train"):
+    genotypes_lib.load_genotype(config.genotype)
+  table = config.get("table")
+  path = table.path if isinstance(table, ml_collections.ConfigDict) else table
+  if path is not None and not os.path.isfile(os.path.expanduser(path)):
+    field = "table.path" if isinstance(table, ml_collections.ConfigDict) else "table"
+    raise UserError(f"config.{field}={path!r}: no such file (a NAS-Bench-201 CSV with "
+                    "an arch_str column)")
+  if isinstance(table, ml_collections.ConfigDict):
+    tabular_lib.parse_methods(table.methods)
