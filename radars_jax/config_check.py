@@ -161,6 +161,7 @@ FIELDS: dict[str, Rule] = {
     # data
     "data.name": _choice(*data_lib.DATASET_NAMES, noun="dataset"),
     "data.data_dir": _OPTIONAL_STR,
+    "data.archive": _OPTIONAL_STR,  # checked further by `_check_files`
     "data.download": _BOOL,
     "data.train_size": _int(1, optional=True),
     "data.test_size": _int(1, optional=True),
@@ -202,6 +203,7 @@ FIELDS: dict[str, Rule] = {
     "dnas.alpha_weight_decay": _float(0.0),
     "dnas.alpha_init_scale": _float(0.0),
     "dnas.passes_in_loop": _BOOL,
+    "dnas.max_program_ops": _int(1, optional=True),
     "dnas.derived_finetune_steps": _int(0),
     # radars | rl | random
     "radars.max_iterations": _int(1),
@@ -413,7 +415,11 @@ def _check_files(config) -> None:
       and not d.download and not os.path.isdir(os.path.expanduser(d.data_dir)):
     raise UserError(f"config.data.data_dir={d.data_dir!r}: no such directory (with "
                     f"data.download=False the prepared {d.name} must be there; "
-                    f"`tfds build {d.name} --data_dir DIR` prepares it)")
+                    "--config.data.archive=PATH prepares it from the downloaded archive)")
+  if d is not None and d.get("archive") is not None and d.name in data_lib.CIFAR_NUM_CLASSES \
+      and not os.path.isfile(os.path.expanduser(d.archive)):
+    raise UserError(f"config.data.archive={d.archive!r}: no such file (the {d.name} "
+                    "archive, e.g. cifar-10-binary.tar.gz)")
   if config.get("genotype") is not None and config.mode in ("describe", "train"):
     genotypes_lib.load_genotype(config.genotype)
   table = config.get("table")

@@ -144,6 +144,8 @@ def test_a_field_no_rule_knows_is_refused(table_path):
     ({"mode": "train", "genotype": "DARTS_V2", "table": "/no/such.csv"}, "config.table="),
     ({"data.name": "cifar10", "data.download": False, "data.data_dir": "/no/such/dir"},
      "no such directory"),
+    ({"data.name": "cifar10", "data.archive": "/no/such/cifar-10-binary.tar.gz"},
+     "config.data.archive="),
 ])
 def test_checks_across_fields_data_and_files(change, needle):
   config = config_defaults.base_config()
