@@ -35,7 +35,9 @@ def get_config():
   config.supernet.scan_switched = True
   config.supernet.channels = 16
   config.supernet.layers = 8
-  config.supernet.depthwise_impl = "auto"     # xla on GPU/TPU, shifted on the CPU
+  # xla: one grouped convolution per depthwise op (`shifted` would unroll the
+  # kernel's taps: 4x the program, over dnas.max_program_ops on this space)
+  config.supernet.depthwise_impl = "xla"
   config.dnas.inner_mode = "first_order"      # DARTS inside every subspace
   config.dnas.epochs = 50                      # the final search over the pruned space
   config.dnas.derived_finetune_steps = 0
