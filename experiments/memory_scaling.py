@@ -47,6 +47,7 @@ from radars_jax import supernet
 
 def settings(small: bool, layers: int | None = None):
   config = config_defaults.base_config()
+  config.dnas.max_program_ops = None   # measures whole spaces, however large their programs
   if small:
     config.supernet.channels, config.supernet.layers = 4, 1
     image_shape, batch = (8, 8, 3), 16

@@ -137,6 +137,7 @@ class OurStep:
     mesh = parallel.make_mesh()
     parallel.check_divisible(args.batch, mesh, "--batch")
     dnas_config = config_defaults.base_config().dnas
+    dnas_config.max_program_ops = None   # times whole spaces, however large their programs
     dnas_config.passes_in_loop = bool(args.passes_in_loop) and mode == "first_order"
     program = dnas_lib.DnasProgram(model, mode, dnas_config, 1000, mesh, (0.0,), (1.0,))
     self.compiled, _ = search_lib.compile_subspace_step(program, subspace, image_shape,
