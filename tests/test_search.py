@@ -52,8 +52,12 @@ def test_same_seed_same_genotype(one_device_result):
 def test_four_devices_match_one(one_device_result):
   assert len(jax.devices()) >= 4, "tests run with 4 host devices (conftest)"
   four = _run(tiny_config(), jax.devices()[:4])
+  # One and four devices sum the batch in other orders, and Adam normalises
+  # each gradient: an alpha whose gradient is about 0 moves by up to its
+  # learning rate (3e-4) a step in whichever direction the rounding sends
+  # it. So alphas near 0 agree to a fraction of one step, the others to 0.1%.
   for a, b in zip(four.alphas, one_device_result.alphas):
-    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=5e-5)
   np.testing.assert_allclose(four.train_loss, one_device_result.train_loss, rtol=1e-3)
   assert four.genotype == one_device_result.genotype
 
