@@ -5,18 +5,22 @@
     python -m radars_jax.main --config configs/cifar.py --config.mode=describe
 
 Space `darts_large`: the DARTS cell with all 23 registry ops on each of its
-28 edges (`radars_jax/ops.py`); whole-space DARTS needs far more than 12 GB
-per step at these settings (`--config.method=darts` is refused with the
-number; with `--config.supernet.scan_edges=True --config.supernet.remat=True`
-it fits, docs/performance.md), so RADARS searches subspaces of k
-ops per edge, k sized to the budget, and prunes until the alive space
-fits. Search hyperparameters are DARTS's: batch 64, 16 channels, 8 cells,
-SGD 0.025 cosine to 0.001 (momentum 0.9, weight decay 3e-4, clip 5),
-alphas Adam 3e-4 (0.5, 0.999), weight decay 1e-3, the training split halved for weights and alphas (first
-order DARTS inside each subspace), the last 5,000 training images kept out
-for scoring architectures. CIFAR-10 comes from tensorflow-datasets
-(`--config.data.data_dir`; `tfds build cifar10` ahead where there is no
-internet). The budget is the bytes of one train step on one device.
+28 edges (`radars_jax/ops.py`). Whole-space DARTS does not fit 12 GB per
+step at these settings, and its program is far over `dnas.max_program_ops`
+(`--config.method=darts` is refused with its size; with
+`--config.supernet.scan_edges=True --config.supernet.remat=True` it fits,
+docs/performance.md), so RADARS searches subspaces of k ops per edge, k
+sized to the budget, and prunes until the alive space fits. Here the
+shared program (every op on every edge) is over `dnas.max_program_ops`
+too, so each sample compiles its own program (docs/performance.md: the
+size of each). Search hyperparameters are DARTS's: batch 64, 16 channels,
+8 cells, SGD 0.025 cosine to 0.001 (momentum 0.9, weight decay 3e-4, clip
+5), alphas Adam 3e-4 (0.5, 0.999), weight decay 1e-3, the training split
+halved for weights and alphas (first order DARTS inside each subspace), the
+last 5,000 training images kept out for scoring architectures. CIFAR-10
+comes from tensorflow-datasets (`--config.data.data_dir`; offline,
+`--config.data.archive=PATH/cifar-10-binary.tar.gz`). The budget is the
+bytes of one train step on one device.
 Retrain the result with `configs/cifar_train.py --config.genotype=WORKDIR/genotype.json`.
 """
 from radars_jax import config_defaults

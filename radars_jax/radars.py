@@ -316,8 +316,9 @@ class RadarsSearch:
     calibration's `k_guess` as `subspace_size` caps it) for compiling in
     the background thread while the calibration compiles run on this one
     (XLA's CPU compile is mostly one thread, so the three take less wall
-    time side by side than one after another; docs/performance.md). The traced `model` orders the slots, so the program does not
-    wait for calibration. Where the calibrated model sizes another k, the
+    time side by side than one after another; docs/performance.md). The
+    traced `model` orders the slots, so the program does not wait for
+    calibration. Where the calibrated model sizes another k, the
     loop compiles that one and this one is never used; the programs are
     those `compile_shared` builds, so results are unchanged."""
     if self._compiler is None or not self.searcher.switched:
@@ -333,32 +334,39 @@ class RadarsSearch:
 
   def shared_step(self, k: int, steps: int, meta):
     """The shared program the samples of k ops run on, or None (shared
-    programs off, or its bytes over the budget: each sample compiles its
-    own). The decision is kept in `meta`, so a resumed search makes the
-    same one."""
+    programs off, its bytes over the budget or its size over
+    `dnas.max_program_ops`: each sample compiles its own). The decision is
+    kept in `meta`, so a resumed search makes the same one."""
     if not self.searcher.switched:
       return None
     decided = meta.setdefault("shared_fits", {})
     key = f"{k},{steps}"
     if key not in decided:
       # (its size does not depend on k: refused for one k, refused for all)
-      refusals = [f.exception() for f in list(self._shared_ahead.values())]   # (waits)
-      refusals = [e for e in refusals if isinstance(e, dnas_lib.ProgramTooLarge)]
-      if not refusals and not meta.get("shared_program_ops"):
+      ops = meta.get("shared_program_ops") or self._shared_refused_ahead()
+      if not ops:
         try:
           compiled = self.compile_shared(k, steps, meta)
         except dnas_lib.ProgramTooLarge as e:
-          refusals = [e]
-      if refusals and not meta.get("shared_program_ops"):
-        meta["shared_program_ops"] = refusals[0].ops
-        print(f"radars_jax: the shared program has {refusals[0].ops:,} XLA operations, more "
-              f"than dnas.max_program_ops={refusals[0].limit:,}: each sample compiles its "
-              "own", flush=True)
-      if meta.get("shared_program_ops"):
+          ops = e.ops
+      if ops:
+        if not meta.get("shared_program_ops"):
+          print(f"radars_jax: the shared program has {ops:,} XLA operations, more than "
+                f"dnas.max_program_ops={self.config.dnas.max_program_ops:,}: each sample "
+                "compiles its own", flush=True)
+        meta["shared_program_ops"] = ops
         decided[key] = False
         return None
       decided[key] = self.budget is None or compiled.bytes <= self.budget
     return self.compile_shared(k, steps, meta) if decided[key] else None
+
+  def _shared_refused_ahead(self) -> int:
+    """The operations of a shared program the background thread refused
+    (`dnas.ProgramTooLarge`), else 0; waits for the queued ones."""
+    for future in list(self._shared_ahead.values()):
+      if isinstance(future.exception(), dnas_lib.ProgramTooLarge):
+        return future.exception().ops
+    return 0
 
   def compile_ahead(self, subspaces, steps: int) -> None:
     """Queues the train steps of `subspaces` for compiling, in order, in

@@ -188,10 +188,10 @@ def _switched_mixed_fn(op_names, channels: int, stride: int, settings: OpSetting
   Computed op by op, not slot by slot: every op of the choice point is one
   two-way `lax.switch` (`recomputed_switch`) between the op and zeros,
   taken where a slot holds it. So the program holds each op once, whatever
-  the number of slots: its size does not grow with k, and one compiled
-  program serves every k. The ops are visited in `order` (the slots'
-  order, `subspace_slots`), so the sum adds the same terms in the same
-  order as slot by slot (plus exact zeros). One function object per kind of
+  the number of slots: its size does not grow with k (the program of each
+  k differs only in the slots' width). The ops are visited in `order`
+  (the slots' order, `subspace_slots`), so the sum adds the same terms in
+  the same order as slot by slot (plus exact zeros). One function object per kind of
   choice point (see `_scan_body`)."""
   ops = _switched_ops(op_names, channels, stride, settings)
   branch = _switched_branch(ops, stride, train)
@@ -219,9 +219,9 @@ def _switched_mixed_fn(op_names, channels: int, stride: int, settings: OpSetting
 class SwitchedMixedOp(nn.Module):
   """One choice point of a switched supernet: declares the weights of every
   op of the choice point (under the paths `MixedOp` uses) and sums, over
-  the k slots, weight[s] * op[slots[s]](x), each slot's op picked at run
-  time by `lax.switch` (only the picked op is computed; an empty slot or
-  `none` adds nothing; `_switched_mixed_fn`).
+  the k slots, weight[s] * op[slots[s]](x): each op runs where a slot
+  holds it (`lax.switch` at run time; an empty slot or `none` adds
+  nothing; `_switched_mixed_fn`).
 
   `order` ranks the ops, costliest first; slots hold a subspace's ops in
   that order (`subspace_slots`) and the ops are summed in it. The ops are
