@@ -418,7 +418,7 @@ def _check_files(config) -> None:
                     "--config.data.archive=PATH prepares it from the downloaded archive)")
   if d is not None and d.get("archive") is not None and d.name in data_lib.CIFAR_NUM_CLASSES \
       and not os.path.isfile(os.path.expanduser(d.archive)):
-    raise UserError(f"config.data.archive={d.archive!r}: no such file (the {d.name} "
+    raise UserError(f"config.data.archive={d.archive!r} is not a file (the {d.name} "
                     "archive, e.g. cifar-10-binary.tar.gz)")
   if config.get("genotype") is not None and config.mode in ("describe", "train"):
     genotypes_lib.load_genotype(config.genotype)
