@@ -416,10 +416,8 @@ def _check_files(config) -> None:
     raise UserError(f"config.data.data_dir={d.data_dir!r}: no such directory (with "
                     f"data.download=False the prepared {d.name} must be there; "
                     "--config.data.archive=PATH prepares it from the downloaded archive)")
-  if d is not None and d.get("archive") is not None and d.name in data_lib.CIFAR_NUM_CLASSES \
-      and not os.path.isfile(os.path.expanduser(d.archive)):
-    raise UserError(f"config.data.archive={d.archive!r} is not a file (the {d.name} "
-                    "archive, e.g. cifar-10-binary.tar.gz)")
+  if d is not None:
+    data_lib.archive_path(d.name, d.get("archive"))
   if config.get("genotype") is not None and config.mode in ("describe", "train"):
     genotypes_lib.load_genotype(config.genotype)
   table = config.get("table")

@@ -95,8 +95,9 @@ def _check_name(name) -> str:
   return name
 
 
-def _archive_path(name: str, archive) -> str | None:
-  """`data.archive` as an absolute path to an existing file, or None."""
+def archive_path(name: str, archive) -> str | None:
+  """`data.archive` as an absolute path to an existing file, or None
+  (config_check calls it before a run; `load_dataset` for its own callers)."""
   if archive is None:
     return None
   if name not in CIFAR_ARCHIVES:
@@ -104,7 +105,7 @@ def _archive_path(name: str, archive) -> str | None:
                     f"(data.name={name}); unset it")
   path = os.path.abspath(os.path.expanduser(str(archive)))
   if not os.path.isfile(path):
-    raise UserError(f"data.archive={archive} is not a file; pass the path of "
+    raise UserError(f"config.data.archive={archive} is not a file; pass the path of "
                     f"{CIFAR_ARCHIVES[name]} (from {CIFAR_ARCHIVE_URL})")
   return path
 
@@ -168,7 +169,7 @@ def load_dataset(data_config) -> ImageDataset:
   name = _check_name(data_config.name)
   train_size = _optional_size(data_config, "train_size")
   test_size = _optional_size(data_config, "test_size")
-  archive = _archive_path(name, data_config.get("archive", None))
+  archive = archive_path(name, data_config.get("archive", None))
   if name in CIFAR_NUM_CLASSES:
     dataset = _load_tfds_cifar(name, data_config.get("data_dir", None),
                                bool(data_config.get("download", True)),
