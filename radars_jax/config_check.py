@@ -337,14 +337,13 @@ def _check_search(config, mode: str) -> None:
     raise UserError(f"dnas.passes_in_loop=True runs the two passes of first-order DARTS; "
                     f"this search's DNAS is {dnas_mode(config)}")
   if method not in DNAS_METHODS and supernet.scan_edges:
-    # The cost model traces one op on every edge of a group, which scans,
-    # and counts the scan body once, so random per-edge subspaces came out
-    # well over its estimates (docs/performance.md).
+    # A cell scans only where its edges run the same ops: a sampled
+    # subspace's rarely do, so its steps would be per edge anyway.
     raise UserError(
         "supernet.scan_edges scans the cells of whole-space DNAS (method=darts or "
-        f"single_darts); method={method} runs subspaces whose edges differ, and its "
-        "cost model would be traced on scanned cells: leave scan_edges (and remat) off "
-        "(its shared programs scan with supernet.scan_switched=True)")
+        f"single_darts); method={method} runs subspaces whose edges differ: leave "
+        "scan_edges (and remat) off (its shared programs scan with "
+        "supernet.scan_switched=True)")
   if supernet.stack_edges and supernet.scan_edges:
     raise UserError("supernet.stack_edges and supernet.scan_edges are two ways to compute "
                     "the same cells: set at most one")

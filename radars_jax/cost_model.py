@@ -6,14 +6,16 @@ is exact but takes seconds to minutes per subspace. Sizing the subspace
 (how many ops per choice point fit the budget) would compile many candidates,
 so instead:
 
-1. *Trace* (no compile): for each op and each group of equivalent choice
-   points (same input and output shapes: the normal cell's edges, the
-   reduction cell's strided input edges, its inner edges; all NB201 edges),
-   the network with only that op on that group's edges is traced with
-   `jax.make_jaxpr` on abstract inputs; the bytes of every intermediate value
-   plus 4x the parameter bytes (weights, gradients, momentum, update) is the
-   op's traced cost there, minus that of the network with no op at all.
-   A subspace's traced cost is the empty network's plus the sum of its ops'.
+1. *Trace* (no compile): the network with no op at all is traced once with
+   `jax.make_jaxpr` on abstract inputs, recording the input shape of every
+   mixed op (one per choice point and cell). Then each op alone is traced
+   as a mixed op once per distinct input (shape, stride): the bytes of every
+   intermediate value plus 4x the parameter bytes (weights, gradients,
+   momentum, update), minus those of the empty mixed op, is the op's traced
+   cost there; an op's cost at a choice point is the sum over the cells that
+   share it. A subspace's traced cost is the empty network's plus the sum of
+   its ops'. The traces are of single ops, not of networks, so the model
+   costs seconds even for the 23 ops x 28 edges x 8 cells of `darts_large`.
 2. *Calibrate*: compiled bytes = intercept + slope * traced bytes, fitted by
    least squares on a few real compiles (two at the start; every subspace
    the search compiles afterwards adds a point).
@@ -27,23 +29,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from radars_jax import spaces as spaces_lib
 from radars_jax import supernet as supernet_lib
-
-
-def choice_point_groups(space: spaces_lib.SearchSpace) -> np.ndarray:
-  """int [num_choice_points]: choice points with equal group ids see inputs
-  and outputs of the same shapes (so an op costs the same on each)."""
-  if space.kind == "darts_cell":
-    edges = spaces_lib.darts_edges()
-    n = len(edges)
-    groups = [0] * n + [1 if src < 2 else 2 for src, _ in edges]
-    return np.asarray(groups[:space.num_choice_points])
-  return np.zeros(space.num_choice_points, int)
 
 
 def _jaxpr_bytes(jaxpr) -> int:
@@ -64,18 +56,61 @@ def _jaxpr_bytes(jaxpr) -> int:
   return total
 
 
-def traced_bytes(space, subspace, supernet_config, num_classes: int, image_shape,
-                 batch_size: int) -> int:
-  """Activation bytes of one forward pass of the supernet of `subspace`
-  (per-device batch), plus 4x its parameter bytes. Traced, not compiled."""
+def _jaxpr_eqns(jaxpr) -> int:
+  """Equations of a jaxpr, those of its sub-jaxprs (loop bodies, branches,
+  custom derivatives) included: a measure of the program's size."""
+  total = 0
+  for eqn in jaxpr.eqns:
+    total += 1
+    for param in eqn.params.values():
+      for sub in (param if isinstance(param, (tuple, list)) else (param,)):
+        inner = getattr(sub, "jaxpr", None)
+        if inner is not None and hasattr(inner, "eqns"):
+          total += _jaxpr_eqns(inner)
+        elif hasattr(sub, "eqns"):
+          total += _jaxpr_eqns(sub)
+  return total
+
+
+def _param_bytes(params) -> int:
+  return sum(int(np.prod(leaf.shape)) * np.dtype(leaf.dtype).itemsize
+             for leaf in jax.tree_util.tree_leaves(params))
+
+
+def traced_cost(space, subspace, supernet_config, num_classes: int, image_shape,
+                batch_size: int, intercept=None) -> tuple[int, int]:
+  """(bytes, equations) of one forward pass of the supernet of `subspace`
+  (per-device batch): the bytes of its values plus 4x its parameter
+  bytes, and its jaxpr's equations. Traced, not compiled. `intercept`: a
+  `flax.linen.intercept_methods` interceptor for the trace."""
   model = supernet_lib.build_supernet(space, subspace, supernet_config, num_classes)
   alphas = tuple(jax.ShapeDtypeStruct((len(a),), jnp.float32) for a in subspace)
   params = supernet_lib.param_shapes(model, image_shape, alphas)
   x = jax.ShapeDtypeStruct((batch_size, *image_shape), jnp.float32)
-  jaxpr = jax.make_jaxpr(lambda p, a, x: model.apply({"params": p}, x, a))(params, alphas, x)
-  param_bytes = sum(int(np.prod(l.shape)) * np.dtype(l.dtype).itemsize
-                    for l in jax.tree_util.tree_leaves(params))
-  return _jaxpr_bytes(jaxpr.jaxpr) + 4 * param_bytes
+  forward = lambda p, a, x: model.apply({"params": p}, x, a)
+  if intercept is not None:
+    with nn.intercept_methods(intercept):
+      jaxpr = jax.make_jaxpr(forward)(params, alphas, x)
+  else:
+    jaxpr = jax.make_jaxpr(forward)(params, alphas, x)
+  return _jaxpr_bytes(jaxpr.jaxpr) + 4 * _param_bytes(params), _jaxpr_eqns(jaxpr.jaxpr)
+
+
+def traced_bytes(space, subspace, supernet_config, num_classes: int, image_shape,
+                 batch_size: int) -> int:
+  """The bytes of `traced_cost`."""
+  return traced_cost(space, subspace, supernet_config, num_classes, image_shape, batch_size)[0]
+
+
+def mixed_op_cost(mixed_op: supernet_lib.MixedOp, input_shape) -> tuple[int, int]:
+  """(bytes, equations) of one mixed op (`supernet.MixedOp`, weighted) on
+  an input of `input_shape`, as `traced_cost` counts them."""
+  x = jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32)
+  w = jax.ShapeDtypeStruct((len(mixed_op.op_names),), jnp.float32)
+  variables = jax.eval_shape(lambda x, w: mixed_op.init(jax.random.key(0), x, w), x, w)
+  params = variables.get("params", {})
+  jaxpr = jax.make_jaxpr(lambda p, x, w: mixed_op.apply({"params": p}, x, w))(params, x, w)
+  return _jaxpr_bytes(jaxpr.jaxpr) + 4 * _param_bytes(params), _jaxpr_eqns(jaxpr.jaxpr)
 
 
 def live_ops(space: spaces_lib.SearchSpace, mask) -> np.ndarray:
@@ -101,31 +136,57 @@ def live_ops(space: spaces_lib.SearchSpace, mask) -> np.ndarray:
 
 @dataclasses.dataclass
 class CostModel:
-  """bytes(subspace) ~ intercept + slope * (empty + sum of per-op costs).
+  """bytes(subspace) ~ intercept + slope * (empty + sum of per-op costs), and
+  the program's XLA operations ~ ops_per_eqn * (empty_eqns + sum of per-op
+  equations).
 
   per_op: float [num_choice_points, max_ops] traced bytes of each op at each
   choice point; points: (traced, compiled) pairs of real compiles; space:
-  to drop dead ops (`live_ops`)."""
+  to drop dead ops (`live_ops`); per_op_eqns, empty_eqns: the same for the
+  traced equations; ops_points: (traced equations, XLA operations) pairs of
+  real programs (`dnas.program_ops`)."""
   empty: float
   per_op: np.ndarray
   space: Any = None
   points: list = dataclasses.field(default_factory=list)
   slope: float = 1.0
   intercept: float = 0.0
+  empty_eqns: float = 0.0
+  per_op_eqns: np.ndarray | None = None
+  ops_points: list = dataclasses.field(default_factory=list)
+
+  def _live(self, mask) -> np.ndarray:
+    mask = np.asarray(mask, bool)
+    return mask if self.space is None else live_ops(self.space, mask)
 
   def traced(self, mask) -> float:
-    mask = np.asarray(mask, bool)
-    if self.space is not None:
-      mask = live_ops(self.space, mask)
-    return float(self.empty + np.sum(np.where(mask, self.per_op, 0.0)))
+    return float(self.empty + np.sum(np.where(self._live(mask), self.per_op, 0.0)))
 
   def estimate(self, mask) -> float:
     """Estimated compiled bytes of the step of the subspace `mask`
     (bool [num_choice_points, max_ops])."""
     return self.intercept + self.slope * self.traced(mask)
 
-  def add_point(self, mask, compiled: float) -> None:
-    """Record a real compile and refit."""
+  def traced_eqns(self, mask) -> float:
+    if self.per_op_eqns is None:
+      return 0.0
+    return float(self.empty_eqns + np.sum(np.where(self._live(mask), self.per_op_eqns, 0.0)))
+
+  def program_ops(self, mask) -> float | None:
+    """Estimated XLA operations of the train step of `mask`: a line
+    through the origin fitted to the real programs so far; None before the
+    first (or without traced equations)."""
+    points = [(x, y) for x, y in self.ops_points if x > 0 and y > 0]
+    if not points or self.per_op_eqns is None:
+      return None
+    x, y = np.array(points, float).T
+    return float(np.sum(x * y) / np.sum(x * x)) * self.traced_eqns(mask)
+
+  def add_point(self, mask, compiled: float, ops: int = 0) -> None:
+    """Record a real compile (its bytes and, when known, its XLA
+    operations) and refit."""
+    if ops > 0 and self.per_op_eqns is not None:
+      self.ops_points.append((self.traced_eqns(mask), int(ops)))
     if compiled > 0:
       self.points.append((self.traced(mask), float(compiled)))
       self.fit()
@@ -161,12 +222,14 @@ class CostModel:
     return tuple(tuple(int(o) for o in np.argsort(-self.per_op[c, :len(cp.ops)], kind="stable"))
                  for c, cp in enumerate(self.space.choice_points))
 
-  def largest_k(self, alive, budget: float) -> int:
-    """The largest k whose worst case fits `budget` (0 if not even k = 1)."""
+  def largest_k(self, alive, budget: float, fits=None) -> int:
+    """The largest k whose worst case fits `budget` (0 if not even k = 1),
+    and `fits` (an optional predicate of the worst case's mask) for k > 1."""
     alive = np.asarray(alive, bool)
     best = 0
     for k in range(1, int(alive.sum(-1).max()) + 1):
-      if self.estimate(self.worst_case(alive, k)) <= budget:
+      mask = self.worst_case(alive, k)
+      if self.estimate(mask) <= budget and (fits is None or k == 1 or fits(mask)):
         best = k
       else:
         break
@@ -175,34 +238,66 @@ class CostModel:
   def to_json(self) -> dict:
     """Everything but the space (JSON)."""
     return {"empty": self.empty, "per_op": self.per_op.tolist(), "points": self.points,
-            "slope": self.slope, "intercept": self.intercept}
+            "slope": self.slope, "intercept": self.intercept, "empty_eqns": self.empty_eqns,
+            "per_op_eqns": None if self.per_op_eqns is None else self.per_op_eqns.tolist(),
+            "ops_points": self.ops_points}
 
   @classmethod
   def from_json(cls, d: dict, space=None) -> "CostModel":
+    eqns = d.get("per_op_eqns")   # (absent in searches checkpointed without them)
     return cls(float(d["empty"]), np.asarray(d["per_op"], float), space,
-               [tuple(p) for p in d["points"]], float(d["slope"]), float(d["intercept"]))
+               [tuple(p) for p in d["points"]], float(d["slope"]), float(d["intercept"]),
+               float(d.get("empty_eqns", 0.0)), None if eqns is None else np.asarray(eqns, float),
+               [tuple(p) for p in d.get("ops_points", [])])
 
 
 def trace_cost_model(space, supernet_config, num_classes: int, image_shape,
                      batch_size: int, progress: Any = None) -> CostModel:
-  """Per-op traced costs: one trace of the empty network, one per (group,
-  op). `progress`: optional callable(done, total)."""
-  groups = choice_point_groups(space)
+  """Per-op traced costs: one trace of the empty network (per edge, as
+  `supernet.MixedOp`s, whatever `supernet.stack_edges`/`scan_edges` say,
+  so that every mixed op's input is seen), then one trace of each op alone
+  per distinct mixed-op input. `progress`: optional callable(done, total)."""
+  per_edge = supernet_config.copy_and_resolve_references() if hasattr(
+      supernet_config, "copy_and_resolve_references") else dict(supernet_config)
+  for field in ("stack_edges", "scan_edges", "remat"):
+    if field in per_edge:
+      per_edge[field] = False
   empty_subspace = tuple(() for _ in space.choice_points)
-  trace = lambda sub: traced_bytes(space, sub, supernet_config, num_classes, image_shape,
-                                   batch_size)
-  empty = trace(empty_subspace)
-  per_op = np.zeros((space.num_choice_points, space.max_ops))
-  group_ids = sorted(set(groups.tolist()))
-  total = len(group_ids) * space.max_ops
-  done = 0
-  for g in group_ids:
-    members = np.flatnonzero(groups == g)
-    for o in range(space.max_ops):
-      sub = tuple((o,) if (c in members and o < len(cp.ops)) else ()
-                  for c, cp in enumerate(space.choice_points))
-      per_op[members, o] = max(trace(sub) - empty, 0.0) / len(members)
-      done += 1
-      if progress is not None:
-        progress(done, total)
-  return CostModel(float(empty), per_op, space)
+  probe = supernet_lib.build_supernet(space, empty_subspace, per_edge, num_classes)
+  inputs: list[list] = [[] for _ in space.choice_points]   # per choice point: (op, shape)
+
+  def record(next_fun, args, kwargs, context):
+    module = context.module
+    if isinstance(module, supernet_lib.MixedOp) and context.method_name == "__call__":
+      c = supernet_lib.choice_point_of(probe, space, module.path)
+      inputs[c].append((module, tuple(args[0].shape)))
+    return next_fun(*args, **kwargs)
+
+  empty, empty_eqns = traced_cost(space, empty_subspace, per_edge, num_classes, image_shape,
+                                  batch_size, intercept=record)
+  if not all(inputs):
+    raise ValueError("tracing the empty network saw no mixed op for some choice point")
+  contexts = {}   # (op name, stride, channels, input shape) -> a mixed op there
+  for c, cp in enumerate(space.choice_points):
+    for module, shape in inputs[c]:
+      for name in cp.ops:
+        contexts.setdefault((name, module.stride, module.channels, shape), module)
+  done, total = 0, len(contexts)
+  costs, without_op = {}, {}   # -> (bytes, equations) of the op; of no op
+  for key, module in contexts.items():
+    name, stride, channels, shape = key
+    alone = mixed_op_cost(module.clone(parent=None, name=None, op_names=(name,)), shape)
+    if (stride, channels, shape) not in without_op:
+      without_op[(stride, channels, shape)] = mixed_op_cost(
+          module.clone(parent=None, name=None, op_names=()), shape)
+    costs[key] = tuple(max(a - b, 0) for a, b in zip(alone, without_op[(stride, channels, shape)]))
+    done += 1
+    if progress is not None:
+      progress(done, total)
+  per_op = np.zeros((2, space.num_choice_points, space.max_ops))
+  for c, cp in enumerate(space.choice_points):
+    for o, name in enumerate(cp.ops):
+      per_op[:, c, o] = np.sum([costs[(name, m.stride, m.channels, shape)]
+                                for m, shape in inputs[c]], axis=0)
+  return CostModel(float(empty), per_op[0], space, empty_eqns=float(empty_eqns),
+                   per_op_eqns=per_op[1])

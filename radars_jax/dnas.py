@@ -269,10 +269,12 @@ class ProgramTooLarge(UserError):
   """A train step with more operations than `dnas.max_program_ops`: it is
   refused before XLA compiles it, as a step over the memory budget is."""
 
-  def __init__(self, ops: int, limit: int):
-    self.ops, self.limit = ops, limit
+  def __init__(self, ops: int, limit: int, estimated: bool = False):
+    self.ops, self.limit, self.estimated = ops, limit, estimated
     super().__init__(
-        f"the train step has {ops:,} XLA operations, more than dnas.max_program_ops="
+        f"the train step has {'about ' * estimated}{ops:,} XLA operations"
+        f"{' (estimated from the programs compiled so far)' * estimated}, "
+        f"more than dnas.max_program_ops="
         f"{limit:,} (XLA's compile time and memory grow faster than the program: "
         "docs/performance.md): make the supernet smaller (supernet.layers, the space's ops) "
         "or raise dnas.max_program_ops")

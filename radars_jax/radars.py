@@ -253,29 +253,44 @@ class RadarsSearch:
     model = cost_lib.trace_cost_model(self.space, self.config.supernet, self.data.num_classes,
                                       self.data.image_shape, per_device, progress)
     bar.close()
-    # Calibrate on two real compiles: the worst cases at k = 1 and at the k
-    # the uncalibrated model would choose (at least 2). Only their bytes are
-    # read (they never run), so they compile without kernel optimisation.
+    # Calibrate on real compiles: the worst cases at k = 1 and at the k the
+    # uncalibrated model would choose (at least 2), unless the first
+    # compile's size predicts the second over `dnas.max_program_ops`. Only
+    # their bytes are read (they never run), so they compile without kernel
+    # optimisation.
     most = int(np.asarray(alive).sum(-1).max())
-    k_guess = max(2, model.largest_k(alive, self.budget) if self.budget else 2)
-    # Meanwhile the shared program of that k compiles in the background.
-    self.compile_shared_ahead(model, self.subspace_size(model, alive, largest=min(k_guess, most)))
-    for k in sorted({1, min(k_guess, most)}):
+    k_guess = min(max(2, model.largest_k(alive, self.budget) if self.budget else 2), most)
+    k_ahead = self.subspace_size(model, alive, largest=k_guess)
+    for k in sorted({1, k_guess}):
       mask = model.worst_case(alive, k)
-      what = f"calibration, worst case of {k} op{'s' * (k > 1)} (bytes only)"
+      if k > 1 and self.predicted_too_large(model, mask) is not None:
+        continue
       try:
         compiled = self.compile(self.space.subspace_from_mask(mask), meta, bytes_only=True,
-                                what=what)
+                                what=f"calibration, worst case of {k} op{'s' * (k > 1)} "
+                                "(bytes only)")
       except dnas_lib.ProgramTooLarge:
         if k == 1:
           raise
-        # one op per choice point instead (the second costliest), so that
-        # the two points still differ
-        mask = model.worst_case(alive, 2) & ~model.worst_case(alive, 1)
-        compiled = self.compile(self.space.subspace_from_mask(mask), meta, bytes_only=True,
-                                what="calibration, the second costliest op (bytes only)")
-      model.add_point(mask, compiled.bytes)
+        continue
+      model.add_point(mask, compiled.bytes, compiled.ops)
+      if k == 1:
+        # Meanwhile the shared program of the first iteration's likely k
+        # compiles in the background (where its size is not predicted over
+        # the limit: the first compile has calibrated the prediction).
+        self.compile_shared_ahead(model, k_ahead)
     return model
+
+  def predicted_too_large(self, model: cost_lib.CostModel, mask,
+                          margin: float = 1.0) -> dnas_lib.ProgramTooLarge | None:
+    """The refusal of the train step of `mask` if `model` predicts more
+    than `margin` x `dnas.max_program_ops` XLA operations for it (nothing
+    is traced), else None."""
+    limit = self.config.dnas.get("max_program_ops")
+    predicted = model.program_ops(mask)
+    if limit and predicted is not None and predicted > margin * int(limit):
+      return dnas_lib.ProgramTooLarge(int(predicted), int(limit), estimated=True)
+    return None
 
   def compile(self, subspace, meta, steps: int = 1, bytes_only: bool = False,
               what: str = "static step"):
@@ -323,6 +338,8 @@ class RadarsSearch:
     those `compile_shared` builds, so results are unchanged."""
     if self._compiler is None or not self.searcher.switched:
       return
+    if self.shared_predicted_too_large(model) is not None:
+      return
     self.searcher.slot_orders = model.slot_orders()   # (before the switched supernet is built)
     key = (k, self.run_steps())
     if key not in self._shared_ahead:
@@ -332,7 +349,15 @@ class RadarsSearch:
     program = self.searcher.shared_program(k, steps)
     return self.searcher.compile_shared_step(program, k)
 
-  def shared_step(self, k: int, steps: int, meta):
+  def shared_predicted_too_large(self, model) -> dnas_lib.ProgramTooLarge | None:
+    """`predicted_too_large` for the shared program (every op of the space).
+    Its switched choice points are not the static programs the prediction
+    is fitted to (scanned, they compile to fewer operations per op), so it
+    is refused untraced only beyond 3x the limit."""
+    full = self.space.mask_from_subspace(self.space.full_subspace())
+    return self.predicted_too_large(model, full, margin=3.0)
+
+  def shared_step(self, k: int, steps: int, meta, model):
     """The shared program the samples of k ops run on, or None (shared
     programs off, its bytes over the budget or its size over
     `dnas.max_program_ops`: each sample compiles its own). The decision is
@@ -343,7 +368,9 @@ class RadarsSearch:
     key = f"{k},{steps}"
     if key not in decided:
       # (its size does not depend on k: refused for one k, refused for all)
-      ops = meta.get("shared_program_ops") or self._shared_refused_ahead()
+      predicted = self.shared_predicted_too_large(model)
+      ops = (meta.get("shared_program_ops") or (predicted.ops if predicted else 0)
+             or self._shared_refused_ahead())
       if not ops:
         try:
           compiled = self.compile_shared(k, steps, meta)
@@ -351,7 +378,8 @@ class RadarsSearch:
           ops = e.ops
       if ops:
         if not meta.get("shared_program_ops"):
-          print(f"radars_jax: the shared program has {ops:,} XLA operations, more than "
+          about = "about " if predicted else ""
+          print(f"radars_jax: the shared program has {about}{ops:,} XLA operations, more than "
                 f"dnas.max_program_ops={self.config.dnas.max_program_ops:,}: each sample "
                 "compiles its own", flush=True)
         meta["shared_program_ops"] = ops
@@ -424,20 +452,27 @@ class RadarsSearch:
     the length of the run (its learning-rate schedule is compiled in;
     default that of a sample's run)."""
     steps = self.run_steps() if steps is None else steps
-    shared = self.shared_step(k, steps, meta) if k else None
+    shared = self.shared_step(k, steps, meta, model) if k else None
     if shared is not None:
       return subspace, shared, model.estimate(self.space.mask_from_subspace(subspace))
     while True:
       mask = self.space.mask_from_subspace(subspace)
       estimate = model.estimate(mask)
-      try:
-        compiled = self.compile(subspace, meta, steps, what=what)
-      except dnas_lib.ProgramTooLarge as too_large:
-        compiled, refusal = None, too_large   # shrunk like a step over the budget
+      # (a program predicted over dnas.max_program_ops is not even traced,
+      # unless it was queued)
+      refusal = (self.predicted_too_large(model, mask)
+                 if (subspace, steps) not in self._ahead else None)
+      if refusal is not None:
+        compiled = None   # shrunk like a step over the budget
       else:
-        model.add_point(mask, compiled.bytes)
-        if self.budget is None or compiled.bytes <= self.budget:
-          return subspace, compiled, estimate
+        try:
+          compiled = self.compile(subspace, meta, steps, what=what)
+        except dnas_lib.ProgramTooLarge as too_large:
+          compiled, refusal = None, too_large
+        else:
+          model.add_point(mask, compiled.bytes, compiled.ops)
+          if self.budget is None or compiled.bytes <= self.budget:
+            return subspace, compiled, estimate
       cost = np.where(mask & (mask.sum(-1, keepdims=True) > 1), model.per_op, -np.inf)
       if not np.isfinite(cost).any():
         if compiled is None:
@@ -460,6 +495,8 @@ class RadarsSearch:
     subspace, compiled, estimate = self.fit_budget(subspace, model, meta, k,
                                                    what=f"static step, sample {tag}")
     key = jax.random.fold_in(jax.random.fold_in(state.key, iteration), index + 1)
+    # (the search's start-up: cost model, calibration, the first program)
+    meta.setdefault("first_train_step_seconds", self.elapsed(meta))
     pool = PoolView(state)
     ckpt_dir = self.dnas_ckpt_root / tag
     with checkpointing.Checkpointer(ckpt_dir, max_to_keep=2) as dnas_ckpt:
@@ -533,8 +570,11 @@ class RadarsSearch:
         meta["sample"] = 0
       batch = meta["batch"]
       ops = np.asarray(batch["ops"], np.int32)
-      if self.shared_step(int(batch["k"]), self.run_steps(), meta) is None:
-        self.compile_ahead([subspace_of(o) for o in ops[meta["sample"]:]], self.run_steps())
+      if self.shared_step(int(batch["k"]), self.run_steps(), meta, model) is None:
+        self.compile_ahead([subspace_of(o) for o in ops[meta["sample"]:]
+                            if self.predicted_too_large(
+                                model, self.space.mask_from_subspace(subspace_of(o))) is None],
+                           self.run_steps())
       self.compile_controller_ahead(state.controller, ops.shape[-1])
       while meta["sample"] < len(ops):
         i = meta["sample"]
@@ -575,8 +615,13 @@ class RadarsSearch:
     for rl / random."""
     if self.method != "radars":
       return 1
-    k = largest if largest is not None else model.largest_k(
-        alive, self.budget * (1.0 - float(self.config.radars.budget_margin)))
+    if largest is None:
+      # the largest k whose worst case fits the budget, and whose program
+      # is not predicted over dnas.max_program_ops
+      budget = self.budget * (1.0 - float(self.config.radars.budget_margin))
+      largest = model.largest_k(alive, budget,
+                                fits=lambda mask: self.predicted_too_large(model, mask) is None)
+    k = largest
     cap = self.config.radars.get("k")
     if cap:
       k = min(k, int(cap))
@@ -705,6 +750,9 @@ class RadarsSearch:
         "dataset": self.data.name, "seed": int(self.config.seed), "genotype": genotype,
         "val_accuracy": val_accuracy,
         "search_seconds": self.elapsed(meta),
+        # from the start of the search to its first train step (None: the
+        # whole space fit the budget, nothing was sampled)
+        "first_train_step_seconds": meta.get("first_train_step_seconds"),
         # train-step compiles (some ahead, in the background) and the part of
         # them the loop waited for
         "compile_seconds": meta["compile_seconds"],

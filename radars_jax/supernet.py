@@ -909,6 +909,22 @@ def from_slots(vectors, subspace: spaces_lib.Subspace, slots) -> list[np.ndarray
   return out
 
 
+def choice_point_of(model: nn.Module, space: spaces_lib.SearchSpace, path) -> int | None:
+  """The choice point of the module or param at `path` (a sequence of
+  names, `("cell_3", "edge_1_4", ...)`), None outside every edge."""
+  parts = list(path)
+  at = next((i for i, part in enumerate(parts) if part.startswith("edge_")), None)
+  if at is None:
+    return None
+  src, dst = (int(v) for v in parts[at].split("_")[1:3])
+  if isinstance(model, DartsSupernet):
+    edges = spaces_lib.darts_edges(model.steps)
+    cell = int(parts[at - 1].split("_")[1])
+    return edges.index((src, dst)) + (len(edges) if cell in reduction_cells(model.layers) else 0)
+  del space
+  return spaces_lib.nb201_edges().index((src, dst))
+
+
 def param_owners(model: nn.Module, space: spaces_lib.SearchSpace,
                  paths) -> dict[str, tuple[int, int]]:
   """{param path: (choice point, op index)} for the weights of candidate
@@ -917,17 +933,10 @@ def param_owners(model: nn.Module, space: spaces_lib.SearchSpace,
   owners = {}
   for path in paths:
     parts = path.split("/")
-    at = next((i for i, part in enumerate(parts) if part.startswith("edge_")), None)
-    if at is None:
-      continue
-    src, dst = (int(v) for v in parts[at].split("_")[1:3])
-    if isinstance(model, DartsSupernet):
-      edges = spaces_lib.darts_edges(model.steps)
-      cell = int(parts[at - 1].split("_")[1])
-      c = edges.index((src, dst)) + (len(edges) if cell in reduction_cells(model.layers) else 0)
-    else:
-      c = spaces_lib.nb201_edges().index((src, dst))
-    owners[path] = (c, space.choice_points[c].ops.index(parts[at + 1]))
+    c = choice_point_of(model, space, parts)
+    if c is not None:
+      at = next(i for i, part in enumerate(parts) if part.startswith("edge_"))
+      owners[path] = (c, space.choice_points[c].ops.index(parts[at + 1]))
   return owners
 
 

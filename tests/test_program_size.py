@@ -1,7 +1,8 @@
 """`dnas.max_program_ops`: a train step with more XLA operations than the
 limit is refused before XLA compiles it, and the RADARS loop falls back to
-smaller programs (static ones instead of the shared one, a second
-calibration point of one op, subspaces shrunk) instead of compiling it."""
+smaller programs (static ones instead of the shared one, k = 1, subspaces
+shrunk) instead of compiling it; programs predicted over the limit are not
+even traced."""
 import copy
 
 import jax
@@ -90,11 +91,13 @@ def test_whole_space_dnas_too_large_is_refused_and_described(tmp_path):
     search.run_search(config, workdir_lib.prepare(tmp_path / "run"))
 
 
-def test_radars_compiles_no_program_over_the_limit(tmp_path):
+def test_radars_compiles_no_program_over_the_limit(tmp_path, monkeypatch):
   """A limit under the shared program and the worst case of two ops, over
-  the worst case of one: the calibration takes its second point from one
-  op per choice point, every sample runs on its own program (shrunk where
-  it is over the limit), and no compiled step is over the limit."""
+  the worst case of one: the first compile calibrates the prediction of
+  program sizes, the worst case of two ops is then predicted over the limit
+  and never traced (k = 1: no calibration point, no sample of two ops), the
+  shared program is lowered at most once, refused, and every sample runs on
+  its own program; no compiled step is over the limit."""
   config = tiny_config()
   config.radars.shared_programs = True
   config.radars.max_iterations = 1
@@ -103,23 +106,37 @@ def test_radars_compiles_no_program_over_the_limit(tmp_path):
   model = cost_lib.trace_cost_model(space, config.supernet, 10, IMAGE,
                                     config.data.batch_size // len(jax.devices()))
   alive = space.mask_from_subspace(space.full_subspace())
-  worst = {k: step_ops(config, space.subspace_from_mask(model.worst_case(alive, k)))
-           for k in (1, 2)}
+  masks = {k: model.worst_case(alive, k) for k in (1, 2)}
+  worst = {k: step_ops(config, space.subspace_from_mask(masks[k])) for k in (1, 2)}
   shared = step_ops(config)
   assert worst[1] < worst[2] < shared
+  # one program's size predicts another's (within 10%)
+  model.add_point(masks[1], 0.0, worst[1])
+  assert model.program_ops(masks[2]) == pytest.approx(worst[2], rel=0.10)
   limit = (worst[1] + worst[2]) // 2
   config.dnas.max_program_ops = limit
   full_bytes = search.describe(tiny_config("single_darts"))["full_space_step_bytes"]
   config.memory_budget_gb = 0.9 * full_bytes / 1e9   # the whole space does not fit
   config.radars.budget_margin = 0.0
+  lowered_sizes = []
+  counted = dnas.program_ops
+
+  def counting(lowered):
+    lowered_sizes.append(counted(lowered))
+    return lowered_sizes[-1]
+
+  monkeypatch.setattr(dnas, "program_ops", counting)
   summary = radars.run(config, workdir_lib.prepare(tmp_path / "run"), space)
   whats = [c["what"] for c in summary["compiles"]]
-  assert "calibration, the second costliest op (bytes only)" in whats
+  assert [w for w in whats if w.startswith("calibration")] == [
+      "calibration, worst case of 1 op (bytes only)"]
   assert not any(w.startswith("shared step") for w in whats)
+  assert sum(1 for ops in lowered_sizes if ops > limit) <= 1   # the shared program
   assert summary["shared_program_runs"] == 0 and summary["static_program_runs"] >= 3
   assert all(0 < c["ops"] <= limit for c in summary["compiles"])
   sampled = [r for r in summary["subspace_runs"] if r["iteration"] != "final"]
   assert len(sampled) == 2 and all(r["program"] == "static" for r in sampled)
+  assert all(max(r["ops_per_choice_point"]) == 1 for r in sampled)
   final = summary["subspace"]
   assert sum(len(a) for a in final) < sum(len(a) for a in space.full_subspace())
   assert summary["genotype"] and 0.0 <= summary["val_accuracy"] <= 1.0

@@ -98,6 +98,33 @@ def test_cost_model_estimates_within_ten_percent_of_compiled_bytes():
   assert restored.estimate(random_mask) == model.estimate(random_mask)
 
 
+@pytest.mark.parametrize("space_name", ["nb201", "darts"])
+def test_op_traces_add_up_to_network_traces(space_name):
+  """The cost model traces each op alone once per distinct input; the
+  network with that op on a set of choice points (all cells) costs the
+  empty network plus those ops' per-op costs, as tracing the whole network
+  says (up to the bytes of the op's weight on each choice point)."""
+  config = tiny_config("single_darts")
+  config.supernet.layers = 3
+  space = spaces.make_space(space_name)
+  image = (8, 8, 3)
+  model = cost_lib.trace_cost_model(space, config.supernet, 10, image, 4)
+  trace = lambda sub: cost_lib.traced_bytes(space, sub, config.supernet, 10, image, 4)
+  empty = trace(tuple(() for _ in space.choice_points))
+  assert model.empty == empty
+  n = space.num_choice_points
+  groups = [range(n)] if space_name == "nb201" else [range(0, 14), range(14, 16),
+                                                     range(16, 18), range(18, n)]
+  for members in groups:
+    for name in ("nor_conv_3x3", "avg_pool_3x3", "skip_connect") if space_name == "nb201" else (
+        "sep_conv_3x3", "dil_conv_5x5", "max_pool_3x3"):
+      o = space.choice_points[0].ops.index(name)
+      sub = tuple((o,) if c in members else () for c in range(n))
+      network = trace(sub) - empty
+      assert np.sum(model.per_op[list(members), o]) == pytest.approx(network, abs=64 * n)
+      assert network > 100
+
+
 def test_dead_ops_of_an_nb201_cell_cost_nothing():
   space = spaces.make_space("nb201")
   mask = space.mask_from_subspace(((3,), (2,), (3,), (0,), (0,), (0,)))  # node 3 gets none
