@@ -38,38 +38,25 @@ from radars_jax import spaces as spaces_lib
 from radars_jax import supernet as supernet_lib
 
 
-def _jaxpr_bytes(jaxpr) -> int:
-  """Bytes of every value an equation produces, sub-jaxprs included."""
-  total = 0
+def _jaxpr_size(jaxpr) -> tuple[int, int]:
+  """(bytes of every value an equation produces, equations), sub-jaxprs
+  (loop bodies, branches, custom derivatives) included: the memory the
+  values need without reuse, and a measure of the program's size."""
+  total_bytes = total_eqns = 0
   for eqn in jaxpr.eqns:
+    total_eqns += 1
     for var in eqn.outvars:
       aval = getattr(var, "aval", None)
       if aval is not None and hasattr(aval, "shape") and hasattr(aval, "dtype"):
-        total += int(np.prod(aval.shape, dtype=np.int64)) * np.dtype(aval.dtype).itemsize
+        total_bytes += int(np.prod(aval.shape, dtype=np.int64)) * np.dtype(aval.dtype).itemsize
     for param in eqn.params.values():
       for sub in (param if isinstance(param, (tuple, list)) else (param,)):
         inner = getattr(sub, "jaxpr", None)
-        if inner is not None and hasattr(inner, "eqns"):
-          total += _jaxpr_bytes(inner)
-        elif hasattr(sub, "eqns"):
-          total += _jaxpr_bytes(sub)
-  return total
-
-
-def _jaxpr_eqns(jaxpr) -> int:
-  """Equations of a jaxpr, those of its sub-jaxprs (loop bodies, branches,
-  custom derivatives) included: a measure of the program's size."""
-  total = 0
-  for eqn in jaxpr.eqns:
-    total += 1
-    for param in eqn.params.values():
-      for sub in (param if isinstance(param, (tuple, list)) else (param,)):
-        inner = getattr(sub, "jaxpr", None)
-        if inner is not None and hasattr(inner, "eqns"):
-          total += _jaxpr_eqns(inner)
-        elif hasattr(sub, "eqns"):
-          total += _jaxpr_eqns(sub)
-  return total
+        inner = inner if inner is not None and hasattr(inner, "eqns") else sub
+        if hasattr(inner, "eqns"):
+          inner_bytes, inner_eqns = _jaxpr_size(inner)
+          total_bytes, total_eqns = total_bytes + inner_bytes, total_eqns + inner_eqns
+  return total_bytes, total_eqns
 
 
 def _param_bytes(params) -> int:
@@ -93,7 +80,8 @@ def traced_cost(space, subspace, supernet_config, num_classes: int, image_shape,
       jaxpr = jax.make_jaxpr(forward)(params, alphas, x)
   else:
     jaxpr = jax.make_jaxpr(forward)(params, alphas, x)
-  return _jaxpr_bytes(jaxpr.jaxpr) + 4 * _param_bytes(params), _jaxpr_eqns(jaxpr.jaxpr)
+  values, eqns = _jaxpr_size(jaxpr.jaxpr)
+  return values + 4 * _param_bytes(params), eqns
 
 
 def traced_bytes(space, subspace, supernet_config, num_classes: int, image_shape,
@@ -110,7 +98,8 @@ def mixed_op_cost(mixed_op: supernet_lib.MixedOp, input_shape) -> tuple[int, int
   variables = jax.eval_shape(lambda x, w: mixed_op.init(jax.random.key(0), x, w), x, w)
   params = variables.get("params", {})
   jaxpr = jax.make_jaxpr(lambda p, x, w: mixed_op.apply({"params": p}, x, w))(params, x, w)
-  return _jaxpr_bytes(jaxpr.jaxpr) + 4 * _param_bytes(params), _jaxpr_eqns(jaxpr.jaxpr)
+  values, eqns = _jaxpr_size(jaxpr.jaxpr)
+  return values + 4 * _param_bytes(params), eqns
 
 
 def live_ops(space: spaces_lib.SearchSpace, mask) -> np.ndarray:
