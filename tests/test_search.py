@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from radars_jax import config_defaults
+from radars_jax import dnas
 from radars_jax import parallel
 from radars_jax import search
 from radars_jax import spaces
@@ -60,6 +61,40 @@ def test_four_devices_match_one(one_device_result):
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=5e-5)
   np.testing.assert_allclose(four.train_loss, one_device_result.train_loss, rtol=1e-3)
   assert four.genotype == one_device_result.genotype
+
+
+def test_second_order_search_runs_the_unrolled_step_and_moves_alphas(monkeypatch):
+  """`method=darts, dnas.order=2`: the search's train step is DARTS's
+  second-order one (it traces the unrolled objective), runs, and moves the
+  alphas from their zero start. Kept small for the compile of the double
+  backward pass: one DARTS cell, ops none and skip_connect (no weights)."""
+  config = tiny_config(method="darts")
+  config.space.name = "darts"
+  config.supernet.layers = 1
+  config.dnas.order = 2
+  config.dnas.alpha_init_scale = 0.0   # alphas start at exactly 0
+  config.dnas.alpha_lr = 0.01          # (Adam: ~0.01 a step)
+  traced = []
+  original = dnas.unrolled_alpha_loss
+  monkeypatch.setattr(dnas, "unrolled_alpha_loss",
+                      lambda *args, **kwargs: traced.append(1) or original(*args, **kwargs))
+  mesh = parallel.make_mesh(jax.devices()[:1])
+  space = spaces.space_from_config(config.space)
+  searcher = search.Searcher(config, mesh, search.load_search_data(config.data, mesh), space)
+  assert searcher.mode == "second_order"
+  ops = (space.op_names.index("none"), space.op_names.index("skip_connect"))
+  result = searcher.run_dnas(tuple(ops for _ in range(space.num_choice_points)), 1,
+                             jax.random.key(0))
+  assert traced, "the second-order step never traced the unrolled objective"
+  assert result.steps == searcher.steps_per_epoch() >= 2
+  assert np.isfinite(result.train_loss)
+  # One layer is a reduction cell (`supernet.reduction_cells(1)`): each of
+  # its edges' alphas took Adam steps; the normal cell's, outside the
+  # network, have no gradient and stay 0.
+  moved = {cp.name.split("/")[0]: [] for cp in space.choice_points}
+  for cp, a in zip(space.choice_points, result.alphas):
+    moved[cp.name.split("/")[0]].append(float(np.abs(a).max()))
+  assert min(moved["reduce"]) > 1e-5 and max(moved["normal"]) == 0.0, moved
 
 
 def test_run_search_writes_outputs(tmp_path):
