@@ -1,5 +1,7 @@
 """A whole DNAS search, in process, on tiny synthetic data: reproducible per
 seed, and the same on one device and on four."""
+import json
+
 import jax
 import numpy as np
 import pytest
@@ -112,6 +114,20 @@ def test_run_search_writes_outputs(tmp_path):
     assert key in saved, key
   assert saved["genotype"] == workdir_lib.read_json(tmp_path / "genotype.json")
   assert 0.0 <= summary["val_accuracy"] <= 1.0 and summary["step_bytes"] > 0
+  # What the numbers must be, worked out here: an NB-201 genotype keeps the
+  # strongest op of each edge's alphas; the accuracy counts holdout examples;
+  # one epoch of the weight half (of the examples outside the holdout) in
+  # batches; the summary's loss is the last one logged to metrics.jsonl.
+  names = saved["space_ops"]
+  assert saved["genotype"]["ops"] == [names[int(np.argmax(a))] for a in saved["alphas"]]
+  holdout = config.data.holdout_size
+  assert abs(saved["val_accuracy"] * holdout - round(saved["val_accuracy"] * holdout)) < 1e-9
+  weight_half = (config.data.train_size - holdout) // 2
+  assert saved["steps"] == weight_half // config.data.batch_size
+  logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  losses = [m for m in logged if m["name"] == "dnas/loss"]
+  assert losses and losses[-1]["step"] == saved["steps"]
+  assert losses[-1]["value"] == pytest.approx(saved["train_loss"], rel=1e-6)
   # the search's own thread compiled the train step (and every other program)
   assert (summary["compile_seconds"] * 0.9 <= summary["compile_loop_seconds"]
           <= summary["compile_total_seconds"] + 1e-6)
