@@ -15,6 +15,7 @@ import pytest
 from radars_jax import checkpointing
 from radars_jax import radars
 from radars_jax import spaces
+from radars_jax import tabular
 from radars_jax import workdir as workdir_lib
 from radars_jax.errors import UserError
 from test_radars import Crash, tiny_config
@@ -64,7 +65,13 @@ def test_baselines_sample_whole_architectures(tmp_path, method, monkeypatch):
   runs = summary["subspace_runs"]
   assert len(runs) == 2 and all(r["ops_per_choice_point"] == [1] * 6 for r in runs)
   assert summary["val_accuracy"] == max(r["val_accuracy"] for r in runs)
-  assert summary["genotype"]["space"] == "nb201"
+  # A whole architecture per sample: its genotype is the sampled cell itself,
+  # and the search returns the best sample's.
+  names = spaces.make_space("nb201").op_names
+  best = max(runs, key=lambda r: r["val_accuracy"])
+  assert summary["genotype"]["ops"] == [names[a[0]] for a in best["subspace"]]
+  assert summary["genotype"]["arch_str"] == tabular.arch_str_from_ops(   # (its own writer)
+      [a[0] for a in best["subspace"]])
   if method != "rl":
     return
   # One shared program (k = 1), compiled in the background while the cost

@@ -1,12 +1,19 @@
 """The command line: bad input is one line on stderr and exit status 2, and
 nothing is deleted; describe prints one JSON object."""
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
+
+from radars_jax import spaces
+from radars_jax import supernet
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--config.data.name=synthetic", "--config.data.image_size=8",
@@ -121,6 +128,21 @@ def test_describe_prints_space_and_step_bytes():
   info = json.loads(result.stdout)
   assert info["num_choice_points"] == 6 and info["ops_per_choice_point"] == [5] * 6
   assert info["supernet_weights"] > 0 and info["full_space_step_bytes"] > 0
+  # The weights counted here from the supernet's own init (shapes only), and
+  # a step holds at least its float32 weights and their momentum.
+  spec = importlib.util.spec_from_file_location("digits", ROOT / "configs" / "digits.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  config.supernet.cells_per_stage, config.supernet.channels = 1, 4
+  space = spaces.make_space("nb201")
+  model = supernet.build_supernet(space, space.full_subspace(), config.supernet,
+                                  info["num_classes"])
+  alphas = tuple(jnp.zeros(5) for _ in range(6))
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((2, 8, 8, 3)), alphas))
+  weights = sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(shapes["params"]))
+  assert info["image_shape"] == [8, 8, 3] and info["supernet_weights"] == weights
+  assert info["full_space_step_bytes"] >= 2 * 4 * weights
 
 
 def labelled(stdout: str) -> dict:

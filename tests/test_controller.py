@@ -163,3 +163,191 @@ def test_bad_controller_config_is_a_user_error():
   config.uncertainty = "magic"
   with pytest.raises(UserError, match="uncertainty"):
     ctrl.ControllerHParams.from_config(config)
+
+
+# ---------------------------------------------------------------------------
+# The uncertainty modes and the importance cap, on numbers: a critic whose
+# predictions are known (each member linear in the multi-hot encoding, set
+# by hand), rewards and log-probabilities chosen here.
+# ---------------------------------------------------------------------------
+
+C, M = 2, 3                      # choice points, ops
+KERNELS = np.array([[0.3, -0.2, 0.1, 0.5, 0.0, -0.4],
+                    [0.1, 0.4, -0.3, 0.2, 0.6, 0.0],
+                    [-0.2, 0.0, 0.5, 0.1, -0.1, 0.3]])   # [members, C * M]
+BIASES = np.array([0.05, -0.1, 0.2])
+REWARD_MEAN, REWARD_STD = 0.5, 2.0
+OPS = np.array([[[0], [1]], [[2], [1]], [[1], [0]], [[0], [2]]], np.int32)   # [N, C, k=1]
+REWARDS = np.array([1.5, -0.5, 0.8, 2.0], np.float32)
+VALID = np.array([True, True, True, False])
+
+
+def _known_critic_state(config):
+  """A controller whose critic members are the linear maps KERNELS, BIASES
+  (on standardised rewards, REWARD_MEAN and REWARD_STD)."""
+  state = ctrl.init_controller(jax.random.key(0), C, M, config)
+  params = {"params": {"Dense_0": {"kernel": jnp.asarray(KERNELS[:, :, None], jnp.float32),
+                                   "bias": jnp.asarray(BIASES[:, None], jnp.float32)}}}
+  chex.assert_trees_all_equal_shapes_and_dtypes(params, state.critic_params)
+  return state.replace(critic_params=params, reward_mean=jnp.float32(REWARD_MEAN),
+                       reward_std=jnp.float32(REWARD_STD))
+
+
+def _linear_config(**overrides):
+  config = ctrl.default_controller_config()
+  config.critic_hidden = ()          # each member: one Dense layer
+  config.critic_members = 3
+  config.critic_steps = 1
+  config.ppo_epochs = 1
+  config.baseline = "subspace"       # the critic's mean at the sample
+  config.update(overrides)
+  return config
+
+
+def _expected_advantages(mode, scale, ready):
+  """The module docstring's rules, in numpy: critic mean and spread (std
+  over members) at each sample, confidence = 1 / (1 + spread / (scale *
+  reward_std)), then per mode."""
+  members = _critic_at(OPS)                                           # [N, members]
+  batch_mean = REWARDS[VALID].astype(np.float64).mean()
+  if ready:
+    mean, spread = members.mean(1), members.std(1)
+  else:   # before the critic has seen data: batch mean, confidence 1
+    mean, spread = np.full(len(OPS), batch_mean), np.zeros(len(OPS))
+  confidence = 1.0 / (1.0 + spread / (scale * REWARD_STD))
+  advantage = REWARDS - mean
+  if mode == "scale_advantage":
+    advantage = advantage * confidence
+  elif mode == "exploration_bonus":
+    advantage = advantage + scale * spread
+  elif mode == "trust_critic":
+    advantage = REWARDS - (confidence * mean + (1 - confidence) * batch_mean)
+  advantage = np.where(VALID, advantage, 0.0)
+  return advantage, mean, spread, confidence
+
+
+@pytest.mark.parametrize("ready", [True, False])
+@pytest.mark.parametrize("mode", ctrl.UNCERTAINTY_MODES)
+def test_uncertainty_modes_give_the_documented_advantages(mode, ready):
+  config = _linear_config(uncertainty=mode, uncertainty_scale=0.7)
+  hparams = ctrl.ControllerHParams.from_config(config)
+  state = _known_critic_state(config)
+  advantages, _, spread, confidence = ctrl._advantages(   # pylint: disable=protected-access
+      state, jnp.asarray(OPS), jnp.asarray(REWARDS), jnp.asarray(VALID), None, None, hparams,
+      jnp.asarray(ready))
+  expected, _, expected_spread, expected_confidence = _expected_advantages(mode, 0.7, ready)
+  chex.assert_shape(advantages, (len(OPS), C))
+  for c in range(C):   # (the subspace baseline: the same for every choice point)
+    np.testing.assert_allclose(np.asarray(advantages[:, c]), expected, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(np.asarray(spread), expected_spread, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(np.asarray(confidence), expected_confidence, rtol=1e-5)
+  if ready:   # the spread matters here: every mode gives its own numbers
+    others = [_expected_advantages(m, 0.7, True)[0] for m in ctrl.UNCERTAINTY_MODES if m != mode]
+    assert all(np.abs(expected - other).max() > 0.05 for other in others)
+
+
+def _critic_at(ops):
+  """The known critic's members at subspaces ops [N, C, 1], in reward
+  units: [N, members]."""
+  x = np.zeros((len(ops), C * M))
+  for i, sample in enumerate(ops):
+    for c in range(C):
+      x[i, c * M + sample[c, 0]] = 1.0
+  return (x @ KERNELS.T + BIASES) * REWARD_STD + REWARD_MEAN
+
+
+def test_controller_update_applies_the_mode_and_caps_the_importance_ratio():
+  """Through `controller_update` (one compile): the batch's advantages are
+  the exploration-bonus rule's (metrics, before normalisation), and the
+  replay term weights its sample by the importance ratio capped at
+  `importance_clip`: replay loss = -mean_c min(pi_new / pi_b, cap)_c * A *
+  log pi_new_c, A = reward - critic mean + bonus at the replayed subspace
+  (the buffer's only entry, drawn `replay_batch` times)."""
+  scale, cap = 0.7, 1.0
+  config = _linear_config(uncertainty="exploration_bonus", uncertainty_scale=scale,
+                          importance_clip=cap, replay_batch=4, replay_weight=1.0,
+                          normalize_advantages=False)
+  hparams = ctrl.ControllerHParams.from_config(config)
+  logits = np.array([[1.0, 0.0, -1.0], [0.0, 2.0, 0.0]], np.float32)
+  replay_ops = np.array([[[0], [2]]], np.int32)
+  new_logp = np.asarray(jax.nn.log_softmax(logits, -1))[[0, 1], [0, 2]]   # [C]
+  # Behaviour log-probabilities: ratio e^1.5 ~ 4.5 at choice point 0 (over
+  # the cap), e^-0.7 ~ 0.5 at choice point 1 (under it).
+  behaviour = (new_logp - np.array([1.5, -0.7])).astype(np.float32)
+  replay_reward = 3.0
+  state = _known_critic_state(config)
+  capacity = state.buffer.rewards.shape[0]
+  padded = -np.ones((capacity, C, M), np.int32)
+  padded[0, :, :1] = replay_ops[0]
+  buffer = state.buffer.replace(
+      ops=jnp.asarray(padded),
+      behaviour_logp=jnp.asarray(np.zeros((capacity, C), np.float32)).at[0].set(behaviour),
+      rewards=jnp.asarray(np.zeros(capacity, np.float32)).at[0].set(replay_reward),
+      valid=jnp.asarray(np.arange(capacity) == 0))
+  state = state.replace(logits=jnp.asarray(logits), buffer=buffer)
+  alive = np.ones((C, M), bool)
+  batch_logp = np.asarray(ctrl.log_prob_per_point(state.logits, alive, OPS))
+  _, metrics = ctrl.controller_update(state, jax.random.key(1), OPS, batch_logp, REWARDS,
+                                      alive, hparams, valid=VALID)
+  advantage, mean, spread, confidence = _expected_advantages("exploration_bonus", scale, True)
+  np.testing.assert_allclose(float(metrics["advantage_mean"]), advantage[VALID].mean(),
+                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(float(metrics["critic_mean"]), mean[VALID].mean(), rtol=1e-5)
+  np.testing.assert_allclose(float(metrics["critic_spread"]), spread[VALID].mean(), rtol=1e-5)
+  np.testing.assert_allclose(float(metrics["confidence"]), confidence[VALID].mean(), rtol=1e-5)
+  assert float(metrics["valid_samples"]) == VALID.sum()
+  members = _critic_at(replay_ops)[0]
+  replay_advantage = replay_reward - members.mean() + scale * members.std()
+  ratio = np.exp(new_logp - behaviour)
+  np.testing.assert_allclose(
+      float(metrics["replay_loss"]),
+      -np.mean(np.minimum(ratio, cap) * replay_advantage * new_logp), rtol=1e-5)
+  np.testing.assert_allclose(float(metrics["replay_ratio_mean"]), ratio.mean(), rtol=1e-5)
+  assert float(metrics["replay_clip_fraction"]) == 0.5   # point 0 capped, point 1 not
+  assert float(metrics["replay_valid"]) == 4
+
+
+def test_controller_update_compiles_once_across_iterations():
+  """RADARS compiles the update ahead in its compile thread
+  (`RadarsSearch.compile_controller_ahead`, on abstract shapes); the
+  iterations' calls (the state each returned, other samples, a NaN reward)
+  reuse that program: one XLA compile of the update in all, and one trace
+  (chex.assert_max_traces on the traced function)."""
+  import concurrent.futures  # pylint: disable=import-outside-toplevel
+  import types  # pylint: disable=import-outside-toplevel
+  from radars_jax import radars  # pylint: disable=import-outside-toplevel
+  config = _linear_config(samples_per_iteration=4, replay_batch=4, critic_steps=2)
+  hparams = ctrl.ControllerHParams.from_config(config)
+  compiles = []
+
+  def on_event(event, duration, **kwargs):
+    del duration
+    if event == "/jax/core/compile/backend_compile_duration":
+      compiles.append(kwargs.get("fun_name", ""))
+
+  chex.clear_trace_counter()   # (counts are kept per traced function, across tests)
+  traced_once = jax.jit(chex.assert_max_traces(ctrl._controller_update.__wrapped__, n=1),   # pylint: disable=protected-access
+                        static_argnames=("hparams",))
+  state = ctrl.init_controller(jax.random.key(0), C, M, config)
+  alive = np.ones((C, M), bool)
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(ctrl, "_controller_update", traced_once)
+    jax.monitoring.register_event_duration_secs_listener(on_event)
+    try:
+      stub = types.SimpleNamespace(   # what compile_controller_ahead reads of the search
+          _compiler=concurrent.futures.ThreadPoolExecutor(1), method="radars",
+          _controller_queued=False, num_samples=4, hparams=hparams,
+          space=types.SimpleNamespace(num_choice_points=C, max_ops=M))
+      radars.RadarsSearch.compile_controller_ahead(stub, state, 1)
+      stub._compiler.shutdown(wait=True)   # pylint: disable=protected-access
+      for i in range(3):
+        ops, logp = ctrl.sample_subspaces(jax.random.key(10 + i), state.logits, alive, 1, 4,
+                                          per_choice_point=True)
+        rewards = np.array([1.0, np.nan if i == 1 else 0.5, 2.0, 0.0], np.float32)
+        state, _ = ctrl.controller_update(state, jax.random.key(i), np.asarray(ops, np.int32),
+                                          np.asarray(logp, np.float32), rewards, alive, hparams)
+    finally:
+      jax.monitoring.unregister_event_duration_listener(on_event)
+  assert int(state.step) == 3
+  assert [name for name in compiles if "_controller_update" in name] == [
+      "jit(_controller_update)"], compiles

@@ -218,3 +218,91 @@ def test_train_alpha_gradient_is_reported_never_applied():
   single = dnas.make_train_step(model, "single_level", wtx, atx, schedule, cfg.weight_decay,
                                 with_train_alpha_grad=True)
   assert set(jax.jit(single)(state, batches[0])[1]) == {"loss", "accuracy"}
+
+
+class TinyMix(nn.Module):
+  """x [B, 4] -> softmax(alphas)-weighted sum of three smooth ops -> linear:
+  small enough for float64 finite differences of its gradients."""
+
+  @nn.compact
+  def __call__(self, x, alphas, train=True):
+    del train
+    p = jax.nn.softmax(alphas[0])
+    ops = (jnp.tanh(nn.Dense(3, name="tanh")(x)), jnp.sin(nn.Dense(3, name="sin")(x)),
+           nn.Dense(3, name="linear")(x))
+    mixed = sum(p[i] * y for i, y in enumerate(ops))
+    return nn.Dense(2, name="head")(mixed)
+
+
+def _tiny_batch(seed, n=6):
+  rng = np.random.default_rng(seed)   # (numpy: no program to compile)
+  return {"image": jnp.asarray(rng.normal(size=(n, 4))),
+          "label": jnp.asarray(rng.integers(0, 2, n), jnp.int32)}
+
+
+def _tiny_weights(seed):
+  """TinyMix's parameters, drawn here (kernels of scale 2: curved enough for the
+  second-order term to matter)."""
+  rng = np.random.default_rng(seed)
+  dense = lambda n_in, n_out: {"kernel": jnp.asarray(2.0 * rng.normal(size=(n_in, n_out))),
+                               "bias": jnp.asarray(0.1 * rng.normal(size=(n_out,)))}
+  return {"tanh": dense(4, 3), "sin": dense(4, 3), "linear": dense(4, 3), "head": dense(3, 2)}
+
+
+def test_second_order_step_matches_the_darts_finite_difference_formula():
+  """The whole second-order step (`make_train_step`) against DARTS's own
+  approximation (Liu et al. 2019, eq. 7-8), computed here with first-order
+  gradients only:
+    w' = w - xi (grad_w L_train(w, a) + wd w)
+    grad_a = grad_a L_val(w', a)
+             - xi (grad_a L_train(w+, a) - grad_a L_train(w-, a)) / (2 eps)
+    w+- = w +- eps grad_w' L_val(w', a),  eps = 0.01 / |grad_w' L_val|
+  with xi the weight learning rate at the state's step, L_train on the
+  weight batch, L_val on the alpha batch; then the weight step takes
+  grad_w L_train(w, a_new) on the weight batch. Plain SGD on both (the alpha
+  rate 1) so that the new state shows the gradients themselves."""
+  with jax.enable_x64(True):
+    model = TinyMix()
+    batch_w, batch_a = _tiny_batch(11), _tiny_batch(12)
+    alphas = (jnp.asarray([0.3, -0.4, 0.1], jnp.float64),)
+    weights = _tiny_weights(13)
+    schedule = lambda step: 0.2 + 0.1 * step   # xi = 0.5 at step 3
+    step_number, xi, wd, weight_lr = 3, 0.5, 0.05, 0.1
+
+    def loss(w, a, batch):   # cross-entropy written out, not dnas.loss_and_accuracy
+      logp = jax.nn.log_softmax(model.apply({"params": w}, batch["image"], a))
+      return -jnp.mean(jnp.take_along_axis(logp, batch["label"][:, None], axis=1))
+
+    @jax.jit
+    def darts_formula(weights, alphas, batch_w, batch_a):
+      tree = jax.tree_util.tree_map
+      g_train = jax.grad(loss)(weights, alphas, batch_w)
+      w_unrolled = tree(lambda w, g: w - xi * (g + wd * w), weights, g_train)
+      dval_w, dval_a = jax.grad(loss, argnums=(0, 1))(w_unrolled, alphas, batch_a)
+      eps = 0.01 / optax.tree.norm(dval_w)
+      w_plus = tree(lambda w, v: w + eps * v, weights, dval_w)
+      w_minus = tree(lambda w, v: w - eps * v, weights, dval_w)
+      second = xi * (jax.grad(loss, argnums=1)(w_plus, alphas, batch_w)[0]
+                     - jax.grad(loss, argnums=1)(w_minus, alphas, batch_w)[0]) / (2 * eps)
+      grad_a = dval_a[0] - second
+      new_alphas = (alphas[0] - grad_a,)
+      grad_w = jax.grad(loss)(weights, new_alphas, batch_w)
+      new_weights = tree(lambda w, g: w - weight_lr * g, weights, grad_w)
+      return grad_a, second, new_weights, loss(weights, new_alphas, batch_w)
+
+    expected_grad_a, second, expected_weights, expected_loss = darts_formula(
+        weights, alphas, batch_w, batch_a)
+    wtx, atx = optax.sgd(weight_lr), optax.sgd(1.0)
+    step = jax.jit(dnas.make_train_step(model, "second_order", wtx, atx, schedule, wd,
+                                        with_train_alpha_grad=False))
+    state = dnas.DnasState(jnp.asarray(step_number, jnp.int32), weights, alphas,
+                           wtx.init(weights), atx.init(alphas))
+    new, metrics = step(state, batch_w, batch_a)
+    # The second-order term matters here: dropping it (first order), or
+    # changing xi by 20%, moves the gradient by far more than the tolerance.
+    assert float(jnp.abs(second).max()) > 0.02, second
+    np.testing.assert_allclose(np.asarray(alphas[0] - new.alphas[0]),
+                               np.asarray(expected_grad_a), rtol=1e-4, atol=1e-5)
+    chex.assert_trees_all_close(new.weights, expected_weights, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(float(metrics["loss"]), float(expected_loss), rtol=1e-6)
+    assert int(new.step) == step_number + 1

@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -46,6 +48,10 @@ def test_throughput_small_runs_and_writes_its_figures(tmp_path):
   assert row["mode"] == "single_level" and row["ratio"] is None
   assert ours["images_per_s"] > 0 and ours["compile_s"] > 0 and ours["step_bytes"] > 0
   assert ours["depthwise_impl"] == "shifted" and len(ours["step_s_all"]) == 1
+  # images per second from the timed step itself: --small's batch of 8 over
+  # the median (here: the one) step time
+  assert ours["step_s_median"] == ours["step_s_all"][0] > 0
+  assert ours["images_per_s"] == pytest.approx(8 / ours["step_s_all"][0], rel=1e-9)
   assert "images/s" in result.stdout
   bad = subprocess.run([sys.executable, str(ROOT / "experiments" / "throughput.py"),
                         "--modes", "third_order"], capture_output=True, text=True, cwd=ROOT,
@@ -69,7 +75,11 @@ def test_shared_programs_small_runs_and_writes_its_figures(tmp_path):
   assert row["k"] == 1 and all(len(ops) == 1 for ops in row["subspace"])
   for name in ("bytes", "compile_seconds", "step_ms"):
     assert row[f"shared_{name}"] > 0 and row[f"static_{name}"] > 0
-  assert "k=1: shared" in result.stdout
+  # k = 1's worst case is the costliest op, nor_conv_3x3 (index 3), on every
+  # edge; the printed figures are the JSON's.
+  assert row["subspace"] == [[3]] * 6
+  assert f"k=1: shared {row['shared_bytes'] / 1e6:.2f} MB" in result.stdout
+  assert f"static {row['static_bytes'] / 1e6:.2f} MB" in result.stdout
   bad = subprocess.run([sys.executable, script, "--ks", "0"], capture_output=True, text=True,
                        cwd=ROOT, timeout=300)
   assert bad.returncode == 2 and "shared_programs: error" in bad.stderr

@@ -1,6 +1,7 @@
 """experiments/colab_tpu.ipynb runs top to bottom in its small CPU mode
 (RADARS_SMALL=1): a search and a retrain, data-parallel over the 4 CPU
 devices, with their reports shown."""
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -22,9 +23,35 @@ def test_notebook_is_stored_clean_with_a_parameters_cell():
   assert len(params) == 1
   for name in ("SMALL", "REPO_URL", "RADARS_SMALL", "WORKDIR"):
     assert name in params[0].source, name
-  text = "\n".join(c.source for c in nb.cells)
-  assert 'config.method = "radars"' in text or 'c.method = "radars"' in text
-  assert "memory_budget_gb" in text
+
+def test_notebook_radars_alternative_is_a_valid_radars_config():
+  """The search cell's commented lines (the real run's RADARS alternative),
+  uncommented, turn its single_darts config into a RADARS search that passes
+  the config check: radars, with the memory budget it needs."""
+  from radars_jax import search  # pylint: disable=import-outside-toplevel
+  nb = nbformat.read(NOTEBOOK, as_version=4)
+  (cell,) = [c for c in nb.cells if c.cell_type == "code"
+             and 'config.method = "single_darts"' in c.source]
+  lines = cell.source.splitlines()
+  active = [l for l in lines if l.startswith(("config.method =", "config.memory_budget_gb ="))]
+  alternative = [l[2:] for l in lines if l.startswith("# config.")]
+  spec = importlib.util.spec_from_file_location("cifar", NOTEBOOK.parents[1] / "configs" /
+                                                "cifar.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()   # what the cell loads: load_config("cifar")
+  config.mode = "search"
+  for line in active:
+    exec(line, {"config": config})   # pylint: disable=exec-used
+  assert (config.method, config.memory_budget_gb) == ("single_darts", None)
+  search.check_config(config)
+  for line in alternative:
+    exec(line, {"config": config})   # pylint: disable=exec-used
+  assert config.method == "radars" and (config.memory_budget_gb or 0) > 0, alternative
+  search.check_config(config)
+  config.memory_budget_gb = None   # (the budget line is the one RADARS cannot do without)
+  with pytest.raises(search.UserError, match="memory budget"):
+    search.check_config(config)
 
 
 def test_notebook_runs_small_on_cpu(tmp_path, monkeypatch):

@@ -1,10 +1,13 @@
 """A whole DNAS search, in process, on tiny synthetic data: reproducible per
 seed, and the same on one device and on four."""
+import json
+
 import jax
 import numpy as np
 import pytest
 
 from radars_jax import config_defaults
+from radars_jax import dnas
 from radars_jax import parallel
 from radars_jax import search
 from radars_jax import spaces
@@ -62,6 +65,40 @@ def test_four_devices_match_one(one_device_result):
   assert four.genotype == one_device_result.genotype
 
 
+def test_second_order_search_runs_the_unrolled_step_and_moves_alphas(monkeypatch):
+  """`method=darts, dnas.order=2`: the search's train step is DARTS's
+  second-order one (it traces the unrolled objective), runs, and moves the
+  alphas from their zero start. Kept small for the compile of the double
+  backward pass: one DARTS cell, ops none and skip_connect (no weights)."""
+  config = tiny_config(method="darts")
+  config.space.name = "darts"
+  config.supernet.layers = 1
+  config.dnas.order = 2
+  config.dnas.alpha_init_scale = 0.0   # alphas start at exactly 0
+  config.dnas.alpha_lr = 0.01          # (Adam: ~0.01 a step)
+  traced = []
+  original = dnas.unrolled_alpha_loss
+  monkeypatch.setattr(dnas, "unrolled_alpha_loss",
+                      lambda *args, **kwargs: traced.append(1) or original(*args, **kwargs))
+  mesh = parallel.make_mesh(jax.devices()[:1])
+  space = spaces.space_from_config(config.space)
+  searcher = search.Searcher(config, mesh, search.load_search_data(config.data, mesh), space)
+  assert searcher.mode == "second_order"
+  ops = (space.op_names.index("none"), space.op_names.index("skip_connect"))
+  result = searcher.run_dnas(tuple(ops for _ in range(space.num_choice_points)), 1,
+                             jax.random.key(0))
+  assert traced, "the second-order step never traced the unrolled objective"
+  assert result.steps == searcher.steps_per_epoch() >= 2
+  assert np.isfinite(result.train_loss)
+  # One layer is a reduction cell (`supernet.reduction_cells(1)`): each of
+  # its edges' alphas took Adam steps; the normal cell's, outside the
+  # network, have no gradient and stay 0.
+  moved = {cp.name.split("/")[0]: [] for cp in space.choice_points}
+  for cp, a in zip(space.choice_points, result.alphas):
+    moved[cp.name.split("/")[0]].append(float(np.abs(a).max()))
+  assert min(moved["reduce"]) > 1e-5 and max(moved["normal"]) == 0.0, moved
+
+
 def test_run_search_writes_outputs(tmp_path):
   config = tiny_config(method="darts")
   config.dnas.epochs = 1
@@ -77,6 +114,20 @@ def test_run_search_writes_outputs(tmp_path):
     assert key in saved, key
   assert saved["genotype"] == workdir_lib.read_json(tmp_path / "genotype.json")
   assert 0.0 <= summary["val_accuracy"] <= 1.0 and summary["step_bytes"] > 0
+  # What the numbers must be, worked out here: an NB-201 genotype keeps the
+  # strongest op of each edge's alphas; the accuracy counts holdout examples;
+  # one epoch of the weight half (of the examples outside the holdout) in
+  # batches; the summary's loss is the last one logged to metrics.jsonl.
+  names = saved["space_ops"]
+  assert saved["genotype"]["ops"] == [names[int(np.argmax(a))] for a in saved["alphas"]]
+  holdout = config.data.holdout_size
+  assert abs(saved["val_accuracy"] * holdout - round(saved["val_accuracy"] * holdout)) < 1e-9
+  weight_half = (config.data.train_size - holdout) // 2
+  assert saved["steps"] == weight_half // config.data.batch_size
+  logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  losses = [m for m in logged if m["name"] == "dnas/loss"]
+  assert losses and losses[-1]["step"] == saved["steps"]
+  assert losses[-1]["value"] == pytest.approx(saved["train_loss"], rel=1e-6)
   # the search's own thread compiled the train step (and every other program)
   assert (summary["compile_seconds"] * 0.9 <= summary["compile_loop_seconds"]
           <= summary["compile_total_seconds"] + 1e-6)
