@@ -264,8 +264,8 @@ def trace_cost_model(space, supernet_config, num_classes: int, image_shape,
 
   empty, empty_eqns = traced_cost(space, empty_subspace, per_edge, num_classes, image_shape,
                                   batch_size, intercept=record)
-  if not all(inputs):
-    raise ValueError("tracing the empty network saw no mixed op for some choice point")
+  # (a choice point the network never uses, e.g. the normal cell's in a
+  # one-cell DARTS network whose only cell reduces, costs nothing)
   contexts = {}   # (op name, stride, channels, input shape) -> a mixed op there
   for c, cp in enumerate(space.choice_points):
     for module, shape in inputs[c]:
@@ -286,7 +286,7 @@ def trace_cost_model(space, supernet_config, num_classes: int, image_shape,
   per_op = np.zeros((2, space.num_choice_points, space.max_ops))
   for c, cp in enumerate(space.choice_points):
     for o, name in enumerate(cp.ops):
-      per_op[:, c, o] = np.sum([costs[(name, m.stride, m.channels, shape)]
-                                for m, shape in inputs[c]], axis=0)
+      for m, shape in inputs[c]:
+        per_op[:, c, o] += costs[(name, m.stride, m.channels, shape)]
   return CostModel(float(empty), per_op[0], space, empty_eqns=float(empty_eqns),
                    per_op_eqns=per_op[1])
