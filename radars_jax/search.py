@@ -112,7 +112,10 @@ class Searcher:
   the metric writer and the compile / memory bookkeeping."""
 
   def __init__(self, config, mesh, data: SearchData, space: spaces_lib.SearchSpace,
-               writer: metrics_lib.MetricWriter | None = None):
+               writer: metrics_lib.MetricWriter | None = None, slot_orders=None):
+    """`slot_orders`: per choice point, its ops in the order the switched
+    supernet's slots leave them out (`cost_model.CostModel.slot_orders`;
+    the RADARS loop's shared programs)."""
     self.config, self.mesh, self.data, self.space = config, mesh, data, space
     self.writer = writer or metrics_lib.MetricWriter(None)
     self.mode = dnas_mode(config)
@@ -127,7 +130,7 @@ class Searcher:
                      and bool(config.radars.get("shared_programs", False)))
     self._switched_model = None
     self._switched_lock = threading.Lock()
-    self.slot_orders = None   # set before the switched supernet is built (radars)
+    self.slot_orders = slot_orders
     self._switched_shapes = None
     self._owners = None       # {param path: (choice point, op)} of the switched supernet
     self._switched_eval = None
