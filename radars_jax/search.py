@@ -1,8 +1,8 @@
 """The differentiable search: data, one DNAS run in a subspace, scoring.
 
 `run_search(config, workdir)` is what `python -m radars_jax.main` runs in
-`mode=search`. For `method=darts` and `method=single_darts` it is one DNAS
-run over the whole space (refused up front if its step does not fit
+`mode=search` for `method=darts` and `method=single_darts`: one DNAS run
+over the whole space (refused up front if its step does not fit
 `memory_budget_gb`). The RADARS loop (`radars_jax.radars`) calls the same
 `Searcher.run_dnas` once per sampled subspace.
 """
@@ -400,18 +400,23 @@ def budget_bytes(config) -> float | None:
   return None if gb is None else float(gb) * memory_lib.GB
 
 
-def run_search(config, workdir: str) -> dict:
+def prepare_search(config, workdir: str) -> tuple[Path, spaces_lib.SearchSpace]:
+  """Checks `config`, makes `workdir` and writes its config.json (every
+  search method); returns the workdir and the search space."""
   check_config(config)
   space = spaces_lib.space_from_config(config.space)
   path = workdir_lib.prepare(workdir)
   workdir_lib.write_json(path / "config.json", config.to_dict())
+  return path, space
+
+
+def run_search(config, workdir: str) -> dict:
+  """`mode=search` for `method=darts|single_darts` (the RADARS loop's
+  methods run from `radars_jax.radars.run_search`)."""
   if config.method not in DNAS_METHODS:
-    try:
-      from radars_jax import radars  # pylint: disable=import-outside-toplevel
-    except ImportError:
-      raise UserError(f"method={config.method} is not in this version yet; "
-                      f"use one of {', '.join(DNAS_METHODS)}") from None
-    return radars.run(config, path, space)
+    raise UserError(f"method={config.method} runs in radars_jax.radars.run_search; "
+                    f"search.run_search runs {', '.join(DNAS_METHODS)}")
+  path, space = prepare_search(config, workdir)
   return run_dnas_search(config, path, space)
 
 

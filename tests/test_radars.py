@@ -13,6 +13,7 @@ from radars_jax import checkpointing
 from radars_jax import config_defaults
 from radars_jax import cost_model as cost_lib
 from radars_jax import dnas
+from radars_jax import loop_programs
 from radars_jax import parallel
 from radars_jax import radars
 from radars_jax import search
@@ -146,14 +147,14 @@ def uninterrupted(tmp_path_factory, full_step_bytes):
   config.radars.final_epochs = 2.0   # (the samples run 1 epoch)
   assert config.radars.compile_ahead
   compiles = []
-  original = radars.RadarsSearch._compile_now
+  original = loop_programs.LoopPrograms.compile_static_now
 
   def recording(self, subspace, steps, bytes_only=False):
     compiles.append((threading.current_thread().name, subspace, steps))
     return original(self, subspace, steps, bytes_only)
 
   with pytest.MonkeyPatch.context() as patch:
-    patch.setattr(radars.RadarsSearch, "_compile_now", recording)
+    patch.setattr(loop_programs.LoopPrograms, "compile_static_now", recording)
     summary = radars.run(config, path, spaces.make_space("nb201"))
   summary["_compiles"] = compiles
   return config, path, summary
