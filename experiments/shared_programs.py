@@ -79,11 +79,10 @@ def run(config, ks, steps: int) -> dict:
   space = spaces.space_from_config(config.space)
   config.method = "radars"
   config.radars.shared_programs = True
-  searcher = search.Searcher(config, mesh, data, space)
-  per_device = searcher.batch_size // int(mesh.devices.size)
+  per_device = int(config.data.batch_size) // int(mesh.devices.size)
   model = cost_lib.trace_cost_model(space, config.supernet, data.num_classes, data.image_shape,
                                     per_device)
-  searcher.slot_orders = model.slot_orders()
+  searcher = search.Searcher(config, mesh, data, space, slot_orders=model.slot_orders())
   alive = space.mask_from_subspace(space.full_subspace())
   rows = []
   for k in ks:

@@ -675,6 +675,21 @@ def _controller_update(state: ControllerState, key: jax.Array, ops: jax.Array,
   return new_state, metrics
 
 
+def compile_update(state: ControllerState, num_samples: int, k: int,
+                   hparams: ControllerHParams) -> None:
+  """Compiles `controller_update` for batches of `num_samples` subspaces of
+  `k` ops per choice point on abstract inputs (nothing runs), e.g. in a
+  background thread ahead of its first call, so that call does not wait for
+  it. JAX keeps the program for the later call with the same shapes and
+  `hparams`; a mismatch would only compile again."""
+  n, (c, m) = num_samples, state.logits.shape
+  spec = jax.ShapeDtypeStruct
+  _controller_update.lower(
+      state, jax.random.key(0), spec((n, c, k), jnp.int32), spec((n, c), jnp.float32),
+      spec((n,), jnp.float32), spec((c, m), jnp.bool_), spec((n,), jnp.bool_),
+      hparams).compile()
+
+
 def controller_update(state: ControllerState, key: jax.Array, ops: jax.Array,
                       behaviour_logp: jax.Array, rewards: jax.Array, alive: jax.Array,
                       hparams: ControllerHParams, valid: jax.Array | None = None):

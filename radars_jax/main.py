@@ -41,7 +41,10 @@ def run(config, workdir):
   if config.mode == "describe":
     return search.describe(config)
   if config.mode == "search":
-    return search.run_search(config, workdir)
+    if config.method in search.DNAS_METHODS:
+      return search.run_search(config, workdir)
+    from radars_jax import radars  # pylint: disable=import-outside-toplevel
+    return radars.run_search(config, workdir)
   if config.mode == "train":
     from radars_jax import train  # pylint: disable=import-outside-toplevel
     return train.run_training(config, workdir)

@@ -1,8 +1,8 @@
 """The differentiable search: data, one DNAS run in a subspace, scoring.
 
 `run_search(config, workdir)` is what `python -m radars_jax.main` runs in
-`mode=search`. For `method=darts` and `method=single_darts` it is one DNAS
-run over the whole space (refused up front if its step does not fit
+`mode=search` for `method=darts` and `method=single_darts`: one DNAS run
+over the whole space (refused up front if its step does not fit
 `memory_budget_gb`). The RADARS loop (`radars_jax.radars`) calls the same
 `Searcher.run_dnas` once per sampled subspace.
 """
@@ -112,7 +112,10 @@ class Searcher:
   the metric writer and the compile / memory bookkeeping."""
 
   def __init__(self, config, mesh, data: SearchData, space: spaces_lib.SearchSpace,
-               writer: metrics_lib.MetricWriter | None = None):
+               writer: metrics_lib.MetricWriter | None = None, slot_orders=None):
+    """`slot_orders`: per choice point, its ops in the order the switched
+    supernet's slots leave them out (`cost_model.CostModel.slot_orders`;
+    the RADARS loop's shared programs)."""
     self.config, self.mesh, self.data, self.space = config, mesh, data, space
     self.writer = writer or metrics_lib.MetricWriter(None)
     self.mode = dnas_mode(config)
@@ -127,7 +130,7 @@ class Searcher:
                      and bool(config.radars.get("shared_programs", False)))
     self._switched_model = None
     self._switched_lock = threading.Lock()
-    self.slot_orders = None   # set before the switched supernet is built (radars)
+    self.slot_orders = slot_orders
     self._switched_shapes = None
     self._owners = None       # {param path: (choice point, op)} of the switched supernet
     self._switched_eval = None
@@ -397,18 +400,23 @@ def budget_bytes(config) -> float | None:
   return None if gb is None else float(gb) * memory_lib.GB
 
 
-def run_search(config, workdir: str) -> dict:
+def prepare_search(config, workdir: str) -> tuple[Path, spaces_lib.SearchSpace]:
+  """Checks `config`, makes `workdir` and writes its config.json (every
+  search method); returns the workdir and the search space."""
   check_config(config)
   space = spaces_lib.space_from_config(config.space)
   path = workdir_lib.prepare(workdir)
   workdir_lib.write_json(path / "config.json", config.to_dict())
+  return path, space
+
+
+def run_search(config, workdir: str) -> dict:
+  """`mode=search` for `method=darts|single_darts` (the RADARS loop's
+  methods run from `radars_jax.radars.run_search`)."""
   if config.method not in DNAS_METHODS:
-    try:
-      from radars_jax import radars  # pylint: disable=import-outside-toplevel
-    except ImportError:
-      raise UserError(f"method={config.method} is not in this version yet; "
-                      f"use one of {', '.join(DNAS_METHODS)}") from None
-    return radars.run(config, path, space)
+    raise UserError(f"method={config.method} runs in radars_jax.radars.run_search; "
+                    f"search.run_search runs {', '.join(DNAS_METHODS)}")
+  path, space = prepare_search(config, workdir)
   return run_dnas_search(config, path, space)
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from radars_jax import checkpointing
+from radars_jax import loop_programs
 from radars_jax import radars
 from radars_jax import spaces
 from radars_jax import tabular
@@ -32,13 +33,13 @@ def test_baselines_sample_whole_architectures(tmp_path, method, monkeypatch):
   config.radars.max_iterations = 1
   config.radars.shared_programs = method == "rl"
   shared_compiles = []
-  original = radars.RadarsSearch._compile_shared_now
+  original = loop_programs.LoopPrograms.compile_shared_now
 
   def recording(self, k, steps):
     shared_compiles.append((k, threading.current_thread().name.startswith("radars-compile")))
     return original(self, k, steps)
 
-  monkeypatch.setattr(radars.RadarsSearch, "_compile_shared_now", recording)
+  monkeypatch.setattr(loop_programs.LoopPrograms, "compile_shared_now", recording)
   # XLA compiles on the loop's thread during each sample
   loop_compiles, counting = [], []
   original_run_sample = radars.RadarsSearch.run_sample

@@ -15,6 +15,7 @@ from configs import digits
 from radars_jax import controller as ctrl
 from radars_jax import cost_model as cost_lib
 from radars_jax import dnas
+from radars_jax import loop_programs
 from radars_jax import parallel
 from radars_jax import radars
 from radars_jax import spaces
@@ -101,7 +102,7 @@ def test_no_step_over_the_budget_runs_when_k_is_sized_too_large(tmp_path, monkey
     return update(state, key, ops, *args, **kwargs)
 
   # The fault: the cost model's k is too large for the budget.
-  monkeypatch.setattr(radars.RadarsSearch, "subspace_size",
+  monkeypatch.setattr(loop_programs.Sizing, "subspace_size",
                       lambda self, model, alive, largest=None: K_TOO_LARGE)
   monkeypatch.setattr(dnas.DnasProgram, "compile_train_step", recording)
   monkeypatch.setattr(ctrl, "controller_update", recording_update)

@@ -309,13 +309,11 @@ def test_controller_update_applies_the_mode_and_caps_the_importance_ratio():
 
 def test_controller_update_compiles_once_across_iterations():
   """RADARS compiles the update ahead in its compile thread
-  (`RadarsSearch.compile_controller_ahead`, on abstract shapes); the
+  (`controller.compile_update`, on abstract shapes); the
   iterations' calls (the state each returned, other samples, a NaN reward)
   reuse that program: one XLA compile of the update in all, and one trace
   (chex.assert_max_traces on the traced function)."""
   import concurrent.futures  # pylint: disable=import-outside-toplevel
-  import types  # pylint: disable=import-outside-toplevel
-  from radars_jax import radars  # pylint: disable=import-outside-toplevel
   config = _linear_config(samples_per_iteration=4, replay_batch=4, critic_steps=2)
   hparams = ctrl.ControllerHParams.from_config(config)
   compiles = []
@@ -334,12 +332,8 @@ def test_controller_update_compiles_once_across_iterations():
     patch.setattr(ctrl, "_controller_update", traced_once)
     jax.monitoring.register_event_duration_secs_listener(on_event)
     try:
-      stub = types.SimpleNamespace(   # what compile_controller_ahead reads of the search
-          _compiler=concurrent.futures.ThreadPoolExecutor(1), method="radars",
-          _controller_queued=False, num_samples=4, hparams=hparams,
-          space=types.SimpleNamespace(num_choice_points=C, max_ops=M))
-      radars.RadarsSearch.compile_controller_ahead(stub, state, 1)
-      stub._compiler.shutdown(wait=True)   # pylint: disable=protected-access
+      with concurrent.futures.ThreadPoolExecutor(1) as thread:   # as the loop's compile queue
+        thread.submit(ctrl.compile_update, state, 4, 1, hparams).result()
       for i in range(3):
         ops, logp = ctrl.sample_subspaces(jax.random.key(10 + i), state.logits, alive, 1, 4,
                                           per_choice_point=True)

@@ -15,6 +15,7 @@ from radars_jax import compile_clock
 from radars_jax import config_defaults
 from radars_jax import cost_model as cost_lib
 from radars_jax import dnas
+from radars_jax import loop_programs
 from radars_jax import parallel
 from radars_jax import radars
 from radars_jax import search
@@ -148,8 +149,8 @@ def uninterrupted(tmp_path_factory, full_step_bytes):
   config.radars.final_epochs = 2.0   # (the samples run 1 epoch)
   assert config.radars.compile_ahead
   compiles, steps_compiled, loop_compile_calls = [], [], []
-  original = radars.RadarsSearch._compile_now
-  original_compile = radars.RadarsSearch.compile
+  original = loop_programs.LoopPrograms.compile_static_now
+  original_compile = loop_programs.LoopPrograms.compile
 
   def recording(self, subspace, steps, bytes_only=False):
     compiles.append((threading.current_thread().name, subspace, steps))
@@ -165,8 +166,8 @@ def uninterrupted(tmp_path_factory, full_step_bytes):
     return compiled
 
   with pytest.MonkeyPatch.context() as patch, compile_clock.CompileClock() as clock:
-    patch.setattr(radars.RadarsSearch, "_compile_now", recording)
-    patch.setattr(radars.RadarsSearch, "compile", timed_compile)
+    patch.setattr(loop_programs.LoopPrograms, "compile_static_now", recording)
+    patch.setattr(loop_programs.LoopPrograms, "compile", timed_compile)
     summary = radars.run(config, path, spaces.make_space("nb201"))
   summary["_compiles"] = compiles
   # measured here, apart from the search's own bookkeeping
