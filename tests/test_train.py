@@ -143,6 +143,15 @@ def test_forward_shapes_with_auxiliary_head_and_drop_path():
   assert aux is None
 
 
+def test_auxiliary_head_refuses_maps_smaller_than_8x8():
+  """Images of 20 pixels give 5x5 maps at 2/3 depth: pooled to 1x1, the
+  head's 2x2 convolution would have no output; 32 pixels give 8x8."""
+  model = networks.build_network(genotypes.DARTS_V2, 10, channels=4, layers=3, auxiliary=True)
+  with pytest.raises(UserError, match="at least 8x8"):
+    networks.abstract_variables(model, (20, 20, 3))
+  networks.abstract_variables(model, (32, 32, 3))
+
+
 def test_drop_path():
   x = jnp.ones((1000, 2, 2, 3))
   chex.assert_trees_all_equal(networks.drop_path(x, 0.0, jax.random.key(0)), x)
@@ -274,3 +283,4 @@ def test_killed_and_resumed_training_equals_uninterrupted(digits_run, tmp_path, 
   again = train.run_training(config, str(tmp_path))
   assert again["test_accuracy"] == uninterrupted["test_accuracy"]
   assert again["resumed_from_step"] == uninterrupted["steps"]
+
