@@ -102,8 +102,9 @@ class AuxiliaryHeadCIFAR(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    if x.shape[1] < 5 or x.shape[2] < 5:
-      raise UserError(f"the auxiliary head needs feature maps of at least 5x5 at 2/3 "
+    # (5x5 average pooling with stride 3 and a 2x2 convolution: 8x8 at least)
+    if x.shape[1] < 8 or x.shape[2] < 8:
+      raise UserError(f"the auxiliary head needs feature maps of at least 8x8 at 2/3 "
                       f"depth, got {x.shape[1]}x{x.shape[2]} (images too small); set "
                       "train.auxiliary_weight=0")
     x = nn.avg_pool(relu(x), (5, 5), (3, 3), "VALID", count_include_pad=False)

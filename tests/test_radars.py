@@ -3,8 +3,14 @@ to the budget, pruning, never a step over budget, resume after a crash equal
 to an uninterrupted run (the baselines and budget refusals: test_baselines.py)."""
 import copy
 import json
+import os
+import queue
+import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -319,3 +325,125 @@ def test_corrupt_latest_checkpoint_falls_back(uninterrupted, tmp_path):
   assert restored is not None and restored[0] == steps[0]
   assert (ckpt_dir / f"{steps[-1]}.corrupt").exists()
   search_obj.ckpt.close()
+
+
+# ---------------------------------------------------------------------------
+# Real SIGKILLs of `python -m radars_jax.main` (tests/sigkill_runner.py)
+# ---------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _write_config_file(config, path: Path) -> Path:
+  """A config file (as users pass to --config) that builds `config`."""
+  path.write_text("from radars_jax import config_defaults\n\n"
+                  "def get_config():\n"
+                  "  config = config_defaults.base_config()\n"
+                  f"  config.update({config.to_dict()!r})\n"
+                  "  return config\n")
+  return path
+
+
+def _env():
+  env = dict(os.environ)   # (the four host devices of conftest, as the reference)
+  # This session's compilation cache: its entries hold the reference run's
+  # programs (XLA's options in their keys name the cache's own directory,
+  # so a copy elsewhere would not be found; the runs' configs turn off
+  # their WORKDIR/jax_cache).
+  env["JAX_COMPILATION_CACHE_DIR"] = jax.config.jax_compilation_cache_dir
+  env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = str(
+      jax.config.jax_persistent_cache_min_compile_time_secs)
+  env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+  env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+  return env
+
+
+def _killed_at(moments: str, flags, timeout: float = 300.0) -> str:
+  """Runs tests/sigkill_runner.py until it has reported every moment of
+  `moments` (comma-separated), SIGKILLs it there; returns what it printed."""
+  proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "sigkill_runner.py"), moments,
+                           *flags], cwd=ROOT, env=_env(), text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+  lines = queue.Queue()
+
+  def read():
+    for line in proc.stdout:
+      lines.put(line)
+    lines.put(None)
+
+  reader = threading.Thread(target=read, daemon=True)
+  reader.start()
+  waiting = {m.split("=")[0] for m in moments.split(",")}
+  seen = []
+  try:
+    while waiting:
+      line = lines.get(timeout=timeout)
+      if line is None:
+        raise AssertionError(f"ended (status {proc.wait()}) before {sorted(waiting)}:\n"
+                             + "".join(seen[-40:]))
+      seen.append(line)
+      if line.startswith("STOPPED "):
+        waiting.discard(line.split()[1])
+  finally:
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    reader.join(timeout=10)
+  assert proc.returncode == -signal.SIGKILL
+  return "".join(seen)
+
+
+def _search_dirs(path: Path) -> list:
+  return sorted(p.name for p in (path / "checkpoints" / "search").iterdir())
+
+
+def test_sigkilled_search_resumes_to_the_uninterrupted_result(uninterrupted, tmp_path):
+  """`python -m radars_jax.main` killed (SIGKILL: nothing runs after it) at
+  moments held by tests/sigkill_runner.py, rerun after each, the last time
+  with its latest checkpoint corrupted: it ends as the uninterrupted run in
+  this process (same config, same four devices)."""
+  config, ref_path, ref = uninterrupted
+  config = copy.deepcopy(config)
+  config.compilation_cache = False   # (this session's cache instead: _env)
+  path = tmp_path / "run"
+  flags = [f"--config={_write_config_file(config, tmp_path / 'config.py')}",
+           f"--workdir={path}"]
+  # Search checkpoints (2 iterations of 2 samples): it * 3 + sample + 1 after
+  # each sample, it * 3 + 3 after each iteration, 9 after the final search.
+  # 1. After the last iteration: the compile thread inside the job compiling
+  # the final search's step, orbax writing checkpoint 6 (not yet committed).
+  _killed_at("compile_thread,mid_save=6", flags)
+  left = _search_dirs(path)
+  assert "6" not in left and "5" in left, left
+  assert any(name.startswith("6.orbax-checkpoint-tmp") for name in left), left
+  # 2. Resumed from 5 (the iteration's end again), killed in the final
+  # search after its DNAS's first checkpoint.
+  out = _killed_at("final_search", flags)
+  assert "resuming radars search at iteration 1, sample 2" in out, out[-3000:]
+  assert _search_dirs(path) == ["5", "6"]   # (the temporary directory removed)
+  assert [p.name for p in (path / "checkpoints" / "dnas" / "final").iterdir()] == ["2"]
+  # 3. Checkpoint 6 corrupted: the same command falls back to 5, and goes on
+  # to the end (its final search from the DNAS checkpoint the kill left).
+  for f in (path / "checkpoints" / "search" / "6").rglob("*"):
+    if f.is_file() and "meta" not in str(f):
+      f.write_bytes(b"garbage")
+  result = subprocess.run([sys.executable, "-m", "radars_jax.main", *flags], cwd=ROOT,
+                          env=_env(), text=True, capture_output=True, timeout=600)
+  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+  assert "checkpoint step 6" in result.stderr and "unreadable" in result.stderr
+  assert "resuming radars search at iteration 1, sample 2" in result.stdout
+  assert "6.corrupt" in _search_dirs(path)
+  summary = json.loads((path / "summary.json").read_text())
+  assert summary["genotype"] == ref["genotype"]
+  assert summary["subspace"] == ref["subspace"] and summary["alive"] == ref["alive"]
+  for a, b in zip(summary["alphas"], ref["alphas"], strict=True):
+    np.testing.assert_allclose(a, b, atol=1e-6)
+  assert summary["val_accuracy"] == pytest.approx(ref["val_accuracy"], abs=1e-6)
+  assert ([r["subspace"] for r in summary["subspace_runs"]]
+          == [r["subspace"] for r in ref["subspace_runs"]])
+  np.testing.assert_allclose([r["reward"] for r in summary["subspace_runs"][:-1]],
+                             [r["reward"] for r in ref["subspace_runs"][:-1]], atol=1e-6)
+  history = json.loads((path / "history.json").read_text())["iterations"]
+  ref_history = json.loads((ref_path / "history.json").read_text())["iterations"]
+  assert [h["alive"] for h in history] == [h["alive"] for h in ref_history]
+  np.testing.assert_allclose([h["policy_probs"] for h in history],
+                             [h["policy_probs"] for h in ref_history], atol=1e-6)

@@ -9,12 +9,15 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from radars_jax import checkpointing
 from radars_jax import config_defaults
+from radars_jax import data as data_lib
 from radars_jax import genotypes
 from radars_jax import networks
+from radars_jax import parallel
 from radars_jax import train
 from radars_jax.errors import UserError
 
@@ -143,6 +146,15 @@ def test_forward_shapes_with_auxiliary_head_and_drop_path():
   logits, aux = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, x)
   chex.assert_shape(logits, (2, 10))
   assert aux is None
+
+
+def test_auxiliary_head_refuses_maps_smaller_than_8x8():
+  """Images of 20 pixels give 5x5 maps at 2/3 depth: pooled to 1x1, the
+  head's 2x2 convolution would have no output; 32 pixels give 8x8."""
+  model = networks.build_network(genotypes.DARTS_V2, 10, channels=4, layers=3, auxiliary=True)
+  with pytest.raises(UserError, match="at least 8x8"):
+    networks.abstract_variables(model, (20, 20, 3))
+  networks.abstract_variables(model, (32, 32, 3))
 
 
 def test_drop_path():
@@ -287,3 +299,143 @@ def test_killed_and_resumed_training_equals_uninterrupted(digits_run, tmp_path, 
   again = train.run_training(config, str(tmp_path))
   assert again["test_accuracy"] == uninterrupted["test_accuracy"]
   assert again["resumed_from_step"] == uninterrupted["steps"]
+
+
+# ---------------------------------------------------------------------------
+# Drop path and the auxiliary head in the train step; one and four devices
+# ---------------------------------------------------------------------------
+
+# Two nodes per cell of cheap ops (pools; skip_connect is the identity in a
+# normal cell and a factorized reduction, with weights, in a reduction cell).
+TINY_DARTS = genotypes.check_genotype({
+    "normal": [["max_pool_3x3", 0], ["skip_connect", 1], ["avg_pool_3x3", 1],
+               ["skip_connect", 2]], "normal_concat": [2, 3],
+    "reduce": [["max_pool_3x3", 0], ["skip_connect", 1], ["avg_pool_3x3", 2],
+               ["max_pool_3x3", 1]], "reduce_concat": [2, 3]})
+TINY_IMAGE = (32, 32, 3)   # 8x8 maps at 2/3 depth: the smallest the auxiliary head takes
+
+
+def _tiny_darts_model():
+  return networks.build_network(TINY_DARTS, 10, channels=4, layers=3, auxiliary=True)
+
+
+def _paths_dropped_in_training(genotype, layers):
+  """Ops drop path applies to (all but the stride-1 skip_connects)."""
+  count = 0
+  for i in range(layers):
+    reduction = i in (layers // 3, 2 * layers // 3)
+    cell = genotype["reduce" if reduction else "normal"]
+    count += sum(1 for op, src in cell if not (op == "skip_connect"
+                                               and not (reduction and src < 2)))
+  return count
+
+
+def test_drop_path_zeroes_whole_paths_of_training_cells_only(monkeypatch):
+  """In training every non-identity op's output is zeroed per example with
+  the given probability (each op its own draw) and the rest scaled by
+  1 / (1 - p); at evaluation, or with no probability, nothing is dropped."""
+  calls = []
+  original = networks.drop_path
+
+  def recording(x, drop_prob, key):
+    y = original(x, drop_prob, key)
+    calls.append((x, y))
+    return y
+
+  monkeypatch.setattr(networks, "drop_path", recording)
+  model = _tiny_darts_model()
+  x = jax.random.normal(jax.random.key(1), (64, *TINY_IMAGE))
+  variables = model.init({"params": jax.random.key(0), networks.DROP_PATH_RNG: jax.random.key(0)},
+                         x[:1], train=False)
+
+  def forward(variables, x, prob, train=True):
+    calls.clear()
+    model.apply(variables, x, train=train, drop_prob=prob, mutable=["batch_stats"],
+                rngs={networks.DROP_PATH_RNG: jax.random.key(2)})
+    return list(calls)
+
+  pairs = jax.device_get(jax.jit(forward)(variables, x, 0.4))
+  assert len(pairs) == _paths_dropped_in_training(TINY_DARTS, 3) == 10
+  masks = []
+  for inputs, outputs in pairs:
+    kept = np.abs(outputs).reshape(len(x), -1).max(-1) > 0
+    np.testing.assert_allclose(outputs[kept], inputs[kept] / 0.6, rtol=1e-5, atol=1e-6)
+    assert not np.any(outputs[~kept])   # whole examples
+    masks.append(kept)
+  masks = np.stack(masks)
+  assert 0.3 < 1 - masks.mean() < 0.5                 # p = 0.4 of 640 draws
+  assert len({m.tobytes() for m in masks}) == len(masks)   # a draw per op
+  jax.eval_shape(lambda v, x: forward(v, x, 0.4, train=False), variables, x)
+  assert not calls
+  jax.eval_shape(lambda v, x: forward(v, x, None), variables, x)
+  assert not calls
+
+
+def _tiny_spec(model, **kwargs):
+  fields = dict(model=model, image_shape=TINY_IMAGE, mean=(0.5, 0.4, 0.3), std=(0.2, 0.3, 0.4),
+                num_examples=32, batch_size=8, steps_per_epoch=4, epochs=2, lr=0.1,
+                lr_min=0.0, momentum=0.9, weight_decay=0.0, grad_clip=1e9, drop_path=0.8,
+                auxiliary_weight=0.4, crop_padding=0, flip=False, cutout=0)
+  fields.update(kwargs)
+  return train.TrainSpec(**fields)
+
+
+def test_train_step_drop_path_and_auxiliary_loss_on_one_and_four_devices():
+  """One train step in epoch 1 (drop path at 0.8 * 1/2), against the loss and
+  gradient written out here (main loss + 0.4 x the auxiliary head's, paths
+  dropped with the step's key), on four devices and on one."""
+  model = _tiny_darts_model()
+  spec = _tiny_spec(model)
+  assert spec.drop_prob(3) == 0.0 and spec.drop_prob(4) == pytest.approx(0.4)
+  assert _tiny_spec(model, drop_path=0.0).drop_prob(4) is None
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (32, *TINY_IMAGE), np.uint8)
+  labels = rng.integers(0, 10, 32).astype(np.int32)
+  step = 4   # first step of epoch 1
+
+  results = {}
+  for devices in (jax.devices()[:4], jax.devices()[:1]):
+    mesh = parallel.make_mesh(devices)
+    prog = train.program(spec, mesh)
+    state = prog.init(jax.random.key(0)).replace(step=jnp.asarray(step, jnp.int32))
+    split = data_lib.to_device(images, labels, parallel.replicated(mesh))
+    before = jax.device_get(state)
+    after = jax.device_get(prog.train_step(state, split))
+    results[len(devices)] = (before, after)
+
+  before, after = results[4]
+  key = before.key
+  idx = data_lib.batch_indices(jax.random.fold_in(key, train._DATA), step, 32, 8)  # pylint: disable=protected-access
+  x = data_lib.normalise(images[np.asarray(idx)], spec.mean, spec.std)
+  drop_key = jax.random.fold_in(jax.random.fold_in(key, train._DROP_PATH), step)  # pylint: disable=protected-access
+
+  def losses(params):
+    (logits, aux), _ = model.apply({"params": params, "batch_stats": before.batch_stats}, x,
+                                   train=True, drop_prob=0.4, mutable=["batch_stats"],
+                                   rngs={networks.DROP_PATH_RNG: drop_key})
+    ce = optax.softmax_cross_entropy_with_integer_labels
+    return ce(logits, labels[np.asarray(idx)]).mean(), ce(aux, labels[np.asarray(idx)]).mean()
+
+  def total(params, weight):
+    main, aux = losses(params)
+    return main + weight * aux
+
+  reference = jax.jit(lambda params, weight: (losses(params), jax.grad(total)(params, weight)))
+  (main, aux), grads = reference(before.params, 0.4)
+  assert float(after.metrics["loss"]) == pytest.approx(float(main + 0.4 * aux), rel=1e-5)
+  # SGD's first step from a fresh momentum: params - lr * grad, at the
+  # optimiser's own step count (0 here: its schedule's first rate).
+  lr = float(spec.learning_rate(0))
+  expected = jax.tree_util.tree_map(lambda p, g: p - lr * g, before.params, grads)
+  chex.assert_trees_all_close(after.params, expected, atol=1e-6, rtol=1e-4)
+  # The head's loss reaches the cells below it: without it the update differs.
+  _, grads_main = reference(before.params, 0.0)
+  cell0 = lambda tree: np.concatenate(  # pylint: disable=unnecessary-lambda-assignment
+      [np.ravel(a) for a in jax.tree_util.tree_leaves(tree["cell_0"])])
+  assert not np.allclose(cell0(grads), cell0(grads_main), atol=1e-6)
+  # One device: the same step (float rounding of the sharded sums).
+  chex.assert_trees_all_close(results[1][1].params, after.params, atol=1e-6, rtol=1e-5)
+  chex.assert_trees_all_close(results[1][1].batch_stats, after.batch_stats, atol=1e-6,
+                              rtol=1e-5)
+  assert float(results[1][1].metrics["loss"]) == pytest.approx(float(after.metrics["loss"]),
+                                                               rel=1e-5)
