@@ -330,21 +330,22 @@ class Searcher:
       op_scales = supernet_lib.to_slots(op_scales, derived, slots)
       derived_weights = self.full_weights(weights)
       if self._switched_eval is None:
-        self._switched_eval = dnas_lib.Evaluator(model, self.mesh, self.data.mean,
-                                                 self.data.std)
+        self._switched_eval = dnas_lib.Evaluator(dnas_lib.search_logits(model), self.mesh,
+                                                 self.data.mean, self.data.std)
       evaluator = self._switched_eval
     else:
       model = self.model(derived)
       template = supernet_lib.param_shapes(model, self.data.image_shape)
       # (per-edge paths: either network may store scanned edges stacked)
       derived_weights = pool_lib.restack(pool_lib.canonical(jax.device_get(weights)), template)
-      evaluator = dnas_lib.Evaluator(model, self.mesh, self.data.mean, self.data.std)
+      evaluator = dnas_lib.Evaluator(dnas_lib.search_logits(model), self.mesh,
+                                     self.data.mean, self.data.std)
     steps = (int(self.config.dnas.get("derived_finetune_steps", 0)) if finetune_steps is None
              else int(finetune_steps))
     if steps > 0:
       derived_weights = self.finetune(model, derived_weights, op_scales, steps, slots)
-    return evaluator.accuracy(derived_weights, op_scales, self.data.holdout_split,
-                              int(self.config.data.get("eval_batch_size", 500)), slots)
+    return evaluator.evaluate((derived_weights, op_scales, slots), self.data.holdout_split,
+                              int(self.config.data.eval_batch_size))["accuracy"]
 
   def finetune(self, model, weights, op_scales, steps: int, slots=None):
     """A short fine-tune of the derived network's inherited weights on the

@@ -42,6 +42,7 @@ import optax
 from radars_jax import checkpointing
 from radars_jax import config_check
 from radars_jax import data as data_lib
+from radars_jax import dnas as dnas_lib
 from radars_jax import genotypes as genotypes_lib
 from radars_jax import metrics as metrics_lib
 from radars_jax import networks
@@ -325,42 +326,15 @@ def make_train_step(spec: TrainSpec, tx, batch_sharding) -> Callable:
   return train_step
 
 
-class Evaluator:
-  """Test loss and accuracy of the eval network (running BN statistics)
-  over a whole split, data-parallel, one host transfer at the end."""
+def eval_logits(model) -> Callable:
+  """`dnas.Evaluator`'s `logits_fn` for the eval network: inputs
+  `(params, batch_stats)`, running BatchNorm statistics, no auxiliary head."""
 
-  def __init__(self, model, mesh, mean, std):
-    self.mesh = mesh
-    batch_sharding = parallel.batch_sharded(mesh)
+  def logits(inputs, images):
+    params, batch_stats = inputs
+    return model.apply({"params": params, "batch_stats": batch_stats}, images, train=False)[0]
 
-    def eval_step(params, batch_stats, split, start, first_counted, batch_size):
-      images = jax.lax.dynamic_slice_in_dim(split.images, start, batch_size)
-      labels = jax.lax.dynamic_slice_in_dim(split.labels, start, batch_size)
-      images = jax.lax.with_sharding_constraint(images, batch_sharding)
-      labels = jax.lax.with_sharding_constraint(labels, batch_sharding)
-      logits, _ = model.apply({"params": params, "batch_stats": batch_stats},
-                              data_lib.normalise(images, mean, std), train=False)
-      counted = (start + jnp.arange(batch_size)) >= first_counted
-      losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-      correct = ((jnp.argmax(logits, -1) == labels) & counted).sum()
-      return correct, jnp.where(counted, losses, 0.0).sum(), counted.sum()
-
-    self._step = jax.jit(eval_step, static_argnums=(5,))
-
-  def evaluate(self, params, batch_stats, split: data_lib.DeviceSplit,
-               batch_size: int) -> dict:
-    n = split.num_examples
-    batch_size = parallel.largest_divisible(n, batch_size, self.mesh)
-    correct = loss = counted = 0
-    previous_end = 0
-    for start in range(0, n, batch_size):
-      start = min(start, n - batch_size)  # same shape; overlap is not counted twice
-      c, l, k = self._step(params, batch_stats, split, start, previous_end, batch_size)
-      correct, loss, counted = correct + c, loss + l, counted + k
-      previous_end = start + batch_size
-    correct, loss, counted = jax.device_get((correct, loss, counted))
-    counted = max(int(counted), 1)
-    return {"accuracy": float(correct) / counted, "loss": float(loss) / counted}
+  return logits
 
 
 @dataclasses.dataclass
@@ -369,7 +343,7 @@ class Program:
   tx: optax.GradientTransformation
   init: Callable
   train_step: Callable
-  evaluator: Evaluator
+  evaluator: dnas_lib.Evaluator
 
 
 @functools.lru_cache(maxsize=4)
@@ -381,7 +355,8 @@ def program(spec: TrainSpec, mesh) -> Program:
   init = jax.jit(make_init(spec, tx), out_shardings=replicated)
   train_step = jax.jit(make_train_step(spec, tx, parallel.batch_sharded(mesh)),
                        donate_argnums=(0,), out_shardings=replicated)
-  return Program(tx, init, train_step, Evaluator(spec.model, mesh, spec.mean, spec.std))
+  return Program(tx, init, train_step,
+                 dnas_lib.Evaluator(eval_logits(spec.model), mesh, spec.mean, spec.std))
 
 
 # ---------------------------------------------------------------------------
@@ -518,7 +493,7 @@ def run_training(config, workdir) -> dict:
                               "drop_path": float(spec.drop_prob(step) or 0.0)},
                        prefix="train/")
       if eval_every_steps and done % eval_every_steps == 0 and done < total_steps:
-        result = prog.evaluator.evaluate(state.params, state.batch_stats, test_split,
+        result = prog.evaluator.evaluate((state.params, state.batch_stats), test_split,
                                          eval_batch)
         history.append({"step": done, "epoch": done // steps_per_epoch,
                         "test_accuracy": result["accuracy"], "test_loss": result["loss"]})
@@ -527,7 +502,7 @@ def run_training(config, workdir) -> dict:
       if ckpt_every and done % ckpt_every == 0 and done < total_steps:
         save(done)
     # --- end: evaluate, checkpoint, report ---
-    result = prog.evaluator.evaluate(state.params, state.batch_stats, test_split, eval_batch)
+    result = prog.evaluator.evaluate((state.params, state.batch_stats), test_split, eval_batch)
     if start_step < total_steps:
       history.append({"step": total_steps, "epoch": epochs,
                       "test_accuracy": result["accuracy"], "test_loss": result["loss"]})
