@@ -38,7 +38,6 @@ from radars_jax.errors import UserError
 
 MODES = ("search", "describe", "train", "tabular")
 METHODS = ("darts", "single_darts", "radars", "rl", "random")
-DNAS_METHODS = ("darts", "single_darts")
 
 
 # ---------------------------------------------------------------------------
@@ -321,22 +320,15 @@ def check_fields(config: ml_collections.ConfigDict) -> None:
     spaces_lib.make_space(s.name, s.get("ops"), s.get("num_ops"))   # unknown ops, num_ops
 
 
-def dnas_mode(config) -> str:
-  """The DNAS mode a search runs (inside each subspace for radars | rl | random)."""
-  if config.method in DNAS_METHODS:
-    return dnas_lib.dnas_mode(config.method, config.dnas.order)
-  return config.dnas.inner_mode
-
-
 def _check_search(config, mode: str) -> None:
   """Combinations of method, budget, supernet and DNAS switches."""
   method, supernet = config.method, config.supernet
   if mode == "search" and method == "radars" and config.memory_budget_gb is None:
     raise UserError("method=radars needs a memory budget: set --config.memory_budget_gb=GB")
-  if config.dnas.passes_in_loop and dnas_mode(config) != "first_order":
+  if config.dnas.passes_in_loop and dnas_lib.dnas_mode(config) != "first_order":
     raise UserError(f"dnas.passes_in_loop=True runs the two passes of first-order DARTS; "
-                    f"this search's DNAS is {dnas_mode(config)}")
-  if method not in DNAS_METHODS and supernet.scan_edges:
+                    f"this search's DNAS is {dnas_lib.dnas_mode(config)}")
+  if method not in dnas_lib.DNAS_METHODS and supernet.scan_edges:
     # A cell scans only where its edges run the same ops: a sampled
     # subspace's rarely do, so its steps would be per edge anyway.
     raise UserError(
@@ -387,7 +379,7 @@ def _check_search_data(config) -> None:
     raise UserError(f"data.holdout_size={d.holdout_size} must be between 1 and {n - 3} "
                     f"(the {d.name} training split has {n} examples)")
   rest = n - d.holdout_size
-  per_step = rest if dnas_mode(config) == "single_level" else rest // 2
+  per_step = rest if dnas_lib.dnas_mode(config) == "single_level" else rest // 2
   if d.batch_size > per_step:
     raise UserError(f"data.batch_size={d.batch_size} is larger than the {per_step} "
                     f"training examples of a search step ({d.name}: {n} training examples, "

@@ -40,13 +40,19 @@ from radars_jax import parallel
 from radars_jax.errors import UserError
 
 MODES = ("single_level", "first_order", "second_order")
+DNAS_METHODS = ("darts", "single_darts")   # methods that run one DNAS over the whole space
 Batch = dict  # {"image": float32 [B, H, W, C], "label": int32 [B]}
 
 
-def dnas_mode(method: str, order: int) -> str:
-  if method == "single_darts":
+def dnas_mode(config) -> str:
+  """The DNAS mode a search runs: `single_darts` single-level, `darts` of
+  `dnas.order`; inside each subspace of radars | rl | random,
+  `dnas.inner_mode`."""
+  if config.method == "single_darts":
     return "single_level"
-  return {1: "first_order", 2: "second_order"}[int(order)]
+  if config.method == "darts":
+    return {1: "first_order", 2: "second_order"}[int(config.dnas.order)]
+  return config.dnas.inner_mode
 
 
 @flax.struct.dataclass

@@ -32,9 +32,6 @@ from radars_jax import weight_pool as pool_lib
 from radars_jax import workdir as workdir_lib
 from radars_jax.errors import UserError
 
-METHODS = config_check.METHODS
-DNAS_METHODS = config_check.DNAS_METHODS
-
 
 # ---------------------------------------------------------------------------
 # Data
@@ -95,9 +92,6 @@ class DnasResult:
   steps: int
 
 
-dnas_mode = config_check.dnas_mode
-
-
 @jax.jit
 def _data_keys(key: jax.Array) -> tuple[jax.Array, jax.Array]:
   """The keys of a DNAS run's weight and alpha batches, as one program (run
@@ -115,7 +109,7 @@ class Searcher:
                writer: metrics_lib.MetricWriter | None = None):
     self.config, self.mesh, self.data, self.space = config, mesh, data, space
     self.writer = writer or metrics_lib.MetricWriter(None)
-    self.mode = dnas_mode(config)
+    self.mode = dnas_lib.dnas_mode(config)
     self.batch_size = int(config.data.batch_size)
     parallel.check_divisible(self.batch_size, mesh)
     self.compile_seconds = 0.0
@@ -123,7 +117,7 @@ class Searcher:
     self._batch_fns: dict = {}
     # The RADARS loop's shared programs (radars.shared_programs): one
     # switched supernet for every subspace, scored by one evaluator.
-    self.switched = (config.method not in DNAS_METHODS
+    self.switched = (config.method not in dnas_lib.DNAS_METHODS
                      and bool(config.radars.get("shared_programs", False)))
     self._switched_model = None
     self._switched_lock = threading.Lock()
@@ -390,7 +384,9 @@ class Searcher:
 # Entry points
 # ---------------------------------------------------------------------------
 
-check_config = config_check.check_config   # every field, before anything runs
+# The one check is `config_check.check_config`; radars.py still calls it by
+# this name.
+check_config = config_check.check_config
 
 
 def budget_bytes(config) -> float | None:
@@ -399,16 +395,16 @@ def budget_bytes(config) -> float | None:
 
 
 def run_search(config, workdir: str) -> dict:
-  check_config(config)
+  config_check.check_config(config)
   space = spaces_lib.space_from_config(config.space)
   path = workdir_lib.prepare(workdir)
   workdir_lib.write_json(path / "config.json", config.to_dict())
-  if config.method not in DNAS_METHODS:
+  if config.method not in dnas_lib.DNAS_METHODS:
     try:
       from radars_jax import radars  # pylint: disable=import-outside-toplevel
     except ImportError:
       raise UserError(f"method={config.method} is not in this version yet; "
-                      f"use one of {', '.join(DNAS_METHODS)}") from None
+                      f"use one of {', '.join(dnas_lib.DNAS_METHODS)}") from None
     return radars.run(config, path, space)
   return run_dnas_search(config, path, space)
 
@@ -482,7 +478,7 @@ def compile_subspace_step(program: dnas_lib.DnasProgram, subspace, image_shape,
 def describe(config) -> dict:
   """`mode=describe`: the space, the supernet and the bytes of one
   full-space train step, read from XLA on abstract inputs (nothing runs)."""
-  check_config(config)
+  config_check.check_config(config)
   space = spaces_lib.space_from_config(config.space)
   image_shape, num_classes = data_lib.dataset_spec(config.data)
   mesh = parallel.make_mesh()
@@ -490,7 +486,7 @@ def describe(config) -> dict:
   parallel.check_divisible(batch_size, mesh)
   subspace = space.full_subspace()
   model = supernet_lib.build_supernet(space, subspace, config.supernet, num_classes)
-  mode = dnas_mode(config)
+  mode = dnas_lib.dnas_mode(config)
   program = dnas_lib.DnasProgram(model, mode, config.dnas, 1, mesh, (0.0,), (1.0,))
   alphas = jax.eval_shape(lambda: supernet_lib.init_alphas(jax.random.key(0), subspace))
   weights = supernet_lib.param_shapes(model, image_shape, alphas)
