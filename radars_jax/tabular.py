@@ -422,7 +422,7 @@ STRATEGIES: dict[str, Callable[..., SearchResult]] = {
 }
 
 
-def run_search(method: str, table: Table, queries: int, seed: int, **kwargs) -> SearchResult:
+def run_strategy(method: str, table: Table, queries: int, seed: int, **kwargs) -> SearchResult:
   """Run strategy `method` (one of METHODS) once."""
   if method not in STRATEGIES:
     raise UserError(f"unknown method {method!r}: choose from {', '.join(METHODS)}")
@@ -465,7 +465,7 @@ def compare(table: Table, methods, queries: int, seeds: int,
     for method in methods:
       bar.set_postfix_str(method)
       for seed in range(int(seeds)):
-        results[method].append(run_search(method, table, queries, seed))
+        results[method].append(run_strategy(method, table, queries, seed))
         bar.update()
   return results
 
