@@ -148,7 +148,8 @@ def space_from_config(space_config) -> SearchSpace:
 # Genotypes: the discrete architecture a search returns.
 # --------------------------------------------------------------------------
 
-def _softmax(x):
+def softmax(x) -> np.ndarray:
+  """Softmax of one choice point's alphas, in float64 on the host."""
   x = np.asarray(x, np.float64)
   e = np.exp(x - x.max())
   return e / e.sum()
@@ -159,7 +160,7 @@ def op_weights(space: SearchSpace, subspace: Subspace, alphas) -> np.ndarray:
   out = np.full((space.num_choice_points, space.max_ops), np.nan)
   for c, (active, alpha) in enumerate(zip(subspace, alphas)):
     if active:
-      out[c, list(active)] = _softmax(alpha)
+      out[c, list(active)] = softmax(alpha)
   return out
 
 
