@@ -11,9 +11,9 @@ error too), then checks what depends on several fields or on the data's
 size (batch and holdout against the split, the device count, the method's
 combinations of supernet and DNAS switches) and the files a run reads.
 `radars_jax.main` turns the `UserError` into one line on stderr and exit
-status 2 before the workdir is touched. The loaders (`data`, `controller`,
-`tabular`, `supernet`) keep guards of their own for callers that use them
-without a config.
+status 2 before the workdir is touched. The loaders (`data`, `tabular`,
+`supernet`) keep guards of their own for callers that use them without a
+config; the controller has none: its config is checked here.
 """
 from __future__ import annotations
 
@@ -303,9 +303,10 @@ def check_config(config: ml_collections.ConfigDict, mode: str | None = None) -> 
   _check_files(config)
 
 
-def check_fields(config: ml_collections.ConfigDict) -> None:
-  """Every field on its own: known, of its type, in its range or names."""
-  for name, value in leaves(config).items():
+def check_fields(config: ml_collections.ConfigDict, prefix: str = "") -> None:
+  """Every field on its own: known, of its type, in its range or names.
+  `prefix`: `config` is the block of that name (e.g. "controller.")."""
+  for name, value in leaves(config, prefix).items():
     rule = FIELDS.get(name)
     if rule is None:
       raise UserError(f"config.{name} is not a radars_jax config field "

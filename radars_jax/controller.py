@@ -113,48 +113,32 @@ def default_controller_config() -> ml_collections.ConfigDict:
 @dataclasses.dataclass(frozen=True)
 class ControllerHParams:
   """The hyperparameters `controller_update` needs, hashable so that they are
-  a static (compile-time) argument. Build with `from_config`."""
-  lr: float = 0.05
-  max_grad_norm: float = 10.0
-  ppo_epochs: int = 8
-  clip_eps: float = 0.2
-  entropy_coef: float = 0.01
-  normalize_advantages: bool = True
-  baseline: str = "counterfactual"
-  baseline_samples: int = 8
-  replay_batch: int = 32
-  replay_weight: float = 0.5
-  importance_clip: float = 1.0
-  critic_lr: float = 3e-3
-  critic_steps: int = 100
-  critic_bootstrap: bool = True
-  uncertainty: str = "scale_advantage"
-  uncertainty_scale: float = 0.5
+  a static (compile-time) argument. Their values come from a controller
+  config (`default_controller_config` holds the defaults): build with
+  `from_config`."""
+  lr: float
+  max_grad_norm: float
+  ppo_epochs: int
+  clip_eps: float
+  entropy_coef: float
+  normalize_advantages: bool
+  baseline: str
+  baseline_samples: int
+  replay_batch: int
+  replay_weight: float
+  importance_clip: float
+  critic_lr: float
+  critic_steps: int
+  critic_bootstrap: bool
+  uncertainty: str
+  uncertainty_scale: float
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> "ControllerHParams":
-    """The update's hyperparameters from a controller config (validated)."""
-    validate_controller_config(config)
-    names = [f.name for f in dataclasses.fields(cls)]
-    return cls(**{n: config[n] for n in names})
-
-
-def validate_controller_config(config: ml_collections.ConfigDict) -> None:
-  """Raise UserError (one line) for a controller config that cannot work."""
-  if config.uncertainty not in UNCERTAINTY_MODES:
-    raise UserError(f"controller.uncertainty={config.uncertainty!r}: choose one of "
-                    f"{', '.join(UNCERTAINTY_MODES)}")
-  if config.baseline not in BASELINE_MODES:
-    raise UserError(f"controller.baseline={config.baseline!r}: choose one of "
-                    f"{', '.join(BASELINE_MODES)}")
-  for name in ("samples_per_iteration", "ppo_epochs", "replay_capacity",
-               "critic_members", "critic_steps"):
-    if int(config[name]) < 1:
-      raise UserError(f"controller.{name}={config[name]} must be at least 1")
-  if config.replay_batch < 0:
-    raise UserError(f"controller.replay_batch={config.replay_batch} must be >= 0")
-  if not 0.0 <= config.prune_threshold < 1.0:
-    raise UserError(f"controller.prune_threshold={config.prune_threshold} must be in [0, 1)")
+    """The update's hyperparameters from a controller config, as
+    `config_check` checks it (`check_config`, or `check_fields` with
+    prefix "controller." for the block alone)."""
+    return cls(**{f.name: config[f.name] for f in dataclasses.fields(cls)})
 
 
 # ---------------------------------------------------------------------------
@@ -424,7 +408,6 @@ def init_controller(key: jax.Array, num_choice_points: int, max_ops: int,
                     config: ml_collections.ConfigDict) -> ControllerState:
   """A fresh controller: uniform policy (zero logits), random critic
   ensemble, empty replay buffer."""
-  validate_controller_config(config)
   return _fresh_controller(key, num_choice_points, max_ops,
                            tuple(int(h) for h in config.critic_hidden),
                            int(config.critic_members), float(config.lr),
