@@ -297,6 +297,7 @@ def check_config(config: ml_collections.ConfigDict, mode: str | None = None) -> 
     _check_search_data(config)
   if mode == "train":
     _check_train(config)
+  # (`table` and `genotype` are optional: only training and tabular configs have them)
   if mode == "tabular" and not isinstance(config.get("table"), ml_collections.ConfigDict):
     raise UserError("mode=tabular needs the config.table block (path, metric, report, "
                     "queries, seeds, methods; see configs/nb201_table.py)")
@@ -316,9 +317,9 @@ def check_fields(config: ml_collections.ConfigDict, prefix: str = "") -> None:
       problem = None if all(_is_int(v) for v in value) else "must be a tuple of integers >= 1"
     if problem is not None:
       raise UserError(f"config.{name}={value!r}: {problem}")
-  if config.get("space") is not None:
+  if config.get("space") is not None:   # (a block checked alone has none)
     s = config.space
-    spaces_lib.make_space(s.name, s.get("ops"), s.get("num_ops"))   # unknown ops, num_ops
+    spaces_lib.make_space(s.name, s.ops, s.num_ops)   # unknown ops, num_ops
 
 
 def _check_search(config, mode: str) -> None:
@@ -358,7 +359,7 @@ def _check_search(config, mode: str) -> None:
 def num_train_examples(data_config) -> int:
   """Examples in the configured training split (after `train_size`), from
   the dataset's known size: nothing is loaded."""
-  name, train_size = data_config.name, data_config.get("train_size")
+  name, train_size = data_config.name, data_config.train_size
   if name == "synthetic":   # made to size
     return data_lib.SYNTHETIC_DEFAULTS["train_size"] if train_size is None else int(train_size)
   n = 50_000 if name in data_lib.CIFAR_NUM_CLASSES else data_lib.DIGITS_NUM_TRAIN
@@ -402,14 +403,13 @@ def _check_train(config) -> None:
 
 def _check_files(config) -> None:
   """The files and directories the run reads exist."""
-  d = config.get("data")
-  if d is not None and d.data_dir is not None and d.name in data_lib.CIFAR_NUM_CLASSES \
+  d = config.data
+  if d.data_dir is not None and d.name in data_lib.CIFAR_NUM_CLASSES \
       and not d.download and not os.path.isdir(os.path.expanduser(d.data_dir)):
     raise UserError(f"config.data.data_dir={d.data_dir!r}: no such directory (with "
                     f"data.download=False the prepared {d.name} must be there; "
                     "--config.data.archive=PATH prepares it from the downloaded archive)")
-  if d is not None:
-    data_lib.archive_path(d.name, d.get("archive"))
+  data_lib.archive_path(d.name, d.archive)
   if config.get("genotype") is not None and config.mode in ("describe", "train"):
     genotypes_lib.load_genotype(config.genotype)
   table = config.get("table")

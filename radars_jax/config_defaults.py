@@ -120,3 +120,13 @@ def base_config() -> ml_collections.ConfigDict:
   config.radars.shared_programs = True
   config.controller = controller.default_controller_config()
   return config
+
+
+def complete(block: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
+  """A copy of `block` (`config.<name>`, perhaps with only some fields, as
+  tests and scripts build it) with every field it lacks taken from
+  `base_config()`: the defaults stay here, not in the code that reads them."""
+  full = base_config()[name]
+  with full.unlocked():
+    full.update(block)
+  return full

@@ -306,7 +306,7 @@ class DnasProgram:
       mask = lambda weights, slots: supernet.active_params(owners, weights, slots)
     self.step_fn = make_train_step(
         model, mode, self.weight_tx, self.alpha_tx, self.schedule, dnas_config.weight_decay,
-        mask, passes_in_loop=mode == "first_order" and bool(dnas_config.get("passes_in_loop")))
+        mask, passes_in_loop=mode == "first_order" and bool(dnas_config.passes_in_loop))
     self.mean, self.std = mean, std
     self.replicated = parallel.replicated(mesh)
     self.batch_sharding = parallel.batch_sharded(mesh)
@@ -357,7 +357,7 @@ class DnasProgram:
     start = time.perf_counter()
     lowered = jitted.lower(state, batch_w, batch_a)
     ops = program_ops(lowered)
-    limit = self.dnas_config.get("max_program_ops")
+    limit = self.dnas_config.max_program_ops
     if limit and ops > int(limit):
       raise ProgramTooLarge(ops, int(limit))
     compiled = lowered.compile(bytes_only_compiler_options() if bytes_only else None)

@@ -63,9 +63,9 @@ def load_search_data(data_config, mesh) -> SearchData:
   if not 0 < holdout < n - 2:
     raise UserError(f"data.holdout_size={holdout} must be between 1 and {n - 3} "
                     f"(the {ds.name} training split has {n} examples)")
-  order = np.random.RandomState(data_config.get("split_seed", 0)).permutation(n)
+  order = np.random.RandomState(data_config.split_seed).permutation(n)
   hold, rest = order[:holdout], order[holdout:]
-  half_a, half_b = data_lib.split_in_halves(len(rest), data_config.get("split_seed", 0))
+  half_a, half_b = data_lib.split_in_halves(len(rest), data_config.split_seed)
   idx_w, idx_a = rest[half_a], rest[half_b]
   put = lambda idx: data_lib.to_device(ds.train_images[idx], ds.train_labels[idx],
                                        parallel.replicated(mesh))
@@ -118,7 +118,7 @@ class Searcher:
     # The RADARS loop's shared programs (radars.shared_programs): one
     # switched supernet for every subspace, scored by one evaluator.
     self.switched = (config.method not in dnas_lib.DNAS_METHODS
-                     and bool(config.radars.get("shared_programs", False)))
+                     and bool(config.radars.shared_programs))
     self._switched_model = None
     self._switched_lock = threading.Lock()
     self.slot_orders = None   # set before the switched supernet is built (radars)
@@ -212,7 +212,7 @@ class Searcher:
       aug = self.config.data
       self._batch_fns[split_name] = dnas_lib.make_batch_fn(
           split, self.batch_size, self.data.mean, self.data.std,
-          pad=int(aug.get("crop_padding", 4)), flip=bool(aug.get("flip", True)),
+          pad=int(aug.crop_padding), flip=bool(aug.flip),
           sharding=parallel.batch_sharded(self.mesh))
     return self._batch_fns[split_name]
 
@@ -263,14 +263,14 @@ class Searcher:
     key_w, key_a = _data_keys(key)
     gather_w = self.batch_fn("weights")
     gather_a = self.batch_fn("alphas") if program.bilevel else None
-    log_every = max(1, int(self.config.get("log_every", 10)))
+    log_every = max(1, int(self.config.log_every))
     steps_per_epoch = self.steps_per_epoch()
     # The metrics of the steps since the last log, summed on the host when
     # read (no program of its own: a jitted sum compiled in every process).
     pending = []
     loss = accuracy = float("nan")
     bar = metrics_lib.progress_bar(steps, tag, initial=first_step,
-                                   enabled=self.config.get("progress_bar", True))
+                                   enabled=self.config.progress_bar)
     for step in range(first_step, steps):
       batch_w = gather_w(key_w, step)
       batch_a = gather_a(key_a, step) if gather_a is not None else None
@@ -334,7 +334,7 @@ class Searcher:
       derived_weights = pool_lib.restack(pool_lib.canonical(jax.device_get(weights)), template)
       evaluator = dnas_lib.Evaluator(dnas_lib.search_logits(model), self.mesh,
                                      self.data.mean, self.data.std)
-    steps = (int(self.config.dnas.get("derived_finetune_steps", 0)) if finetune_steps is None
+    steps = (int(self.config.dnas.derived_finetune_steps) if finetune_steps is None
              else int(finetune_steps))
     if steps > 0:
       derived_weights = self.finetune(model, derived_weights, op_scales, steps, slots)
@@ -390,7 +390,7 @@ check_config = config_check.check_config
 
 
 def budget_bytes(config) -> float | None:
-  gb = config.get("memory_budget_gb")
+  gb = config.memory_budget_gb
   return None if gb is None else float(gb) * memory_lib.GB
 
 
@@ -515,6 +515,7 @@ def describe(config) -> dict:
       "fits_budget": (None if budget is None or compiled.bytes is None
                       else compiled.bytes <= budget),
   }
+  # (`genotype` is a field of training configs only: absent from a search's)
   if config.get("genotype"):
     from radars_jax import train  # pylint: disable=import-outside-toplevel
     info["genotype_network"] = train.describe_genotype(config)

@@ -140,8 +140,7 @@ def make_space(name: str, ops=None, num_ops=None) -> SearchSpace:
 
 
 def space_from_config(space_config) -> SearchSpace:
-  return make_space(space_config.name, space_config.get("ops"),
-                    space_config.get("num_ops"))
+  return make_space(space_config.name, space_config.ops, space_config.num_ops)
 
 
 # --------------------------------------------------------------------------

@@ -614,7 +614,7 @@ def run_from_config(config: ml_collections.ConfigDict, workdir) -> dict:
   out = workdir_lib.prepare(workdir)
   payload = run_comparison(os.path.expanduser(str(t.path)), str(t.metric), str(t.report),
                            int(t.queries), int(t.seeds), t.methods,
-                           progress=bool(config.get("progress_bar", True)))
+                           progress=bool(config.progress_bar))
   write_payload(out / "tabular_results.json", payload)
   plot = plot_best_so_far(payload, out / "plots" / "nb201_best_so_far.png")
   summary = dict(

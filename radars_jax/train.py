@@ -104,9 +104,8 @@ def add_train_config(config: ml_collections.ConfigDict) -> ml_collections.Config
 
 
 def _train_config(config) -> ml_collections.ConfigDict:
-  if "train" not in config:
-    add_train_config(config)
-  return config.train
+  """`config.train`, with the training fields a config lacks added first."""
+  return add_train_config(config).train
 
 
 # ---------------------------------------------------------------------------
@@ -121,7 +120,7 @@ def build_model(genotype: dict, num_classes: int, train_config, auxiliary: bool 
       layers=int(train_config.layers), auxiliary=auxiliary,
       nb201_channels=int(train_config.nb201_channels),
       nb201_cells_per_stage=int(train_config.nb201_cells_per_stage),
-      depthwise_impl=train_config.get("depthwise_impl", "xla"))
+      depthwise_impl=train_config.depthwise_impl)
 
 
 def describe_genotype(config) -> dict:
@@ -129,7 +128,7 @@ def describe_genotype(config) -> dict:
   and without the auxiliary head) and FLOPs (multiply-adds of convolutions
   and dense layers for one image of `config.data`'s shape). Nothing runs."""
   train_config = _train_config(config)
-  genotype = genotypes_lib.load_genotype(config.get("genotype"))
+  genotype = genotypes_lib.load_genotype(config.genotype)
   image_shape, num_classes = data_lib.dataset_spec(config.data)
   model = build_model(genotype, num_classes, train_config, auxiliary=True)
   try:
@@ -232,7 +231,7 @@ class TrainSpec:
                n, batch_size, n // batch_size, int(t.epochs), float(t.lr), float(t.lr_min),
                float(t.momentum), float(t.weight_decay), float(t.grad_clip),
                float(drop_path), float(auxiliary_weight),
-               int(config.data.get("crop_padding", 4)), bool(config.data.get("flip", True)),
+               int(config.data.crop_padding), bool(config.data.flip),
                int(t.cutout))
 
   @property
@@ -385,7 +384,7 @@ def load_trained_state(config, workdir) -> tuple[int, TrainState] | None:
   `config` (None if there is none): the trained `params` and `batch_stats`."""
   _train_config(config)
   config_check.check_config(config, mode="train")
-  genotype = genotypes_lib.load_genotype(config.get("genotype"))
+  genotype = genotypes_lib.load_genotype(config.genotype)
   mesh = parallel.make_mesh()
   image_shape, num_classes = data_lib.dataset_spec(config.data)
   batch = int(config.train.batch_size)
@@ -412,9 +411,9 @@ def run_training(config, workdir) -> dict:
   start_time = time.perf_counter()
   t = _train_config(config)
   config_check.check_config(config, mode="train")
-  genotype = genotypes_lib.load_genotype(config.get("genotype"))
+  genotype = genotypes_lib.load_genotype(config.genotype)
   table_entry = None
-  if config.get("table"):
+  if config.table:
     if genotypes_lib.is_nb201(genotype):
       table_entry = nb201_table_entry(config.table, genotype)
     else:
@@ -449,6 +448,8 @@ def run_training(config, workdir) -> dict:
     raise
   if restored is not None:
     _, state, meta = restored
+    # (`save` below writes every key; the fallbacks are for a checkpoint
+    # without metadata, which `restore_latest` returns as {})
     history = list(meta.get("history", []))
     seconds_before = float(meta.get("seconds", 0.0))
     train_loss = float(meta.get("train_loss", float("nan")))
@@ -466,13 +467,13 @@ def run_training(config, workdir) -> dict:
         "seconds": seconds_before + time.perf_counter() - start_time})
 
   # --- loop ---
-  eval_batch = int(config.data.get("eval_batch_size", 500))
+  eval_batch = int(config.data.eval_batch_size)
   writer = metrics_lib.MetricWriter(path / "tensorboard", path / "metrics.jsonl")
   log_every = max(1, int(t.log_every))
   eval_every_steps = int(t.eval_every) * steps_per_epoch
   ckpt_every = int(t.checkpoint_every_steps)
   bar = metrics_lib.progress_bar(total_steps, "train", initial=start_step,
-                                 enabled=config.get("progress_bar", True))
+                                 enabled=config.progress_bar)
   try:
     for step in range(start_step, total_steps):
       state = prog.train_step(state, train_split)
