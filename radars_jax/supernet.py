@@ -642,6 +642,20 @@ def _cell_states(cell, inputs, edges, strides, edge_weights, train: bool, edge_s
   return states
 
 
+def preprocess_cell_inputs(s0, s1, channels: int, settings: OpSettings, reduction_prev: bool,
+                           train: bool):
+  """A DARTS cell's two inputs brought to `channels` (the eval cell and the
+  search cell alike; called inside the cell's compact method, so the
+  modules `preprocess0` and `preprocess1` are the cell's): the older one
+  halved in size where the previous cell reduced."""
+  if reduction_prev:
+    s0 = FactorizedReduce(channels, settings, name="preprocess0")(s0, train)
+  else:
+    s0 = ReLUConvBN(channels, 1, 1, 0, settings, name="preprocess0")(s0, train)
+  s1 = ReLUConvBN(channels, 1, 1, 0, settings, name="preprocess1")(s1, train)
+  return s0, s1
+
+
 class DartsSearchCell(nn.Module):
   """DARTS cell: two preprocessed inputs, `steps` nodes, each the sum of
   mixed ops over all earlier states; output = concat of the nodes."""
@@ -659,12 +673,8 @@ class DartsSearchCell(nn.Module):
 
   @nn.compact
   def __call__(self, s0, s1, edge_weights=None, train: bool = True, edge_slots=None):
-    c, st = self.channels, self.settings
-    if self.reduction_prev:
-      s0 = FactorizedReduce(c, st, name="preprocess0")(s0, train)
-    else:
-      s0 = ReLUConvBN(c, 1, 1, 0, st, name="preprocess0")(s0, train)
-    s1 = ReLUConvBN(c, 1, 1, 0, st, name="preprocess1")(s1, train)
+    s0, s1 = preprocess_cell_inputs(s0, s1, self.channels, self.settings,
+                                    self.reduction_prev, train)
     edges = spaces_lib.darts_edges(self.steps)
     strides = [2 if self.reduction and src < 2 else 1 for src, _ in edges]
     states = _cell_states(self, [s0, s1], edges, strides, edge_weights, train, edge_slots)
