@@ -281,10 +281,12 @@ def make_init(spec: TrainSpec, tx) -> Callable:
   return init
 
 
-def make_train_step(spec: TrainSpec, tx, batch_sharding) -> Callable:
+def make_retrain_step(spec: TrainSpec, tx, batch_sharding) -> Callable:
   """`(state, split) -> state`: gathers and augments the step's batch on
   device (DARTS: crop, flip, then cutout), one SGD step, adds the loss and
-  accuracy to `state.metrics`."""
+  accuracy to `state.metrics`. The weights-only step of a fixed network,
+  with BatchNorm statistics, drop path and the auxiliary head; the search's
+  step (weights and alphas) is `dnas.make_train_step`."""
   model = spec.model
 
   def train_step(state: TrainState, split: data_lib.DeviceSplit) -> TrainState:
@@ -352,7 +354,7 @@ def program(spec: TrainSpec, mesh) -> Program:
   replicated = parallel.replicated(mesh)
   tx = spec.optimizer()
   init = jax.jit(make_init(spec, tx), out_shardings=replicated)
-  train_step = jax.jit(make_train_step(spec, tx, parallel.batch_sharded(mesh)),
+  train_step = jax.jit(make_retrain_step(spec, tx, parallel.batch_sharded(mesh)),
                        donate_argnums=(0,), out_shardings=replicated)
   return Program(tx, init, train_step,
                  dnas_lib.Evaluator(eval_logits(spec.model), mesh, spec.mean, spec.std))
