@@ -3,7 +3,7 @@
     check_config(config)    # UserError (one line) naming the first bad field
 
 `FIELDS` holds one rule per user-facing field (`config_defaults`,
-`controller.default_controller_config`, `train.train_config_defaults`,
+`config_defaults.controller_config`, `config_defaults.train_config`,
 `config.genotype`, `config.table` and the tabular `config.table` block): its
 type, its range or its names. `check_config` walks every field the config
 has (a field no rule knows, such as a misspelt one in a config file, is an

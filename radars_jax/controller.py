@@ -62,6 +62,7 @@ import numpy as np
 import ml_collections
 import optax
 
+from radars_jax import config_defaults
 from radars_jax.errors import UserError
 
 # A finite stand-in for -inf inside log-softmaxes: exp() of it is 0 in
@@ -76,45 +77,16 @@ BASELINE_MODES = ("counterfactual", "subspace", "batch_mean")
 # Config
 # ---------------------------------------------------------------------------
 
-def default_controller_config() -> ml_collections.ConfigDict:
-  """Every controller hyperparameter with its default (nested as
-  `config.controller` by the main config). The subspace size k is not here:
-  the caller sets it (from the memory budget)."""
-  c = ml_collections.ConfigDict()
-  c.seed = 0
-  c.samples_per_iteration = 8     # subspaces sampled (and scored) per iteration
-  # policy
-  c.lr = 0.05                     # Adam on the logits
-  c.max_grad_norm = 10.0
-  c.ppo_epochs = 8                # full-batch PPO steps per iteration
-  c.clip_eps = 0.2                # PPO ratio clip
-  c.entropy_coef = 0.01           # times mean per-choice-point entropy
-  c.normalize_advantages = True
-  c.baseline = "counterfactual"   # counterfactual | subspace | batch_mean
-  c.baseline_samples = 8          # k > 1: draws per choice point for the counterfactual baseline
-  # replay (off-policy correction)
-  c.replay_capacity = 512         # ring buffer entries
-  c.replay_batch = 32             # replayed samples per PPO step
-  c.replay_weight = 0.5           # weight of the replay term in the loss
-  c.importance_clip = 1.0         # truncation c of pi_new / pi_behaviour
-  # critic ensemble
-  c.critic_members = 5
-  c.critic_hidden = (64, 64)
-  c.critic_lr = 3e-3
-  c.critic_steps = 100            # full-batch Adam steps on the buffer per update
-  c.critic_bootstrap = True       # Poisson(1) bootstrap weights per member
-  c.uncertainty = "scale_advantage"  # scale_advantage | exploration_bonus | trust_critic | none
-  c.uncertainty_scale = 0.5       # spread (in reward stds) at which confidence = 1/2
-  # pruning
-  c.prune_threshold = 0.05        # drop ops with probability below this
-  return c
+# The defaults live with every other config default (`config_defaults`);
+# this name is kept for the controller's callers.
+default_controller_config = config_defaults.controller_config
 
 
 @dataclasses.dataclass(frozen=True)
 class ControllerHParams:
   """The hyperparameters `controller_update` needs, hashable so that they are
   a static (compile-time) argument. Their values come from a controller
-  config (`default_controller_config` holds the defaults): build with
+  config (`config_defaults.controller_config` holds the defaults): build with
   `from_config`."""
   lr: float
   max_grad_norm: float

@@ -42,6 +42,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from radars_jax import config_defaults
 from radars_jax import controller as controller_lib
 from radars_jax.errors import UserError
 
@@ -365,7 +366,7 @@ def tabular_controller_config() -> ml_collections.ConfigDict:
   (every sample is one architecture, k = 1): few samples per iteration, so
   that the policy is updated often; a small critic and buffer, so that an
   update is cheap."""
-  c = controller_lib.default_controller_config()
+  c = config_defaults.controller_config()
   c.samples_per_iteration = 10
   c.lr = 0.05
   c.ppo_epochs = 8

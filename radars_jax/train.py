@@ -41,6 +41,7 @@ import optax
 
 from radars_jax import checkpointing
 from radars_jax import config_check
+from radars_jax import config_defaults
 from radars_jax import data as data_lib
 from radars_jax import dnas as dnas_lib
 from radars_jax import genotypes as genotypes_lib
@@ -58,31 +59,6 @@ _INIT, _DATA, _AUGMENT, _DROP_PATH = 0, 1, 2, 3
 # Config
 # ---------------------------------------------------------------------------
 
-def train_config_defaults() -> ml_collections.ConfigDict:
-  """The `config.train` block: the DARTS CIFAR evaluation protocol."""
-  t = ml_collections.ConfigDict()
-  t.layers = 20                 # DARTS cells (reductions at 1/3 and 2/3)
-  t.channels = 36               # initial channels
-  t.batch_size = 96
-  t.epochs = 600
-  t.lr = 0.025                  # cosine (per epoch) from lr ...
-  t.lr_min = 0.0                # ... to lr_min
-  t.momentum = 0.9
-  t.weight_decay = 3e-4
-  t.grad_clip = 5.0             # global gradient norm
-  t.cutout = 16                 # cutout square side (0: none)
-  t.drop_path = 0.2             # final drop-path probability, ramped from 0
-  t.auxiliary_weight = 0.4      # auxiliary head at 2/3 depth (0: no head)
-  t.nb201_channels = 16         # NAS-Bench-201 genotypes: the NB201 skeleton
-  t.nb201_cells_per_stage = 5
-  t.depthwise_impl = "xla"      # see radars_jax.depthwise
-  t.log_every = 50              # steps between host syncs (metrics, progress)
-  t.eval_every = 0              # epochs between test evaluations (0: at the end only)
-  t.checkpoint_every_steps = 1000
-  t.max_to_keep = 3             # checkpoints kept
-  return t
-
-
 def add_train_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Adds `config.train`, `config.genotype` (a published name, a NAS-Bench-201
   arch string or a genotype.json path) and `config.table` (NAS-Bench-201
@@ -93,9 +69,9 @@ def add_train_config(config: ml_collections.ConfigDict) -> ml_collections.Config
     if "table" not in config:
       config.table = ml_collections.FieldReference(None, field_type=str)
     if "train" not in config:
-      config.train = train_config_defaults()
+      config.train = config_defaults.train_config()
     else:
-      defaults = train_config_defaults()
+      defaults = config_defaults.train_config()
       with config.train.unlocked():
         for name in defaults:
           if name not in config.train:
