@@ -607,10 +607,10 @@ def run_from_config(config: ml_collections.ConfigDict, workdir) -> dict:
   `config.table.path` (`metric`, `report`, `queries`, `seeds`). Writes
   WORKDIR/tabular_results.json (everything, as experiments/nb201_search.py
   --json), WORKDIR/summary.json (per-method statistics) and
-  WORKDIR/plots/nb201_best_so_far.png; returns the summary."""
+  WORKDIR/plots/nb201_best_so_far.png; returns the summary. `config` is
+  checked first (`config_check.check_config`, as `radars_jax.main` does):
+  that check also says when the table block is missing."""
   from radars_jax import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
-  if "table" not in config:
-    raise UserError("mode=tabular needs config.table (see configs/nb201_table.py)")
   t = config.table
   out = workdir_lib.prepare(workdir)
   payload = run_comparison(os.path.expanduser(str(t.path)), str(t.metric), str(t.report),
