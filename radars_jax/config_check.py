@@ -3,7 +3,7 @@
     check_config(config)    # UserError (one line) naming the first bad field
 
 `FIELDS` holds one rule per user-facing field (`config_defaults`,
-`controller.default_controller_config`, `train.train_config_defaults`,
+`config_defaults.controller_config`, `config_defaults.train_config`,
 `config.genotype`, `config.table` and the tabular `config.table` block): its
 type, its range or its names. `check_config` walks every field the config
 has (a field no rule knows, such as a misspelt one in a config file, is an
@@ -11,9 +11,9 @@ error too), then checks what depends on several fields or on the data's
 size (batch and holdout against the split, the device count, the method's
 combinations of supernet and DNAS switches) and the files a run reads.
 `radars_jax.main` turns the `UserError` into one line on stderr and exit
-status 2 before the workdir is touched. The loaders (`data`, `controller`,
-`tabular`, `supernet`) keep guards of their own for callers that use them
-without a config.
+status 2 before the workdir is touched. The loaders (`data`, `tabular`,
+`supernet`) keep guards of their own for callers that use them without a
+config; the controller has none: its config is checked here.
 """
 from __future__ import annotations
 
@@ -38,7 +38,6 @@ from radars_jax.errors import UserError
 
 MODES = ("search", "describe", "train", "tabular")
 METHODS = ("darts", "single_darts", "radars", "rl", "random")
-DNAS_METHODS = ("darts", "single_darts")
 
 
 # ---------------------------------------------------------------------------
@@ -298,15 +297,17 @@ def check_config(config: ml_collections.ConfigDict, mode: str | None = None) -> 
     _check_search_data(config)
   if mode == "train":
     _check_train(config)
+  # (`table` and `genotype` are optional: only training and tabular configs have them)
   if mode == "tabular" and not isinstance(config.get("table"), ml_collections.ConfigDict):
     raise UserError("mode=tabular needs the config.table block (path, metric, report, "
                     "queries, seeds, methods; see configs/nb201_table.py)")
   _check_files(config)
 
 
-def check_fields(config: ml_collections.ConfigDict) -> None:
-  """Every field on its own: known, of its type, in its range or names."""
-  for name, value in leaves(config).items():
+def check_fields(config: ml_collections.ConfigDict, prefix: str = "") -> None:
+  """Every field on its own: known, of its type, in its range or names.
+  `prefix`: `config` is the block of that name (e.g. "controller.")."""
+  for name, value in leaves(config, prefix).items():
     rule = FIELDS.get(name)
     if rule is None:
       raise UserError(f"config.{name} is not a radars_jax config field "
@@ -316,16 +317,9 @@ def check_fields(config: ml_collections.ConfigDict) -> None:
       problem = None if all(_is_int(v) for v in value) else "must be a tuple of integers >= 1"
     if problem is not None:
       raise UserError(f"config.{name}={value!r}: {problem}")
-  if config.get("space") is not None:
+  if config.get("space") is not None:   # (a block checked alone has none)
     s = config.space
-    spaces_lib.make_space(s.name, s.get("ops"), s.get("num_ops"))   # unknown ops, num_ops
-
-
-def dnas_mode(config) -> str:
-  """The DNAS mode a search runs (inside each subspace for radars | rl | random)."""
-  if config.method in DNAS_METHODS:
-    return dnas_lib.dnas_mode(config.method, config.dnas.order)
-  return config.dnas.inner_mode
+    spaces_lib.make_space(s.name, s.ops, s.num_ops)   # unknown ops, num_ops
 
 
 def _check_search(config, mode: str) -> None:
@@ -333,10 +327,10 @@ def _check_search(config, mode: str) -> None:
   method, supernet = config.method, config.supernet
   if mode == "search" and method == "radars" and config.memory_budget_gb is None:
     raise UserError("method=radars needs a memory budget: set --config.memory_budget_gb=GB")
-  if config.dnas.passes_in_loop and dnas_mode(config) != "first_order":
+  if config.dnas.passes_in_loop and dnas_lib.dnas_mode(config) != "first_order":
     raise UserError(f"dnas.passes_in_loop=True runs the two passes of first-order DARTS; "
-                    f"this search's DNAS is {dnas_mode(config)}")
-  if method not in DNAS_METHODS and supernet.scan_edges:
+                    f"this search's DNAS is {dnas_lib.dnas_mode(config)}")
+  if method not in dnas_lib.DNAS_METHODS and supernet.scan_edges:
     # A cell scans only where its edges run the same ops: a sampled
     # subspace's rarely do, so its steps would be per edge anyway.
     raise UserError(
@@ -365,7 +359,7 @@ def _check_search(config, mode: str) -> None:
 def num_train_examples(data_config) -> int:
   """Examples in the configured training split (after `train_size`), from
   the dataset's known size: nothing is loaded."""
-  name, train_size = data_config.name, data_config.get("train_size")
+  name, train_size = data_config.name, data_config.train_size
   if name == "synthetic":   # made to size
     return data_lib.SYNTHETIC_DEFAULTS["train_size"] if train_size is None else int(train_size)
   n = 50_000 if name in data_lib.CIFAR_NUM_CLASSES else data_lib.DIGITS_NUM_TRAIN
@@ -387,7 +381,7 @@ def _check_search_data(config) -> None:
     raise UserError(f"data.holdout_size={d.holdout_size} must be between 1 and {n - 3} "
                     f"(the {d.name} training split has {n} examples)")
   rest = n - d.holdout_size
-  per_step = rest if dnas_mode(config) == "single_level" else rest // 2
+  per_step = rest if dnas_lib.dnas_mode(config) == "single_level" else rest // 2
   if d.batch_size > per_step:
     raise UserError(f"data.batch_size={d.batch_size} is larger than the {per_step} "
                     f"training examples of a search step ({d.name}: {n} training examples, "
@@ -409,14 +403,13 @@ def _check_train(config) -> None:
 
 def _check_files(config) -> None:
   """The files and directories the run reads exist."""
-  d = config.get("data")
-  if d is not None and d.data_dir is not None and d.name in data_lib.CIFAR_NUM_CLASSES \
+  d = config.data
+  if d.data_dir is not None and d.name in data_lib.CIFAR_NUM_CLASSES \
       and not d.download and not os.path.isdir(os.path.expanduser(d.data_dir)):
     raise UserError(f"config.data.data_dir={d.data_dir!r}: no such directory (with "
                     f"data.download=False the prepared {d.name} must be there; "
                     "--config.data.archive=PATH prepares it from the downloaded archive)")
-  if d is not None:
-    data_lib.archive_path(d.name, d.get("archive"))
+  data_lib.archive_path(d.name, d.archive)
   if config.get("genotype") is not None and config.mode in ("describe", "train"):
     genotypes_lib.load_genotype(config.genotype)
   table = config.get("table")

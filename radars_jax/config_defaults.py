@@ -2,11 +2,12 @@
 
 A config file (`configs/*.py`) defines `get_config()`, starting from
 `base_config()`. Every field can be overridden on the command line, e.g.
-`--config.dnas.epochs=3 --config.space.name=nb201`.
+`--config.dnas.epochs=3 --config.space.name=nb201`. The controller's block
+(`controller_config`) and the training's (`train_config`, added by
+`train.add_train_config`) are here too: the modules that read a field do
+not restate its default.
 """
 import ml_collections
-
-from radars_jax import controller
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -118,5 +119,75 @@ def base_config() -> ml_collections.ConfigDict:
   # compiled once per k; used where its bytes fit the budget, same numbers
   # as each subspace's own program) instead of one compiled per sample.
   config.radars.shared_programs = True
-  config.controller = controller.default_controller_config()
+  config.controller = controller_config()
   return config
+
+
+def complete(block: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
+  """A copy of `block` (`config.<name>`, perhaps with only some fields, as
+  tests and scripts build it) with every field it lacks taken from
+  `base_config()`: the defaults stay here, not in the code that reads them."""
+  full = base_config()[name]
+  with full.unlocked():
+    full.update(block)
+  return full
+
+
+def controller_config() -> ml_collections.ConfigDict:
+  """Every controller hyperparameter with its default (`config.controller`;
+  `radars_jax.controller` reads them). The subspace size k is not here:
+  the caller sets it (from the memory budget)."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.samples_per_iteration = 8     # subspaces sampled (and scored) per iteration
+  # policy
+  c.lr = 0.05                     # Adam on the logits
+  c.max_grad_norm = 10.0
+  c.ppo_epochs = 8                # full-batch PPO steps per iteration
+  c.clip_eps = 0.2                # PPO ratio clip
+  c.entropy_coef = 0.01           # times mean per-choice-point entropy
+  c.normalize_advantages = True
+  c.baseline = "counterfactual"   # counterfactual | subspace | batch_mean
+  c.baseline_samples = 8          # k > 1: draws per choice point for the counterfactual baseline
+  # replay (off-policy correction)
+  c.replay_capacity = 512         # ring buffer entries
+  c.replay_batch = 32             # replayed samples per PPO step
+  c.replay_weight = 0.5           # weight of the replay term in the loss
+  c.importance_clip = 1.0         # truncation c of pi_new / pi_behaviour
+  # critic ensemble
+  c.critic_members = 5
+  c.critic_hidden = (64, 64)
+  c.critic_lr = 3e-3
+  c.critic_steps = 100            # full-batch Adam steps on the buffer per update
+  c.critic_bootstrap = True       # Poisson(1) bootstrap weights per member
+  c.uncertainty = "scale_advantage"  # scale_advantage | exploration_bonus | trust_critic | none
+  c.uncertainty_scale = 0.5       # spread (in reward stds) at which confidence = 1/2
+  # pruning
+  c.prune_threshold = 0.05        # drop ops with probability below this
+  return c
+
+
+def train_config() -> ml_collections.ConfigDict:
+  """The `config.train` block (`mode=train`, `radars_jax.train`): the DARTS
+  CIFAR evaluation protocol. `train.add_train_config` adds it to a config."""
+  t = ml_collections.ConfigDict()
+  t.layers = 20                 # DARTS cells (reductions at 1/3 and 2/3)
+  t.channels = 36               # initial channels
+  t.batch_size = 96
+  t.epochs = 600
+  t.lr = 0.025                  # cosine (per epoch) from lr ...
+  t.lr_min = 0.0                # ... to lr_min
+  t.momentum = 0.9
+  t.weight_decay = 3e-4
+  t.grad_clip = 5.0             # global gradient norm
+  t.cutout = 16                 # cutout square side (0: none)
+  t.drop_path = 0.2             # final drop-path probability, ramped from 0
+  t.auxiliary_weight = 0.4      # auxiliary head at 2/3 depth (0: no head)
+  t.nb201_channels = 16         # NAS-Bench-201 genotypes: the NB201 skeleton
+  t.nb201_cells_per_stage = 5
+  t.depthwise_impl = "xla"      # see radars_jax.depthwise
+  t.log_every = 50              # steps between host syncs (metrics, progress)
+  t.eval_every = 0              # epochs between test evaluations (0: at the end only)
+  t.checkpoint_every_steps = 1000
+  t.max_to_keep = 3             # checkpoints kept
+  return t

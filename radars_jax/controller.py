@@ -62,6 +62,7 @@ import numpy as np
 import ml_collections
 import optax
 
+from radars_jax import config_defaults
 from radars_jax.errors import UserError
 
 # A finite stand-in for -inf inside log-softmaxes: exp() of it is 0 in
@@ -76,85 +77,40 @@ BASELINE_MODES = ("counterfactual", "subspace", "batch_mean")
 # Config
 # ---------------------------------------------------------------------------
 
-def default_controller_config() -> ml_collections.ConfigDict:
-  """Every controller hyperparameter with its default (nested as
-  `config.controller` by the main config). The subspace size k is not here:
-  the caller sets it (from the memory budget)."""
-  c = ml_collections.ConfigDict()
-  c.seed = 0
-  c.samples_per_iteration = 8     # subspaces sampled (and scored) per iteration
-  # policy
-  c.lr = 0.05                     # Adam on the logits
-  c.max_grad_norm = 10.0
-  c.ppo_epochs = 8                # full-batch PPO steps per iteration
-  c.clip_eps = 0.2                # PPO ratio clip
-  c.entropy_coef = 0.01           # times mean per-choice-point entropy
-  c.normalize_advantages = True
-  c.baseline = "counterfactual"   # counterfactual | subspace | batch_mean
-  c.baseline_samples = 8          # k > 1: draws per choice point for the counterfactual baseline
-  # replay (off-policy correction)
-  c.replay_capacity = 512         # ring buffer entries
-  c.replay_batch = 32             # replayed samples per PPO step
-  c.replay_weight = 0.5           # weight of the replay term in the loss
-  c.importance_clip = 1.0         # truncation c of pi_new / pi_behaviour
-  # critic ensemble
-  c.critic_members = 5
-  c.critic_hidden = (64, 64)
-  c.critic_lr = 3e-3
-  c.critic_steps = 100            # full-batch Adam steps on the buffer per update
-  c.critic_bootstrap = True       # Poisson(1) bootstrap weights per member
-  c.uncertainty = "scale_advantage"  # scale_advantage | exploration_bonus | trust_critic | none
-  c.uncertainty_scale = 0.5       # spread (in reward stds) at which confidence = 1/2
-  # pruning
-  c.prune_threshold = 0.05        # drop ops with probability below this
-  return c
+# The defaults live with every other config default (`config_defaults`);
+# this name is kept for the controller's callers.
+default_controller_config = config_defaults.controller_config
 
 
 @dataclasses.dataclass(frozen=True)
 class ControllerHParams:
   """The hyperparameters `controller_update` needs, hashable so that they are
-  a static (compile-time) argument. Build with `from_config`."""
-  lr: float = 0.05
-  max_grad_norm: float = 10.0
-  ppo_epochs: int = 8
-  clip_eps: float = 0.2
-  entropy_coef: float = 0.01
-  normalize_advantages: bool = True
-  baseline: str = "counterfactual"
-  baseline_samples: int = 8
-  replay_batch: int = 32
-  replay_weight: float = 0.5
-  importance_clip: float = 1.0
-  critic_lr: float = 3e-3
-  critic_steps: int = 100
-  critic_bootstrap: bool = True
-  uncertainty: str = "scale_advantage"
-  uncertainty_scale: float = 0.5
+  a static (compile-time) argument. Their values come from a controller
+  config (`config_defaults.controller_config` holds the defaults): build with
+  `from_config`."""
+  lr: float
+  max_grad_norm: float
+  ppo_epochs: int
+  clip_eps: float
+  entropy_coef: float
+  normalize_advantages: bool
+  baseline: str
+  baseline_samples: int
+  replay_batch: int
+  replay_weight: float
+  importance_clip: float
+  critic_lr: float
+  critic_steps: int
+  critic_bootstrap: bool
+  uncertainty: str
+  uncertainty_scale: float
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> "ControllerHParams":
-    """The update's hyperparameters from a controller config (validated)."""
-    validate_controller_config(config)
-    names = [f.name for f in dataclasses.fields(cls)]
-    return cls(**{n: config[n] for n in names})
-
-
-def validate_controller_config(config: ml_collections.ConfigDict) -> None:
-  """Raise UserError (one line) for a controller config that cannot work."""
-  if config.uncertainty not in UNCERTAINTY_MODES:
-    raise UserError(f"controller.uncertainty={config.uncertainty!r}: choose one of "
-                    f"{', '.join(UNCERTAINTY_MODES)}")
-  if config.baseline not in BASELINE_MODES:
-    raise UserError(f"controller.baseline={config.baseline!r}: choose one of "
-                    f"{', '.join(BASELINE_MODES)}")
-  for name in ("samples_per_iteration", "ppo_epochs", "replay_capacity",
-               "critic_members", "critic_steps"):
-    if int(config[name]) < 1:
-      raise UserError(f"controller.{name}={config[name]} must be at least 1")
-  if config.replay_batch < 0:
-    raise UserError(f"controller.replay_batch={config.replay_batch} must be >= 0")
-  if not 0.0 <= config.prune_threshold < 1.0:
-    raise UserError(f"controller.prune_threshold={config.prune_threshold} must be in [0, 1)")
+    """The update's hyperparameters from a controller config, as
+    `config_check` checks it (`check_config`, or `check_fields` with
+    prefix "controller." for the block alone)."""
+    return cls(**{f.name: config[f.name] for f in dataclasses.fields(cls)})
 
 
 # ---------------------------------------------------------------------------
@@ -424,7 +380,6 @@ def init_controller(key: jax.Array, num_choice_points: int, max_ops: int,
                     config: ml_collections.ConfigDict) -> ControllerState:
   """A fresh controller: uniform policy (zero logits), random critic
   ensemble, empty replay buffer."""
-  validate_controller_config(config)
   return _fresh_controller(key, num_choice_points, max_ops,
                            tuple(int(h) for h in config.critic_hidden),
                            int(config.critic_members), float(config.lr),

@@ -40,13 +40,19 @@ from radars_jax import parallel
 from radars_jax.errors import UserError
 
 MODES = ("single_level", "first_order", "second_order")
+DNAS_METHODS = ("darts", "single_darts")   # methods that run one DNAS over the whole space
 Batch = dict  # {"image": float32 [B, H, W, C], "label": int32 [B]}
 
 
-def dnas_mode(method: str, order: int) -> str:
-  if method == "single_darts":
+def dnas_mode(config) -> str:
+  """The DNAS mode a search runs: `single_darts` single-level, `darts` of
+  `dnas.order`; inside each subspace of radars | rl | random,
+  `dnas.inner_mode`."""
+  if config.method == "single_darts":
     return "single_level"
-  return {1: "first_order", 2: "second_order"}[int(order)]
+  if config.method == "darts":
+    return {1: "first_order", 2: "second_order"}[int(config.dnas.order)]
+  return config.dnas.inner_mode
 
 
 @flax.struct.dataclass
@@ -218,27 +224,6 @@ def make_train_step(model: nn.Module, mode: str, weight_tx, alpha_tx,
   return step
 
 
-def make_eval_step(model: nn.Module, mean, std, batch_sharding) -> Callable:
-  """`(weights, op_scales, slots, split, start, first_counted) -> (correct, counted)` on
-  the `batch_size` examples from `start`; examples before `first_counted` are
-  not counted (the last batch overlaps the previous one so that every batch
-  has the same shape, and BatchNorm sees only real examples)."""
-
-  def eval_step(weights, op_scales, slots, split: data_lib.DeviceSplit, start, first_counted,
-                batch_size: int):
-    images = jax.lax.dynamic_slice_in_dim(split.images, start, batch_size)
-    labels = jax.lax.dynamic_slice_in_dim(split.labels, start, batch_size)
-    images = jax.lax.with_sharding_constraint(images, batch_sharding)
-    labels = jax.lax.with_sharding_constraint(labels, batch_sharding)
-    logits = model.apply({"params": weights}, data_lib.normalise(images, mean, std),
-                         op_scales=op_scales, slots=slots)
-    counted = (start + jnp.arange(batch_size)) >= first_counted
-    correct = ((jnp.argmax(logits, -1) == labels) & counted).sum()
-    return correct, counted.sum()
-
-  return eval_step
-
-
 def make_batch_fn(split: data_lib.DeviceSplit, batch_size: int, mean, std, *,
                   pad: int, flip: bool, sharding) -> Callable:
   """Jitted `(key, step) -> batch`: the step's shuffled, augmented, normalised
@@ -321,7 +306,7 @@ class DnasProgram:
       mask = lambda weights, slots: supernet.active_params(owners, weights, slots)
     self.step_fn = make_train_step(
         model, mode, self.weight_tx, self.alpha_tx, self.schedule, dnas_config.weight_decay,
-        mask, passes_in_loop=mode == "first_order" and bool(dnas_config.get("passes_in_loop")))
+        mask, passes_in_loop=mode == "first_order" and bool(dnas_config.passes_in_loop))
     self.mean, self.std = mean, std
     self.replicated = parallel.replicated(mesh)
     self.batch_sharding = parallel.batch_sharded(mesh)
@@ -372,7 +357,7 @@ class DnasProgram:
     start = time.perf_counter()
     lowered = jitted.lower(state, batch_w, batch_a)
     ops = program_ops(lowered)
-    limit = self.dnas_config.get("max_program_ops")
+    limit = self.dnas_config.max_program_ops
     if limit and ops > int(limit):
       raise ProgramTooLarge(ops, int(limit))
     compiled = lowered.compile(bytes_only_compiler_options() if bytes_only else None)
@@ -381,27 +366,58 @@ class DnasProgram:
 
 
 class Evaluator:
-  """Accuracy of a model on a whole split, data-parallel, one host transfer."""
+  """Accuracy and mean loss of a model over a whole split, data-parallel,
+  one host transfer at the end: the search's scoring (`search_logits`) and
+  the retrained network's test evaluation (`radars_jax.train`) both use it.
 
-  def __init__(self, model: nn.Module, mesh, mean, std):
-    self.model, self.mesh = model, mesh
-    self._step = jax.jit(make_eval_step(model, mean, std, parallel.batch_sharded(mesh)),
-                         static_argnums=(6,))
+  `logits_fn(inputs, images) -> logits` applies the model to normalised
+  images; `inputs` is the pytree `evaluate` is given. Every batch has the
+  same shape: the last one overlaps the previous one, and the overlap is
+  not counted twice (BatchNorm sees only real examples)."""
 
-  def accuracy(self, weights, op_scales, split: data_lib.DeviceSplit, batch_size: int,
-               slots=None) -> float:
+  def __init__(self, logits_fn: Callable, mesh, mean, std):
+    self.mesh = mesh
+    batch_sharding = parallel.batch_sharded(mesh)
+
+    def eval_step(inputs, split: data_lib.DeviceSplit, start, first_counted, batch_size: int):
+      images = jax.lax.dynamic_slice_in_dim(split.images, start, batch_size)
+      labels = jax.lax.dynamic_slice_in_dim(split.labels, start, batch_size)
+      images = jax.lax.with_sharding_constraint(images, batch_sharding)
+      labels = jax.lax.with_sharding_constraint(labels, batch_sharding)
+      logits = logits_fn(inputs, data_lib.normalise(images, mean, std))
+      counted = (start + jnp.arange(batch_size)) >= first_counted
+      losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+      correct = ((jnp.argmax(logits, -1) == labels) & counted).sum()
+      return correct, jnp.where(counted, losses, 0.0).sum(), counted.sum()
+
+    self._step = jax.jit(eval_step, static_argnums=(4,))
+
+  def evaluate(self, inputs, split: data_lib.DeviceSplit, batch_size: int) -> dict:
+    """`{"accuracy", "loss"}` over `split`, in batches of at most `batch_size`."""
     n = int(split.labels.shape[0])
     batch_size = parallel.largest_divisible(n, batch_size, self.mesh)
-    # One placement for every call: weights fresh from the host and weights
+    # One placement for every call: inputs fresh from the host and inputs
     # out of a replicated program would otherwise compile the step twice.
-    weights, op_scales, slots = jax.device_put((weights, op_scales, slots),
-                                               parallel.replicated(self.mesh))
-    correct = counted = 0
+    inputs = jax.device_put(inputs, parallel.replicated(self.mesh))
+    correct = loss = counted = 0
     previous_end = 0
     for start in range(0, n, batch_size):
       start = min(start, n - batch_size)
-      c, k = self._step(weights, op_scales, slots, split, start, previous_end, batch_size)
-      correct, counted = correct + c, counted + k
+      c, l, k = self._step(inputs, split, start, previous_end, batch_size)
+      correct, loss, counted = correct + c, loss + l, counted + k
       previous_end = start + batch_size
-    correct, counted = jax.device_get((correct, counted))
-    return float(correct) / max(int(counted), 1)
+    correct, loss, counted = jax.device_get((correct, loss, counted))
+    counted = max(int(counted), 1)
+    return {"accuracy": float(correct) / counted, "loss": float(loss) / counted}
+
+
+def search_logits(model: nn.Module) -> Callable:
+  """`Evaluator`'s `logits_fn` for a search supernet (or its derived
+  network): inputs `(weights, op_scales, slots)`, slots None unless the
+  supernet is switched."""
+
+  def logits(inputs, images):
+    weights, op_scales, slots = inputs
+    return model.apply({"params": weights}, images, op_scales=op_scales, slots=slots)
+
+  return logits

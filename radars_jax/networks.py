@@ -39,7 +39,8 @@ from radars_jax import genotypes as genotypes_lib
 from radars_jax import ops as ops_lib
 from radars_jax import spaces as spaces_lib
 from radars_jax.errors import UserError
-from radars_jax.ops import BatchNorm, FactorizedReduce, OpSettings, ReLUConvBN, relu
+from radars_jax.ops import BatchNorm, OpSettings, relu
+from radars_jax import supernet as supernet_lib
 from radars_jax.supernet import ResNetBasicBlock
 
 EVAL_SETTINGS = OpSettings(affine=True, track_running_stats=True, pool_bn=False)
@@ -74,12 +75,7 @@ class DartsEvalCell(nn.Module):
   @nn.compact
   def __call__(self, s0, s1, train: bool = False, drop_prob=None):
     c, st = self.channels, self.settings
-    if self.reduction_prev:
-      s0 = FactorizedReduce(c, st, name="preprocess0")(s0, train)
-    else:
-      s0 = ReLUConvBN(c, 1, 1, 0, st, name="preprocess0")(s0, train)
-    s1 = ReLUConvBN(c, 1, 1, 0, st, name="preprocess1")(s1, train)
-    states = [s0, s1]
+    states = list(supernet_lib.preprocess_cell_inputs(s0, s1, c, st, self.reduction_prev, train))
     for node in range(len(self.pairs) // 2):
       total = None
       for j in (2 * node, 2 * node + 1):

@@ -59,6 +59,7 @@ import numpy as np
 
 from radars_jax import checkpointing
 from radars_jax import compile_clock
+from radars_jax import config_check
 from radars_jax import compile_queue as queue_lib
 from radars_jax import controller as ctrl
 from radars_jax import cost_model as cost_lib
@@ -103,7 +104,7 @@ class RadarsSearch:
   """One `method=radars|rl|random` search in a workdir (resumable)."""
 
   def __init__(self, config, path: Path, space: spaces_lib.SearchSpace):
-    search_lib.check_config(config)
+    config_check.check_config(config)
     self.config, self.path, self.space = config, path, space
     self.method = config.method
     self.time = SearchTime(compile_clock.CompileClock(), time.perf_counter())

@@ -55,6 +55,7 @@ from matplotlib.path import Path as MplPath
 from matplotlib.ticker import MaxNLocator
 
 from radars_jax import memory as memory_lib
+from radars_jax import spaces as spaces_lib
 from radars_jax.errors import UserError
 
 REPORT_DIR = "report"
@@ -197,12 +198,6 @@ def _save(fig: Figure, path: Path) -> Path:
   os.replace(tmp, path)
   fig.clear()
   return path
-
-
-def _softmax(x) -> np.ndarray:
-  x = np.asarray(x, np.float64)
-  e = np.exp(x - np.max(x))
-  return e / e.sum()
 
 
 _TEXT_CACHE: dict = {}
@@ -670,7 +665,7 @@ def plot_alphas(summary: dict, path: str | os.PathLike) -> Path | None:
   values = np.full((len(alphas), num_ops), np.nan)
   for c, (active, alpha) in enumerate(zip(subspace, alphas)):
     if active and alpha is not None and len(alpha) == len(active):
-      values[c, [int(i) for i in active]] = _softmax(alpha)
+      values[c, [int(i) for i in active]] = spaces_lib.softmax(alpha)
   rows = _row_names(summary, len(alphas))
   inactive = bool(np.isnan(values).any())
   note = ("Orange box: the strongest op of each choice point"

@@ -32,9 +32,6 @@ from radars_jax import weight_pool as pool_lib
 from radars_jax import workdir as workdir_lib
 from radars_jax.errors import UserError
 
-METHODS = config_check.METHODS
-DNAS_METHODS = config_check.DNAS_METHODS
-
 
 # ---------------------------------------------------------------------------
 # Data
@@ -66,9 +63,9 @@ def load_search_data(data_config, mesh) -> SearchData:
   if not 0 < holdout < n - 2:
     raise UserError(f"data.holdout_size={holdout} must be between 1 and {n - 3} "
                     f"(the {ds.name} training split has {n} examples)")
-  order = np.random.RandomState(data_config.get("split_seed", 0)).permutation(n)
+  order = np.random.RandomState(data_config.split_seed).permutation(n)
   hold, rest = order[:holdout], order[holdout:]
-  half_a, half_b = data_lib.split_in_halves(len(rest), data_config.get("split_seed", 0))
+  half_a, half_b = data_lib.split_in_halves(len(rest), data_config.split_seed)
   idx_w, idx_a = rest[half_a], rest[half_b]
   put = lambda idx: data_lib.to_device(ds.train_images[idx], ds.train_labels[idx],
                                        parallel.replicated(mesh))
@@ -95,9 +92,6 @@ class DnasResult:
   steps: int
 
 
-dnas_mode = config_check.dnas_mode
-
-
 @jax.jit
 def _data_keys(key: jax.Array) -> tuple[jax.Array, jax.Array]:
   """The keys of a DNAS run's weight and alpha batches, as one program (run
@@ -118,7 +112,7 @@ class Searcher:
     the RADARS loop's shared programs)."""
     self.config, self.mesh, self.data, self.space = config, mesh, data, space
     self.writer = writer or metrics_lib.MetricWriter(None)
-    self.mode = dnas_mode(config)
+    self.mode = dnas_lib.dnas_mode(config)
     self.batch_size = int(config.data.batch_size)
     parallel.check_divisible(self.batch_size, mesh)
     self.compile_seconds = 0.0
@@ -126,8 +120,8 @@ class Searcher:
     self._batch_fns: dict = {}
     # The RADARS loop's shared programs (radars.shared_programs): one
     # switched supernet for every subspace, scored by one evaluator.
-    self.switched = (config.method not in DNAS_METHODS
-                     and bool(config.radars.get("shared_programs", False)))
+    self.switched = (config.method not in dnas_lib.DNAS_METHODS
+                     and bool(config.radars.shared_programs))
     self._switched_model = None
     self._switched_lock = threading.Lock()
     self.slot_orders = slot_orders
@@ -221,7 +215,7 @@ class Searcher:
       aug = self.config.data
       self._batch_fns[split_name] = dnas_lib.make_batch_fn(
           split, self.batch_size, self.data.mean, self.data.std,
-          pad=int(aug.get("crop_padding", 4)), flip=bool(aug.get("flip", True)),
+          pad=int(aug.crop_padding), flip=bool(aug.flip),
           sharding=parallel.batch_sharded(self.mesh))
     return self._batch_fns[split_name]
 
@@ -272,14 +266,14 @@ class Searcher:
     key_w, key_a = _data_keys(key)
     gather_w = self.batch_fn("weights")
     gather_a = self.batch_fn("alphas") if program.bilevel else None
-    log_every = max(1, int(self.config.get("log_every", 10)))
+    log_every = max(1, int(self.config.log_every))
     steps_per_epoch = self.steps_per_epoch()
     # The metrics of the steps since the last log, summed on the host when
     # read (no program of its own: a jitted sum compiled in every process).
     pending = []
     loss = accuracy = float("nan")
     bar = metrics_lib.progress_bar(steps, tag, initial=first_step,
-                                   enabled=self.config.get("progress_bar", True))
+                                   enabled=self.config.progress_bar)
     for step in range(first_step, steps):
       batch_w = gather_w(key_w, step)
       batch_a = gather_a(key_a, step) if gather_a is not None else None
@@ -333,21 +327,22 @@ class Searcher:
       op_scales = supernet_lib.to_slots(op_scales, derived, slots)
       derived_weights = self.full_weights(weights)
       if self._switched_eval is None:
-        self._switched_eval = dnas_lib.Evaluator(model, self.mesh, self.data.mean,
-                                                 self.data.std)
+        self._switched_eval = dnas_lib.Evaluator(dnas_lib.search_logits(model), self.mesh,
+                                                 self.data.mean, self.data.std)
       evaluator = self._switched_eval
     else:
       model = self.model(derived)
       template = supernet_lib.param_shapes(model, self.data.image_shape)
       # (per-edge paths: either network may store scanned edges stacked)
       derived_weights = pool_lib.restack(pool_lib.canonical(jax.device_get(weights)), template)
-      evaluator = dnas_lib.Evaluator(model, self.mesh, self.data.mean, self.data.std)
-    steps = (int(self.config.dnas.get("derived_finetune_steps", 0)) if finetune_steps is None
+      evaluator = dnas_lib.Evaluator(dnas_lib.search_logits(model), self.mesh,
+                                     self.data.mean, self.data.std)
+    steps = (int(self.config.dnas.derived_finetune_steps) if finetune_steps is None
              else int(finetune_steps))
     if steps > 0:
       derived_weights = self.finetune(model, derived_weights, op_scales, steps, slots)
-    return evaluator.accuracy(derived_weights, op_scales, self.data.holdout_split,
-                              int(self.config.data.get("eval_batch_size", 500)), slots)
+    return evaluator.evaluate((derived_weights, op_scales, slots), self.data.holdout_split,
+                              int(self.config.data.eval_batch_size))["accuracy"]
 
   def finetune(self, model, weights, op_scales, steps: int, slots=None):
     """A short fine-tune of the derived network's inherited weights on the
@@ -392,18 +387,15 @@ class Searcher:
 # Entry points
 # ---------------------------------------------------------------------------
 
-check_config = config_check.check_config   # every field, before anything runs
-
-
 def budget_bytes(config) -> float | None:
-  gb = config.get("memory_budget_gb")
+  gb = config.memory_budget_gb
   return None if gb is None else float(gb) * memory_lib.GB
 
 
 def prepare_search(config, workdir: str) -> tuple[Path, spaces_lib.SearchSpace]:
   """Checks `config`, makes `workdir` and writes its config.json (every
   search method); returns the workdir and the search space."""
-  check_config(config)
+  config_check.check_config(config)
   space = spaces_lib.space_from_config(config.space)
   path = workdir_lib.prepare(workdir)
   workdir_lib.write_json(path / "config.json", config.to_dict())
@@ -413,9 +405,9 @@ def prepare_search(config, workdir: str) -> tuple[Path, spaces_lib.SearchSpace]:
 def run_search(config, workdir: str) -> dict:
   """`mode=search` for `method=darts|single_darts` (the RADARS loop's
   methods run from `radars_jax.radars.run_search`)."""
-  if config.method not in DNAS_METHODS:
+  if config.method not in dnas_lib.DNAS_METHODS:
     raise UserError(f"method={config.method} runs in radars_jax.radars.run_search; "
-                    f"search.run_search runs {', '.join(DNAS_METHODS)}")
+                    f"search.run_search runs {', '.join(dnas_lib.DNAS_METHODS)}")
   path, space = prepare_search(config, workdir)
   return run_dnas_search(config, path, space)
 
@@ -489,7 +481,7 @@ def compile_subspace_step(program: dnas_lib.DnasProgram, subspace, image_shape,
 def describe(config) -> dict:
   """`mode=describe`: the space, the supernet and the bytes of one
   full-space train step, read from XLA on abstract inputs (nothing runs)."""
-  check_config(config)
+  config_check.check_config(config)
   space = spaces_lib.space_from_config(config.space)
   image_shape, num_classes = data_lib.dataset_spec(config.data)
   mesh = parallel.make_mesh()
@@ -497,7 +489,7 @@ def describe(config) -> dict:
   parallel.check_divisible(batch_size, mesh)
   subspace = space.full_subspace()
   model = supernet_lib.build_supernet(space, subspace, config.supernet, num_classes)
-  mode = dnas_mode(config)
+  mode = dnas_lib.dnas_mode(config)
   program = dnas_lib.DnasProgram(model, mode, config.dnas, 1, mesh, (0.0,), (1.0,))
   alphas = jax.eval_shape(lambda: supernet_lib.init_alphas(jax.random.key(0), subspace))
   weights = supernet_lib.param_shapes(model, image_shape, alphas)
@@ -526,6 +518,7 @@ def describe(config) -> dict:
       "fits_budget": (None if budget is None or compiled.bytes is None
                       else compiled.bytes <= budget),
   }
+  # (`genotype` is a field of training configs only: absent from a search's)
   if config.get("genotype"):
     from radars_jax import train  # pylint: disable=import-outside-toplevel
     info["genotype_network"] = train.describe_genotype(config)

@@ -140,15 +140,15 @@ def make_space(name: str, ops=None, num_ops=None) -> SearchSpace:
 
 
 def space_from_config(space_config) -> SearchSpace:
-  return make_space(space_config.name, space_config.get("ops"),
-                    space_config.get("num_ops"))
+  return make_space(space_config.name, space_config.ops, space_config.num_ops)
 
 
 # --------------------------------------------------------------------------
 # Genotypes: the discrete architecture a search returns.
 # --------------------------------------------------------------------------
 
-def _softmax(x):
+def softmax(x) -> np.ndarray:
+  """Softmax of one choice point's alphas, in float64 on the host."""
   x = np.asarray(x, np.float64)
   e = np.exp(x - x.max())
   return e / e.sum()
@@ -159,7 +159,7 @@ def op_weights(space: SearchSpace, subspace: Subspace, alphas) -> np.ndarray:
   out = np.full((space.num_choice_points, space.max_ops), np.nan)
   for c, (active, alpha) in enumerate(zip(subspace, alphas)):
     if active:
-      out[c, list(active)] = _softmax(alpha)
+      out[c, list(active)] = softmax(alpha)
   return out
 
 

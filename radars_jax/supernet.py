@@ -51,6 +51,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from radars_jax import config_defaults
 from radars_jax import ops as ops_lib
 from radars_jax import spaces as spaces_lib
 from radars_jax import weight_pool
@@ -641,6 +642,20 @@ def _cell_states(cell, inputs, edges, strides, edge_weights, train: bool, edge_s
   return states
 
 
+def preprocess_cell_inputs(s0, s1, channels: int, settings: OpSettings, reduction_prev: bool,
+                           train: bool):
+  """A DARTS cell's two inputs brought to `channels` (the eval cell and the
+  search cell alike; called inside the cell's compact method, so the
+  modules `preprocess0` and `preprocess1` are the cell's): the older one
+  halved in size where the previous cell reduced."""
+  if reduction_prev:
+    s0 = FactorizedReduce(channels, settings, name="preprocess0")(s0, train)
+  else:
+    s0 = ReLUConvBN(channels, 1, 1, 0, settings, name="preprocess0")(s0, train)
+  s1 = ReLUConvBN(channels, 1, 1, 0, settings, name="preprocess1")(s1, train)
+  return s0, s1
+
+
 class DartsSearchCell(nn.Module):
   """DARTS cell: two preprocessed inputs, `steps` nodes, each the sum of
   mixed ops over all earlier states; output = concat of the nodes."""
@@ -658,12 +673,8 @@ class DartsSearchCell(nn.Module):
 
   @nn.compact
   def __call__(self, s0, s1, edge_weights=None, train: bool = True, edge_slots=None):
-    c, st = self.channels, self.settings
-    if self.reduction_prev:
-      s0 = FactorizedReduce(c, st, name="preprocess0")(s0, train)
-    else:
-      s0 = ReLUConvBN(c, 1, 1, 0, st, name="preprocess0")(s0, train)
-    s1 = ReLUConvBN(c, 1, 1, 0, st, name="preprocess1")(s1, train)
+    s0, s1 = preprocess_cell_inputs(s0, s1, self.channels, self.settings,
+                                    self.reduction_prev, train)
     edges = spaces_lib.darts_edges(self.steps)
     strides = [2 if self.reduction and src < 2 else 1 for src, _ in edges]
     states = _cell_states(self, [s0, s1], edges, strides, edge_weights, train, edge_slots)
@@ -794,7 +805,9 @@ def build_supernet(space: spaces_lib.SearchSpace, subspace: spaces_lib.Subspace 
   hence one compiled step, per subspace), or with `switched=True` (and
   `subspace=None`) the switched supernet of the whole space, whose active
   ops are the `slots` argument (`slot_orders`: per choice point its ops,
-  costliest first, see `SwitchedMixedOp`)."""
+  costliest first, see `SwitchedMixedOp`). Fields `supernet_config` lacks
+  have their defaults (`config_defaults.complete`)."""
+  supernet_config = config_defaults.complete(supernet_config, "supernet")
   if slot_orders is not None:
     slot_orders = tuple(tuple(int(o) for o in order) for order in slot_orders)
   if switched:
@@ -803,11 +816,11 @@ def build_supernet(space: spaces_lib.SearchSpace, subspace: spaces_lib.Subspace 
     subspace = space.full_subspace()
   subspace = space.check_subspace(subspace, allow_empty=True)
   names = space.op_names_of(subspace)
-  impl = supernet_config.get("depthwise_impl", "xla")
-  stack = bool(supernet_config.get("stack_edges", False))
-  scan = bool(supernet_config.get("scan_edges", False))
-  remat = bool(supernet_config.get("remat", False))
-  scan_switched = bool(supernet_config.get("scan_switched", False))
+  impl = supernet_config.depthwise_impl
+  stack = bool(supernet_config.stack_edges)
+  scan = bool(supernet_config.scan_edges)
+  remat = bool(supernet_config.remat)
+  scan_switched = bool(supernet_config.scan_switched)
   if stack and scan:
     raise UserError("supernet.stack_edges and supernet.scan_edges are two ways to compute "
                     "the same cells: set at most one")
@@ -824,7 +837,7 @@ def build_supernet(space: spaces_lib.SearchSpace, subspace: spaces_lib.Subspace 
       raise UserError(f"supernet.scan_edges needs ops with a stacked form (radars_jax.ops."
                       f"param_schema); these have none: {', '.join(lacking)}")
   if space.kind == "darts_cell":
-    steps = supernet_config.get("steps", spaces_lib.DARTS_STEPS)
+    steps = supernet_config.steps
     n = len(spaces_lib.darts_edges(steps))
     if 2 * n != space.num_choice_points:
       raise UserError(
@@ -835,15 +848,14 @@ def build_supernet(space: spaces_lib.SearchSpace, subspace: spaces_lib.Subspace 
     return DartsSupernet(
         normal_ops=names[:n], reduce_ops=names[n:], num_classes=num_classes,
         channels=supernet_config.channels, layers=supernet_config.layers,
-        steps=supernet_config.get("steps", spaces_lib.DARTS_STEPS),
-        stem_multiplier=supernet_config.get("stem_multiplier", 3),
+        steps=steps, stem_multiplier=supernet_config.stem_multiplier,
         settings=OpSettings(pool_bn=True, depthwise_impl=impl, remat=remat), stack_edges=stack,
         switched=switched, slot_orders=slot_orders, scan_edges=scan,
         scan_switched=scan_switched)
   if space.kind == "nb201_cell":
     return NB201Supernet(
         edge_ops=names, num_classes=num_classes, channels=supernet_config.channels,
-        cells_per_stage=supernet_config.get("cells_per_stage", 5),
+        cells_per_stage=supernet_config.cells_per_stage,
         settings=OpSettings(pool_bn=False, depthwise_impl=impl, remat=remat),
         stack_edges=stack,
         switched=switched, slot_orders=slot_orders, scan_edges=scan,

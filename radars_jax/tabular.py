@@ -42,6 +42,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from radars_jax import config_defaults
 from radars_jax import controller as controller_lib
 from radars_jax.errors import UserError
 
@@ -365,7 +366,7 @@ def tabular_controller_config() -> ml_collections.ConfigDict:
   (every sample is one architecture, k = 1): few samples per iteration, so
   that the policy is updated often; a small critic and buffer, so that an
   update is cheap."""
-  c = controller_lib.default_controller_config()
+  c = config_defaults.controller_config()
   c.samples_per_iteration = 10
   c.lr = 0.05
   c.ppo_epochs = 8
@@ -422,7 +423,7 @@ STRATEGIES: dict[str, Callable[..., SearchResult]] = {
 }
 
 
-def run_search(method: str, table: Table, queries: int, seed: int, **kwargs) -> SearchResult:
+def run_strategy(method: str, table: Table, queries: int, seed: int, **kwargs) -> SearchResult:
   """Run strategy `method` (one of METHODS) once."""
   if method not in STRATEGIES:
     raise UserError(f"unknown method {method!r}: choose from {', '.join(METHODS)}")
@@ -465,7 +466,7 @@ def compare(table: Table, methods, queries: int, seeds: int,
     for method in methods:
       bar.set_postfix_str(method)
       for seed in range(int(seeds)):
-        results[method].append(run_search(method, table, queries, seed))
+        results[method].append(run_strategy(method, table, queries, seed))
         bar.update()
   return results
 
@@ -606,15 +607,15 @@ def run_from_config(config: ml_collections.ConfigDict, workdir) -> dict:
   `config.table.path` (`metric`, `report`, `queries`, `seeds`). Writes
   WORKDIR/tabular_results.json (everything, as experiments/nb201_search.py
   --json), WORKDIR/summary.json (per-method statistics) and
-  WORKDIR/plots/nb201_best_so_far.png; returns the summary."""
+  WORKDIR/plots/nb201_best_so_far.png; returns the summary. `config` is
+  checked first (`config_check.check_config`, as `radars_jax.main` does):
+  that check also says when the table block is missing."""
   from radars_jax import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
-  if "table" not in config:
-    raise UserError("mode=tabular needs config.table (see configs/nb201_table.py)")
   t = config.table
   out = workdir_lib.prepare(workdir)
   payload = run_comparison(os.path.expanduser(str(t.path)), str(t.metric), str(t.report),
                            int(t.queries), int(t.seeds), t.methods,
-                           progress=bool(config.get("progress_bar", True)))
+                           progress=bool(config.progress_bar))
   write_payload(out / "tabular_results.json", payload)
   plot = plot_best_so_far(payload, out / "plots" / "nb201_best_so_far.png")
   summary = dict(

@@ -41,7 +41,9 @@ import optax
 
 from radars_jax import checkpointing
 from radars_jax import config_check
+from radars_jax import config_defaults
 from radars_jax import data as data_lib
+from radars_jax import dnas as dnas_lib
 from radars_jax import genotypes as genotypes_lib
 from radars_jax import metrics as metrics_lib
 from radars_jax import networks
@@ -57,31 +59,6 @@ _INIT, _DATA, _AUGMENT, _DROP_PATH = 0, 1, 2, 3
 # Config
 # ---------------------------------------------------------------------------
 
-def train_config_defaults() -> ml_collections.ConfigDict:
-  """The `config.train` block: the DARTS CIFAR evaluation protocol."""
-  t = ml_collections.ConfigDict()
-  t.layers = 20                 # DARTS cells (reductions at 1/3 and 2/3)
-  t.channels = 36               # initial channels
-  t.batch_size = 96
-  t.epochs = 600
-  t.lr = 0.025                  # cosine (per epoch) from lr ...
-  t.lr_min = 0.0                # ... to lr_min
-  t.momentum = 0.9
-  t.weight_decay = 3e-4
-  t.grad_clip = 5.0             # global gradient norm
-  t.cutout = 16                 # cutout square side (0: none)
-  t.drop_path = 0.2             # final drop-path probability, ramped from 0
-  t.auxiliary_weight = 0.4      # auxiliary head at 2/3 depth (0: no head)
-  t.nb201_channels = 16         # NAS-Bench-201 genotypes: the NB201 skeleton
-  t.nb201_cells_per_stage = 5
-  t.depthwise_impl = "xla"      # see radars_jax.depthwise
-  t.log_every = 50              # steps between host syncs (metrics, progress)
-  t.eval_every = 0              # epochs between test evaluations (0: at the end only)
-  t.checkpoint_every_steps = 1000
-  t.max_to_keep = 3             # checkpoints kept
-  return t
-
-
 def add_train_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Adds `config.train`, `config.genotype` (a published name, a NAS-Bench-201
   arch string or a genotype.json path) and `config.table` (NAS-Bench-201
@@ -92,9 +69,9 @@ def add_train_config(config: ml_collections.ConfigDict) -> ml_collections.Config
     if "table" not in config:
       config.table = ml_collections.FieldReference(None, field_type=str)
     if "train" not in config:
-      config.train = train_config_defaults()
+      config.train = config_defaults.train_config()
     else:
-      defaults = train_config_defaults()
+      defaults = config_defaults.train_config()
       with config.train.unlocked():
         for name in defaults:
           if name not in config.train:
@@ -103,9 +80,8 @@ def add_train_config(config: ml_collections.ConfigDict) -> ml_collections.Config
 
 
 def _train_config(config) -> ml_collections.ConfigDict:
-  if "train" not in config:
-    add_train_config(config)
-  return config.train
+  """`config.train`, with the training fields a config lacks added first."""
+  return add_train_config(config).train
 
 
 # ---------------------------------------------------------------------------
@@ -120,7 +96,7 @@ def build_model(genotype: dict, num_classes: int, train_config, auxiliary: bool 
       layers=int(train_config.layers), auxiliary=auxiliary,
       nb201_channels=int(train_config.nb201_channels),
       nb201_cells_per_stage=int(train_config.nb201_cells_per_stage),
-      depthwise_impl=train_config.get("depthwise_impl", "xla"))
+      depthwise_impl=train_config.depthwise_impl)
 
 
 def describe_genotype(config) -> dict:
@@ -128,7 +104,7 @@ def describe_genotype(config) -> dict:
   and without the auxiliary head) and FLOPs (multiply-adds of convolutions
   and dense layers for one image of `config.data`'s shape). Nothing runs."""
   train_config = _train_config(config)
-  genotype = genotypes_lib.load_genotype(config.get("genotype"))
+  genotype = genotypes_lib.load_genotype(config.genotype)
   image_shape, num_classes = data_lib.dataset_spec(config.data)
   model = build_model(genotype, num_classes, train_config, auxiliary=True)
   try:
@@ -231,7 +207,7 @@ class TrainSpec:
                n, batch_size, n // batch_size, int(t.epochs), float(t.lr), float(t.lr_min),
                float(t.momentum), float(t.weight_decay), float(t.grad_clip),
                float(drop_path), float(auxiliary_weight),
-               int(config.data.get("crop_padding", 4)), bool(config.data.get("flip", True)),
+               int(config.data.crop_padding), bool(config.data.flip),
                int(t.cutout))
 
   @property
@@ -281,10 +257,12 @@ def make_init(spec: TrainSpec, tx) -> Callable:
   return init
 
 
-def make_train_step(spec: TrainSpec, tx, batch_sharding) -> Callable:
+def make_retrain_step(spec: TrainSpec, tx, batch_sharding) -> Callable:
   """`(state, split) -> state`: gathers and augments the step's batch on
   device (DARTS: crop, flip, then cutout), one SGD step, adds the loss and
-  accuracy to `state.metrics`."""
+  accuracy to `state.metrics`. The weights-only step of a fixed network,
+  with BatchNorm statistics, drop path and the auxiliary head; the search's
+  step (weights and alphas) is `dnas.make_train_step`."""
   model = spec.model
 
   def train_step(state: TrainState, split: data_lib.DeviceSplit) -> TrainState:
@@ -325,42 +303,15 @@ def make_train_step(spec: TrainSpec, tx, batch_sharding) -> Callable:
   return train_step
 
 
-class Evaluator:
-  """Test loss and accuracy of the eval network (running BN statistics)
-  over a whole split, data-parallel, one host transfer at the end."""
+def eval_logits(model) -> Callable:
+  """`dnas.Evaluator`'s `logits_fn` for the eval network: inputs
+  `(params, batch_stats)`, running BatchNorm statistics, no auxiliary head."""
 
-  def __init__(self, model, mesh, mean, std):
-    self.mesh = mesh
-    batch_sharding = parallel.batch_sharded(mesh)
+  def logits(inputs, images):
+    params, batch_stats = inputs
+    return model.apply({"params": params, "batch_stats": batch_stats}, images, train=False)[0]
 
-    def eval_step(params, batch_stats, split, start, first_counted, batch_size):
-      images = jax.lax.dynamic_slice_in_dim(split.images, start, batch_size)
-      labels = jax.lax.dynamic_slice_in_dim(split.labels, start, batch_size)
-      images = jax.lax.with_sharding_constraint(images, batch_sharding)
-      labels = jax.lax.with_sharding_constraint(labels, batch_sharding)
-      logits, _ = model.apply({"params": params, "batch_stats": batch_stats},
-                              data_lib.normalise(images, mean, std), train=False)
-      counted = (start + jnp.arange(batch_size)) >= first_counted
-      losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-      correct = ((jnp.argmax(logits, -1) == labels) & counted).sum()
-      return correct, jnp.where(counted, losses, 0.0).sum(), counted.sum()
-
-    self._step = jax.jit(eval_step, static_argnums=(5,))
-
-  def evaluate(self, params, batch_stats, split: data_lib.DeviceSplit,
-               batch_size: int) -> dict:
-    n = split.num_examples
-    batch_size = parallel.largest_divisible(n, batch_size, self.mesh)
-    correct = loss = counted = 0
-    previous_end = 0
-    for start in range(0, n, batch_size):
-      start = min(start, n - batch_size)  # same shape; overlap is not counted twice
-      c, l, k = self._step(params, batch_stats, split, start, previous_end, batch_size)
-      correct, loss, counted = correct + c, loss + l, counted + k
-      previous_end = start + batch_size
-    correct, loss, counted = jax.device_get((correct, loss, counted))
-    counted = max(int(counted), 1)
-    return {"accuracy": float(correct) / counted, "loss": float(loss) / counted}
+  return logits
 
 
 @dataclasses.dataclass
@@ -369,7 +320,7 @@ class Program:
   tx: optax.GradientTransformation
   init: Callable
   train_step: Callable
-  evaluator: Evaluator
+  evaluator: dnas_lib.Evaluator
 
 
 @functools.lru_cache(maxsize=4)
@@ -379,9 +330,10 @@ def program(spec: TrainSpec, mesh) -> Program:
   replicated = parallel.replicated(mesh)
   tx = spec.optimizer()
   init = jax.jit(make_init(spec, tx), out_shardings=replicated)
-  train_step = jax.jit(make_train_step(spec, tx, parallel.batch_sharded(mesh)),
+  train_step = jax.jit(make_retrain_step(spec, tx, parallel.batch_sharded(mesh)),
                        donate_argnums=(0,), out_shardings=replicated)
-  return Program(tx, init, train_step, Evaluator(spec.model, mesh, spec.mean, spec.std))
+  return Program(tx, init, train_step,
+                 dnas_lib.Evaluator(eval_logits(spec.model), mesh, spec.mean, spec.std))
 
 
 # ---------------------------------------------------------------------------
@@ -410,7 +362,7 @@ def load_trained_state(config, workdir) -> tuple[int, TrainState] | None:
   `config` (None if there is none): the trained `params` and `batch_stats`."""
   _train_config(config)
   config_check.check_config(config, mode="train")
-  genotype = genotypes_lib.load_genotype(config.get("genotype"))
+  genotype = genotypes_lib.load_genotype(config.genotype)
   mesh = parallel.make_mesh()
   image_shape, num_classes = data_lib.dataset_spec(config.data)
   batch = int(config.train.batch_size)
@@ -437,9 +389,9 @@ def run_training(config, workdir) -> dict:
   start_time = time.perf_counter()
   t = _train_config(config)
   config_check.check_config(config, mode="train")
-  genotype = genotypes_lib.load_genotype(config.get("genotype"))
+  genotype = genotypes_lib.load_genotype(config.genotype)
   table_entry = None
-  if config.get("table"):
+  if config.table:
     if genotypes_lib.is_nb201(genotype):
       table_entry = nb201_table_entry(config.table, genotype)
     else:
@@ -474,6 +426,8 @@ def run_training(config, workdir) -> dict:
     raise
   if restored is not None:
     _, state, meta = restored
+    # (`save` below writes every key; the fallbacks are for a checkpoint
+    # without metadata, which `restore_latest` returns as {})
     history = list(meta.get("history", []))
     seconds_before = float(meta.get("seconds", 0.0))
     train_loss = float(meta.get("train_loss", float("nan")))
@@ -491,13 +445,13 @@ def run_training(config, workdir) -> dict:
         "seconds": seconds_before + time.perf_counter() - start_time})
 
   # --- loop ---
-  eval_batch = int(config.data.get("eval_batch_size", 500))
+  eval_batch = int(config.data.eval_batch_size)
   writer = metrics_lib.MetricWriter(path / "tensorboard", path / "metrics.jsonl")
   log_every = max(1, int(t.log_every))
   eval_every_steps = int(t.eval_every) * steps_per_epoch
   ckpt_every = int(t.checkpoint_every_steps)
   bar = metrics_lib.progress_bar(total_steps, "train", initial=start_step,
-                                 enabled=config.get("progress_bar", True))
+                                 enabled=config.progress_bar)
   try:
     for step in range(start_step, total_steps):
       state = prog.train_step(state, train_split)
@@ -518,7 +472,7 @@ def run_training(config, workdir) -> dict:
                               "drop_path": float(spec.drop_prob(step) or 0.0)},
                        prefix="train/")
       if eval_every_steps and done % eval_every_steps == 0 and done < total_steps:
-        result = prog.evaluator.evaluate(state.params, state.batch_stats, test_split,
+        result = prog.evaluator.evaluate((state.params, state.batch_stats), test_split,
                                          eval_batch)
         history.append({"step": done, "epoch": done // steps_per_epoch,
                         "test_accuracy": result["accuracy"], "test_loss": result["loss"]})
@@ -527,7 +481,7 @@ def run_training(config, workdir) -> dict:
       if ckpt_every and done % ckpt_every == 0 and done < total_steps:
         save(done)
     # --- end: evaluate, checkpoint, report ---
-    result = prog.evaluator.evaluate(state.params, state.batch_stats, test_split, eval_batch)
+    result = prog.evaluator.evaluate((state.params, state.batch_stats), test_split, eval_batch)
     if start_step < total_steps:
       history.append({"step": total_steps, "epoch": epochs,
                       "test_accuracy": result["accuracy"], "test_loss": result["loss"]})

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from radars_jax import config_check
 from radars_jax import controller as ctrl
 from radars_jax.errors import UserError
 
@@ -162,7 +163,7 @@ def test_bad_controller_config_is_a_user_error():
   config = ctrl.default_controller_config()
   config.uncertainty = "magic"
   with pytest.raises(UserError, match="uncertainty"):
-    ctrl.ControllerHParams.from_config(config)
+    config_check.check_fields(config, prefix="controller.")
 
 
 # ---------------------------------------------------------------------------

@@ -28,7 +28,8 @@ def test_notebook_radars_alternative_is_a_valid_radars_config():
   """The search cell's commented lines (the real run's RADARS alternative),
   uncommented, turn its single_darts config into a RADARS search that passes
   the config check: radars, with the memory budget it needs."""
-  from radars_jax import search  # pylint: disable=import-outside-toplevel
+  from radars_jax import config_check  # pylint: disable=import-outside-toplevel
+  from radars_jax.errors import UserError  # pylint: disable=import-outside-toplevel
   nb = nbformat.read(NOTEBOOK, as_version=4)
   (cell,) = [c for c in nb.cells if c.cell_type == "code"
              and 'config.method = "single_darts"' in c.source]
@@ -44,14 +45,14 @@ def test_notebook_radars_alternative_is_a_valid_radars_config():
   for line in active:
     exec(line, {"config": config})   # pylint: disable=exec-used
   assert (config.method, config.memory_budget_gb) == ("single_darts", None)
-  search.check_config(config)
+  config_check.check_config(config)
   for line in alternative:
     exec(line, {"config": config})   # pylint: disable=exec-used
   assert config.method == "radars" and (config.memory_budget_gb or 0) > 0, alternative
-  search.check_config(config)
+  config_check.check_config(config)
   config.memory_budget_gb = None   # (the budget line is the one RADARS cannot do without)
-  with pytest.raises(search.UserError, match="memory budget"):
-    search.check_config(config)
+  with pytest.raises(UserError, match="memory budget"):
+    config_check.check_config(config)
 
 
 def test_notebook_runs_small_on_cpu(tmp_path, monkeypatch):

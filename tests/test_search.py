@@ -6,6 +6,7 @@ import jax
 import numpy as np
 import pytest
 
+from radars_jax import config_check
 from radars_jax import config_defaults
 from radars_jax import dnas
 from radars_jax import parallel
@@ -144,11 +145,11 @@ def test_passes_in_loop_is_refused_outside_first_order(method, order, inner):
   config.method, config.dnas.order, config.dnas.inner_mode = method, order, inner
   config.dnas.passes_in_loop = True
   with pytest.raises(search.UserError, match="passes_in_loop"):
-    search.check_config(config)
+    config_check.check_config(config)
   config.method, config.dnas.order, config.dnas.inner_mode = "darts", 1, "first_order"
-  search.check_config(config)   # first order: accepted
+  config_check.check_config(config)   # first order: accepted
   config.method = "radars"
-  search.check_config(config)
+  config_check.check_config(config)
 
 
 @pytest.mark.parametrize("method", ["radars", "rl", "random"])
@@ -161,8 +162,8 @@ def test_scan_edges_is_refused_for_subspace_searches(method):
   config.method = method
   config.supernet.scan_edges = True
   with pytest.raises(search.UserError, match="scan_edges"):
-    search.check_config(config)
+    config_check.check_config(config)
   config.supernet.scan_edges, config.supernet.scan_switched = False, True
-  search.check_config(config)   # the shared programs' scan: accepted
+  config_check.check_config(config)   # the shared programs' scan: accepted
   config.method, config.supernet.scan_edges = "single_darts", True
-  search.check_config(config)   # whole-space DNAS: accepted
+  config_check.check_config(config)   # whole-space DNAS: accepted

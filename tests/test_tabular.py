@@ -143,7 +143,7 @@ def test_query_budget_counts_distinct_architectures_only(synthetic):
 @pytest.mark.parametrize("method", tabular.METHODS)
 def test_strategy_makes_exactly_q_queries_and_returns_its_best(synthetic, method):
   queries = 25
-  result = tabular.run_search(method, synthetic, queries, seed=3)
+  result = tabular.run_strategy(method, synthetic, queries, seed=3)
   assert result.method == method and result.queries == queries
   assert result.samples >= queries
   assert len(result.trajectory) == queries
@@ -154,7 +154,7 @@ def test_strategy_makes_exactly_q_queries_and_returns_its_best(synthetic, method
   chex.assert_trees_all_close(result.best_report, result.best_metric - 1.0, atol=1e-3)
   assert result.best_metric == result.trajectory[-1]
   # Deterministic given the seed.
-  again = tabular.run_search(method, synthetic, queries, seed=3)
+  again = tabular.run_strategy(method, synthetic, queries, seed=3)
   assert (again.best_arch, again.trajectory) == (result.best_arch, result.trajectory)
 
 
@@ -175,7 +175,7 @@ def test_baseline_strategy_beats_random_on_a_learnable_table(synthetic, method):
   evolution's tournament picking its worst, each ends below random
   (~73 against ~75.5)."""
   queries, seeds = 60, range(6)
-  found = [tabular.run_search(method, synthetic, queries, s).best_metric for s in seeds]
+  found = [tabular.run_strategy(method, synthetic, queries, s).best_metric for s in seeds]
   rnd = [tabular.search_random(synthetic, queries, s).best_metric for s in seeds]
   # Random best of 60 averages ~75.5 here, evolution ~79.5, REINFORCE ~80.
   assert np.mean(found) > np.mean(rnd) + 2.0, (found, rnd)
@@ -245,7 +245,7 @@ def test_unknown_method_and_bad_budget(synthetic):
     tabular.parse_methods(" , ")
   assert tabular.parse_methods("random, ppo,random") == ("random", "ppo")
   with pytest.raises(UserError, match="--queries=0"):
-    tabular.run_search("random", synthetic, 0, 0)
+    tabular.run_strategy("random", synthetic, 0, 0)
   with pytest.raises(UserError, match="--seeds=0"):
     tabular.compare(synthetic, "random", 5, 0)
 
