@@ -45,7 +45,7 @@ def predicted_too_large(config, model: cost_lib.CostModel, mask,
   """The refusal of the train step of `mask` if `model` predicts more than
   `margin` x `dnas.max_program_ops` XLA operations for it (nothing is
   traced), else None."""
-  limit = config.dnas.get("max_program_ops")
+  limit = config.dnas.max_program_ops
   predicted = model.program_ops(mask)
   if limit and predicted is not None and predicted > margin * int(limit):
     return dnas_lib.ProgramTooLarge(int(predicted), int(limit), estimated=True)
@@ -94,7 +94,7 @@ class Sizing:
           alive, self.usable_budget(),
           fits=lambda mask: predicted_too_large(config, model, mask) is None)
     k = largest
-    cap = config.radars.get("k")
+    cap = config.radars.k
     if cap:
       k = min(k, int(cap))
     return max(1, k)
@@ -104,7 +104,7 @@ class Sizing:
     return max(1, int(float(self.config.radars.subspace_epochs) * self.steps_per_epoch))
 
   def final_epochs(self) -> float:
-    return float(self.config.radars.get("final_epochs") or self.config.dnas.epochs)
+    return float(self.config.radars.final_epochs or self.config.dnas.epochs)
 
   def final_steps(self) -> int:
     """Steps of the final search (as `Searcher.run_dnas` counts them)."""
@@ -262,6 +262,7 @@ class LoopPrograms:
           if self.budget is None or compiled.bytes <= self.budget:
             return subspace, compiled, estimate
       subspace = without_costliest_op(subspace, mask, model, self.budget, compiled, refusal)
+
 
 def without_costliest_op(subspace, mask, model: cost_lib.CostModel, budget, compiled, refusal):
   """`subspace` less its costliest op where a choice point has more than

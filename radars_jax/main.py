@@ -37,11 +37,11 @@ def run(config, workdir):
   if config.mode == "tabular":  # table look-ups only: no supernet, no data
     from radars_jax import tabular  # pylint: disable=import-outside-toplevel
     return tabular.run_from_config(config, workdir)
-  from radars_jax import search  # pylint: disable=import-outside-toplevel
+  from radars_jax import dnas, search  # pylint: disable=import-outside-toplevel
   if config.mode == "describe":
     return search.describe(config)
   if config.mode == "search":
-    if config.method in search.DNAS_METHODS:
+    if config.method in dnas.DNAS_METHODS:
       return search.run_search(config, workdir)
     from radars_jax import radars  # pylint: disable=import-outside-toplevel
     return radars.run_search(config, workdir)
@@ -229,7 +229,7 @@ def main(argv):
   workdir = _WORKDIR.value
   guard = _WorkdirGuard(workdir)
   try:
-    if config.get("compilation_cache", True) and mode != "describe":
+    if config.compilation_cache and mode != "describe":
       enable_compilation_cache(workdir)   # named here, made by JAX's first compile
     result = run(config, workdir)
   except UserError as e:

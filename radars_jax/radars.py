@@ -59,8 +59,8 @@ import numpy as np
 
 from radars_jax import checkpointing
 from radars_jax import compile_clock
-from radars_jax import config_check
 from radars_jax import compile_queue as queue_lib
+from radars_jax import config_check
 from radars_jax import controller as ctrl
 from radars_jax import cost_model as cost_lib
 from radars_jax import loop_programs
@@ -116,7 +116,7 @@ class RadarsSearch:
     self.num_samples = int(config.controller.samples_per_iteration)
     self.ckpt = checkpointing.Checkpointer(path / "checkpoints" / "search", max_to_keep=2)
     self.dnas_ckpt_root = path / "checkpoints" / "dnas"
-    self.verbose = bool(config.get("progress_bar", True))
+    self.verbose = bool(config.progress_bar)
     # Built by `prepare`, once the cost model has ordered the shared
     # program's slots (`Searcher(slot_orders=...)`).
     self.searcher: search_lib.Searcher | None = None
@@ -162,7 +162,7 @@ class RadarsSearch:
                                         self.writer, slot_orders=model.slot_orders())
     self.programs = loop_programs.LoopPrograms(
         self.config, self.searcher, self.budget,
-        queue_lib.CompileQueue(bool(self.config.radars.get("compile_ahead", True))))
+        queue_lib.CompileQueue(bool(self.config.radars.compile_ahead)))
     self.sizing = loop_programs.Sizing(self.config, self.budget,
                                        self.searcher.steps_per_epoch())
     if fresh:
@@ -290,7 +290,7 @@ class RadarsSearch:
           finetune_steps=int(self.config.radars.sample_finetune_steps))
     pool.write_back(result.weights)
     reward = float(result.val_accuracy)
-    cost_weight = float(self.config.radars.get("cost_weight", 0.0))
+    cost_weight = float(self.config.radars.cost_weight)
     params_m = params_millions(self.searcher, result.genotype)
     if cost_weight:
       reward -= cost_weight * params_m
