@@ -22,7 +22,7 @@ def pytest_configure(config):
 # hands files to its workers in collection order, and a slow file started
 # last would run alone at the end while the other worker sits idle.
 SLOW_FILES_FIRST = ("test_radars.py", "test_baselines.py", "test_experiments.py",
-                    "test_switched.py", "test_budget.py", "test_program_size.py")
+                    "test_switched.py", "test_program_size.py")
 
 
 def pytest_collection_modifyitems(config, items):
