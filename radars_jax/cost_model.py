@@ -26,6 +26,7 @@ subspace the controller can draw fits.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Any
 
@@ -75,10 +76,7 @@ def traced_cost(space, subspace, supernet_config, num_classes: int, image_shape,
   params = supernet_lib.param_shapes(model, image_shape, alphas)
   x = jax.ShapeDtypeStruct((batch_size, *image_shape), jnp.float32)
   forward = lambda p, a, x: model.apply({"params": p}, x, a)
-  if intercept is not None:
-    with nn.intercept_methods(intercept):
-      jaxpr = jax.make_jaxpr(forward)(params, alphas, x)
-  else:
+  with nn.intercept_methods(intercept) if intercept else contextlib.nullcontext():
     jaxpr = jax.make_jaxpr(forward)(params, alphas, x)
   values, eqns = _jaxpr_size(jaxpr.jaxpr)
   return values + 4 * _param_bytes(params), eqns
