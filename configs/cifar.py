@@ -5,7 +5,7 @@
     python -m radars_jax.main --config configs/cifar.py --config.mode=describe
 
 Space `darts_large`: the DARTS cell with all 23 registry ops on each of its
-28 edges (`radars_jax/ops.py`). Whole-space DARTS does not fit 12 GB per
+28 edges (`radars_jax/nas/ops.py`). Whole-space DARTS does not fit 12 GB per
 step at these settings, and its program is far over `dnas.max_program_ops`
 (`--config.method=darts` is refused with its size; with
 `--config.supernet.scan_edges=True --config.supernet.remat=True` it fits,

@@ -26,7 +26,7 @@ with the same workdir; WORKDIR/eval.json holds the test accuracy, weights,
 FLOPs, epochs and seconds.
 """
 from radars_jax import config_defaults
-from radars_jax import train
+from radars_jax.retrain import train
 
 
 def get_config():

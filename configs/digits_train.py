@@ -12,7 +12,7 @@ test accuracy on the 360 test digits within a minute or two on a 2-core CPU;
 eval.json in the workdir has the numbers.
 """
 from radars_jax import config_defaults
-from radars_jax import train
+from radars_jax.retrain import train
 
 
 def get_config():

@@ -9,7 +9,7 @@ train step of the full space and reads its bytes from XLA
 (compiled for its bytes only: `dnas.bytes_only_compiler_options`),
 and sizes a RADARS subspace to the budget: k = the largest number of ops per
 edge whose *worst case* (the k costliest ops on every edge, by the per-op
-cost model of `radars_jax.cost_model`) fits, then compiles that worst case
+cost model of `radars_jax.radars.cost_model`) fits, then compiles that worst case
 too. Every subspace RADARS could sample at that k needs at most those bytes.
 Both sides compile the same step, `--mode` (default `single_level`, the
 RADARS inner search's default `dnas.inner_mode`; `first_order` is the
@@ -36,13 +36,13 @@ import jax
 import numpy as np
 
 from radars_jax import config_defaults
-from radars_jax import cost_model as cost_lib
-from radars_jax import dnas
+from radars_jax.radars import cost_model as cost_lib
+from radars_jax.dnas import steps as dnas_steps
 from radars_jax import memory
 from radars_jax import parallel
-from radars_jax import search
-from radars_jax import spaces
-from radars_jax import supernet
+from radars_jax.dnas import search
+from radars_jax.nas import spaces
+from radars_jax.nas import supernet
 
 
 def settings(small: bool, layers: int | None = None):
@@ -63,7 +63,7 @@ def compile_bytes(space, subspace, config, image_shape, batch, mesh,
                   mode: str = "single_level") -> tuple[int, float]:
   """XLA's bytes and the compile seconds of the DNAS train step in `mode`."""
   model = supernet.build_supernet(space, subspace, config.supernet, 10)
-  program = dnas.DnasProgram(model, mode, config.dnas, 1, mesh, (0.0,), (1.0,))
+  program = dnas_steps.DnasProgram(model, mode, config.dnas, 1, mesh, (0.0,), (1.0,))
   compiled, _ = search.compile_subspace_step(program, subspace, image_shape, batch,
                                              bytes_only=True)
   return compiled.bytes, compiled.seconds
@@ -177,7 +177,7 @@ def main(argv=None) -> int:
   parser.add_argument("--small", action="store_true", help="tiny setting (minutes on a CPU)")
   parser.add_argument("--ns", default="8,12,16,20", help="ops per edge, comma separated")
   parser.add_argument("--budget_gb", type=float, default=None)
-  parser.add_argument("--mode", default="single_level", choices=dnas.MODES,
+  parser.add_argument("--mode", default="single_level", choices=dnas_steps.MODES,
                       help="the train step both sides compile")
   parser.add_argument("--json", default=None, help="write the results here")
   parser.add_argument("--plot", default=None, help="PNG (default: next to --json)")

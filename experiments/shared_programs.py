@@ -26,12 +26,12 @@ import time
 import jax
 import numpy as np
 
-from radars_jax import cost_model as cost_lib
+from radars_jax.radars import cost_model as cost_lib
 from radars_jax import parallel
-from radars_jax import dnas
-from radars_jax import search
-from radars_jax import spaces
-from radars_jax import supernet
+from radars_jax.dnas import steps as dnas_steps
+from radars_jax.dnas import search
+from radars_jax.nas import spaces
+from radars_jax.nas import supernet
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -122,7 +122,7 @@ def main(argv=None) -> int:
     if min(ks) < 1 or args.steps < 1:
       raise ValueError("k and --steps must be at least 1")
     config = load_config(args.config, args.set)
-    if dnas.dnas_mode(config) != "single_level":
+    if dnas_steps.dnas_mode(config) != "single_level":
       raise ValueError("this benchmark times Single-DARTS steps (dnas.inner_mode=single_level)")
   except (ValueError, KeyError, AttributeError, FileNotFoundError) as e:
     print(f"shared_programs: error: {e}", file=sys.stderr)

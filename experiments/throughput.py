@@ -6,7 +6,7 @@
     python experiments/throughput.py --scan-edges 1         # each cell's edges in a lax.scan
 
 Ours: the full `darts` space (8 ops on each of the 28 choice points), the
-library's own train step (`radars_jax.dnas.DnasProgram`), compiled ahead of
+library's own train step (`radars_jax.dnas.steps.DnasProgram`), compiled ahead of
 time on abstract inputs (compile seconds are reported on their own), then
 run on random data: warm-up steps, then blocks of `--steps` timed steps,
 one before and one after each of the peer's `--rounds` runs; ours is the
@@ -50,11 +50,11 @@ import ml_collections
 import numpy as np
 
 from radars_jax import config_defaults
-from radars_jax import dnas as dnas_lib
+from radars_jax.dnas import steps as dnas_lib
 from radars_jax import parallel
-from radars_jax import search as search_lib
-from radars_jax import spaces as spaces_lib
-from radars_jax import supernet as supernet_lib
+from radars_jax.dnas import search as search_lib
+from radars_jax.nas import spaces as spaces_lib
+from radars_jax.nas import supernet as supernet_lib
 
 DEFAULT_PEER = Path("/work/shared/peers/darts_torch.py")
 PEER_MODE = {"single_level": "weights", "first_order": "first_order"}

@@ -26,13 +26,13 @@ import jax
 import ml_collections
 import numpy as np
 
-from radars_jax import controller as controller_lib
+from radars_jax.radars import controller as controller_lib
 from radars_jax import data as data_lib
-from radars_jax import depthwise
-from radars_jax import dnas as dnas_lib
-from radars_jax import genotypes as genotypes_lib
-from radars_jax import ops as ops_lib
-from radars_jax import spaces as spaces_lib
+from radars_jax.nas import depthwise
+from radars_jax.dnas import steps as dnas_lib
+from radars_jax.nas import genotypes as genotypes_lib
+from radars_jax.nas import ops as ops_lib
+from radars_jax.nas import spaces as spaces_lib
 from radars_jax import tabular as tabular_lib
 from radars_jax.errors import UserError
 
@@ -348,7 +348,7 @@ def _check_search(config, mode: str) -> None:
   if supernet.scan_edges:
     lacking = sorted(n for n in space.op_names if not ops_lib.has_functional_form(n, 1))
     if lacking:
-      raise UserError(f"supernet.scan_edges needs ops with a stacked form (radars_jax.ops."
+      raise UserError(f"supernet.scan_edges needs ops with a stacked form (radars_jax.nas.ops."
                       f"param_schema); these have none: {', '.join(lacking)}")
   if space.kind == "darts_cell" and supernet.steps != spaces_lib.DARTS_STEPS:
     raise UserError(f"supernet.steps={supernet.steps}: space {space.name!r} is built for "

@@ -52,7 +52,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.supernet.steps = 4        # nodes per DARTS cell (the darts spaces are built for 4)
   config.supernet.stem_multiplier = 3
   config.supernet.cells_per_stage = 5  # NAS-Bench-201 skeleton
-  config.supernet.depthwise_impl = "xla"  # xla | shifted | scan | auto (radars_jax.depthwise)
+  config.supernet.depthwise_impl = "xla"  # xla | shifted | scan | auto (radars_jax.nas.depthwise)
   # Each op once over all the edges that use it (same numbers): DARTS
   # compiles faster but the step needs more memory (docs/performance.md).
   config.supernet.stack_edges = False
@@ -99,7 +99,7 @@ def base_config() -> ml_collections.ConfigDict:
   # before scoring it (0: score the inherited weights as they are).
   config.dnas.derived_finetune_steps = 0
 
-  # method=radars | rl | random (radars_jax.radars)
+  # method=radars | rl | random (radars_jax.radars.loop)
   config.radars = ml_collections.ConfigDict()
   config.radars.max_iterations = 20
   config.radars.subspace_epochs = 2.0   # DNAS epochs in each sampled subspace
@@ -135,7 +135,7 @@ def complete(block: ml_collections.ConfigDict, name: str) -> ml_collections.Conf
 
 def controller_config() -> ml_collections.ConfigDict:
   """Every controller hyperparameter with its default (`config.controller`;
-  `radars_jax.controller` reads them). The subspace size k is not here:
+  `radars_jax.radars.controller` reads them). The subspace size k is not here:
   the caller sets it (from the memory budget)."""
   c = ml_collections.ConfigDict()
   c.seed = 0
@@ -168,7 +168,7 @@ def controller_config() -> ml_collections.ConfigDict:
 
 
 def train_config() -> ml_collections.ConfigDict:
-  """The `config.train` block (`mode=train`, `radars_jax.train`): the DARTS
+  """The `config.train` block (`mode=train`, `radars_jax.retrain.train`): the DARTS
   CIFAR evaluation protocol. `train.add_train_config` adds it to a config."""
   t = ml_collections.ConfigDict()
   t.layers = 20                 # DARTS cells (reductions at 1/3 and 2/3)
@@ -185,7 +185,7 @@ def train_config() -> ml_collections.ConfigDict:
   t.auxiliary_weight = 0.4      # auxiliary head at 2/3 depth (0: no head)
   t.nb201_channels = 16         # NAS-Bench-201 genotypes: the NB201 skeleton
   t.nb201_cells_per_stage = 5
-  t.depthwise_impl = "xla"      # see radars_jax.depthwise
+  t.depthwise_impl = "xla"      # see radars_jax.nas.depthwise
   t.log_every = 50              # steps between host syncs (metrics, progress)
   t.eval_every = 0              # epochs between test evaluations (0: at the end only)
   t.checkpoint_every_steps = 1000

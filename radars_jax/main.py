@@ -37,16 +37,17 @@ def run(config, workdir):
   if config.mode == "tabular":  # table look-ups only: no supernet, no data
     from radars_jax import tabular  # pylint: disable=import-outside-toplevel
     return tabular.run_from_config(config, workdir)
-  from radars_jax import dnas, search  # pylint: disable=import-outside-toplevel
+  from radars_jax.dnas import steps as dnas_steps  # pylint: disable=import-outside-toplevel
+  from radars_jax.dnas import search  # pylint: disable=import-outside-toplevel
   if config.mode == "describe":
     return search.describe(config)
   if config.mode == "search":
-    if config.method in dnas.DNAS_METHODS:
+    if config.method in dnas_steps.DNAS_METHODS:
       return search.run_search(config, workdir)
-    from radars_jax import radars  # pylint: disable=import-outside-toplevel
-    return radars.run_search(config, workdir)
+    from radars_jax.radars import loop as radars_loop  # pylint: disable=import-outside-toplevel
+    return radars_loop.run_search(config, workdir)
   if config.mode == "train":
-    from radars_jax import train  # pylint: disable=import-outside-toplevel
+    from radars_jax.retrain import train  # pylint: disable=import-outside-toplevel
     return train.run_training(config, workdir)
   raise UserError(f"unknown mode {config.mode!r}; known modes: search, describe, train, tabular")
 

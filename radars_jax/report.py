@@ -55,7 +55,7 @@ from matplotlib.path import Path as MplPath
 from matplotlib.ticker import MaxNLocator
 
 from radars_jax import memory as memory_lib
-from radars_jax import spaces as spaces_lib
+from radars_jax.nas import spaces as spaces_lib
 from radars_jax.errors import UserError
 
 REPORT_DIR = "report"

@@ -11,7 +11,7 @@ architecture looked up; looking up an architecture again is free (cached)
 and still gives its value. Every strategy stops when it has made exactly
 `queries` queries and returns the best queried architecture by the search
 metric, with its report value:
-  * `ppo`: the RADARS controller (`radars_jax.controller`) with k = 1: each
+  * `ppo`: the RADARS controller (`radars_jax.radars.controller`) with k = 1: each
     sample is one architecture; `tabular_controller_config()` holds its
     settings for this setting.
   * `reinforce`: TuNAS-style REINFORCE: independent categorical logits per
@@ -43,7 +43,7 @@ import numpy as np
 import optax
 
 from radars_jax import config_defaults
-from radars_jax import controller as controller_lib
+from radars_jax.radars import controller as controller_lib
 from radars_jax.errors import UserError
 
 NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")

@@ -48,17 +48,17 @@ def _stop_mid_save(step: str) -> None:
 
 
 def _stop_in_compile_thread() -> None:
-  from radars_jax import loop_programs  # pylint: disable=import-outside-toplevel
-  original = loop_programs.LoopPrograms.compile_static_now
+  from radars_jax.radars import programs  # pylint: disable=import-outside-toplevel
+  original = programs.LoopPrograms.compile_static_now
 
   def compile_now(self, subspace, steps, bytes_only=False):
-    final_steps = loop_programs.Sizing(self.config, self.budget,
+    final_steps = programs.Sizing(self.config, self.budget,
                                        self.searcher.steps_per_epoch()).final_steps()
     if threading.current_thread().name.startswith("radars-compile") and steps == final_steps:
       _stopped(f"compile_thread {subspace}")
     return original(self, subspace, steps, bytes_only)
 
-  loop_programs.LoopPrograms.compile_static_now = compile_now
+  programs.LoopPrograms.compile_static_now = compile_now
 
 
 def _stop_in_final_search() -> None:
@@ -86,8 +86,8 @@ def main() -> None:
       raise SystemExit(f"unknown moment {moment!r}")
   from absl import app  # pylint: disable=import-outside-toplevel
   from radars_jax import main as main_lib  # pylint: disable=import-outside-toplevel
-  from radars_jax import radars  # pylint: disable=import-outside-toplevel
-  radars.RadarsSearch.write_plots = lambda self, record: None
+  from radars_jax.radars import loop as radars_loop  # pylint: disable=import-outside-toplevel
+  radars_loop.RadarsSearch.write_plots = lambda self, record: None
   sys.argv = [sys.argv[0], *sys.argv[2:]]
   app.run(main_lib.main, flags_parser=main_lib.parse_flags)
 

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from radars_jax import checkpointing
-from radars_jax import loop_programs
-from radars_jax import radars
-from radars_jax import spaces
+from radars_jax.radars import programs
+from radars_jax.radars import loop as radars_loop
+from radars_jax.nas import spaces
 from radars_jax import tabular
 from radars_jax import workdir as workdir_lib
 from radars_jax.errors import UserError
@@ -33,16 +33,16 @@ def test_baselines_sample_whole_architectures(tmp_path, method, monkeypatch):
   config.radars.max_iterations = 1
   config.radars.shared_programs = method == "rl"
   shared_compiles = []
-  original = loop_programs.LoopPrograms.compile_shared_now
+  original = programs.LoopPrograms.compile_shared_now
 
   def recording(self, k, steps):
     shared_compiles.append((k, threading.current_thread().name.startswith("radars-compile")))
     return original(self, k, steps)
 
-  monkeypatch.setattr(loop_programs.LoopPrograms, "compile_shared_now", recording)
+  monkeypatch.setattr(programs.LoopPrograms, "compile_shared_now", recording)
   # XLA compiles on the loop's thread during each sample
   loop_compiles, counting = [], []
-  original_run_sample = radars.RadarsSearch.run_sample
+  original_run_sample = radars_loop.RadarsSearch.run_sample
 
   def counted_run_sample(self, *args, **kwargs):
     counting.append(0)
@@ -56,10 +56,10 @@ def test_baselines_sample_whole_architectures(tmp_path, method, monkeypatch):
         and threading.current_thread() is threading.main_thread()):
       counting[-1] += 1
 
-  monkeypatch.setattr(radars.RadarsSearch, "run_sample", counted_run_sample)
+  monkeypatch.setattr(radars_loop.RadarsSearch, "run_sample", counted_run_sample)
   jax.monitoring.register_event_duration_secs_listener(listener)
   try:
-    summary = radars.run(config, workdir_lib.prepare(tmp_path / method),
+    summary = radars_loop.run(config, workdir_lib.prepare(tmp_path / method),
                          spaces.make_space("nb201"))
   finally:
     jax.monitoring.unregister_event_duration_listener(listener)
@@ -93,9 +93,9 @@ def test_baselines_sample_whole_architectures(tmp_path, method, monkeypatch):
 
   monkeypatch.setattr(checkpointing.Checkpointer, "save", crashing_save)
   with pytest.raises(Crash):
-    radars.run(config, path, spaces.make_space("nb201"))
+    radars_loop.run(config, path, spaces.make_space("nb201"))
   monkeypatch.setattr(checkpointing.Checkpointer, "save", original_save)
-  resumed = radars.run(config, path, spaces.make_space("nb201"))
+  resumed = radars_loop.run(config, path, spaces.make_space("nb201"))
   assert resumed["genotype"] == summary["genotype"] and resumed["shared_program_runs"] == 2
   np.testing.assert_allclose([r["reward"] for r in resumed["subspace_runs"]],
                              [r["reward"] for r in runs], atol=1e-6)
@@ -104,10 +104,10 @@ def test_baselines_sample_whole_architectures(tmp_path, method, monkeypatch):
 def test_radars_needs_a_budget_and_refuses_an_impossible_one(tmp_path):
   config = tiny_config()
   with pytest.raises(UserError, match="memory_budget_gb"):
-    radars.run(config, workdir_lib.prepare(tmp_path / "a"), spaces.make_space("nb201"))
+    radars_loop.run(config, workdir_lib.prepare(tmp_path / "a"), spaces.make_space("nb201"))
   config.memory_budget_gb = 1e-6
   with pytest.raises(UserError, match="one op per choice point needs"):
-    radars.run(config, workdir_lib.prepare(tmp_path / "b"), spaces.make_space("nb201"))
+    radars_loop.run(config, workdir_lib.prepare(tmp_path / "b"), spaces.make_space("nb201"))
 
 
 def test_over_budget_darts_run_is_refused_with_the_needed_size(tmp_path):

@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from radars_jax import spaces
-from radars_jax import supernet
+from radars_jax.nas import spaces
+from radars_jax.nas import supernet
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--config.data.name=synthetic", "--config.data.image_size=8",
@@ -176,7 +176,8 @@ def test_a_finished_search_prints_a_short_summary(tmp_path):
 
 
 def test_summaries_of_radars_training_and_tabular_runs():
-  from radars_jax import genotypes, main  # pylint: disable=import-outside-toplevel
+  from radars_jax.nas import genotypes
+  from radars_jax import main  # pylint: disable=import-outside-toplevel
   radars_result = {
       "method": "radars", "mode": "single_level", "space": "nb201", "dataset": "digits",
       "genotype": {"space": "nb201", "ops": ["none"] * 6, "arch_str": "|none~0|+|...|"},

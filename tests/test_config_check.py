@@ -10,7 +10,7 @@ import pytest
 
 from radars_jax import config_check
 from radars_jax import config_defaults
-from radars_jax import train
+from radars_jax.retrain import train
 from radars_jax.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]

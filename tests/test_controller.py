@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from radars_jax import config_check
-from radars_jax import controller as ctrl
+from radars_jax.radars import controller as ctrl
 from radars_jax.errors import UserError
 
 

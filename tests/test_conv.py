@@ -1,4 +1,4 @@
-"""radars_jax.conv: the switch-friendly dense convolution has lax's values,
+"""radars_jax.nas.conv: the switch-friendly dense convolution has lax's values,
 gradients and gradients of gradients, in every case it covers and in the
 ones it hands back to lax."""
 import chex
@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import pytest
 from jax import lax
 
-from radars_jax import conv
+from radars_jax.nas import conv
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 

@@ -7,9 +7,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from radars_jax import depthwise
-from radars_jax import spaces
-from radars_jax import supernet
+from radars_jax.nas import depthwise
+from radars_jax.nas import spaces
+from radars_jax.nas import supernet
 
 
 def _grads(fn, *args):

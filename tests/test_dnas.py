@@ -10,10 +10,10 @@ import optax
 import pytest
 
 from radars_jax import config_defaults
-from radars_jax import dnas
+from radars_jax.dnas import steps as dnas_steps
 from radars_jax import parallel
-from radars_jax.ops import OpSettings
-from radars_jax.supernet import MixedOp
+from radars_jax.nas.ops import OpSettings
+from radars_jax.nas.supernet import MixedOp
 
 TOY_OPS = ("none", "skip_connect", "avg_pool_3x3", "nor_conv_3x3")
 
@@ -61,12 +61,12 @@ def _init(model, key):
 def test_single_level_finds_the_only_useful_op():
   model = ToyNet()
   cfg = _dnas_config(alpha_lr=0.01)
-  schedule = dnas.weight_schedule(cfg, 150)
-  wtx, atx = dnas.weight_optimizer(cfg, schedule), dnas.alpha_optimizer(cfg)
-  step = jax.jit(dnas.make_train_step(model, "single_level", wtx, atx, schedule,
+  schedule = dnas_steps.weight_schedule(cfg, 150)
+  wtx, atx = dnas_steps.weight_optimizer(cfg, schedule), dnas_steps.alpha_optimizer(cfg)
+  step = jax.jit(dnas_steps.make_train_step(model, "single_level", wtx, atx, schedule,
                                       cfg.weight_decay))
   weights, alphas = _init(model, jax.random.key(0))
-  state = dnas.DnasState(jnp.zeros((), jnp.int32), weights, alphas,
+  state = dnas_steps.DnasState(jnp.zeros((), jnp.int32), weights, alphas,
                          wtx.init(weights), atx.init(alphas))
   for i in range(150):
     state, metrics = step(state, toy_batch(jax.random.key(100 + i)), None)
@@ -78,12 +78,12 @@ def test_single_level_finds_the_only_useful_op():
 def test_first_and_second_order_steps_update_weights_and_alphas():
   model = ToyNet()
   cfg = _dnas_config()
-  schedule = dnas.weight_schedule(cfg, 10)
-  wtx, atx = dnas.weight_optimizer(cfg, schedule), dnas.alpha_optimizer(cfg)
+  schedule = dnas_steps.weight_schedule(cfg, 10)
+  wtx, atx = dnas_steps.weight_optimizer(cfg, schedule), dnas_steps.alpha_optimizer(cfg)
   weights, alphas = _init(model, jax.random.key(0))
   for mode in ("first_order", "second_order"):
-    step = jax.jit(dnas.make_train_step(model, mode, wtx, atx, schedule, cfg.weight_decay))
-    state = dnas.DnasState(jnp.zeros((), jnp.int32), weights, alphas,
+    step = jax.jit(dnas_steps.make_train_step(model, mode, wtx, atx, schedule, cfg.weight_decay))
+    state = dnas_steps.DnasState(jnp.zeros((), jnp.int32), weights, alphas,
                            wtx.init(weights), atx.init(alphas))
     new, metrics = step(state, toy_batch(jax.random.key(1)), toy_batch(jax.random.key(2)))
     chex.assert_tree_all_finite((new, metrics))
@@ -108,10 +108,10 @@ def test_second_order_alpha_gradient_matches_finite_differences():
     xi, wd = 0.5, 3e-4  # a large xi makes the second-order term matter
 
     def objective(a):
-      return dnas.unrolled_alpha_loss(model, a, weights, batch_w, batch_a, xi, wd)
+      return dnas_steps.unrolled_alpha_loss(model, a, weights, batch_w, batch_a, xi, wd)
 
     grad = jax.grad(objective)(alphas)[0]
-    first_order = jax.grad(lambda a: dnas.loss_and_accuracy(model, weights, a, batch_a)[0])(alphas)[0]
+    first_order = jax.grad(lambda a: dnas_steps.loss_and_accuracy(model, weights, a, batch_a)[0])(alphas)[0]
     eps = 1e-5
     fd = np.zeros(4)
     for i in range(4):
@@ -124,12 +124,12 @@ def test_second_order_alpha_gradient_matches_finite_differences():
 
 def test_optimisers_follow_darts_settings():
   cfg = _dnas_config()
-  schedule = dnas.weight_schedule(cfg, 100)
+  schedule = dnas_steps.weight_schedule(cfg, 100)
   assert np.isclose(schedule(0), 0.025) and np.isclose(schedule(100), 0.001)
   for step in (0, 1, 37, 99, 100, 150):   # the host copy, for logging
-    assert np.isclose(dnas.weight_lr_at(cfg, 100, step), float(schedule(step)), rtol=1e-6)
+    assert np.isclose(dnas_steps.weight_lr_at(cfg, 100, step), float(schedule(step)), rtol=1e-6)
   # gradient clipping at norm 5 then SGD: a huge gradient moves weights by lr * 5
-  tx = dnas.weight_optimizer(_dnas_config(weight_decay=0.0, momentum=0.0), schedule)
+  tx = dnas_steps.weight_optimizer(_dnas_config(weight_decay=0.0, momentum=0.0), schedule)
   params = {"w": jnp.zeros(4)}
   updates, _ = tx.update({"w": jnp.full(4, 1e6)}, tx.init(params), params)
   np.testing.assert_allclose(np.linalg.norm(updates["w"]), 0.025 * 5.0, rtol=1e-5)
@@ -141,7 +141,7 @@ def test_bytes_only_compile_reads_the_same_bytes():
   needs exactly the bytes of the step that runs: XLA assigns buffers before
   it generates code."""
   model = ToyNet()
-  program = dnas.DnasProgram(model, "first_order", _dnas_config(), 10, parallel.make_mesh(),
+  program = dnas_steps.DnasProgram(model, "first_order", _dnas_config(), 10, parallel.make_mesh(),
                              (0.0,), (1.0,))
   weights, alphas = jax.eval_shape(lambda: _init(model, jax.random.key(0)))
   inputs = program.abstract_inputs(weights, alphas, 32, (8, 8, 4))
@@ -149,7 +149,7 @@ def test_bytes_only_compile_reads_the_same_bytes():
   measured = program.compile_train_step(*inputs, bytes_only=True)
   assert measured.bytes == runs.bytes > 0
   if jax.default_backend() == "cpu":
-    assert dnas.bytes_only_compiler_options() == {"xla_backend_optimization_level": 0}
+    assert dnas_steps.bytes_only_compiler_options() == {"xla_backend_optimization_level": 0}
 
 
 def _toy_first_state():
@@ -157,10 +157,10 @@ def _toy_first_state():
   state) of the toy network, for the bi-level step tests."""
   model = ToyNet()
   cfg = _dnas_config()
-  schedule = dnas.weight_schedule(cfg, 10)
-  wtx, atx = dnas.weight_optimizer(cfg, schedule), dnas.alpha_optimizer(cfg)
+  schedule = dnas_steps.weight_schedule(cfg, 10)
+  wtx, atx = dnas_steps.weight_optimizer(cfg, schedule), dnas_steps.alpha_optimizer(cfg)
   weights, alphas = _init(model, jax.random.key(0))
-  state = dnas.DnasState(jnp.zeros((), jnp.int32), weights, alphas,
+  state = dnas_steps.DnasState(jnp.zeros((), jnp.int32), weights, alphas,
                          wtx.init(weights), atx.init(alphas))
   return model, cfg, schedule, wtx, atx, state
 
@@ -171,7 +171,7 @@ def test_first_order_passes_in_loop_match_the_two_passes():
   model, cfg, schedule, wtx, atx, start = _toy_first_state()
   results = {}
   for in_loop in (False, True):
-    step = jax.jit(dnas.make_train_step(model, "first_order", wtx, atx, schedule,
+    step = jax.jit(dnas_steps.make_train_step(model, "first_order", wtx, atx, schedule,
                                         cfg.weight_decay, with_train_alpha_grad=True,
                                         passes_in_loop=in_loop))
     state, history = start, []
@@ -188,14 +188,14 @@ def test_first_order_passes_in_loop_match_the_two_passes():
   mesh = parallel.make_mesh(jax.devices()[:1])
   for in_loop in (False, True):
     cfg.passes_in_loop = in_loop
-    program = dnas.DnasProgram(model, "first_order", cfg, 10, mesh, (0.0,), (1.0,))
+    program = dnas_steps.DnasProgram(model, "first_order", cfg, 10, mesh, (0.0,), (1.0,))
     jaxpr = jax.make_jaxpr(program.step_fn)(start, toy_batch(jax.random.key(1)),
                                             toy_batch(jax.random.key(2)))
     assert ("scan" in {e.primitive.name for e in jaxpr.eqns}) == in_loop
   with pytest.raises(ValueError, match="first-order"):
-    dnas.make_train_step(model, "second_order", wtx, atx, schedule, cfg.weight_decay,
+    dnas_steps.make_train_step(model, "second_order", wtx, atx, schedule, cfg.weight_decay,
                          passes_in_loop=True)
-  step = jax.jit(dnas.make_train_step(model, "first_order", wtx, atx, schedule,
+  step = jax.jit(dnas_steps.make_train_step(model, "first_order", wtx, atx, schedule,
                                       cfg.weight_decay, passes_in_loop=True))
   small = toy_batch(jax.random.key(1), n=2)
   with pytest.raises(ValueError, match="equal batch shapes"):
@@ -209,13 +209,13 @@ def test_train_alpha_gradient_is_reported_never_applied():
   batches = toy_batch(jax.random.key(1)), toy_batch(jax.random.key(2))
   results = {}
   for keep in (False, True):
-    step = jax.jit(dnas.make_train_step(model, "first_order", wtx, atx, schedule,
+    step = jax.jit(dnas_steps.make_train_step(model, "first_order", wtx, atx, schedule,
                                         cfg.weight_decay, with_train_alpha_grad=keep))
     results[keep] = step(state, *batches)
   chex.assert_trees_all_close(results[True][0], results[False][0], rtol=1e-5, atol=1e-6)
   assert "alpha_grad_norm_train" not in results[False][1]
   assert float(results[True][1]["alpha_grad_norm_train"]) > 0
-  single = dnas.make_train_step(model, "single_level", wtx, atx, schedule, cfg.weight_decay,
+  single = dnas_steps.make_train_step(model, "single_level", wtx, atx, schedule, cfg.weight_decay,
                                 with_train_alpha_grad=True)
   assert set(jax.jit(single)(state, batches[0])[1]) == {"loss", "accuracy"}
 
@@ -269,7 +269,7 @@ def test_second_order_step_matches_the_darts_finite_difference_formula():
     schedule = lambda step: 0.2 + 0.1 * step   # xi = 0.5 at step 3
     step_number, xi, wd, weight_lr = 3, 0.5, 0.05, 0.1
 
-    def loss(w, a, batch):   # cross-entropy written out, not dnas.loss_and_accuracy
+    def loss(w, a, batch):   # cross-entropy written out, not dnas_steps.loss_and_accuracy
       logp = jax.nn.log_softmax(model.apply({"params": w}, batch["image"], a))
       return -jnp.mean(jnp.take_along_axis(logp, batch["label"][:, None], axis=1))
 
@@ -293,9 +293,9 @@ def test_second_order_step_matches_the_darts_finite_difference_formula():
     expected_grad_a, second, expected_weights, expected_loss = darts_formula(
         weights, alphas, batch_w, batch_a)
     wtx, atx = optax.sgd(weight_lr), optax.sgd(1.0)
-    step = jax.jit(dnas.make_train_step(model, "second_order", wtx, atx, schedule, wd,
+    step = jax.jit(dnas_steps.make_train_step(model, "second_order", wtx, atx, schedule, wd,
                                         with_train_alpha_grad=False))
-    state = dnas.DnasState(jnp.asarray(step_number, jnp.int32), weights, alphas,
+    state = dnas_steps.DnasState(jnp.asarray(step_number, jnp.int32), weights, alphas,
                            wtx.init(weights), atx.init(alphas))
     new, metrics = step(state, batch_w, batch_a)
     # The second-order term matters here: dropping it (first order), or

@@ -5,8 +5,8 @@ import threading
 
 import numpy as np
 
-from radars_jax import compile_queue
-from radars_jax.loop_state import Batch, CompileLog, SearchRecord, SharedDecisions
+from radars_jax.radars import compile_queue
+from radars_jax.radars.state import Batch, CompileLog, SearchRecord, SharedDecisions
 
 
 def test_search_record_round_trips_through_json():

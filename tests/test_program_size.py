@@ -9,13 +9,13 @@ import jax
 import numpy as np
 import pytest
 
-from radars_jax import cost_model as cost_lib
-from radars_jax import dnas
+from radars_jax.radars import cost_model as cost_lib
+from radars_jax.dnas import steps as dnas_steps
 from radars_jax import parallel
-from radars_jax import radars
-from radars_jax import search
-from radars_jax import spaces
-from radars_jax import supernet
+from radars_jax.radars import loop as radars_loop
+from radars_jax.dnas import search
+from radars_jax.nas import spaces
+from radars_jax.nas import supernet
 from radars_jax import workdir as workdir_lib
 from radars_jax.errors import UserError
 
@@ -33,7 +33,7 @@ def step_ops(config, subspace=None, mode="single_level") -> int:
   dcfg.max_program_ops = 1
   if subspace is None:
     model = supernet.build_supernet(space, None, config.supernet, 10, switched=True)
-    program = dnas.DnasProgram(model, mode, dcfg, 10, mesh, (0.0,), (1.0,))
+    program = dnas_steps.DnasProgram(model, mode, dcfg, 10, mesh, (0.0,), (1.0,))
     c = space.num_choice_points
     inputs = program.abstract_inputs(
         supernet.param_shapes(model, IMAGE),
@@ -41,11 +41,11 @@ def step_ops(config, subspace=None, mode="single_level") -> int:
         int(config.data.batch_size), IMAGE, jax.ShapeDtypeStruct((c, 2), np.int32))
   else:
     model = supernet.build_supernet(space, subspace, config.supernet, 10)
-    program = dnas.DnasProgram(model, mode, dcfg, 10, mesh, (0.0,), (1.0,))
+    program = dnas_steps.DnasProgram(model, mode, dcfg, 10, mesh, (0.0,), (1.0,))
     alphas = jax.eval_shape(lambda: supernet.init_alphas(jax.random.key(0), subspace))
     inputs = program.abstract_inputs(supernet.param_shapes(model, IMAGE, alphas), alphas,
                                      int(config.data.batch_size), IMAGE)
-  with pytest.raises(dnas.ProgramTooLarge) as refused:
+  with pytest.raises(dnas_steps.ProgramTooLarge) as refused:
     program.compile_train_step(*inputs)
   return refused.value.ops
 
@@ -65,17 +65,17 @@ def test_a_step_over_the_limit_is_refused_before_xla_compiles_it(monkeypatch):
   alphas = jax.eval_shape(lambda: supernet.init_alphas(jax.random.key(0), subspace))
   weights = supernet.param_shapes(model, IMAGE, alphas)
   config.dnas.max_program_ops = ops - 1
-  program = dnas.DnasProgram(model, "single_level", config.dnas, 10, mesh, (0.0,), (1.0,))
+  program = dnas_steps.DnasProgram(model, "single_level", config.dnas, 10, mesh, (0.0,), (1.0,))
   inputs = program.abstract_inputs(weights, alphas, 16, IMAGE)
   with monkeypatch.context() as patch:
     patch.setattr(jax.stages.Lowered, "compile", no_compile)
-    with pytest.raises(dnas.ProgramTooLarge) as refused:
+    with pytest.raises(dnas_steps.ProgramTooLarge) as refused:
       program.compile_train_step(*inputs)
   assert isinstance(refused.value, UserError)   # one line on stderr, exit 2 from main
   assert refused.value.ops == ops and f"{ops:,}" in str(refused.value)
   assert "dnas.max_program_ops" in str(refused.value) and "\n" not in str(refused.value)
   config.dnas.max_program_ops = ops   # at the limit: compiled, its size recorded
-  program = dnas.DnasProgram(model, "single_level", config.dnas, 10, mesh, (0.0,), (1.0,))
+  program = dnas_steps.DnasProgram(model, "single_level", config.dnas, 10, mesh, (0.0,), (1.0,))
   compiled = program.compile_train_step(*inputs)
   assert compiled.ops == ops and compiled.bytes > 0
 
@@ -87,7 +87,7 @@ def test_whole_space_dnas_too_large_is_refused_and_described(tmp_path):
   info = search.describe(config)
   assert info["full_space_step_bytes"] is None and info["full_space_step_ops"] == full
   assert info["fits_budget"] is None and "max_program_ops" in info["full_space_step"]
-  with pytest.raises(dnas.ProgramTooLarge):
+  with pytest.raises(dnas_steps.ProgramTooLarge):
     search.run_search(config, workdir_lib.prepare(tmp_path / "run"))
 
 
@@ -119,14 +119,14 @@ def test_radars_compiles_no_program_over_the_limit(tmp_path, monkeypatch):
   config.memory_budget_gb = 0.9 * full_bytes / 1e9   # the whole space does not fit
   config.radars.budget_margin = 0.0
   lowered_sizes = []
-  counted = dnas.program_ops
+  counted = dnas_steps.program_ops
 
   def counting(lowered):
     lowered_sizes.append(counted(lowered))
     return lowered_sizes[-1]
 
   monkeypatch.setattr(dnas, "program_ops", counting)
-  summary = radars.run(config, workdir_lib.prepare(tmp_path / "run"), space)
+  summary = radars_loop.run(config, workdir_lib.prepare(tmp_path / "run"), space)
   whats = [c["what"] for c in summary["compiles"]]
   assert [w for w in whats if w.startswith("calibration")] == [
       "calibration, worst case of 1 op (bytes only)"]

@@ -19,14 +19,14 @@ import pytest
 from radars_jax import checkpointing
 from radars_jax import compile_clock
 from radars_jax import config_defaults
-from radars_jax import cost_model as cost_lib
-from radars_jax import dnas
-from radars_jax import loop_programs
+from radars_jax.radars import cost_model as cost_lib
+from radars_jax.dnas import steps as dnas_steps
+from radars_jax.radars import programs
 from radars_jax import parallel
-from radars_jax import radars
-from radars_jax import search
-from radars_jax import spaces
-from radars_jax import supernet
+from radars_jax.radars import loop as radars_loop
+from radars_jax.dnas import search
+from radars_jax.nas import spaces
+from radars_jax.nas import supernet
 from radars_jax import workdir as workdir_lib
 
 def tiny_config(method="radars"):
@@ -84,7 +84,7 @@ def test_cost_model_estimates_within_ten_percent_of_compiled_bytes():
   def compiled_bytes(mask):
     sub = space.subspace_from_mask(mask)
     net = supernet.build_supernet(space, sub, config.supernet, 10)
-    program = dnas.DnasProgram(net, "single_level", config.dnas, 10, mesh, (0.0,), (1.0,))
+    program = dnas_steps.DnasProgram(net, "single_level", config.dnas, 10, mesh, (0.0,), (1.0,))
     alphas = jax.eval_shape(lambda: supernet.init_alphas(jax.random.key(0), sub))
     weights = supernet.param_shapes(net, (8, 8, 3), alphas)
     return program.compile_train_step(
@@ -155,8 +155,8 @@ def uninterrupted(tmp_path_factory, full_step_bytes):
   config.radars.final_epochs = 2.0   # (the samples run 1 epoch)
   assert config.radars.compile_ahead
   compiles, steps_compiled, loop_compile_calls = [], [], []
-  original = loop_programs.LoopPrograms.compile_static_now
-  original_compile = loop_programs.LoopPrograms.compile
+  original = programs.LoopPrograms.compile_static_now
+  original_compile = programs.LoopPrograms.compile
 
   def recording(self, subspace, steps, bytes_only=False):
     compiles.append((threading.current_thread().name, subspace, steps))
@@ -172,9 +172,9 @@ def uninterrupted(tmp_path_factory, full_step_bytes):
     return compiled
 
   with pytest.MonkeyPatch.context() as patch, compile_clock.CompileClock() as clock:
-    patch.setattr(loop_programs.LoopPrograms, "compile_static_now", recording)
-    patch.setattr(loop_programs.LoopPrograms, "compile", timed_compile)
-    summary = radars.run(config, path, spaces.make_space("nb201"))
+    patch.setattr(programs.LoopPrograms, "compile_static_now", recording)
+    patch.setattr(programs.LoopPrograms, "compile", timed_compile)
+    summary = radars_loop.run(config, path, spaces.make_space("nb201"))
   summary["_compiles"] = compiles
   # measured here, apart from the search's own bookkeeping
   summary["_steps_compiled"], summary["_loop_compile_calls"] = steps_compiled, loop_compile_calls
@@ -205,7 +205,7 @@ def test_radars_searches_the_whole_space_when_it_fits(tmp_path, full_step_bytes)
   the final search runs on the whole space."""
   config = tiny_config()
   config.memory_budget_gb = 2 * full_step_bytes / 1e9
-  summary = radars.run(config, workdir_lib.prepare(tmp_path / "run"),
+  summary = radars_loop.run(config, workdir_lib.prepare(tmp_path / "run"),
                        spaces.make_space("nb201"))
   assert summary["iterations"] == 0 and summary["best_sample"] is None
   assert [r["iteration"] for r in summary["subspace_runs"]] == ["final"]
@@ -287,20 +287,20 @@ def test_crashed_and_resumed_run_ends_with_the_same_genotype(uninterrupted, tmp_
 
   monkeypatch.setattr(checkpointing.Checkpointer, "save", crashing_save)
   with pytest.raises(Crash):
-    radars.run(config, path, space)
+    radars_loop.run(config, path, space)
   monkeypatch.setattr(checkpointing.Checkpointer, "save", original_save)
   assert saves["dnas"] == 1
   # Crash 2: right after the first iteration's checkpoint.
-  original_end = radars.RadarsSearch.write_plots
+  original_end = radars_loop.RadarsSearch.write_plots
 
   def crash_after_iteration(self, meta):
     raise Crash("killed between iterations")
 
-  monkeypatch.setattr(radars.RadarsSearch, "write_plots", crash_after_iteration)
+  monkeypatch.setattr(radars_loop.RadarsSearch, "write_plots", crash_after_iteration)
   with pytest.raises(Crash):
-    radars.run(config, path, space)
-  monkeypatch.setattr(radars.RadarsSearch, "write_plots", original_end)
-  summary = radars.run(config, path, space)
+    radars_loop.run(config, path, space)
+  monkeypatch.setattr(radars_loop.RadarsSearch, "write_plots", original_end)
+  summary = radars_loop.run(config, path, space)
   assert summary["genotype"] == ref["genotype"]
   assert summary["val_accuracy"] == pytest.approx(ref["val_accuracy"], abs=1e-6)
   rewards = [r["reward"] for r in summary["subspace_runs"] if r["iteration"] != "final"]
@@ -319,7 +319,7 @@ def test_corrupt_latest_checkpoint_falls_back(uninterrupted, tmp_path):
   for f in latest.rglob("*"):
     if f.is_file() and "meta" not in str(f):
       f.write_bytes(b"garbage")
-  search_obj = radars.RadarsSearch(config, ref_path, spaces.make_space("nb201"))
+  search_obj = radars_loop.RadarsSearch(config, ref_path, spaces.make_space("nb201"))
   state, _ = search_obj.fresh()
   restored = search_obj.ckpt.restore_latest(state.tree())
   assert restored is not None and restored[0] == steps[0]

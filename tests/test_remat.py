@@ -8,8 +8,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from radars_jax import spaces
-from radars_jax import supernet
+from radars_jax.nas import spaces
+from radars_jax.nas import supernet
 from radars_jax.errors import UserError
 
 DARTS_OPS = ("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3")

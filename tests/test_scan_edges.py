@@ -8,10 +8,10 @@ import ml_collections
 import numpy as np
 import pytest
 
-from radars_jax import ops
-from radars_jax import spaces
-from radars_jax import supernet
-from radars_jax import weight_pool
+from radars_jax.nas import ops
+from radars_jax.nas import spaces
+from radars_jax.nas import supernet
+from radars_jax.nas import weight_pool
 from radars_jax.errors import UserError
 
 
@@ -165,7 +165,9 @@ def test_scanned_search_is_the_per_edge_search():
   """A whole DNAS run (train, derive, score the derived network with the
   inherited weights) with scan_edges on: the alphas, genotype and weights of
   the per-edge run, its stacked weights written to the pool per edge."""
-  from radars_jax import config_defaults, parallel, search  # pylint: disable=import-outside-toplevel
+  from radars_jax import config_defaults
+  from radars_jax import parallel
+  from radars_jax.dnas import search  # pylint: disable=import-outside-toplevel
   results, pools = {}, {}
   for scan in (False, True):
     config = config_defaults.base_config()

@@ -8,10 +8,10 @@ import pytest
 
 from radars_jax import config_check
 from radars_jax import config_defaults
-from radars_jax import dnas
+from radars_jax.dnas import steps as dnas_steps
 from radars_jax import parallel
-from radars_jax import search
-from radars_jax import spaces
+from radars_jax.dnas import search
+from radars_jax.nas import spaces
 from radars_jax import workdir as workdir_lib
 
 
@@ -78,7 +78,7 @@ def test_second_order_search_runs_the_unrolled_step_and_moves_alphas(monkeypatch
   config.dnas.alpha_init_scale = 0.0   # alphas start at exactly 0
   config.dnas.alpha_lr = 0.01          # (Adam: ~0.01 a step)
   traced = []
-  original = dnas.unrolled_alpha_loss
+  original = dnas_steps.unrolled_alpha_loss
   monkeypatch.setattr(dnas, "unrolled_alpha_loss",
                       lambda *args, **kwargs: traced.append(1) or original(*args, **kwargs))
   mesh = parallel.make_mesh(jax.devices()[:1])

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from radars_jax import config_defaults
-from radars_jax import ops as ops_lib
-from radars_jax import spaces
-from radars_jax import supernet
+from radars_jax.nas import ops as ops_lib
+from radars_jax.nas import spaces
+from radars_jax.nas import supernet
 from radars_jax.errors import UserError
 
 
@@ -73,7 +73,7 @@ def test_mixed_op_holds_only_active_ops_and_paths_are_stable():
                                   jax.eval_shape(lambda: supernet.init_alphas(jax.random.key(0), small)))
   p_big = supernet.param_shapes(supernet.build_supernet(space, big, cfg, 10), (8, 8, 3),
                                 jax.eval_shape(lambda: supernet.init_alphas(jax.random.key(0), big)))
-  from radars_jax.weight_pool import flatten
+  from radars_jax.nas.weight_pool import flatten
   small_paths, big_paths = set(flatten(p_small)), set(flatten(p_big))
   assert small_paths < big_paths                     # same op, same path
   assert not any("nor_conv_1x1" in p for p in small_paths)  # inactive op: no weights

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from radars_jax import config_defaults
-from radars_jax import dnas
+from radars_jax.dnas import steps as dnas_steps
 from radars_jax import parallel
-from radars_jax import search
-from radars_jax import spaces
-from radars_jax import supernet
-from radars_jax import weight_pool
+from radars_jax.dnas import search
+from radars_jax.nas import spaces
+from radars_jax.nas import supernet
+from radars_jax.nas import weight_pool
 
 ORDER = (3, 2, 4, 1, 0)   # NB-201 ops costliest first: conv 3x3, conv 1x1, pool, skip, none
 
@@ -68,8 +68,8 @@ def test_switched_step_equals_the_static_step_and_fits_in_the_static_worst_case(
   weights = weight_pool.unflatten({p: flat[p] for p in own})
   slots = supernet.subspace_slots(subspace, k, orders)
   programs = {
-      "static": dnas.DnasProgram(static, "single_level", dcfg, 10, mesh, (0.0,), (1.0,)),
-      "switched": dnas.DnasProgram(switched, "single_level", dcfg, 10, mesh, (0.0,), (1.0,),
+      "static": dnas_steps.DnasProgram(static, "single_level", dcfg, 10, mesh, (0.0,), (1.0,)),
+      "switched": dnas_steps.DnasProgram(switched, "single_level", dcfg, 10, mesh, (0.0,), (1.0,),
                                    owners=owners)}
   states = {"static": programs["static"].init_state(weights, alphas),
             "switched": programs["switched"].init_state(   # (a copy: the step donates it)
@@ -83,7 +83,7 @@ def test_switched_step_equals_the_static_step_and_fits_in_the_static_worst_case(
   steps["switched"] = switched_step.fn
   worst = ((2, 3),) * 6   # conv 1x1 and conv 3x3 everywhere
   worst_step, _ = search.compile_subspace_step(
-      dnas.DnasProgram(supernet.build_supernet(space, worst, cfg, 10), "single_level", dcfg, 10,
+      dnas_steps.DnasProgram(supernet.build_supernet(space, worst, cfg, 10), "single_level", dcfg, 10,
                        mesh, (0.0,), (1.0,)), worst, (8, 8, 3), 16)
   temp = lambda c: c.fn.memory_analysis().temp_size_in_bytes
   assert 0 < temp(switched_step) <= temp(worst_step)

@@ -15,10 +15,10 @@ import pytest
 from radars_jax import checkpointing
 from radars_jax import config_defaults
 from radars_jax import data as data_lib
-from radars_jax import genotypes
-from radars_jax import networks
+from radars_jax.nas import genotypes
+from radars_jax.retrain import networks
 from radars_jax import parallel
-from radars_jax import train
+from radars_jax.retrain import train
 from radars_jax.errors import UserError
 
 CONFIGS = os.path.join(os.path.dirname(__file__), os.pardir, "configs")

@@ -4,8 +4,8 @@ import chex
 import jax
 import numpy as np
 
-from radars_jax import weight_pool
-from radars_jax.weight_pool import WeightPool
+from radars_jax.nas import weight_pool
+from radars_jax.nas.weight_pool import WeightPool
 
 
 def test_select_reuses_known_paths_and_keeps_fresh_ones():

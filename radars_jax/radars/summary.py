@@ -1,4 +1,4 @@
-"""What a finished RADARS loop (`radars_jax.radars`) writes: summary.json
+"""What a finished RADARS loop (`radars_jax.radars.loop`) writes: summary.json
 (its keys are read by tests, the report and the docs), genotype.json,
 history.json, the plots and the HTML report."""
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from radars_jax import report
-from radars_jax import spaces as spaces_lib
+from radars_jax.nas import spaces as spaces_lib
 from radars_jax import workdir as workdir_lib
 
 

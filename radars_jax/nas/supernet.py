@@ -21,7 +21,7 @@ RADARS loop compiles once per k, not once per sample) and computes the same
 numbers as the static supernet of that subspace. Its backward pass
 recomputes each slot's op from the choice point's input
 (`recomputed_switch`), and its ops' convolutions take gradients XLA runs
-fast inside a switch (`radars_jax.conv`). Against the costliest static
+fast inside a switch (`radars_jax.nas.conv`). Against the costliest static
 subspace of k ops it needs fewer bytes (experiments/shared_programs.py,
 docs/performance.md); the loop still checks its compiled bytes against the
 budget like any step's.
@@ -52,11 +52,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from radars_jax import config_defaults
-from radars_jax import ops as ops_lib
-from radars_jax import spaces as spaces_lib
-from radars_jax import weight_pool
+from radars_jax.nas import ops as ops_lib
+from radars_jax.nas import spaces as spaces_lib
+from radars_jax.nas import weight_pool
 from radars_jax.errors import UserError
-from radars_jax.ops import BatchNorm, FactorizedReduce, OpSettings, ReLUConvBN
+from radars_jax.nas.ops import BatchNorm, FactorizedReduce, OpSettings, ReLUConvBN
 
 Alphas = Sequence[jax.Array]   # one [n_active] vector per choice point
 
@@ -142,7 +142,7 @@ def recomputed_switch(index, branches, x, params):
 
 def _switched_ops(op_names, channels: int, stride: int, settings: OpSettings) -> list:
   """Every op of a switched choice point as a standalone module (None for
-  `none`), built `switch_friendly` (`radars_jax.conv`)."""
+  `none`), built `switch_friendly` (`radars_jax.nas.conv`)."""
   settings = dataclasses.replace(settings, switch_friendly=True)
   return [None if name == "none" else
           ops_lib.make_op(name, channels, stride, settings, unbound=True)
@@ -226,7 +226,7 @@ class SwitchedMixedOp(nn.Module):
 
   `order` ranks the ops, costliest first; slots hold a subspace's ops in
   that order (`subspace_slots`) and the ops are summed in it. The ops are
-  built `switch_friendly` (`radars_jax.conv`)."""
+  built `switch_friendly` (`radars_jax.nas.conv`)."""
   op_names: tuple[str, ...]   # every op of the choice point
   channels: int
   stride: int
@@ -834,7 +834,7 @@ def build_supernet(space: spaces_lib.SearchSpace, subspace: spaces_lib.Subspace 
     used = {n for ops in names for n in ops}
     lacking = sorted(n for n in used if not ops_lib.has_functional_form(n, 1))
     if lacking:
-      raise UserError(f"supernet.scan_edges needs ops with a stacked form (radars_jax.ops."
+      raise UserError(f"supernet.scan_edges needs ops with a stacked form (radars_jax.nas.ops."
                       f"param_schema); these have none: {', '.join(lacking)}")
   if space.kind == "darts_cell":
     steps = supernet_config.steps

@@ -35,13 +35,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from radars_jax import genotypes as genotypes_lib
-from radars_jax import ops as ops_lib
-from radars_jax import spaces as spaces_lib
+from radars_jax.nas import genotypes as genotypes_lib
+from radars_jax.nas import ops as ops_lib
+from radars_jax.nas import spaces as spaces_lib
 from radars_jax.errors import UserError
-from radars_jax.ops import BatchNorm, OpSettings, relu
-from radars_jax import supernet as supernet_lib
-from radars_jax.supernet import ResNetBasicBlock
+from radars_jax.nas.ops import BatchNorm, OpSettings, relu
+from radars_jax.nas import supernet as supernet_lib
+from radars_jax.nas.supernet import ResNetBasicBlock
 
 EVAL_SETTINGS = OpSettings(affine=True, track_running_stats=True, pool_bn=False)
 AUX_NAME = "auxiliary_head"

@@ -35,8 +35,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from radars_jax import spaces as spaces_lib
-from radars_jax import supernet as supernet_lib
+from radars_jax.nas import spaces as spaces_lib
+from radars_jax.nas import supernet as supernet_lib
 
 
 def _jaxpr_size(jaxpr) -> tuple[int, int]:

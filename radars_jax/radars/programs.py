@@ -8,13 +8,13 @@ compiled train step whose exact bytes are within `memory_budget_gb`:
     budget and `dnas.max_program_ops`;
   * else its own static program, shrunk op by op until it fits
     (`fit_budget`).
-The cost model (`radars_jax.cost_model`) predicts bytes and program sizes:
+The cost model (`radars_jax.radars.cost_model`) predicts bytes and program sizes:
 `calibrate` anchors it on real compiles, `Sizing` picks each iteration's
 k from it, and a program predicted over `dnas.max_program_ops`
 is refused without being traced (`predicted_too_large`).
 
 Programs the loop will need next are compiled in the background
-(`radars_jax.compile_queue`, `radars.compile_ahead`); every compile the loop
+(`radars_jax.radars.compile_queue`, `radars.compile_ahead`); every compile the loop
 takes is counted in the search record's `CompileLog`.
 """
 from __future__ import annotations
@@ -25,15 +25,15 @@ from typing import Any
 
 import numpy as np
 
-from radars_jax import compile_queue as queue_lib
-from radars_jax import controller as ctrl
-from radars_jax import cost_model as cost_lib
-from radars_jax import dnas as dnas_lib
+from radars_jax.radars import compile_queue as queue_lib
+from radars_jax.radars import controller as ctrl
+from radars_jax.radars import cost_model as cost_lib
+from radars_jax.dnas import steps as dnas_lib
 from radars_jax import memory as memory_lib
-from radars_jax import search as search_lib
-from radars_jax import spaces as spaces_lib
+from radars_jax.dnas import search as search_lib
+from radars_jax.nas import spaces as spaces_lib
 from radars_jax.errors import UserError
-from radars_jax.loop_state import SearchRecord
+from radars_jax.radars.state import SearchRecord
 
 
 # ---------------------------------------------------------------------------

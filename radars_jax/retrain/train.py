@@ -43,10 +43,10 @@ from radars_jax import checkpointing
 from radars_jax import config_check
 from radars_jax import config_defaults
 from radars_jax import data as data_lib
-from radars_jax import dnas as dnas_lib
-from radars_jax import genotypes as genotypes_lib
+from radars_jax.dnas import steps as dnas_lib
+from radars_jax.nas import genotypes as genotypes_lib
 from radars_jax import metrics as metrics_lib
-from radars_jax import networks
+from radars_jax.retrain import networks
 from radars_jax import parallel
 from radars_jax import workdir as workdir_lib
 from radars_jax.errors import UserError

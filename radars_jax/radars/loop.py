@@ -4,13 +4,13 @@
 
 `method=radars`, per iteration:
   1. size k: the largest number of ops per choice point whose worst-case
-     subspace fits `memory_budget_gb` (`radars_jax.cost_model`);
-  2. the controller (`radars_jax.controller`) samples P subspaces of k alive
+     subspace fits `memory_budget_gb` (`radars_jax.radars.cost_model`);
+  2. the controller (`radars_jax.radars.controller`) samples P subspaces of k alive
      ops per choice point;
   3. each one is searched by DNAS with a compiled train step whose exact
      bytes are within the budget: by default one program for every
      subspace of k ops (`radars.shared_programs`: a switched supernet, see
-     `radars_jax.supernet`, compiled once per k, the first one in a
+     `radars_jax.nas.supernet`, compiled once per k, the first one in a
      background thread while the cost model calibrates); where that program does
      not fit the budget, the sample's own static program (a subspace over
      the budget is shrunk first, so no step ever runs over budget; the
@@ -41,10 +41,10 @@ that of an uninterrupted run.
 
 Where the parts are: the loop below (`RadarsSearch.run`: restore, prepare,
 `loop` of `iteration`s, `final`, `finish`); its state as typed records in
-`radars_jax.loop_state`; which train step each subspace runs on, the cost
-model's calibration and each iteration's k in `radars_jax.loop_programs`;
-the background compiles in `radars_jax.compile_queue`; the summary and
-plots in `radars_jax.loop_summary`.
+`radars_jax.radars.state`; which train step each subspace runs on, the cost
+model's calibration and each iteration's k in `radars_jax.radars.programs`;
+the background compiles in `radars_jax.radars.compile_queue`; the summary and
+plots in `radars_jax.radars.summary`.
 """
 from __future__ import annotations
 
@@ -59,21 +59,21 @@ import numpy as np
 
 from radars_jax import checkpointing
 from radars_jax import compile_clock
-from radars_jax import compile_queue as queue_lib
+from radars_jax.radars import compile_queue as queue_lib
 from radars_jax import config_check
-from radars_jax import controller as ctrl
-from radars_jax import cost_model as cost_lib
-from radars_jax import loop_programs
-from radars_jax import loop_summary
+from radars_jax.radars import controller as ctrl
+from radars_jax.radars import cost_model as cost_lib
+from radars_jax.radars import programs
+from radars_jax.radars import summary as loop_summary
 from radars_jax import memory as memory_lib
 from radars_jax import metrics as metrics_lib
 from radars_jax import parallel
-from radars_jax import search as search_lib
-from radars_jax import spaces as spaces_lib
-from radars_jax import supernet as supernet_lib
-from radars_jax import weight_pool as pool_lib
+from radars_jax.dnas import search as search_lib
+from radars_jax.nas import spaces as spaces_lib
+from radars_jax.nas import supernet as supernet_lib
+from radars_jax.nas import weight_pool as pool_lib
 from radars_jax.errors import UserError
-from radars_jax.loop_state import (Batch, LoopState, PoolView, SearchRecord, SearchTime,
+from radars_jax.radars.state import (Batch, LoopState, PoolView, SearchRecord, SearchTime,
                                    ops_of, subspace_of)
 
 LOOP_METHODS = ("radars", "rl", "random")
@@ -120,8 +120,8 @@ class RadarsSearch:
     # Built by `prepare`, once the cost model has ordered the shared
     # program's slots (`Searcher(slot_orders=...)`).
     self.searcher: search_lib.Searcher | None = None
-    self.programs: loop_programs.LoopPrograms | None = None
-    self.sizing: loop_programs.Sizing | None = None
+    self.programs: programs.LoopPrograms | None = None
+    self.sizing: programs.Sizing | None = None
 
   # -- state -------------------------------------------------------------
   def fresh(self) -> tuple[LoopState, SearchRecord]:
@@ -160,13 +160,13 @@ class RadarsSearch:
              if fresh else cost_lib.CostModel.from_json(record.cost_model, self.space))
     self.searcher = search_lib.Searcher(self.config, self.mesh, self.data, self.space,
                                         self.writer, slot_orders=model.slot_orders())
-    self.programs = loop_programs.LoopPrograms(
+    self.programs = programs.LoopPrograms(
         self.config, self.searcher, self.budget,
         queue_lib.CompileQueue(bool(self.config.radars.compile_ahead)))
-    self.sizing = loop_programs.Sizing(self.config, self.budget,
+    self.sizing = programs.Sizing(self.config, self.budget,
                                        self.searcher.steps_per_epoch())
     if fresh:
-      loop_programs.calibrate(self.programs, self.sizing, model, alive, record)
+      programs.calibrate(self.programs, self.sizing, model, alive, record)
     record.cost_model = model.to_json()
     if self.budget is not None and model.largest_k(alive, self.budget) < 1:
       one = model.estimate(model.worst_case(alive, 1))
@@ -232,7 +232,7 @@ class RadarsSearch:
     if self.programs.shared_step(batch.k, steps, record, model) is None:
       self.programs.queue_static(
           [batch.subspace(i) for i in range(record.sample, len(batch.ops))
-           if loop_programs.predicted_too_large(
+           if programs.predicted_too_large(
                self.config, model, self.space.mask_from_subspace(batch.subspace(i))) is None],
           steps)
     if self.method != "random":
@@ -391,7 +391,7 @@ def update_controller(state: LoopState, batch: Batch, iteration: int, method: st
 # Helpers
 # ---------------------------------------------------------------------------
 
-def final_subspace(sizing: loop_programs.Sizing, space: spaces_lib.SearchSpace,
+def final_subspace(sizing: programs.Sizing, space: spaces_lib.SearchSpace,
                    state: LoopState, model) -> spaces_lib.Subspace:
   """The alive space, cut to the k most probable ops per choice point if
   it does not fit the budget."""

@@ -23,8 +23,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from radars_jax import conv as conv_lib
-from radars_jax import depthwise
+from radars_jax.nas import conv as conv_lib
+from radars_jax.nas import depthwise
 from radars_jax.errors import UserError
 
 BN_EPSILON = 1e-5
@@ -37,8 +37,8 @@ class OpSettings:
   affine: bool = False               # BatchNorm scale and bias
   track_running_stats: bool = False  # False: always normalise with batch stats
   pool_bn: bool = True               # BatchNorm after pooling (DARTS search)
-  depthwise_impl: str = "xla"        # see radars_jax.depthwise
-  switch_friendly: bool = False      # dense convs with radars_jax.conv's gradients
+  depthwise_impl: str = "xla"        # see radars_jax.nas.depthwise
+  switch_friendly: bool = False      # dense convs with radars_jax.nas.conv's gradients
                                      # (set by the switched supernet)
   remat: bool = False                # scanned mixed ops recomputed in the backward
                                      # pass (supernet.remat)
@@ -220,7 +220,7 @@ class Pool(nn.Module):
 
 def pool(x, kind: str, kernel_size: int, stride: int, impl: str = "xla"):
   """k x k max or average pooling with padding k // 2 (the average excludes
-  the padding), kernels from `radars_jax.depthwise`."""
+  the padding), kernels from `radars_jax.nas.depthwise`."""
   if kind == "max":
     return depthwise.max_pool2d(x, kernel_size, stride, impl)
   return depthwise.avg_pool2d(x, kernel_size, stride, impl)
@@ -339,7 +339,7 @@ def make_op(name: str, channels: int, stride: int, settings: OpSettings,
 # Stacked ops: one op on several edges at once.
 #
 # The search supernet computes each op once for all the edges of a cell that
-# read states of the same shape (`radars_jax.supernet.mixed_dag`): inputs
+# read states of the same shape (`radars_jax.nas.supernet.mixed_dag`): inputs
 # [E, B, H, W, C], weights stacked along a leading E axis. There the weights
 # are declared per edge under the same paths the op's module uses
 # (`param_schema` mirrors the modules above), so weight pools and

@@ -3,7 +3,7 @@
 `run_search(config, workdir)` is what `python -m radars_jax.main` runs in
 `mode=search` for `method=darts` and `method=single_darts`: one DNAS run
 over the whole space (refused up front if its step does not fit
-`memory_budget_gb`). The RADARS loop (`radars_jax.radars`) calls the same
+`memory_budget_gb`). The RADARS loop (`radars_jax.radars.loop`) calls the same
 `Searcher.run_dnas` once per sampled subspace.
 """
 from __future__ import annotations
@@ -22,13 +22,13 @@ import optax
 from radars_jax import compile_clock
 from radars_jax import config_check
 from radars_jax import data as data_lib
-from radars_jax import dnas as dnas_lib
+from radars_jax.dnas import steps as dnas_lib
 from radars_jax import memory as memory_lib
 from radars_jax import metrics as metrics_lib
 from radars_jax import parallel
-from radars_jax import spaces as spaces_lib
-from radars_jax import supernet as supernet_lib
-from radars_jax import weight_pool as pool_lib
+from radars_jax.nas import spaces as spaces_lib
+from radars_jax.nas import supernet as supernet_lib
+from radars_jax.nas import weight_pool as pool_lib
 from radars_jax import workdir as workdir_lib
 from radars_jax.errors import UserError
 
@@ -404,9 +404,9 @@ def prepare_search(config, workdir: str) -> tuple[Path, spaces_lib.SearchSpace]:
 
 def run_search(config, workdir: str) -> dict:
   """`mode=search` for `method=darts|single_darts` (the RADARS loop's
-  methods run from `radars_jax.radars.run_search`)."""
+  methods run from `radars_jax.radars.loop.run_search`)."""
   if config.method not in dnas_lib.DNAS_METHODS:
-    raise UserError(f"method={config.method} runs in radars_jax.radars.run_search; "
+    raise UserError(f"method={config.method} runs in radars_jax.radars.loop.run_search; "
                     f"search.run_search runs {', '.join(dnas_lib.DNAS_METHODS)}")
   path, space = prepare_search(config, workdir)
   return run_dnas_search(config, path, space)
@@ -520,6 +520,6 @@ def describe(config) -> dict:
   }
   # (`genotype` is a field of training configs only: absent from a search's)
   if config.get("genotype"):
-    from radars_jax import train  # pylint: disable=import-outside-toplevel
+    from radars_jax.retrain import train  # pylint: disable=import-outside-toplevel
     info["genotype_network"] = train.describe_genotype(config)
   return info

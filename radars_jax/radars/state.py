@@ -1,4 +1,4 @@
-"""The state of a RADARS loop (`radars_jax.radars`) as typed records.
+"""The state of a RADARS loop (`radars_jax.radars.loop`) as typed records.
 
 Two parts, checkpointed together after every scored sample:
   * `LoopState`: the arrays (weight pool, controller, alive set, PRNG key),
@@ -21,8 +21,8 @@ import jax
 import numpy as np
 
 from radars_jax import compile_clock
-from radars_jax import spaces as spaces_lib
-from radars_jax import weight_pool as pool_lib
+from radars_jax.nas import spaces as spaces_lib
+from radars_jax.nas import weight_pool as pool_lib
 
 
 # ---------------------------------------------------------------------------

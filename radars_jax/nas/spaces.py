@@ -1,7 +1,7 @@
 """Search spaces as data: choice points, candidate ops, subspaces, genotypes.
 
 A `SearchSpace` is a list of choice points, each with candidate op names
-from `radars_jax.ops`. A *subspace* is, per choice point, the sorted tuple
+from `radars_jax.nas.ops`. A *subspace* is, per choice point, the sorted tuple
 of active op indices: a static, hashable value that selects which op modules
 the supernet builds (`Subspace`). A *genotype* is the discrete architecture
 derived from a search, kept as a JSON-serialisable dict.
@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from radars_jax import ops as ops_lib
+from radars_jax.nas import ops as ops_lib
 from radars_jax.errors import UserError
 
 DARTS_PRIMITIVES = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",

@@ -14,7 +14,7 @@ Weights use SGD with momentum, cosine learning rate, weight decay and
 gradient clipping; alphas use Adam with L2 decay (DARTS's settings), both
 as optax transformations. State is a pytree (`DnasState`); the step is a
 pure function compiled once per subspace (`DnasProgram`), or, on a switched
-supernet (`radars_jax.supernet`), once for every subspace of at most k ops
+supernet (`radars_jax.nas.supernet`), once for every subspace of at most k ops
 per choice point: the state then carries the subspace as `slots`, the
 alphas have k entries per choice point (zero-padded), and only the weights
 of the slotted ops (and those outside the choice points) are updated.
@@ -302,7 +302,7 @@ class DnasProgram:
     self.alpha_tx = alpha_optimizer(dnas_config)
     mask = None
     if owners is not None:
-      from radars_jax import supernet  # pylint: disable=import-outside-toplevel
+      from radars_jax.nas import supernet  # pylint: disable=import-outside-toplevel
       mask = lambda weights, slots: supernet.active_params(owners, weights, slots)
     self.step_fn = make_train_step(
         model, mode, self.weight_tx, self.alpha_tx, self.schedule, dnas_config.weight_decay,
@@ -368,7 +368,7 @@ class DnasProgram:
 class Evaluator:
   """Accuracy and mean loss of a model over a whole split, data-parallel,
   one host transfer at the end: the search's scoring (`search_logits`) and
-  the retrained network's test evaluation (`radars_jax.train`) both use it.
+  the retrained network's test evaluation (`radars_jax.retrain.train`) both use it.
 
   `logits_fn(inputs, images) -> logits` applies the model to normalised
   images; `inputs` is the pytree `evaluate` is given. Every batch has the

@@ -1,6 +1,6 @@
 """Published genotypes by name, and loading a genotype from a name or a file.
 
-Genotypes are plain JSON-serialisable dicts (see `radars_jax.spaces`):
+Genotypes are plain JSON-serialisable dicts (see `radars_jax.nas.spaces`):
 
 - DARTS cells: `{"space": "darts", "normal": [[op, input], ... 8],
   "normal_concat": [2, 3, 4, 5], "reduce": [...], "reduce_concat": [...]}`;
@@ -18,8 +18,8 @@ import copy
 import json
 from pathlib import Path
 
-from radars_jax import ops as ops_lib
-from radars_jax import spaces as spaces_lib
+from radars_jax.nas import ops as ops_lib
+from radars_jax.nas import spaces as spaces_lib
 from radars_jax.errors import UserError
 
 

@@ -1,0 +1,2 @@
+"""The search space: candidate ops, spaces and subspaces, genotypes, the
+supernet (static per subspace, switched, scanned) and the weight pool."""

@@ -1,0 +1,2 @@
+"""Retraining a found genotype from scratch: the evaluation networks and the
+training loop."""
