@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from radars_jax import checkpointing
+from radars_jax import parallel
 from radars_jax.radars import programs
 from radars_jax.radars import loop as radars_loop
 from radars_jax.nas import spaces
@@ -73,7 +74,18 @@ def test_baselines_sample_whole_architectures(tmp_path, method, monkeypatch):
   assert summary["genotype"]["ops"] == [names[a[0]] for a in best["subspace"]]
   assert summary["genotype"]["arch_str"] == tabular.arch_str_from_ops(   # (its own writer)
       [a[0] for a in best["subspace"]])
-  if method != "rl":
+  if method == "random":
+    # The same search on one device: the same samples (drawn on the host),
+    # each DNAS data-parallel over 4 devices or not (the sums' order differs:
+    # test_search.py bounds what that moves), the same rewards and genotype.
+    one = make_mesh_of_one_device(monkeypatch)
+    single = radars_loop.run(config, workdir_lib.prepare(tmp_path / "one_device"),
+                             spaces.make_space("nb201"))
+    assert one and summary["devices"] == 4 and single["devices"] == 1
+    assert [r["subspace"] for r in single["subspace_runs"]] == [r["subspace"] for r in runs]
+    np.testing.assert_allclose([r["reward"] for r in single["subspace_runs"]],
+                               [r["reward"] for r in runs], atol=1e-6)
+    assert single["genotype"] == summary["genotype"]
     return
   # One shared program (k = 1), compiled in the background while the cost
   # model calibrated.
@@ -99,6 +111,20 @@ def test_baselines_sample_whole_architectures(tmp_path, method, monkeypatch):
   assert resumed["genotype"] == summary["genotype"] and resumed["shared_program_runs"] == 2
   np.testing.assert_allclose([r["reward"] for r in resumed["subspace_runs"]],
                              [r["reward"] for r in runs], atol=1e-6)
+
+
+def make_mesh_of_one_device(monkeypatch) -> list:
+  """Makes `parallel.make_mesh()` build a mesh of one device; the returned
+  list records each mesh built."""
+  built = []
+  make_mesh = parallel.make_mesh
+
+  def one_device(devices=None):
+    built.append(1)
+    return make_mesh(jax.devices()[:1] if devices is None else devices)
+
+  monkeypatch.setattr(parallel, "make_mesh", one_device)
+  return built
 
 
 def test_radars_needs_a_budget_and_refuses_an_impossible_one(tmp_path):

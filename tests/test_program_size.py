@@ -125,7 +125,7 @@ def test_radars_compiles_no_program_over_the_limit(tmp_path, monkeypatch):
     lowered_sizes.append(counted(lowered))
     return lowered_sizes[-1]
 
-  monkeypatch.setattr(dnas, "program_ops", counting)
+  monkeypatch.setattr(dnas_steps, "program_ops", counting)
   summary = radars_loop.run(config, workdir_lib.prepare(tmp_path / "run"), space)
   whats = [c["what"] for c in summary["compiles"]]
   assert [w for w in whats if w.startswith("calibration")] == [
