@@ -10,6 +10,9 @@ import pytest
 from matplotlib import image as mpimg
 
 from radars_jax import report
+from radars_jax.report import page
+from radars_jax.report import plots
+from radars_jax.report import style
 from radars_jax.errors import UserError
 
 DARTS_OPS = ["none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3",
@@ -211,9 +214,9 @@ def test_short_search_and_training_stay_readable(tmp_path):
   outdir = report.write_report(workdir)
   _check_pngs(outdir, ["cell.png", "alphas.png", "curves_test.png"])
   near_uniform = np.full((2, 5), 0.2) + np.array([[1e-4, 0, 0, 0, 0], [0, 3e-4, 0, 0, 0]])
-  assert report._alpha_format(near_uniform) == "{:.3f}"  # pylint: disable=protected-access
+  assert plots._alpha_format(near_uniform) == "{:.3f}"  # pylint: disable=protected-access
   spread = np.array([[0.6, 0.1, 0.1, 0.1, 0.1], [0.3, 0.25, 0.25, 0.1, 0.1]])
-  assert report._alpha_format(spread) == "{:.2f}"  # pylint: disable=protected-access
+  assert plots._alpha_format(spread) == "{:.2f}"  # pylint: disable=protected-access
 
 
 def test_not_a_workdir(tmp_path):
@@ -234,18 +237,18 @@ def test_cli(tmp_path):
   assert run.returncode == 2
   assert len(run.stderr.strip().splitlines()) == 1 and "error" in run.stderr
   workdir = make_training(tmp_path / "t")
-  assert report.main([str(workdir)]) == 0
+  assert page.main([str(workdir)]) == 0
   assert (workdir / "report" / "index.html").is_file()
 
 
 def test_op_family():
-  assert [report.op_family(o) for o in ("none", "max_pool_3x3", "skip_connect",
-                                        "sep_conv_3x3", "mbconv_3x3_e6", "nor_conv_1x1")] == \
+  assert [style.op_family(o) for o in ("none", "max_pool_3x3", "skip_connect",
+                                       "sep_conv_3x3", "mbconv_3x3_e6", "nor_conv_1x1")] == \
       ["none", "pool", "skip", "conv", "conv", "conv"]
 
 
 def test_radars_plots_of_a_search_with_no_iteration(tmp_path):
   """The whole space fit the budget: the final search ran at once, and the
   plots of iterations are skipped, not a crash."""
-  assert report.plot_history([], {"choice_points": ["a"], "space_ops": ["x"]}, tmp_path) == []
+  assert plots.plot_history([], {"choice_points": ["a"], "space_ops": ["x"]}, tmp_path) == []
   assert not list(tmp_path.iterdir())

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from radars_jax import report
+from radars_jax.report import plots as report_plots
 from radars_jax.nas import spaces as spaces_lib
 from radars_jax import workdir as workdir_lib
 
@@ -90,7 +91,7 @@ def write_plots(path: Path, history: list, space: spaces_lib.SearchSpace,
           "space_ops": list(space.op_names), "memory_budget_bytes": budget}
   try:
     (path / "plots").mkdir(exist_ok=True)
-    report.plot_history(history, stub, path / "plots")
+    report_plots.plot_history(history, stub, path / "plots")
   except Exception as e:  # pylint: disable=broad-except  # a plot never stops a search
     print(f"radars_jax: warning: plots not written ({e})", flush=True)
 
