@@ -60,13 +60,14 @@ def test_throughput_small_runs_and_writes_its_figures(tmp_path):
 
 
 def test_shared_programs_small_runs_and_writes_its_figures(tmp_path):
-  """k = 1 on a 4-channel digits supernet, one timed step: checks the script
-  and its JSON, never the speed."""
+  """k = 1 on a 4-channel, one-cell-per-stage digits supernet, one timed
+  step: checks the script and its JSON, never the speed."""
   out = tmp_path / "sp.json"
   script = str(ROOT / "experiments" / "shared_programs.py")
   result = subprocess.run(
       [sys.executable, script, "--ks", "1", "--steps", "1", "--set", "supernet.channels=4",
-       "--set", "data.batch_size=16", "--json", str(out)],
+       "--set", "supernet.cells_per_stage=1", "--set", "data.batch_size=16", "--json",
+       str(out)],
       capture_output=True, text=True, cwd=ROOT, timeout=900)
   assert result.returncode == 0, result.stderr[-3000:]
   data = json.loads(out.read_text())
