@@ -115,69 +115,74 @@ def _scan_body(op_names, stride: int, settings: OpSettings):
   return _dag_scan_step(lambda xs, x: mixed(xs["params"], xs.get("weights"), x))
 
 
-@functools.lru_cache(maxsize=None)
-def _switched_scan(op_names, channels: int, stride: int, settings: OpSettings, order,
-                   train: bool):
-  """`scanned_dag`'s scan of switched edges: `run(stack, sources, xs)`
-  adds, edge by edge (in target order), the switched mixed op
-  (`switched_mixed_fn`) of the state it reads (from `sources`, or from
-  `stack` itself if None) to its target in `stack`, and returns the stack.
+def _branch_vjp(branch, i):
+  """Op `i` of a switched choice point (`branch`: `switched_branch`) with
+  its pullback: `(x, params, g) -> (op(x), d/dx, d/dparams of g . op(x))`."""
+  def run(x, params, g):
+    y, pullback = jax.vjp(branch(i), x, params)
+    return (y, *pullback(g))
+  return run
 
-  Its gradient keeps only the states the edges read (the final stack, or
-  `sources`): a reverse scan over the edges reads each edge's input from
-  them, recomputes each op a slot holds and takes its gradient (a two-way
-  `lax.switch` per op, as `switched_mixed_fn`), and adds
-  the input's gradient to that of its source. Every source is complete
-  before an edge reads it, so reading the final states is exact, and in
-  reverse order a target's gradient is complete before its edges are
-  visited. (Differentiating the scan instead kept a copy of every edge's
-  input: more bytes than per edge; docs/performance.md.) One
-  function object per kind of edge (see `_scan_body`); differentiable
-  twice."""
-  ops = switched_ops(op_names, channels, stride, settings)
-  order = order or tuple(range(len(ops)))
-  mixed = switched_mixed_fn(op_names, channels, stride, settings, order, train)
 
+def _switched_edge_grads(ops, order, branch, stride: int, xs, x, g):
+  """One switched edge's gradients, its op recomputed from its input `x`
+  (`xs`: the edge's slots, mixing weights and weights; `g`: its output's
+  gradient): (d/dx, d/dparams per op, d/dmixing weights). Op by op in the
+  slots' order, a two-way `lax.switch` per op, as `switched_mixed_fn`."""
+  slots, weights, params = xs["slots"], xs["weights"], xs["params"]
+  dx, dweights = None, jnp.zeros_like(weights)
+  dparams = [jax.tree_util.tree_map(jnp.zeros_like, p) for p in params]
+  for o in order:
+    if ops[o] is None:
+      continue
+    taken, weight = slot_weight(slots, weights, o)
+    y, dx_o, dparams[o] = jax.lax.switch(
+        taken, [_branch_vjp(branch, None), _branch_vjp(branch, o)], x, params[o],
+        weight.astype(g.dtype) * g)
+    dweights = dweights + jnp.where(slots == o, jnp.sum(g * y), 0.0).astype(weights.dtype)
+    dx = accumulate(dx, dx_o)
+  dx = jnp.zeros_like(x[:, ::stride, ::stride, :]) if dx is None else dx
+  return dx, dparams, dweights
+
+
+def _switched_backward_step(ops, order, stride: int, train: bool):
+  """The step of the reverse scan that differentiates `_switched_scan`:
+  carry (the stack's gradient, the sources' gradient or None, the states
+  the edges read); edge `xs` reads its input and its target's gradient,
+  adds its input's gradient to its source's and emits its weights' and
+  mixing weights' gradients."""
   branch = switched_branch(ops, stride, train)
 
-  def branch_vjp(i):
-    """(x, params, g) -> (op(x), d/dx, d/dparams) of `g` . op(x)."""
-    def run(x, params, g):
-      y, pullback = jax.vjp(branch(i), x, params)
-      return (y, *pullback(g))
-    return run
-
-  forward_body = _dag_scan_step(
-      lambda xs, x: mixed(xs["params"], xs["weights"], xs["slots"], x))
-
-  def scan(stack, sources, xs):
-    return jax.lax.scan(forward_body, (stack, sources), xs)[0][0]
-
-  def backward_body(carry, xs):
+  def body(carry, xs):
     g_stack, g_sources, read = carry
     x = jax.lax.dynamic_index_in_dim(read, xs["src"], keepdims=False)
     g = jax.lax.dynamic_index_in_dim(g_stack, xs["dst"], keepdims=False)
-    slots, weights, params = xs["slots"], xs["weights"], xs["params"]
-    dx, dweights = None, jnp.zeros_like(weights)
-    dparams = [jax.tree_util.tree_map(jnp.zeros_like, p) for p in params]
-    for o in order:   # as `switched_mixed_fn`: op by op, in the slots' order
-      if ops[o] is None:
-        continue
-      taken, weight = slot_weight(slots, weights, o)
-      y, dx_o, dparams[o] = jax.lax.switch(
-          taken, [branch_vjp(None), branch_vjp(o)], x, params[o], weight.astype(g.dtype) * g)
-      dweights = dweights + jnp.where(slots == o, jnp.sum(g * y), 0.0).astype(weights.dtype)
-      dx = accumulate(dx, dx_o)
-    dx = jnp.zeros_like(x[:, ::stride, ::stride, :]) if dx is None else dx
+    dx, dparams, dweights = _switched_edge_grads(ops, order, branch, stride, xs, x, g)
     if g_sources is None:
       g_stack = _add_at(g_stack, xs["src"], dx)
     else:
       g_sources = _add_at(g_sources, xs["src"], dx)
     return (g_stack, g_sources, read), (dparams, dweights)
 
-  def cotangents(xs, dparams, dweights):
-    return {name: (dparams if name == "params" else dweights if name == "weights" else None)
-            for name in xs}
+  return body
+
+
+def _xs_cotangents(xs, dparams, dweights) -> dict:
+  """The gradient of a switched scan's per-edge inputs `xs`: its weights'
+  and mixing weights'; None for the integer ones (sources, targets,
+  slots)."""
+  return {name: (dparams if name == "params" else dweights if name == "weights" else None)
+          for name in xs}
+
+
+def _recomputing_scan(forward_body, backward_body):
+  """`run(stack, sources, xs)`: the scan of `forward_body` over the edges
+  `xs` (carry: the stack and `sources`, or None to read the stack itself),
+  returning the stack; its gradient is the reverse scan of
+  `backward_body` (`_switched_backward_step`), which keeps only the states
+  the edges read: the final stack, or `sources`."""
+  def scan(stack, sources, xs):
+    return jax.lax.scan(forward_body, (stack, sources), xs)[0][0]
 
   @jax.custom_vjp
   def run_on_stack(stack, xs):
@@ -191,7 +196,7 @@ def _switched_scan(op_names, channels: int, stride: int, settings: OpSettings, o
     read, xs = residuals
     (g_stack, _, _), (dparams, dweights) = jax.lax.scan(
         backward_body, (g_out, None, read), xs, reverse=True)
-    return g_stack, cotangents(xs, dparams, dweights)
+    return g_stack, _xs_cotangents(xs, dparams, dweights)
 
   @jax.custom_vjp
   def run_from_sources(stack, sources, xs):
@@ -204,12 +209,39 @@ def _switched_scan(op_names, channels: int, stride: int, settings: OpSettings, o
     read, xs = residuals
     (g_stack, g_sources, _), (dparams, dweights) = jax.lax.scan(
         backward_body, (g_out, jnp.zeros_like(read), read), xs, reverse=True)
-    return g_stack, g_sources, cotangents(xs, dparams, dweights)
+    return g_stack, g_sources, _xs_cotangents(xs, dparams, dweights)
 
   run_on_stack.defvjp(forward_on_stack, backward_on_stack)
   run_from_sources.defvjp(forward_from_sources, backward_from_sources)
   return lambda stack, sources, xs: (run_on_stack(stack, xs) if sources is None
                                      else run_from_sources(stack, sources, xs))
+
+
+@functools.lru_cache(maxsize=None)
+def _switched_scan(op_names, channels: int, stride: int, settings: OpSettings, order,
+                   train: bool):
+  """`scanned_dag`'s scan of switched edges: `run(stack, sources, xs)`
+  adds, edge by edge (in target order), the switched mixed op
+  (`switched_mixed_fn`) of the state it reads (from `sources`, or from
+  `stack` itself if None) to its target in `stack`, and returns the stack.
+
+  Its gradient keeps only the states the edges read (the final stack, or
+  `sources`): a reverse scan over the edges reads each edge's input from
+  them, recomputes each op a slot holds and takes its gradient (a two-way
+  `lax.switch` per op, as `switched_mixed_fn`), and adds the input's
+  gradient to that of its source (`_switched_backward_step`). Every source
+  is complete before an edge reads it, so reading the final states is
+  exact, and in reverse order a target's gradient is complete before its
+  edges are visited. (Differentiating the scan instead kept a copy of
+  every edge's input: more bytes than per edge; docs/performance.md.) One
+  function object per kind of edge (see `_scan_body`); differentiable
+  twice."""
+  ops = switched_ops(op_names, channels, stride, settings)
+  order = order or tuple(range(len(ops)))
+  mixed = switched_mixed_fn(op_names, channels, stride, settings, order, train)
+  forward_body = _dag_scan_step(
+      lambda xs, x: mixed(xs["params"], xs["weights"], xs["slots"], x))
+  return _recomputing_scan(forward_body, _switched_backward_step(ops, order, stride, train))
 
 
 def scanned_dag(states: list, edges, edge_ops, edge_weights, channels: int, strides,
