@@ -21,6 +21,8 @@ node); `ResNetBasicBlock` reduces between NAS-Bench-201 stages.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -30,6 +32,27 @@ from radars_jax.nas import spaces as spaces_lib
 from radars_jax.nas.edge_scan import scannable, scanned_dag
 from radars_jax.nas.mixed_ops import MixedOp, SwitchedMixedOp, accumulate
 from radars_jax.nas.ops import FactorizedReduce, OpSettings, ReLUConvBN
+
+
+def _keyword(default):
+  """A keyword-only module field. A base's fields come before a subclass's
+  own, and a field with a default may stand ahead of fields without one
+  only if it is keyword-only."""
+  return dataclasses.field(default=default, kw_only=True)
+
+
+class EdgeModes(nn.Module):
+  """How a search cell computes its edges (every way the same numbers) and
+  whether its mixed ops are switched: the base of the cells, and of the
+  networks, which pass these fields on to their cells (`_cell_states`
+  reads them). Keyword-only, so each module's own fields keep their
+  positions."""
+  stack_edges: bool = _keyword(False)   # compute via `mixed_dag`
+  switched: bool = _keyword(False)   # every op of the space; slots pick the active ones
+  # per choice point (a cell's: per edge), `SwitchedMixedOp.order`
+  slot_orders: tuple | None = _keyword(None)
+  scan_edges: bool = _keyword(False)   # static: via `scanned_dag` where `scannable`
+  scan_switched: bool = _keyword(False)   # switched: the same, weights per edge as unscanned
 
 
 class EdgeOps(nn.Module):
@@ -133,8 +156,8 @@ def _cell_states(cell, inputs, edges, strides, edge_weights, train: bool, edge_s
   """The states of a search cell's DAG (its inputs, then its nodes), by the
   cell's way of computing its edges: scanned (switched, or static with
   `scan_edges`) where `scannable`, stacked (`stack_edges`), else per edge.
-  `cell`: a `DartsSearchCell` or `NB201SearchCell` (called in its compact
-  method, so the submodules are its own)."""
+  `cell`: a `DartsSearchCell` or `NB201SearchCell` (`EdgeModes`; called in
+  its compact method, so the submodules are its own)."""
   ops, c, st = cell.edge_ops, cell.channels, cell.settings
   if cell.switched and cell.scan_switched:
     orders = cell.slot_orders or (None,) * len(edges)
@@ -169,7 +192,7 @@ def preprocess_cell_inputs(s0, s1, channels: int, settings: OpSettings, reductio
   return s0, s1
 
 
-class DartsSearchCell(nn.Module):
+class DartsSearchCell(EdgeModes):
   """DARTS cell: two preprocessed inputs, `steps` nodes, each the sum of
   mixed ops over all earlier states; output = concat of the nodes."""
   edge_ops: tuple[tuple[str, ...], ...]
@@ -178,11 +201,6 @@ class DartsSearchCell(nn.Module):
   reduction_prev: bool
   settings: OpSettings
   steps: int = spaces_lib.DARTS_STEPS
-  stack_edges: bool = False   # compute via `mixed_dag` (same numbers)
-  switched: bool = False      # edge_ops are all ops; `edge_slots` pick the active ones
-  slot_orders: tuple | None = None   # per edge, `SwitchedMixedOp.order`
-  scan_edges: bool = False    # compute via `scanned_dag` where `scannable` (same numbers)
-  scan_switched: bool = False  # switched: the same, weights per edge as unscanned
 
   @nn.compact
   def __call__(self, s0, s1, edge_weights=None, train: bool = True, edge_slots=None):
@@ -209,16 +227,11 @@ class ResNetBasicBlock(nn.Module):
     return shortcut + y
 
 
-class NB201SearchCell(nn.Module):
+class NB201SearchCell(EdgeModes):
   """NAS-Bench-201 cell: node i = sum over j < i of mixed_op(j->i)(node j)."""
   edge_ops: tuple[tuple[str, ...], ...]
   channels: int
   settings: OpSettings
-  stack_edges: bool = False   # compute via `mixed_dag` (same numbers)
-  switched: bool = False      # edge_ops are all ops; `edge_slots` pick the active ones
-  slot_orders: tuple | None = None   # per edge, `SwitchedMixedOp.order`
-  scan_edges: bool = False    # compute via `scanned_dag` where `scannable` (same numbers)
-  scan_switched: bool = False  # switched: the same, weights per edge as unscanned
 
   @nn.compact
   def __call__(self, x, edge_weights=None, train: bool = True, edge_slots=None):

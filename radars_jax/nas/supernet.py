@@ -40,7 +40,7 @@ from radars_jax.nas import ops as ops_lib
 from radars_jax.nas import spaces as spaces_lib
 from radars_jax.nas import weight_pool
 from radars_jax.errors import UserError
-from radars_jax.nas.cells import DartsSearchCell, NB201SearchCell, ResNetBasicBlock
+from radars_jax.nas.cells import DartsSearchCell, EdgeModes, NB201SearchCell, ResNetBasicBlock
 from radars_jax.nas.mixed_ops import mixing_weights
 from radars_jax.nas.ops import BatchNorm, OpSettings
 
@@ -63,7 +63,14 @@ def _check_slots(module, slots) -> None:
     raise ValueError("`slots` given to a static supernet: build it with switched=True")
 
 
-class DartsSupernet(nn.Module):
+def _cell_modes(net: EdgeModes, slot_orders) -> dict:
+  """A network's `EdgeModes` as keywords for one of its cells, whose edges'
+  slot orders are `slot_orders`."""
+  return dict(stack_edges=net.stack_edges, switched=net.switched, slot_orders=slot_orders,
+              scan_edges=net.scan_edges, scan_switched=net.scan_switched)
+
+
+class DartsSupernet(EdgeModes):
   """The DARTS CIFAR search network over a subspace."""
   normal_ops: tuple[tuple[str, ...], ...]
   reduce_ops: tuple[tuple[str, ...], ...]
@@ -73,11 +80,6 @@ class DartsSupernet(nn.Module):
   steps: int = spaces_lib.DARTS_STEPS
   stem_multiplier: int = 3
   settings: OpSettings = OpSettings()
-  stack_edges: bool = False
-  switched: bool = False   # every op of the space; `slots` pick the active ones
-  slot_orders: tuple | None = None   # per choice point, `mixed_ops.SwitchedMixedOp.order`
-  scan_edges: bool = False
-  scan_switched: bool = False  # switched cells scan their edges (`edge_scan.scanned_dag`)
 
   @nn.compact
   def __call__(self, x, alphas: Alphas | None = None, train: bool = True,
@@ -100,10 +102,8 @@ class DartsSupernet(nn.Module):
       if reduction:
         c *= 2
       cell = DartsSearchCell(self.reduce_ops if reduction else self.normal_ops,
-                             c, reduction, reduction_prev, self.settings,
-                             self.steps, self.stack_edges, self.switched,
-                             orders[n:] if reduction else orders[:n],
-                             scan_edges=self.scan_edges, scan_switched=self.scan_switched,
+                             c, reduction, reduction_prev, self.settings, self.steps,
+                             **_cell_modes(self, orders[n:] if reduction else orders[:n]),
                              name=f"cell_{i}")
       s0, s1 = s1, cell(s0, s1, w_reduce if reduction else w_normal, train,
                         slots_reduce if reduction else slots_normal)
@@ -111,18 +111,13 @@ class DartsSupernet(nn.Module):
     return nn.Dense(self.num_classes, name="classifier")(s1.mean(axis=(1, 2)))
 
 
-class NB201Supernet(nn.Module):
+class NB201Supernet(EdgeModes):
   """The NAS-Bench-201 network: stem, 3 stages of cells, residual reductions."""
   edge_ops: tuple[tuple[str, ...], ...]
   num_classes: int
   channels: int = 16
   cells_per_stage: int = 5
   settings: OpSettings = OpSettings(pool_bn=False)
-  stack_edges: bool = False
-  switched: bool = False   # every op of the space; `slots` pick the active ones
-  slot_orders: tuple | None = None   # per choice point, `mixed_ops.SwitchedMixedOp.order`
-  scan_edges: bool = False
-  scan_switched: bool = False  # switched cells scan their edges (`edge_scan.scanned_dag`)
 
   @nn.compact
   def __call__(self, x, alphas: Alphas | None = None, train: bool = True,
@@ -139,9 +134,8 @@ class NB201Supernet(nn.Module):
         c *= 2
         x = ResNetBasicBlock(c, block_settings, name=f"reduce_{stage}")(x, train)
       for i in range(self.cells_per_stage):
-        x = NB201SearchCell(self.edge_ops, c, self.settings, self.stack_edges, self.switched,
-                            self.slot_orders, scan_edges=self.scan_edges,
-                            scan_switched=self.scan_switched,
+        x = NB201SearchCell(self.edge_ops, c, self.settings,
+                            **_cell_modes(self, self.slot_orders),
                             name=f"cell_{stage}_{i}")(x, weights, train, slots)
     x = ops_lib.relu(BatchNorm(block_settings, name="last_bn")(x, train))
     return nn.Dense(self.num_classes, name="classifier")(x.mean(axis=(1, 2)))
