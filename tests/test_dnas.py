@@ -13,7 +13,7 @@ from radars_jax import config_defaults
 from radars_jax.dnas import steps as dnas_steps
 from radars_jax import parallel
 from radars_jax.nas.ops import OpSettings
-from radars_jax.nas.supernet import MixedOp
+from radars_jax.nas.mixed_ops import MixedOp
 
 TOY_OPS = ("none", "skip_connect", "avg_pool_3x3", "nor_conv_3x3")
 

@@ -12,6 +12,7 @@ from radars_jax import config_defaults
 from radars_jax.dnas import steps as dnas_steps
 from radars_jax import parallel
 from radars_jax.dnas import search
+from radars_jax.nas import mixed_ops
 from radars_jax.nas import spaces
 from radars_jax.nas import supernet
 from radars_jax.nas import weight_pool
@@ -142,9 +143,9 @@ def test_recomputed_switch_has_the_gradients_of_lax_switch():
     def outer(params, switch):   # d/dparams of |d loss / dx|^2
       return jnp.sum(jax.grad(loss)(x, params, switch) ** 2)
     for fn in (loss, jax.grad(loss, argnums=(0, 1))):
-      chex.assert_trees_all_close(fn(x, params, supernet.recomputed_switch),
+      chex.assert_trees_all_close(fn(x, params, mixed_ops.recomputed_switch),
                                   fn(x, params, jax.lax.switch), rtol=1e-6)
-    chex.assert_trees_all_close(jax.grad(outer)(params, supernet.recomputed_switch),
+    chex.assert_trees_all_close(jax.grad(outer)(params, mixed_ops.recomputed_switch),
                                 jax.grad(outer)(params, jax.lax.switch), rtol=1e-5)
 
 

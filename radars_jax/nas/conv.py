@@ -6,7 +6,7 @@ gradient and the kernel gradient, convolutions with permuted dimension
 labels) into its fast NHWC convolution. Inside a conditional's branch it
 does not, and runs them through a generic loop, many times slower
 (docs/performance.md). The switched supernet
-(`radars_jax.nas.supernet.SwitchedMixedOp`) computes every op's backward pass
+(`radars_jax.nas.mixed_ops.SwitchedMixedOp`) computes every op's backward pass
 inside a switch, so its ops use `conv_general_dilated` here, which writes
 both gradients as NHWC convolutions with explicit transposes: same numbers,
 same speed as outside a switch. Outside switches XLA's own rewrite is

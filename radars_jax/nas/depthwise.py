@@ -25,7 +25,7 @@ CPU both are several times slower than the shifted sum below
 All give the same numbers up to float rounding. Inputs may carry a leading
 axis of stacked independent problems ([E, B, H, W, C] with a kernel
 [E, k, k, 1, C]): the supernet computes the same op on several edges at once
-that way (`radars_jax.nas.supernet`).
+that way (`radars_jax.nas.cells.mixed_dag`).
 """
 from __future__ import annotations
 

@@ -339,7 +339,7 @@ def make_op(name: str, channels: int, stride: int, settings: OpSettings,
 # Stacked ops: one op on several edges at once.
 #
 # The search supernet computes each op once for all the edges of a cell that
-# read states of the same shape (`radars_jax.nas.supernet.mixed_dag`): inputs
+# read states of the same shape (`radars_jax.nas.cells.mixed_dag`): inputs
 # [E, B, H, W, C], weights stacked along a leading E axis. There the weights
 # are declared per edge under the same paths the op's module uses
 # (`param_schema` mirrors the modules above), so weight pools and
@@ -347,7 +347,7 @@ def make_op(name: str, channels: int, stride: int, settings: OpSettings,
 # affine parameters or running statistics). Every registry op with weights
 # has a stacked form (tests/test_scan_edges.py checks each against its
 # module); the weightless ones run once per state (`shared_op`).
-# `supernet.scanned_dag` uses the same forms with E = 1 inside a `lax.scan`
+# `edge_scan.scanned_dag` uses the same forms with E = 1 inside a `lax.scan`
 # over a cell's edges, its weights stored stacked over the scanned edges
 # (`weight_pool.canonical` gives their per-edge paths).
 # ---------------------------------------------------------------------------

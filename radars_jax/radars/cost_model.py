@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from radars_jax.nas import mixed_ops as mixed_ops_lib
 from radars_jax.nas import spaces as spaces_lib
 from radars_jax.nas import supernet as supernet_lib
 
@@ -88,8 +89,8 @@ def traced_bytes(space, subspace, supernet_config, num_classes: int, image_shape
   return traced_cost(space, subspace, supernet_config, num_classes, image_shape, batch_size)[0]
 
 
-def mixed_op_cost(mixed_op: supernet_lib.MixedOp, input_shape) -> tuple[int, int]:
-  """(bytes, equations) of one mixed op (`supernet.MixedOp`, weighted) on
+def mixed_op_cost(mixed_op: mixed_ops_lib.MixedOp, input_shape) -> tuple[int, int]:
+  """(bytes, equations) of one mixed op (`mixed_ops.MixedOp`, weighted) on
   an input of `input_shape`, as `traced_cost` counts them."""
   x = jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32)
   w = jax.ShapeDtypeStruct((len(mixed_op.op_names),), jnp.float32)
@@ -241,7 +242,7 @@ class CostModel:
 def trace_cost_model(space, supernet_config, num_classes: int, image_shape,
                      batch_size: int, progress: Any = None) -> CostModel:
   """Per-op traced costs: one trace of the empty network (per edge, as
-  `supernet.MixedOp`s, whatever `supernet.stack_edges`/`scan_edges` say,
+  `mixed_ops.MixedOp`s, whatever `supernet.stack_edges`/`scan_edges` say,
   so that every mixed op's input is seen), then one trace of each op alone
   per distinct mixed-op input. `progress`: optional callable(done, total)."""
   per_edge = supernet_config.copy_and_resolve_references() if hasattr(
@@ -255,7 +256,7 @@ def trace_cost_model(space, supernet_config, num_classes: int, image_shape,
 
   def record(next_fun, args, kwargs, context):
     module = context.module
-    if isinstance(module, supernet_lib.MixedOp) and context.method_name == "__call__":
+    if isinstance(module, mixed_ops_lib.MixedOp) and context.method_name == "__call__":
       c = supernet_lib.choice_point_of(probe, space, module.path)
       inputs[c].append((module, tuple(args[0].shape)))
     return next_fun(*args, **kwargs)

@@ -40,8 +40,7 @@ from radars_jax.nas import ops as ops_lib
 from radars_jax.nas import spaces as spaces_lib
 from radars_jax.errors import UserError
 from radars_jax.nas.ops import BatchNorm, OpSettings, relu
-from radars_jax.nas import supernet as supernet_lib
-from radars_jax.nas.supernet import ResNetBasicBlock
+from radars_jax.nas.cells import ResNetBasicBlock, preprocess_cell_inputs
 
 EVAL_SETTINGS = OpSettings(affine=True, track_running_stats=True, pool_bn=False)
 AUX_NAME = "auxiliary_head"
@@ -75,7 +74,7 @@ class DartsEvalCell(nn.Module):
   @nn.compact
   def __call__(self, s0, s1, train: bool = False, drop_prob=None):
     c, st = self.channels, self.settings
-    states = list(supernet_lib.preprocess_cell_inputs(s0, s1, c, st, self.reduction_prev, train))
+    states = list(preprocess_cell_inputs(s0, s1, c, st, self.reduction_prev, train))
     for node in range(len(self.pairs) // 2):
       total = None
       for j in (2 * node, 2 * node + 1):
