@@ -79,7 +79,7 @@ def test_second_order_search_runs_the_unrolled_step_and_moves_alphas(monkeypatch
   config.dnas.alpha_lr = 0.01          # (Adam: ~0.01 a step)
   traced = []
   original = dnas_steps.unrolled_alpha_loss
-  monkeypatch.setattr(dnas, "unrolled_alpha_loss",
+  monkeypatch.setattr(dnas_steps, "unrolled_alpha_loss",
                       lambda *args, **kwargs: traced.append(1) or original(*args, **kwargs))
   mesh = parallel.make_mesh(jax.devices()[:1])
   space = spaces.space_from_config(config.space)
