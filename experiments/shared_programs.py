@@ -7,7 +7,7 @@ For k = 1, 2, 3 ops per choice point, on the digits quickstart's setting
 it compiles the RADARS loop's two kinds of train step and runs both on the
 same subspace, the static worst case of k ops (the k costliest ops, by the
 traced cost model, on every choice point):
-- shared: the switched supernet's step (`Searcher.shared_program`), one
+- shared: the switched supernet's step (`SwitchedSupernet.program`), one
   program for every subspace of at most k ops;
 - static: the subspace's own step (`Searcher.program`).
 For each it prints XLA's bytes per step, the compile seconds and the median
@@ -57,7 +57,7 @@ def time_steps(searcher, compiled, program, subspace, k: int, steps: int) -> flo
   """Median milliseconds of one train step on `subspace`."""
   weights, alphas = searcher.init_weights(program.model, subspace, jax.random.key(0), None)
   if k:
-    slots = supernet.subspace_slots(subspace, k, searcher.slot_orders)
+    slots = searcher.shared.slots(subspace, k)
     state = program.init_state(weights, supernet.to_slots(alphas, subspace, slots), slots)
   else:
     state = program.init_state(weights, alphas)
@@ -88,8 +88,8 @@ def run(config, ks, steps: int) -> dict:
   rows = []
   for k in ks:
     subspace = space.subspace_from_mask(model.worst_case(alive, k))
-    shared_program = searcher.shared_program(k, 100)
-    shared = searcher.compile_shared_step(shared_program, k)
+    shared_program = searcher.shared.program(k, 100)
+    shared = searcher.shared.compile_step(shared_program, k)
     static_program = searcher.program(subspace, 100)
     static = searcher.compile_step(static_program, subspace)
     row = {"k": k, "subspace": [list(a) for a in subspace],

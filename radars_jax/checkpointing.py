@@ -116,6 +116,25 @@ def _leaves_with_paths(tree) -> tuple[list[str], list[Any], Any]:
   return paths, [leaf for _, leaf in flat], treedef
 
 
+def _check_structure(meta: dict, template, step: int, directory: Path) -> None:
+  """Raises a `UserError` unless the leaves stored in `meta` (step `step` in
+  `directory`) have the paths and shapes of `template`'s: a checkpoint of
+  another state is refused, not read."""
+  paths, leaves, _ = _leaves_with_paths(template)
+  stored = meta["leaves"]
+  # Paths and shapes must match; dtypes may differ (the restore casts, so
+  # an abstract template may ask for float32 where numpy stored float64).
+  expected = [(p, list(_describe_leaf(x).shape)) for p, x in zip(paths, leaves)]
+  found = [(d["path"], list(d["shape"])) for d in stored]
+  if expected != found:
+    diff = next(((e, f) for e, f in zip(expected, found) if e != f), None)
+    detail = (f"first difference: checkpoint has {diff[1]}, expected {diff[0]}"
+              if diff else f"{len(found)} leaves stored, {len(expected)} expected")
+    raise UserError(f"checkpoint step {step} in {directory} holds a different "
+                    f"state than this run builds ({detail}); use a new workdir or the "
+                    "config that wrote it")
+
+
 class _QuietOrbax(logging.Filter):
   """Drops orbax's INFO/DEBUG chatter (a dozen lines per save) from absl's
   logger; its warnings and errors still show."""
@@ -308,7 +327,7 @@ class Checkpointer:
       meta = self._read_meta(step, errors)
       if meta is None:
         continue
-      self._check_structure(step, meta, template_pytree)
+      _check_structure(meta, template_pytree, step, self.directory)
       try:
         with _READ_REPORTS.reading(self.directory / str(step)):
           state = self._read_state(step, template_pytree)
@@ -334,21 +353,6 @@ class Checkpointer:
     except Exception as e:  # pylint: disable=broad-except
       self._set_aside(step, e, errors)
       return None
-
-  def _check_structure(self, step: int, meta: dict, template) -> None:
-    paths, leaves, _ = _leaves_with_paths(template)
-    stored = meta["leaves"]
-    # Paths and shapes must match; dtypes may differ (the restore casts, so
-    # an abstract template may ask for float32 where numpy stored float64).
-    expected = [(p, list(_describe_leaf(x).shape)) for p, x in zip(paths, leaves)]
-    found = [(d["path"], list(d["shape"])) for d in stored]
-    if expected != found:
-      diff = next(((e, f) for e, f in zip(expected, found) if e != f), None)
-      detail = (f"first difference: checkpoint has {diff[1]}, expected {diff[0]}"
-                if diff else f"{len(found)} leaves stored, {len(expected)} expected")
-      raise UserError(f"checkpoint step {step} in {self.directory} holds a different "
-                      f"state than this run builds ({detail}); use a new workdir or the "
-                      "config that wrote it")
 
   def _read_state(self, step: int, template):
     _, leaves, treedef = _leaves_with_paths(template)

@@ -11,6 +11,8 @@ import ml_collections
 
 
 def base_config() -> ml_collections.ConfigDict:
+  """The whole config: the run's own fields, then one block per part of the
+  library, each from its own function below (same fields, same order)."""
   config = ml_collections.ConfigDict()
   config.mode = "search"          # search | describe | train
   config.method = "single_darts"  # darts | single_darts | radars | rl | random
@@ -20,105 +22,11 @@ def base_config() -> ml_collections.ConfigDict:
   config.progress_bar = True
   config.compilation_cache = True  # persistent XLA cache in WORKDIR/jax_cache
 
-  config.data = ml_collections.ConfigDict()
-  config.data.name = "digits"     # cifar10 | cifar100 | digits | synthetic
-  config.data.data_dir = ml_collections.FieldReference(None, field_type=str)
-  config.data.download = True
-  # cifar10 / cifar100: the path of the archive tfds downloads
-  # (cifar-10-binary.tar.gz / cifar-100-binary.tar.gz), to prepare the
-  # dataset from it without the network; None downloads.
-  config.data.archive = ml_collections.FieldReference(None, field_type=str)
-  config.data.train_size = ml_collections.FieldReference(None, field_type=int)
-  config.data.test_size = ml_collections.FieldReference(None, field_type=int)
-  config.data.holdout_size = 5000  # training examples kept out of search steps, for scoring
-  config.data.split_seed = 0
-  config.data.batch_size = 64
-  config.data.eval_batch_size = 500
-  config.data.crop_padding = 4     # DARTS augmentation: pad-and-crop, flip
-  config.data.flip = True
-  # synthetic data only
-  config.data.image_size = 8
-  config.data.channels = 3
-  config.data.num_classes = 10
-
-  config.space = ml_collections.ConfigDict()
-  config.space.name = "darts"      # darts | darts_large | nb201
-  config.space.ops = ml_collections.FieldReference(None, field_type=str)  # "a,b,c"
-  config.space.num_ops = ml_collections.FieldReference(None, field_type=int)
-
-  config.supernet = ml_collections.ConfigDict()
-  config.supernet.channels = 16
-  config.supernet.layers = 8       # DARTS cells
-  config.supernet.steps = 4        # nodes per DARTS cell (the darts spaces are built for 4)
-  config.supernet.stem_multiplier = 3
-  config.supernet.cells_per_stage = 5  # NAS-Bench-201 skeleton
-  config.supernet.depthwise_impl = "xla"  # xla | shifted | scan | auto (radars_jax.nas.depthwise)
-  # Each op once over all the edges that use it (same numbers): DARTS
-  # compiles faster but the step needs more memory (docs/performance.md).
-  config.supernet.stack_edges = False
-  # Each cell's edges in a lax.scan (same numbers; the full space only, a
-  # subspace whose edges differ runs per edge): one compiled mixed op per
-  # cell instead of one per edge, each op's weights stacked over the edges
-  # (docs/performance.md).
-  config.supernet.scan_edges = False
-  # With scan_edges: recompute each scanned mixed op in the backward pass
-  # (jax.checkpoint), keeping only its input: the full DARTS step needs
-  # several times less memory (docs/performance.md). Switched supernets
-  # always recompute.
-  config.supernet.remat = False
-  # RADARS's shared programs: the switched supernet runs each cell's edges
-  # in a lax.scan whose gradient keeps only the cell's states (same numbers
-  # to float rounding, same weight paths): fewer bytes, and on DARTS a much
-  # faster compile (docs/performance.md).
-  config.supernet.scan_switched = False
-
-  config.dnas = ml_collections.ConfigDict()
-  config.dnas.epochs = 50
-  config.dnas.order = 1            # method=darts: 1 first order, 2 second order
-  config.dnas.inner_mode = "single_level"  # DNAS mode inside RADARS subspaces
-  config.dnas.weight_lr = 0.025
-  config.dnas.weight_lr_min = 0.001
-  config.dnas.momentum = 0.9
-  config.dnas.weight_decay = 3e-4
-  config.dnas.grad_clip = 5.0
-  config.dnas.alpha_lr = 3e-4
-  config.dnas.alpha_betas = (0.5, 0.999)
-  config.dnas.alpha_weight_decay = 1e-3
-  config.dnas.alpha_init_scale = 1e-3
-  # First order: the alpha pass and the weight pass as two iterations of one
-  # lax.scan, so the network's gradient compiles once instead of twice (each
-  # step also computes a weight gradient it drops; docs/performance.md).
-  config.dnas.passes_in_loop = False
-  # The largest train step (StableHLO operations) compiled: XLA's compile
-  # time and host memory grow faster than linearly with it, and the
-  # largest programs crashed it (docs/performance.md). A larger one is
-  # refused like a step over the memory budget (RADARS falls back to
-  # smaller programs). None: no limit.
-  config.dnas.max_program_ops = ml_collections.FieldReference(100_000, field_type=int)
-  # Steps of fine-tuning the derived network from its inherited weights
-  # before scoring it (0: score the inherited weights as they are).
-  config.dnas.derived_finetune_steps = 0
-
-  # method=radars | rl | random (radars_jax.radars.loop)
-  config.radars = ml_collections.ConfigDict()
-  config.radars.max_iterations = 20
-  config.radars.subspace_epochs = 2.0   # DNAS epochs in each sampled subspace
-  config.radars.final_epochs = ml_collections.FieldReference(None, field_type=float)  # None: dnas.epochs
-  config.radars.k = ml_collections.FieldReference(None, field_type=int)  # cap on ops per choice point
-  config.radars.budget_margin = 0.05    # size k to (1 - margin) * budget
-  # Fine-tune steps of each sample's derived network before scoring it
-  # (dnas.derived_finetune_steps applies to the final search).
-  config.radars.sample_finetune_steps = 0
-  config.radars.cost_weight = 0.0       # reward -= cost_weight * derived weights (millions)
-  config.radars.checkpoint_every_steps = 200  # DNAS state checkpoints inside long runs
-  # Compile each batch's later subspaces in a background thread while the
-  # earlier ones train, and the first shared program while the cost model
-  # calibrates (same programs, same results).
-  config.radars.compile_ahead = True
-  # One train step for every sampled subspace of k ops (a switched supernet,
-  # compiled once per k; used where its bytes fit the budget, same numbers
-  # as each subspace's own program) instead of one compiled per sample.
-  config.radars.shared_programs = True
+  config.data = data_config()
+  config.space = space_config()
+  config.supernet = supernet_config()
+  config.dnas = dnas_config()
+  config.radars = radars_config()
   config.controller = controller_config()
   return config
 
@@ -131,6 +39,130 @@ def complete(block: ml_collections.ConfigDict, name: str) -> ml_collections.Conf
   with full.unlocked():
     full.update(block)
   return full
+
+
+def data_config() -> ml_collections.ConfigDict:
+  """The `config.data` block: which dataset, how it is split and batched,
+  and the shape of the synthetic one (`radars_jax.data`)."""
+  c = ml_collections.ConfigDict()
+  c.name = "digits"     # cifar10 | cifar100 | digits | synthetic
+  c.data_dir = ml_collections.FieldReference(None, field_type=str)
+  c.download = True
+  # cifar10 / cifar100: the path of the archive tfds downloads
+  # (cifar-10-binary.tar.gz / cifar-100-binary.tar.gz), to prepare the
+  # dataset from it without the network; None downloads.
+  c.archive = ml_collections.FieldReference(None, field_type=str)
+  c.train_size = ml_collections.FieldReference(None, field_type=int)
+  c.test_size = ml_collections.FieldReference(None, field_type=int)
+  c.holdout_size = 5000  # training examples kept out of search steps, for scoring
+  c.split_seed = 0
+  c.batch_size = 64
+  c.eval_batch_size = 500
+  c.crop_padding = 4     # DARTS augmentation: pad-and-crop, flip
+  c.flip = True
+  # synthetic data only
+  c.image_size = 8
+  c.channels = 3
+  c.num_classes = 10
+  return c
+
+
+def space_config() -> ml_collections.ConfigDict:
+  """The `config.space` block: the search space by name, optionally cut to
+  some ops (`radars_jax.nas.spaces`)."""
+  c = ml_collections.ConfigDict()
+  c.name = "darts"      # darts | darts_large | nb201
+  c.ops = ml_collections.FieldReference(None, field_type=str)  # "a,b,c"
+  c.num_ops = ml_collections.FieldReference(None, field_type=int)
+  return c
+
+
+def supernet_config() -> ml_collections.ConfigDict:
+  """The `config.supernet` block: the supernet's size and how its edges are
+  compiled (`radars_jax.nas.supernet`); every layout gives the same numbers."""
+  c = ml_collections.ConfigDict()
+  c.channels = 16
+  c.layers = 8       # DARTS cells
+  c.steps = 4        # nodes per DARTS cell (the darts spaces are built for 4)
+  c.stem_multiplier = 3
+  c.cells_per_stage = 5  # NAS-Bench-201 skeleton
+  c.depthwise_impl = "xla"  # xla | shifted | scan | auto (radars_jax.nas.depthwise)
+  # Each op once over all the edges that use it (same numbers): DARTS
+  # compiles faster but the step needs more memory (docs/performance.md).
+  c.stack_edges = False
+  # Each cell's edges in a lax.scan (same numbers; the full space only, a
+  # subspace whose edges differ runs per edge): one compiled mixed op per
+  # cell instead of one per edge, each op's weights stacked over the edges
+  # (docs/performance.md).
+  c.scan_edges = False
+  # With scan_edges: recompute each scanned mixed op in the backward pass
+  # (jax.checkpoint), keeping only its input: the full DARTS step needs
+  # several times less memory (docs/performance.md). Switched supernets
+  # always recompute.
+  c.remat = False
+  # RADARS's shared programs: the switched supernet runs each cell's edges
+  # in a lax.scan whose gradient keeps only the cell's states (same numbers
+  # to float rounding, same weight paths): fewer bytes, and on DARTS a much
+  # faster compile (docs/performance.md).
+  c.scan_switched = False
+  return c
+
+
+def dnas_config() -> ml_collections.ConfigDict:
+  """The `config.dnas` block: the DNAS (DARTS) search's schedule and
+  optimisers, and the largest step it compiles (`radars_jax.dnas`)."""
+  c = ml_collections.ConfigDict()
+  c.epochs = 50
+  c.order = 1            # method=darts: 1 first order, 2 second order
+  c.inner_mode = "single_level"  # DNAS mode inside RADARS subspaces
+  c.weight_lr = 0.025
+  c.weight_lr_min = 0.001
+  c.momentum = 0.9
+  c.weight_decay = 3e-4
+  c.grad_clip = 5.0
+  c.alpha_lr = 3e-4
+  c.alpha_betas = (0.5, 0.999)
+  c.alpha_weight_decay = 1e-3
+  c.alpha_init_scale = 1e-3
+  # First order: the alpha pass and the weight pass as two iterations of one
+  # lax.scan, so the network's gradient compiles once instead of twice (each
+  # step also computes a weight gradient it drops; docs/performance.md).
+  c.passes_in_loop = False
+  # The largest train step (StableHLO operations) compiled: XLA's compile
+  # time and host memory grow faster than linearly with it, and the
+  # largest programs crashed it (docs/performance.md). A larger one is
+  # refused like a step over the memory budget (RADARS falls back to
+  # smaller programs). None: no limit.
+  c.max_program_ops = ml_collections.FieldReference(100_000, field_type=int)
+  # Steps of fine-tuning the derived network from its inherited weights
+  # before scoring it (0: score the inherited weights as they are).
+  c.derived_finetune_steps = 0
+  return c
+
+
+def radars_config() -> ml_collections.ConfigDict:
+  """The `config.radars` block, for method=radars | rl | random
+  (`radars_jax.radars.loop`): the outer loop over sampled subspaces."""
+  c = ml_collections.ConfigDict()
+  c.max_iterations = 20
+  c.subspace_epochs = 2.0   # DNAS epochs in each sampled subspace
+  c.final_epochs = ml_collections.FieldReference(None, field_type=float)  # None: dnas.epochs
+  c.k = ml_collections.FieldReference(None, field_type=int)  # cap on ops per choice point
+  c.budget_margin = 0.05    # size k to (1 - margin) * budget
+  # Fine-tune steps of each sample's derived network before scoring it
+  # (dnas.derived_finetune_steps applies to the final search).
+  c.sample_finetune_steps = 0
+  c.cost_weight = 0.0       # reward -= cost_weight * derived weights (millions)
+  c.checkpoint_every_steps = 200  # DNAS state checkpoints inside long runs
+  # Compile each batch's later subspaces in a background thread while the
+  # earlier ones train, and the first shared program while the cost model
+  # calibrates (same programs, same results).
+  c.compile_ahead = True
+  # One train step for every sampled subspace of k ops (a switched supernet,
+  # compiled once per k; used where its bytes fit the budget, same numbers
+  # as each subspace's own program) instead of one compiled per sample.
+  c.shared_programs = True
+  return c
 
 
 def controller_config() -> ml_collections.ConfigDict:

@@ -101,6 +101,87 @@ def _data_keys(key: jax.Array) -> tuple[jax.Array, jax.Array]:
   return key_w, key_a
 
 
+class SwitchedSupernet:
+  """The RADARS loop's shared programs (`radars.shared_programs`): one
+  switched supernet for every subspace, its train step per k, one evaluator
+  for every derived genotype, and the conversions between its weight tree
+  and a subspace's. Built on first use: a search without shared programs
+  never builds it."""
+
+  def __init__(self, config, mesh, data: SearchData, space: spaces_lib.SearchSpace,
+               mode: str, batch_size: int, slot_orders=None):
+    """`slot_orders`: per choice point, its ops in the order the switched
+    supernet's slots leave them out (`cost_model.CostModel.slot_orders`)."""
+    self.config, self.mesh, self.data, self.space = config, mesh, data, space
+    self.mode, self.batch_size, self.slot_orders = mode, batch_size, slot_orders
+    self._model = None
+    self._lock = threading.Lock()
+    self.shapes = None        # the weight shapes, once the model is built
+    self._owners = None       # {param path: (choice point, op)}
+    self._evaluator = None
+    self._programs: dict = {}
+
+  def model(self):
+    """The switched supernet, built (with its weight shapes and owners) on
+    the first call."""
+    with self._lock:   # (RADARS may build it in its compile thread)
+      if self._model is None:
+        self._model = supernet_lib.build_supernet(
+            self.space, None, self.config.supernet, self.data.num_classes, switched=True,
+            slot_orders=self.slot_orders)
+        self.shapes = supernet_lib.param_shapes(self._model, self.data.image_shape)
+        self._owners = supernet_lib.param_owners(self._model, self.space,
+                                                 pool_lib.flatten(self.shapes))
+      return self._model
+
+  def program(self, k: int, total_steps: int) -> dnas_lib.DnasProgram:
+    """The train step of every subspace with at most `k` ops per choice
+    point (one object per k and length of run: its functions compile once)."""
+    if (k, total_steps) not in self._programs:
+      self._programs[(k, total_steps)] = dnas_lib.DnasProgram(
+          self.model(), self.mode, self.config.dnas, total_steps, self.mesh,
+          self.data.mean, self.data.std, owners=self._owners)
+    return self._programs[(k, total_steps)]
+
+  def compile_step(self, program: dnas_lib.DnasProgram, k: int) -> dnas_lib.CompiledStep:
+    """Compiles `program(k, ...)` on abstract inputs (nothing runs)."""
+    c = self.space.num_choice_points
+    alphas = tuple(jax.ShapeDtypeStruct((k,), jnp.float32) for _ in range(c))
+    slots = jax.ShapeDtypeStruct((c, k), jnp.int32)
+    compiled = program.compile_train_step(*program.abstract_inputs(
+        self.shapes, alphas, self.batch_size, self.data.image_shape, slots))
+    compiled.slots = k
+    return compiled
+
+  def slots(self, subspace, k: int):
+    """The slot of each op of `subspace` in the supernet's `k` slots per
+    choice point."""
+    return supernet_lib.subspace_slots(subspace, k, self.slot_orders)
+
+  def full_weights(self, weights):
+    """`weights` of some ops, completed with zeros to the switched supernet's
+    tree (the zeros are never used: the slots do not pick those ops)."""
+    self.model()
+    flat = pool_lib.flatten(weights)
+    return pool_lib.unflatten({p: flat[p] if p in flat else np.zeros(s.shape, s.dtype)
+                               for p, s in pool_lib.flatten(self.shapes).items()})
+
+  def subspace_weights(self, weights, subspace):
+    """The weights of the switched supernet that the static supernet of
+    `subspace` has (the ops of the subspace and everything outside the
+    choice points)."""
+    return pool_lib.unflatten({
+        p: v for p, v in pool_lib.flatten(weights).items()
+        if p not in self._owners or self._owners[p][1] in subspace[self._owners[p][0]]})
+
+  def evaluator(self) -> dnas_lib.Evaluator:
+    """The holdout evaluator of every genotype (one program for all)."""
+    if self._evaluator is None:
+      self._evaluator = dnas_lib.Evaluator(dnas_lib.search_logits(self.model()), self.mesh,
+                                           self.data.mean, self.data.std)
+    return self._evaluator
+
+
 class Searcher:
   """What every DNAS run of one search shares: config, mesh, data, space,
   the metric writer and the compile / memory bookkeeping."""
@@ -118,17 +199,12 @@ class Searcher:
     self.compile_seconds = 0.0
     self.global_step = 0
     self._batch_fns: dict = {}
-    # The RADARS loop's shared programs (radars.shared_programs): one
-    # switched supernet for every subspace, scored by one evaluator.
+    # Whether the RADARS loop's shared programs are on (radars.shared_programs):
+    # then `shared` trains and scores every subspace.
     self.switched = (config.method not in dnas_lib.DNAS_METHODS
                      and bool(config.radars.shared_programs))
-    self._switched_model = None
-    self._switched_lock = threading.Lock()
-    self.slot_orders = slot_orders
-    self._switched_shapes = None
-    self._owners = None       # {param path: (choice point, op)} of the switched supernet
-    self._switched_eval = None
-    self._shared_programs: dict = {}
+    self.shared = SwitchedSupernet(config, mesh, data, space, self.mode, self.batch_size,
+                                   slot_orders)
     self._finetune_fns: dict = {}
 
   # -- sizes ---------------------------------------------------------------
@@ -150,57 +226,6 @@ class Searcher:
   def program(self, subspace, total_steps: int) -> dnas_lib.DnasProgram:
     return dnas_lib.DnasProgram(self.model(subspace), self.mode, self.config.dnas,
                                 total_steps, self.mesh, self.data.mean, self.data.std)
-
-  # -- the switched supernet (one program per k) ------------------------------
-  def switched_model(self):
-    with self._switched_lock:   # (RADARS may build it in its compile thread)
-      return self._build_switched_model()
-
-  def _build_switched_model(self):
-    if self._switched_model is None:
-      self._switched_model = supernet_lib.build_supernet(
-          self.space, None, self.config.supernet, self.data.num_classes, switched=True,
-          slot_orders=self.slot_orders)
-      self._switched_shapes = supernet_lib.param_shapes(self._switched_model,
-                                                        self.data.image_shape)
-      self._owners = supernet_lib.param_owners(self._switched_model, self.space,
-                                               pool_lib.flatten(self._switched_shapes))
-    return self._switched_model
-
-  def shared_program(self, k: int, total_steps: int) -> dnas_lib.DnasProgram:
-    """The train step of every subspace with at most `k` ops per choice
-    point (one object per k and length of run: its functions compile once)."""
-    if (k, total_steps) not in self._shared_programs:
-      self._shared_programs[(k, total_steps)] = dnas_lib.DnasProgram(
-          self.switched_model(), self.mode, self.config.dnas, total_steps, self.mesh,
-          self.data.mean, self.data.std, owners=self._owners)
-    return self._shared_programs[(k, total_steps)]
-
-  def compile_shared_step(self, program: dnas_lib.DnasProgram, k: int) -> dnas_lib.CompiledStep:
-    """Compiles `shared_program(k, ...)` on abstract inputs (nothing runs)."""
-    c = self.space.num_choice_points
-    alphas = tuple(jax.ShapeDtypeStruct((k,), jnp.float32) for _ in range(c))
-    slots = jax.ShapeDtypeStruct((c, k), jnp.int32)
-    compiled = program.compile_train_step(*program.abstract_inputs(
-        self._switched_shapes, alphas, self.batch_size, self.data.image_shape, slots))
-    compiled.slots = k
-    return compiled
-
-  def full_weights(self, weights):
-    """`weights` of some ops, completed with zeros to the switched supernet's
-    tree (the zeros are never used: the slots do not pick those ops)."""
-    self.switched_model()
-    flat = pool_lib.flatten(weights)
-    return pool_lib.unflatten({p: flat[p] if p in flat else np.zeros(s.shape, s.dtype)
-                               for p, s in pool_lib.flatten(self._switched_shapes).items()})
-
-  def subspace_weights(self, weights, subspace):
-    """The weights of the switched supernet that the static supernet of
-    `subspace` has (the ops of the subspace and everything outside the
-    choice points)."""
-    return pool_lib.unflatten({
-        p: v for p, v in pool_lib.flatten(weights).items()
-        if p not in self._owners or self._owners[p][1] in subspace[self._owners[p][0]]})
 
   def compile_step(self, program: dnas_lib.DnasProgram, subspace) -> dnas_lib.CompiledStep:
     """Compiles the train step on abstract inputs: nothing runs."""
@@ -225,7 +250,7 @@ class Searcher:
     switched = getattr(model, "switched", False)
     weights = supernet_lib.init_params(model, self.data.image_shape,
                                        None if switched else alphas, jax.random.fold_in(key, 0),
-                                       shapes=self._switched_shapes if switched else None)
+                                       shapes=self.shared.shapes if switched else None)
     if pool is not None:
       weights = pool.select(weights)
     return weights, alphas
@@ -242,18 +267,18 @@ class Searcher:
     `checkpoint=(checkpointer, every)`: resume from the checkpointer's latest
     step if it has one, and save the DNAS state every `every` steps.
     `finetune_steps` overrides `dnas.derived_finetune_steps` for scoring.
-    `compiled` may be a switched supernet's step (`compile_shared_step`)."""
+    `compiled` may be a switched supernet's step (`SwitchedSupernet.compile_step`)."""
     subspace = self.space.check_subspace(subspace)
     steps = max(1, int(epochs * self.steps_per_epoch()))
     k = compiled.slots if compiled is not None else 0
     if k:
-      program = self.shared_program(k, steps)
+      program = self.shared.program(k, steps)
     else:
       program = self.program(subspace, steps)
       compiled = compiled or self.compile_step(program, subspace)
     weights, alphas = self.init_weights(program.model, subspace, key, pool)
     if k:
-      slots = supernet_lib.subspace_slots(subspace, k, self.slot_orders)
+      slots = self.shared.slots(subspace, k)
       state = program.init_state(weights, supernet_lib.to_slots(alphas, subspace, slots), slots)
     else:
       state = program.init_state(weights, alphas)
@@ -300,7 +325,7 @@ class Searcher:
     alphas_np = [np.asarray(a) for a in jax.device_get(state.alphas)]
     if k:
       alphas_np = supernet_lib.from_slots(alphas_np, subspace, slots)
-    weights = self.subspace_weights(state.weights, subspace) if k else state.weights
+    weights = self.shared.subspace_weights(state.weights, subspace) if k else state.weights
     genotype = spaces_lib.derive_genotype(self.space, subspace, alphas_np)
     val_accuracy = self.score(genotype, weights, subspace, alphas_np, finetune_steps,
                               shared=bool(k))
@@ -322,14 +347,11 @@ class Searcher:
                       for c, ops in enumerate(derived))
     slots = None
     if shared:
-      model = self.switched_model()
-      slots = supernet_lib.subspace_slots(derived, 1, self.slot_orders)
+      model = self.shared.model()
+      slots = self.shared.slots(derived, 1)
       op_scales = supernet_lib.to_slots(op_scales, derived, slots)
-      derived_weights = self.full_weights(weights)
-      if self._switched_eval is None:
-        self._switched_eval = dnas_lib.Evaluator(dnas_lib.search_logits(model), self.mesh,
-                                                 self.data.mean, self.data.std)
-      evaluator = self._switched_eval
+      derived_weights = self.shared.full_weights(weights)
+      evaluator = self.shared.evaluator()
     else:
       model = self.model(derived)
       template = supernet_lib.param_shapes(model, self.data.image_shape)

@@ -154,74 +154,96 @@ def make_train_step(model: nn.Module, mode: str, weight_tx, alpha_tx,
   if passes_in_loop and mode != "first_order":
     raise ValueError(f"passes_in_loop is for the first-order mode, not {mode!r}")
 
-  def apply_updates(params, grads, opt_state, tx, keep=None):
-    """One optax update; where `keep` (a tree of bools) is False, none."""
-    updates, opt_state = tx.update(grads, opt_state, params)
-    if keep is not None:
-      updates = jax.tree_util.tree_map(lambda u, k: jnp.where(k, u, 0.0), updates, keep)
-    return optax.apply_updates(params, updates), opt_state
-
-  def first_order_passes_in_loop(weights, alphas, alpha_opt_state, slots, batch_a, batch_w):
-    """DARTS V1's two passes as one `lax.scan` (see `passes_in_loop`)."""
-    shapes = [jax.tree_util.tree_map(jnp.shape, b) for b in (batch_a, batch_w)]
-    if shapes[0] != shapes[1]:
-      raise ValueError(f"passes_in_loop needs equal batch shapes for both halves, got {shapes}")
-    batches = jax.tree_util.tree_map(lambda a, w: jnp.stack([a, w]), batch_a, batch_w)
-
-    def one_pass(carry, inputs):
-      alphas, alpha_opt_state = carry
-      batch, is_alpha_pass = inputs
-      (loss, acc), (grad_w, grad_a) = jax.value_and_grad(
-          lambda w, a: loss_and_accuracy(model, w, a, batch, slots), argnums=(0, 1),
-          has_aux=True)(weights, alphas)
-      updated = apply_updates(alphas, grad_a, alpha_opt_state, alpha_tx)
-      carry = jax.tree_util.tree_map(lambda new, old: jnp.where(is_alpha_pass, new, old),
-                                     updated, (alphas, alpha_opt_state))
-      return carry, (loss, acc, grad_w, grad_a)
-
-    (alphas, alpha_opt_state), (loss, acc, grad_w, grad_a) = jax.lax.scan(
-        one_pass, (alphas, alpha_opt_state), (batches, jnp.array([True, False])))
-    second = lambda tree: jax.tree_util.tree_map(lambda x: x[1], tree)
-    return (loss[1], acc[1]), second(grad_w), alphas, alpha_opt_state, second(grad_a)
-
   def step(state: DnasState, batch_w: Batch, batch_a: Batch | None = None):
     weights, alphas, slots = state.weights, state.alphas, state.slots
     alpha_opt_state = state.alpha_opt_state
     extra = {}
-    train_loss = lambda w, a: loss_and_accuracy(model, w, a, batch_w, slots)
     if mode == "single_level":
       (loss, acc), (grad_w, grad_a) = jax.value_and_grad(
-          train_loss, argnums=(0, 1), has_aux=True)(weights, alphas)
-      alphas, alpha_opt_state = apply_updates(alphas, grad_a, alpha_opt_state, alpha_tx)
+          lambda w, a: loss_and_accuracy(model, w, a, batch_w, slots), argnums=(0, 1),
+          has_aux=True)(weights, alphas)
+      alphas, alpha_opt_state = _apply_updates(alphas, grad_a, alpha_opt_state, alpha_tx)
     elif passes_in_loop:
-      (loss, acc), grad_w, alphas, alpha_opt_state, grad_a_train = first_order_passes_in_loop(
-          weights, alphas, alpha_opt_state, slots, batch_a, batch_w)
+      (loss, acc), grad_w, alphas, alpha_opt_state, grad_a_train = _first_order_passes_in_loop(
+          model, alpha_tx, weights, alphas, alpha_opt_state, slots, batch_a, batch_w)
       extra["alpha_grad_norm_train"] = optax.tree.norm(grad_a_train)
     else:
-      if mode == "first_order":
-        grad_a = jax.grad(
-            lambda a: loss_and_accuracy(model, weights, a, batch_a, slots)[0])(alphas)
-      else:
-        xi = schedule(state.step)
-        grad_a = jax.grad(unrolled_alpha_loss, argnums=1)(
-            model, alphas, weights, batch_w, batch_a, xi, weight_decay, slots)
-      alphas, alpha_opt_state = apply_updates(alphas, grad_a, alpha_opt_state, alpha_tx)
-      if with_train_alpha_grad:
-        # The train batch's alpha gradient as well, reported, never applied:
-        # see `make_train_step`.
-        (loss, acc), (grad_w, grad_a_train) = jax.value_and_grad(
-            train_loss, argnums=(0, 1), has_aux=True)(weights, alphas)
-        extra["alpha_grad_norm_train"] = optax.tree.norm(grad_a_train)
-      else:
-        (loss, acc), grad_w = jax.value_and_grad(train_loss, has_aux=True)(weights, alphas)
+      grad_a = _alpha_gradient(model, mode, schedule, weight_decay, state, batch_w, batch_a)
+      alphas, alpha_opt_state = _apply_updates(alphas, grad_a, alpha_opt_state, alpha_tx)
+      (loss, acc), grad_w, extra = _weight_pass(model, weights, alphas, batch_w, slots,
+                                                with_train_alpha_grad)
     keep = update_mask(weights, slots) if update_mask is not None and slots is not None else None
-    weights, weight_opt_state = apply_updates(weights, grad_w, state.weight_opt_state, weight_tx,
-                                              keep)
+    weights, weight_opt_state = _apply_updates(weights, grad_w, state.weight_opt_state,
+                                               weight_tx, keep)
     new_state = DnasState(state.step + 1, weights, alphas, weight_opt_state, alpha_opt_state,
                           slots)
     return new_state, {"loss": loss, "accuracy": acc, **extra}
 
   return step
+
+
+def _apply_updates(params, grads, opt_state, tx, keep=None):
+  """One optax update; where `keep` (a tree of bools) is False, none."""
+  updates, opt_state = tx.update(grads, opt_state, params)
+  if keep is not None:
+    updates = jax.tree_util.tree_map(lambda u, k: jnp.where(k, u, 0.0), updates, keep)
+  return optax.apply_updates(params, updates), opt_state
+
+
+def _alpha_gradient(model: nn.Module, mode: str, schedule: optax.Schedule,
+                    weight_decay: float, state: DnasState, batch_w: Batch, batch_a: Batch):
+  """The bi-level alpha gradient on the alpha batch: at the current weights
+  (first order), or through one unrolled weight step on the weight batch
+  at the current learning rate (second order, `unrolled_alpha_loss`)."""
+  weights, alphas, slots = state.weights, state.alphas, state.slots
+  if mode == "first_order":
+    return jax.grad(
+        lambda a: loss_and_accuracy(model, weights, a, batch_a, slots)[0])(alphas)
+  xi = schedule(state.step)
+  return jax.grad(unrolled_alpha_loss, argnums=1)(
+      model, alphas, weights, batch_w, batch_a, xi, weight_decay, slots)
+
+
+def _weight_pass(model: nn.Module, weights, alphas, batch_w: Batch, slots,
+                 with_train_alpha_grad: bool):
+  """The bi-level weight pass on the weight batch at the updated alphas:
+  ((loss, accuracy), weight gradient, extra metrics)."""
+  train_loss = lambda w, a: loss_and_accuracy(model, w, a, batch_w, slots)
+  if with_train_alpha_grad:
+    # The train batch's alpha gradient as well, reported, never applied:
+    # see `make_train_step`.
+    (loss, acc), (grad_w, grad_a_train) = jax.value_and_grad(
+        train_loss, argnums=(0, 1), has_aux=True)(weights, alphas)
+    return (loss, acc), grad_w, {"alpha_grad_norm_train": optax.tree.norm(grad_a_train)}
+  (loss, acc), grad_w = jax.value_and_grad(train_loss, has_aux=True)(weights, alphas)
+  return (loss, acc), grad_w, {}
+
+
+def _first_order_passes_in_loop(model: nn.Module, alpha_tx, weights, alphas, alpha_opt_state,
+                                slots, batch_a: Batch, batch_w: Batch):
+  """DARTS V1's two passes as one `lax.scan` (see `make_train_step`'s
+  `passes_in_loop`): ((loss, accuracy), weight gradient, alphas, their
+  optimiser state, the train batch's alpha gradient)."""
+  shapes = [jax.tree_util.tree_map(jnp.shape, b) for b in (batch_a, batch_w)]
+  if shapes[0] != shapes[1]:
+    raise ValueError(f"passes_in_loop needs equal batch shapes for both halves, got {shapes}")
+  batches = jax.tree_util.tree_map(lambda a, w: jnp.stack([a, w]), batch_a, batch_w)
+
+  def one_pass(carry, inputs):
+    alphas, alpha_opt_state = carry
+    batch, is_alpha_pass = inputs
+    (loss, acc), (grad_w, grad_a) = jax.value_and_grad(
+        lambda w, a: loss_and_accuracy(model, w, a, batch, slots), argnums=(0, 1),
+        has_aux=True)(weights, alphas)
+    updated = _apply_updates(alphas, grad_a, alpha_opt_state, alpha_tx)
+    carry = jax.tree_util.tree_map(lambda new, old: jnp.where(is_alpha_pass, new, old),
+                                   updated, (alphas, alpha_opt_state))
+    return carry, (loss, acc, grad_w, grad_a)
+
+  (alphas, alpha_opt_state), (loss, acc, grad_w, grad_a) = jax.lax.scan(
+      one_pass, (alphas, alpha_opt_state), (batches, jnp.array([True, False])))
+  second = lambda tree: jax.tree_util.tree_map(lambda x: x[1], tree)
+  return (loss[1], acc[1]), second(grad_w), alphas, alpha_opt_state, second(grad_a)
 
 
 def make_batch_fn(split: data_lib.DeviceSplit, batch_size: int, mean, std, *,

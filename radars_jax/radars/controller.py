@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import flax.struct
@@ -510,13 +510,72 @@ def _advantages(state: ControllerState, ops, rewards, valid, alt_rows, alt_weigh
   return jnp.where(valid[:, None], advantages, 0.0), critic_mean, spread, confidence
 
 
+class _Batch(NamedTuple):
+  """One iteration's samples as the update uses them: ops int [N, C, M]
+  (padded with -1), behaviour log-probabilities float [N, C], rewards [N]
+  (0 where not valid) and valid [N] (scored and feasible)."""
+  ops: jax.Array
+  behaviour_logp: jax.Array
+  rewards: jax.Array
+  valid: jax.Array
+
+
+class _Advantages(NamedTuple):
+  """The batch's advantages [N, C] (normalised), the critic's view of its
+  samples (mean, spread, confidence [N]), the mean advantage before
+  normalisation and the reward scale the normalisation floors its std at."""
+  advantages: jax.Array
+  critic_mean: jax.Array
+  spread: jax.Array
+  confidence: jax.Array
+  raw_mean: jax.Array
+  reward_scale: jax.Array
+
+
+class _Replay(NamedTuple):
+  """A sample of the replay buffer (earlier iterations): ops [R, C, M], the
+  log-probabilities of the policy that drew them [R, C], valid [R] and
+  normalised advantages [R, C]."""
+  ops: jax.Array
+  behaviour_logp: jax.Array
+  valid: jax.Array
+  advantages: jax.Array
+
+
 @functools.partial(jax.jit, static_argnames=("hparams",))
 def _controller_update(state: ControllerState, key: jax.Array, ops: jax.Array,
                        behaviour_logp: jax.Array, rewards: jax.Array, alive: jax.Array,
                        valid: jax.Array, hparams: ControllerHParams):
+  """`controller_update` as one jitted program (the helpers below are
+  traced into it): advantages, replay sample, PPO steps, critic refit."""
   hp = hparams
-  num_choice_points, max_ops = state.logits.shape
   k = ops.shape[-1]
+  batch = _prepare_batch(state, ops, behaviour_logp, rewards, alive, valid)
+  critic_ready = jnp.any(state.buffer.valid)
+  replay_key, critic_key, alt_key = jax.random.split(key, 3)
+  alt_rows, alt_weights = _alternative_rows(alt_key, state.logits, alive, k, hp.baseline_samples)
+  # Advantages of the batch, from the critic as it was before this batch.
+  adv = _batch_advantages(state, batch, alt_rows, alt_weights, hp, critic_ready)
+  replay = None
+  if hp.replay_batch > 0 and hp.replay_weight > 0:
+    replay = _replay_sample(state, replay_key, alive, alt_rows, alt_weights, hp, critic_ready,
+                            adv.reward_scale)
+  logits, policy_opt_state, losses, first_aux, last_aux = _ppo(
+      state, alive, batch, adv.advantages, replay, hp)
+  new_state, critic_loss = _refit_critic(state, critic_key, batch, hp)
+  new_state = new_state.replace(logits=logits, policy_opt_state=policy_opt_state,
+                                step=state.step + 1)
+  metrics = _update_metrics(batch, adv, losses, first_aux, last_aux, critic_loss,
+                            replay is not None)
+  return new_state, metrics
+
+
+def _prepare_batch(state: ControllerState, ops, behaviour_logp, rewards, alive,
+                   valid) -> _Batch:
+  """The batch padded to the policy's width, in float32, its invalid rows
+  (unscored, NaN, or no longer feasible) masked, and per-choice-point
+  behaviour log-probabilities."""
+  num_choice_points, max_ops = state.logits.shape
   ops = _pad_ops(ops, max_ops)
   rewards = rewards.astype(jnp.float32)
   behaviour_logp = behaviour_logp.astype(jnp.float32)
@@ -528,63 +587,92 @@ def _controller_update(state: ControllerState, key: jax.Array, ops: jax.Array,
     behaviour_logp = own + (behaviour_logp - jnp.sum(own, -1))[:, None] / num_choice_points
   valid = valid & jnp.isfinite(rewards) & feasible(ops, alive)
   rewards = jnp.where(valid, rewards, 0.0)
-  buffer = state.buffer
-  critic_ready = jnp.any(buffer.valid)
-  replay_key, critic_key, alt_key = jax.random.split(key, 3)
-  alt_rows, alt_weights = _alternative_rows(alt_key, state.logits, alive, k, hp.baseline_samples)
+  return _Batch(ops, behaviour_logp, rewards, valid)
 
-  # Advantages of the batch, from the critic as it was before this batch.
+
+def _batch_advantages(state: ControllerState, batch: _Batch, alt_rows, alt_weights,
+                      hp: ControllerHParams, critic_ready) -> _Advantages:
+  """The batch's advantages, normalised against the critic's reward scale
+  (the batch's own reward std before the critic has seen any data)."""
+  valid = batch.valid
   advantages, critic_mean, spread, confidence = _advantages(
-      state, ops, rewards, valid, alt_rows, alt_weights, hp, critic_ready)
-  raw_advantage_mean = _masked_mean(advantages, valid[:, None])
+      state, batch.ops, batch.rewards, valid, alt_rows, alt_weights, hp, critic_ready)
+  raw_mean = _masked_mean(advantages, valid[:, None])
+  rewards = batch.rewards
   batch_std = jnp.sqrt(_masked_mean((rewards - _masked_mean(rewards, valid)) ** 2, valid))
   reward_scale = jnp.where(critic_ready, state.reward_std, batch_std)
   advantages = _normalise(advantages, valid[:, None], hp.normalize_advantages, reward_scale)
+  return _Advantages(advantages, critic_mean, spread, confidence, raw_mean, reward_scale)
 
-  # Replay sample from earlier iterations (uniform over valid, still feasible entries).
+
+def _replay_sample(state: ControllerState, key, alive, alt_rows, alt_weights,
+                   hp: ControllerHParams, critic_ready, reward_scale) -> _Replay:
+  """`hp.replay_batch` entries of the buffer, uniform over the valid ones
+  still feasible, with their advantages under the critic before this batch."""
+  buffer = state.buffer
   replay_ok = buffer.valid & feasible(buffer.ops, alive)
-  use_replay = hp.replay_batch > 0 and hp.replay_weight > 0
-  if use_replay:
-    choice_logits = jnp.where(replay_ok, 0.0, -jnp.inf)
-    choice_logits = jnp.where(jnp.any(replay_ok), choice_logits, 0.0)
-    idx = jax.random.categorical(replay_key, choice_logits, shape=(hp.replay_batch,))
-    r_ops, r_blogp, r_valid = buffer.ops[idx], buffer.behaviour_logp[idx], replay_ok[idx]
-    r_adv, _, _, _ = _advantages(state, r_ops, buffer.rewards[idx], r_valid,
-                                 alt_rows, alt_weights, hp, critic_ready)
-    r_adv = _normalise(r_adv, r_valid[:, None], hp.normalize_advantages, reward_scale)
+  choice_logits = jnp.where(replay_ok, 0.0, -jnp.inf)
+  choice_logits = jnp.where(jnp.any(replay_ok), choice_logits, 0.0)
+  idx = jax.random.categorical(key, choice_logits, shape=(hp.replay_batch,))
+  r_ops, r_blogp, r_valid = buffer.ops[idx], buffer.behaviour_logp[idx], replay_ok[idx]
+  r_adv, _, _, _ = _advantages(state, r_ops, buffer.rewards[idx], r_valid,
+                               alt_rows, alt_weights, hp, critic_ready)
+  r_adv = _normalise(r_adv, r_valid[:, None], hp.normalize_advantages, reward_scale)
+  return _Replay(r_ops, r_blogp, r_valid, r_adv)
 
+
+def _policy_loss(logits, alive, batch: _Batch, advantages, replay: _Replay | None,
+                 hp: ControllerHParams):
+  """(loss, aux): the PPO clipped surrogate minus the entropy bonus, plus
+  the replay term when there is a replay sample."""
+  valid, behaviour_logp = batch.valid, batch.behaviour_logp
+  new_logp = log_prob_per_point(logits, alive, batch.ops)                  # [N, C]
+  ratio = jnp.exp(new_logp - behaviour_logp)
+  clipped = jnp.clip(ratio, 1.0 - hp.clip_eps, 1.0 + hp.clip_eps)
+  surrogate = jnp.minimum(ratio * advantages, clipped * advantages)
+  policy_loss = -_masked_mean(surrogate, valid[:, None])
+  entropy = policy_entropy(logits, alive)
+  loss = policy_loss - hp.entropy_coef * entropy
+  aux = dict(
+      policy_loss=policy_loss, entropy=entropy,
+      clip_fraction=_masked_mean((jnp.abs(ratio - 1.0) > hp.clip_eps).astype(jnp.float32),
+                                 valid[:, None]),
+      approx_kl=_masked_mean(jnp.sum(behaviour_logp - new_logp, -1), valid))
+  if replay is not None:
+    replay_loss, rho_raw = _replay_loss(logits, alive, replay, hp)
+    loss = loss + hp.replay_weight * replay_loss
+    aux.update(
+        replay_loss=replay_loss,
+        replay_ratio_mean=_masked_mean(rho_raw, replay.valid[:, None]),
+        replay_clip_fraction=_masked_mean(
+            (rho_raw > hp.importance_clip).astype(jnp.float32), replay.valid[:, None]),
+        replay_valid=jnp.sum(replay.valid.astype(jnp.float32)))
+  return loss, aux
+
+
+def _replay_loss(logits, alive, replay: _Replay, hp: ControllerHParams):
+  """(loss, raw ratios rho [R, C]) of the off-policy term: -min(rho, c) * A *
+  log pi over the replay sample, rho = pi_new / pi_behaviour (no gradient
+  through rho)."""
+  r_logp = log_prob_per_point(logits, alive, replay.ops)
+  rho_raw = jnp.exp(r_logp - replay.behaviour_logp)
+  rho = jax.lax.stop_gradient(importance_weights(r_logp, replay.behaviour_logp,
+                                                 hp.importance_clip))
+  replay_loss = -_masked_mean(rho * replay.advantages * r_logp, replay.valid[:, None])
+  return replay_loss, rho_raw
+
+
+def _ppo(state: ControllerState, alive, batch: _Batch, advantages, replay: _Replay | None,
+         hp: ControllerHParams):
+  """`hp.ppo_epochs` full-batch Adam steps on the logits (dead ops' gradients
+  zeroed), in one lax.scan: (logits, optimiser state, the losses, the first
+  and the last step's aux)."""
   optimizer = _policy_optimizer(hp.lr, hp.max_grad_norm)
-
-  def loss_fn(logits):
-    new_logp = log_prob_per_point(logits, alive, ops)                      # [N, C]
-    ratio = jnp.exp(new_logp - behaviour_logp)
-    clipped = jnp.clip(ratio, 1.0 - hp.clip_eps, 1.0 + hp.clip_eps)
-    surrogate = jnp.minimum(ratio * advantages, clipped * advantages)
-    policy_loss = -_masked_mean(surrogate, valid[:, None])
-    entropy = policy_entropy(logits, alive)
-    loss = policy_loss - hp.entropy_coef * entropy
-    aux = dict(
-        policy_loss=policy_loss, entropy=entropy,
-        clip_fraction=_masked_mean((jnp.abs(ratio - 1.0) > hp.clip_eps).astype(jnp.float32),
-                                   valid[:, None]),
-        approx_kl=_masked_mean(jnp.sum(behaviour_logp - new_logp, -1), valid))
-    if use_replay:
-      r_logp = log_prob_per_point(logits, alive, r_ops)
-      rho_raw = jnp.exp(r_logp - r_blogp)
-      rho = jax.lax.stop_gradient(importance_weights(r_logp, r_blogp, hp.importance_clip))
-      replay_loss = -_masked_mean(rho * r_adv * r_logp, r_valid[:, None])
-      loss = loss + hp.replay_weight * replay_loss
-      aux.update(
-          replay_loss=replay_loss,
-          replay_ratio_mean=_masked_mean(rho_raw, r_valid[:, None]),
-          replay_clip_fraction=_masked_mean(
-              (rho_raw > hp.importance_clip).astype(jnp.float32), r_valid[:, None]),
-          replay_valid=jnp.sum(r_valid.astype(jnp.float32)))
-    return loss, aux
 
   def ppo_step(carry, _):
     logits, opt_state = carry
-    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(logits)
+    (loss, aux), grads = jax.value_and_grad(_policy_loss, has_aux=True)(
+        logits, alive, batch, advantages, replay, hp)
     grads = jnp.where(alive, grads, 0.0)
     updates, opt_state = optimizer.update(grads, opt_state, logits)
     return (optax.apply_updates(logits, updates), opt_state), (loss, aux)
@@ -593,41 +681,51 @@ def _controller_update(state: ControllerState, key: jax.Array, ops: jax.Array,
       ppo_step, (state.logits, state.policy_opt_state), None, length=hp.ppo_epochs)
   first_aux = jax.tree_util.tree_map(lambda a: a[0], auxes)
   last_aux = jax.tree_util.tree_map(lambda a: a[-1], auxes)
+  return logits, policy_opt_state, losses, first_aux, last_aux
 
-  # Store the batch, then refit the critic on the buffer (standardised rewards).
-  buffer = buffer.add(ops, behaviour_logp, rewards, valid)
+
+def _refit_critic(state: ControllerState, key, batch: _Batch,
+                  hp: ControllerHParams) -> tuple[ControllerState, jax.Array]:
+  """Stores the batch in the replay buffer, then refits the critic on the
+  buffer's standardised rewards: (`state` with the new buffer, critic and
+  standardisation, the critic's loss)."""
+  buffer = state.buffer.add(batch.ops, batch.behaviour_logp, batch.rewards, batch.valid)
   reward_mean = _masked_mean(buffer.rewards, buffer.valid)
   reward_std = jnp.maximum(
       jnp.sqrt(_masked_mean((buffer.rewards - reward_mean) ** 2, buffer.valid)), 1e-6)
   targets = jnp.where(buffer.valid, (buffer.rewards - reward_mean) / reward_std, 0.0)
   critic_params, critic_opt_state, critic_loss = critic_fit(
-      state.critic_params, state.critic_opt_state, critic_key,
-      multi_hot(buffer.ops, max_ops), targets, buffer.valid, state.critic_hidden,
-      hp.critic_lr, hp.critic_steps, hp.critic_bootstrap)
+      state.critic_params, state.critic_opt_state, key,
+      multi_hot(buffer.ops, state.logits.shape[-1]), targets, buffer.valid,
+      state.critic_hidden, hp.critic_lr, hp.critic_steps, hp.critic_bootstrap)
+  new_state = state.replace(critic_params=critic_params, critic_opt_state=critic_opt_state,
+                            buffer=buffer, reward_mean=reward_mean, reward_std=reward_std)
+  return new_state, critic_loss
 
-  new_state = state.replace(
-      logits=logits, policy_opt_state=policy_opt_state, critic_params=critic_params,
-      critic_opt_state=critic_opt_state, buffer=buffer, reward_mean=reward_mean,
-      reward_std=reward_std, step=state.step + 1)
+
+def _update_metrics(batch: _Batch, adv: _Advantages, losses, first_aux, last_aux,
+                    critic_loss, replay: bool) -> dict:
+  """The update's scalars (`controller_update` lists them)."""
+  valid = batch.valid
   metrics = dict(
       loss=losses[-1],
       policy_loss=first_aux["policy_loss"],
       entropy=last_aux["entropy"],
       clip_fraction=last_aux["clip_fraction"],
       approx_kl=last_aux["approx_kl"],
-      reward_mean=_masked_mean(rewards, valid),
-      critic_mean=_masked_mean(critic_mean, valid),
-      critic_spread=_masked_mean(spread, valid),
-      confidence=_masked_mean(confidence, valid),
-      advantage_mean=raw_advantage_mean,
+      reward_mean=_masked_mean(batch.rewards, valid),
+      critic_mean=_masked_mean(adv.critic_mean, valid),
+      critic_spread=_masked_mean(adv.spread, valid),
+      confidence=_masked_mean(adv.confidence, valid),
+      advantage_mean=adv.raw_mean,
       critic_loss=critic_loss,
       valid_samples=jnp.sum(valid.astype(jnp.float32)))
-  if use_replay:
+  if replay:
     metrics.update(replay_loss=first_aux["replay_loss"],
                    replay_ratio_mean=last_aux["replay_ratio_mean"],
                    replay_clip_fraction=last_aux["replay_clip_fraction"],
                    replay_valid=first_aux["replay_valid"])
-  return new_state, metrics
+  return metrics
 
 
 def compile_update(state: ControllerState, num_samples: int, k: int,

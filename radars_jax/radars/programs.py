@@ -137,8 +137,8 @@ class LoopPrograms:
   def compile_shared_now(self, k: int, steps: int):
     """Compiles the switched supernet's train step for subspaces of at most
     `k` ops per choice point."""
-    program = self.searcher.shared_program(k, steps)
-    return self.searcher.compile_shared_step(program, k)
+    program = self.searcher.shared.program(k, steps)
+    return self.searcher.shared.compile_step(program, k)
 
   def compile(self, subspace, record: SearchRecord, steps: int = 1, bytes_only: bool = False,
               what: str = "static step"):

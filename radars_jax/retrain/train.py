@@ -381,15 +381,75 @@ def load_trained_state(config, workdir) -> tuple[int, TrainState] | None:
   return None if restored is None else (restored[0], restored[1])
 
 
+@dataclasses.dataclass
+class _Run:
+  """The fixed parts of one training run: the mesh, the data on device, the
+  spec and its compiled program."""
+  mesh: Any
+  replicated: Any              # the state's sharding (replicated over the mesh)
+  dataset_name: str
+  spec: TrainSpec
+  is_nb201: bool
+  prog: Program
+  size: dict                   # `networks.describe_network`: weights, macs
+  train_split: data_lib.DeviceSplit
+  test_split: data_lib.DeviceSplit
+
+
+@dataclasses.dataclass
+class _Progress:
+  """What the run has recorded besides its state, saved as each checkpoint's
+  metadata so that a resumed run reports what an uninterrupted one does."""
+  start_time: float            # `time.perf_counter()` at this process's start
+  history: list[dict] = dataclasses.field(default_factory=list)  # test evaluations
+  train_loss: float = float("nan")      # of the last log window
+  train_accuracy: float = float("nan")
+  seconds_before: float = 0.0  # spent by the runs before a resume
+  resumed_from_step: int | None = None
+
+  def seconds(self) -> float:
+    return self.seconds_before + time.perf_counter() - self.start_time
+
+  def metadata(self, step: int, steps_per_epoch: int) -> dict:
+    return {"history": self.history, "epoch": step / steps_per_epoch,
+            "train_loss": self.train_loss, "train_accuracy": self.train_accuracy,
+            "seconds": self.seconds()}
+
+
 def run_training(config, workdir) -> dict:
   """Trains `config.genotype` from scratch (resuming from the workdir's
   latest checkpoint), evaluates on the test split, writes eval.json and the
   report (WORKDIR/report/).
   Returns the eval.json dict."""
-  start_time = time.perf_counter()
+  progress = _Progress(time.perf_counter())
   t = _train_config(config)
   config_check.check_config(config, mode="train")
   genotype = genotypes_lib.load_genotype(config.genotype)
+  path, table_entry = _prepare_workdir(config, genotype, workdir)
+  run = _build_run(config, genotype)
+  state = run.prog.init(jax.random.key(int(config.seed)))
+  # (always resume from the latest checkpoint)
+  ckpt = checkpointing.Checkpointer(path / "checkpoints", max_to_keep=int(t.max_to_keep))
+  state, start_step = _restore(ckpt, path, state, progress, run.spec.total_steps)
+  writer = metrics_lib.MetricWriter(path / "tensorboard", path / "metrics.jsonl")
+  try:
+    state, result = _train_loop(config, run, state, start_step, progress, ckpt, writer)
+  finally:
+    writer.close()
+    ckpt.close()
+  summary = _summary(config, genotype, run, state, result, progress)
+  if table_entry is not None:
+    summary["table"] = {"path": str(config.table), **table_entry}
+  workdir_lib.write_json(path / "eval.json", summary)
+  from radars_jax import report  # pylint: disable=import-outside-toplevel
+  report.write_report(path)
+  return summary
+
+
+def _prepare_workdir(config, genotype: dict, workdir) -> tuple[Path, dict | None]:
+  """Makes the workdir and writes its config.json; returns it and the
+  genotype's NAS-Bench-201 table entry (`config.table`; None without one),
+  printed so that the run's log shows what the table expects."""
   table_entry = None
   if config.table:
     if genotypes_lib.is_nb201(genotype):
@@ -401,8 +461,11 @@ def run_training(config, workdir) -> dict:
   if table_entry is not None:
     print(f"NAS-Bench-201 table {config.table}: {genotype['arch_str']}: " + ", ".join(
         f"{k}={v}" for k, v in table_entry.items() if k != "arch_str"))
+  return path, table_entry
 
-  # --- mesh, data, model, optimiser ---
+
+def _build_run(config, genotype: dict) -> _Run:
+  """The mesh, the dataset on device (replicated), the spec and its program."""
   mesh = parallel.make_mesh()
   replicated = parallel.replicated(mesh)
   ds = data_lib.load_dataset(config.data)
@@ -411,42 +474,46 @@ def run_training(config, workdir) -> dict:
   size = networks.describe_network(spec.model, ds.image_shape)
   train_split = data_lib.to_device(ds.train_images, ds.train_labels, replicated)
   test_split = data_lib.to_device(ds.test_images, ds.test_labels, replicated)
-  steps_per_epoch, epochs, total_steps = spec.steps_per_epoch, spec.epochs, spec.total_steps
-  state = prog.init(jax.random.key(int(config.seed)))
+  return _Run(mesh, replicated, ds.name, spec, is_nb201, prog, size, train_split, test_split)
 
-  # --- checkpoint: always resume from the latest ---
-  ckpt = checkpointing.Checkpointer(path / "checkpoints", max_to_keep=int(t.max_to_keep))
-  history: list[dict] = []
-  seconds_before = 0.0
-  train_loss = train_accuracy = float("nan")  # of the last log window
+
+def _restore(ckpt: checkpointing.Checkpointer, path: Path, state: TrainState,
+             progress: _Progress, total_steps: int) -> tuple[TrainState, int]:
+  """`(state, its step)` from the latest checkpoint in the workdir `path`,
+  if there is one (its metadata into `progress`), else `state` as it is.
+  Closes `ckpt` on an error (the caller's `finally` does not cover this part)."""
   try:
     restored = ckpt.restore_latest(state)
   except BaseException:
     ckpt.close()
     raise
   if restored is not None:
-    _, state, meta = restored
-    # (`save` below writes every key; the fallbacks are for a checkpoint
-    # without metadata, which `restore_latest` returns as {})
-    history = list(meta.get("history", []))
-    seconds_before = float(meta.get("seconds", 0.0))
-    train_loss = float(meta.get("train_loss", float("nan")))
-    train_accuracy = float(meta.get("train_accuracy", float("nan")))
+    step, state, meta = restored
+    # (`_Progress.metadata` writes every key; the fallbacks are for a
+    # checkpoint without metadata, which `restore_latest` returns as {})
+    progress.history = list(meta.get("history", []))
+    progress.seconds_before = float(meta.get("seconds", 0.0))
+    progress.train_loss = float(meta.get("train_loss", float("nan")))
+    progress.train_accuracy = float(meta.get("train_accuracy", float("nan")))
+    progress.resumed_from_step = int(step)
   start_step = int(jax.device_get(state.step))
   if start_step > total_steps:
     ckpt.close()
     raise UserError(f"the checkpoint in {path / 'checkpoints'} is at step {start_step}, "
                     f"beyond this run's {total_steps} steps; use a new workdir")
+  return state, start_step
 
-  def save(step):
-    ckpt.save(step, state, {
-        "history": history, "epoch": step / steps_per_epoch,
-        "train_loss": train_loss, "train_accuracy": train_accuracy,
-        "seconds": seconds_before + time.perf_counter() - start_time})
 
-  # --- loop ---
+def _train_loop(config, run: _Run, state: TrainState, start_step: int, progress: _Progress,
+                ckpt: checkpointing.Checkpointer,
+                writer: metrics_lib.MetricWriter) -> tuple[TrainState, dict]:
+  """The steps from `start_step` to the last, each log window's metrics
+  read, test evaluations and checkpoints on their schedules
+  (`config.train`); then the final evaluation (and checkpoint, unless the
+  run was already complete). Returns the final state and its test result."""
+  t, spec = config.train, run.spec
+  steps_per_epoch, total_steps = spec.steps_per_epoch, spec.total_steps
   eval_batch = int(config.data.eval_batch_size)
-  writer = metrics_lib.MetricWriter(path / "tensorboard", path / "metrics.jsonl")
   log_every = max(1, int(t.log_every))
   eval_every_steps = int(t.eval_every) * steps_per_epoch
   ckpt_every = int(t.checkpoint_every_steps)
@@ -454,62 +521,72 @@ def run_training(config, workdir) -> dict:
                                  enabled=config.progress_bar)
   try:
     for step in range(start_step, total_steps):
-      state = prog.train_step(state, train_split)
+      state = run.prog.train_step(state, run.train_split)
       done = step + 1
       bar.update(1)
       if done % log_every == 0 or done == total_steps:
-        sums = jax.device_get(state.metrics)
-        count = max(float(sums["count"]), 1.0)
-        train_loss, train_accuracy = float(sums["loss"]) / count, float(sums["accuracy"]) / count
-        if not np.isfinite(train_loss):
-          raise FloatingPointError(f"train: loss is {train_loss} at step {done}; lower "
-                                   "train.lr or check the data")
-        state = state.replace(metrics=jax.device_put(_zero_metrics(), replicated))
-        bar.set_postfix(epoch=f"{-(-done // steps_per_epoch)}/{epochs}",
-                        loss=f"{train_loss:.3f}", acc=f"{train_accuracy:.3f}")
-        writer.scalars(done, {"loss": train_loss, "accuracy": train_accuracy,
-                              "lr": float(spec.learning_rate(step)),
-                              "drop_path": float(spec.drop_prob(step) or 0.0)},
-                       prefix="train/")
+        state = _log_window(state, run, step, progress, writer, bar)
       if eval_every_steps and done % eval_every_steps == 0 and done < total_steps:
-        result = prog.evaluator.evaluate((state.params, state.batch_stats), test_split,
-                                         eval_batch)
-        history.append({"step": done, "epoch": done // steps_per_epoch,
-                        "test_accuracy": result["accuracy"], "test_loss": result["loss"]})
+        result = run.prog.evaluator.evaluate((state.params, state.batch_stats), run.test_split,
+                                             eval_batch)
+        progress.history.append({"step": done, "epoch": done // steps_per_epoch,
+                                 "test_accuracy": result["accuracy"],
+                                 "test_loss": result["loss"]})
         writer.scalars(done, result, prefix="test/")
         bar.write(f"epoch {done // steps_per_epoch}: test accuracy {result['accuracy']:.4f}")
       if ckpt_every and done % ckpt_every == 0 and done < total_steps:
-        save(done)
-    # --- end: evaluate, checkpoint, report ---
-    result = prog.evaluator.evaluate((state.params, state.batch_stats), test_split, eval_batch)
+        ckpt.save(done, state, progress.metadata(done, steps_per_epoch))
+    result = run.prog.evaluator.evaluate((state.params, state.batch_stats), run.test_split,
+                                         eval_batch)
     if start_step < total_steps:
-      history.append({"step": total_steps, "epoch": epochs,
-                      "test_accuracy": result["accuracy"], "test_loss": result["loss"]})
-      save(total_steps)
+      progress.history.append({"step": total_steps, "epoch": spec.epochs,
+                               "test_accuracy": result["accuracy"], "test_loss": result["loss"]})
+      ckpt.save(total_steps, state, progress.metadata(total_steps, steps_per_epoch))
     writer.scalars(total_steps, result, prefix="test/")
   finally:
     bar.close()
-    writer.close()
-    ckpt.close()
+  return state, result
 
-  summary = {
-      "genotype": genotype, "network": "nb201" if is_nb201 else "darts",
-      "dataset": ds.name, "seed": int(config.seed),
+
+def _log_window(state: TrainState, run: _Run, step: int, progress: _Progress,
+                writer: metrics_lib.MetricWriter, bar) -> TrainState:
+  """Reads the metrics summed since the last log (the loop's one host
+  sync), stops on a non-finite loss, logs their means and restarts the sums."""
+  spec, done = run.spec, step + 1
+  sums = jax.device_get(state.metrics)
+  count = max(float(sums["count"]), 1.0)
+  progress.train_loss = float(sums["loss"]) / count
+  progress.train_accuracy = float(sums["accuracy"]) / count
+  if not np.isfinite(progress.train_loss):
+    raise FloatingPointError(f"train: loss is {progress.train_loss} at step {done}; lower "
+                             "train.lr or check the data")
+  state = state.replace(metrics=jax.device_put(_zero_metrics(), run.replicated))
+  bar.set_postfix(epoch=f"{-(-done // spec.steps_per_epoch)}/{spec.epochs}",
+                  loss=f"{progress.train_loss:.3f}", acc=f"{progress.train_accuracy:.3f}")
+  writer.scalars(done, {"loss": progress.train_loss, "accuracy": progress.train_accuracy,
+                        "lr": float(spec.learning_rate(step)),
+                        "drop_path": float(spec.drop_prob(step) or 0.0)},
+                 prefix="train/")
+  return state
+
+
+def _summary(config, genotype: dict, run: _Run, state: TrainState, result: dict,
+             progress: _Progress) -> dict:
+  """eval.json: the test result, the network's size, the run's shape and
+  history."""
+  spec = run.spec
+  return {
+      "genotype": genotype, "network": "nb201" if run.is_nb201 else "darts",
+      "dataset": run.dataset_name, "seed": int(config.seed),
       "test_accuracy": result["accuracy"], "test_loss": result["loss"],
-      "train_loss": train_loss, "train_accuracy": train_accuracy,
-      "weights": size["weights"],
+      "train_loss": progress.train_loss, "train_accuracy": progress.train_accuracy,
+      "weights": run.size["weights"],
       "weights_with_auxiliary": networks.count_weights(state.params, include_auxiliary=True),
-      "flops": size["macs"],
+      "flops": run.size["macs"],
       "flops_unit": "multiply-adds of convolutions and dense layers, one image",
-      "epochs": epochs, "steps": total_steps, "steps_per_epoch": steps_per_epoch,
+      "epochs": spec.epochs, "steps": spec.total_steps, "steps_per_epoch": spec.steps_per_epoch,
       "batch_size": spec.batch_size,
-      "resumed_from_step": None if restored is None else int(restored[0]),
-      "seconds": seconds_before + time.perf_counter() - start_time,
-      "devices": int(mesh.devices.size), "history": history,
+      "resumed_from_step": progress.resumed_from_step,
+      "seconds": progress.seconds(),
+      "devices": int(run.mesh.devices.size), "history": progress.history,
   }
-  if table_entry is not None:
-    summary["table"] = {"path": str(config.table), **table_entry}
-  workdir_lib.write_json(path / "eval.json", summary)
-  from radars_jax import report  # pylint: disable=import-outside-toplevel
-  report.write_report(path)
-  return summary
