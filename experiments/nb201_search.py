@@ -12,7 +12,7 @@ Prints, per method, mean ± std over seeds of the best `--metric` found and
 of that architecture's `--report` value, and mean and median seconds per
 run (the first PPO/REINFORCE run includes jit compiles); `--json`
 writes the same with every run's best-so-far trajectory (`--plot` a PNG of
-the mean trajectories). Strategies: `radars_jax/tabular.py`; the same
+the mean trajectories). Strategies: `radars_jax/tabular/`; the same
 comparison runs as `python -m radars_jax.main --config configs/nb201_table.py`.
 Bad input: one line `nb201_search: error: ...` on stderr, exit status 2.
 """
@@ -52,22 +52,23 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
   args = parse_args(argv)
   # Imported after parsing: --help and flag errors need no JAX.
-  from radars_jax import tabular  # pylint: disable=import-outside-toplevel
+  from radars_jax.tabular import run as tabular_run  # pylint: disable=import-outside-toplevel
   from radars_jax.errors import UserError  # pylint: disable=import-outside-toplevel
   try:
-    payload = tabular.run_comparison(args.table, args.metric, args.report, args.queries,
-                                     args.seeds, args.methods, progress=not args.no_progress)
+    payload = tabular_run.run_comparison(args.table, args.metric, args.report, args.queries,
+                                         args.seeds, args.methods,
+                                         progress=not args.no_progress)
     if args.json:
-      tabular.write_payload(args.json, payload)
+      tabular_run.write_payload(args.json, payload)
     if args.plot:
-      tabular.plot_best_so_far(payload, args.plot)
+      tabular_run.plot_best_so_far(payload, args.plot)
   except UserError as e:
     print(f"{PROG}: error: {e}", file=sys.stderr)
     return 2
   except OSError as e:
     print(f"{PROG}: error: {e.filename}: {e.strerror}", file=sys.stderr)
     return 2
-  print(tabular.format_summary(payload))
+  print(tabular_run.format_summary(payload))
   if args.json:
     print(f"results: {args.json}")
   return 0

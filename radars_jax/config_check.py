@@ -11,7 +11,7 @@ error too), then checks what depends on several fields or on the data's
 size (batch and holdout against the split, the device count, the method's
 combinations of supernet and DNAS switches) and the files a run reads.
 `radars_jax.main` turns the `UserError` into one line on stderr and exit
-status 2 before the workdir is touched. The loaders (`data`, `tabular`,
+status 2 before the workdir is touched. The loaders (`data`, `tabular.table`,
 `supernet`) keep guards of their own for callers that use them without a
 config; the controller has none: its config is checked here.
 """
@@ -33,7 +33,8 @@ from radars_jax.dnas import steps as dnas_lib
 from radars_jax.nas import genotypes as genotypes_lib
 from radars_jax.nas import ops as ops_lib
 from radars_jax.nas import spaces as spaces_lib
-from radars_jax import tabular as tabular_lib
+from radars_jax.tabular import strategies as tabular_strategies
+from radars_jax.tabular import table as tabular_table
 from radars_jax.errors import UserError
 
 MODES = ("search", "describe", "train", "tabular")
@@ -263,7 +264,7 @@ FIELDS: dict[str, Rule] = {
     "table.path": _STR,
     "table.metric": _STR,
     "table.report": _STR,
-    "table.queries": _int(1, tabular_lib.NUM_ARCHS),
+    "table.queries": _int(1, tabular_table.NUM_ARCHS),
     "table.seeds": _int(1),
     "table.methods": _STR,
 }
@@ -419,4 +420,4 @@ def _check_files(config) -> None:
     raise UserError(f"config.{field}={path!r}: no such file (a NAS-Bench-201 CSV with "
                     "an arch_str column)")
   if isinstance(table, ml_collections.ConfigDict):
-    tabular_lib.parse_methods(table.methods)
+    tabular_strategies.parse_methods(table.methods)

@@ -35,8 +35,8 @@ def run(config, workdir):
   from radars_jax import config_check  # pylint: disable=import-outside-toplevel
   config_check.check_config(config)
   if config.mode == "tabular":  # table look-ups only: no supernet, no data
-    from radars_jax import tabular  # pylint: disable=import-outside-toplevel
-    return tabular.run_from_config(config, workdir)
+    from radars_jax.tabular import run as tabular_run  # pylint: disable=import-outside-toplevel
+    return tabular_run.run_from_config(config, workdir)
   from radars_jax.dnas import steps as dnas_steps  # pylint: disable=import-outside-toplevel
   from radars_jax.dnas import search  # pylint: disable=import-outside-toplevel
   if config.mode == "describe":

@@ -17,7 +17,7 @@ from radars_jax import parallel
 from radars_jax.radars import programs
 from radars_jax.radars import loop as radars_loop
 from radars_jax.nas import spaces
-from radars_jax import tabular
+from radars_jax.tabular import table as table_lib
 from radars_jax import workdir as workdir_lib
 from radars_jax.errors import UserError
 from test_radars import Crash, tiny_config
@@ -72,7 +72,7 @@ def test_baselines_sample_whole_architectures(tmp_path, method, monkeypatch):
   names = spaces.make_space("nb201").op_names
   best = max(runs, key=lambda r: r["val_accuracy"])
   assert summary["genotype"]["ops"] == [names[a[0]] for a in best["subspace"]]
-  assert summary["genotype"]["arch_str"] == tabular.arch_str_from_ops(   # (its own writer)
+  assert summary["genotype"]["arch_str"] == table_lib.arch_str_from_ops(   # (its own writer)
       [a[0] for a in best["subspace"]])
   if method == "random":
     # The same search on one device: the same samples (drawn on the host),

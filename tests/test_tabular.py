@@ -16,11 +16,14 @@ import chex
 import numpy as np
 import pytest
 
-from radars_jax import tabular
+from radars_jax.tabular import run as tabular_run
+from radars_jax.tabular import strategies
+from radars_jax.tabular import table as table_lib
 from radars_jax.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
-SCORES = np.random.default_rng(0).uniform(0.0, 10.0, size=(tabular.NUM_EDGES, tabular.NUM_OPS))
+SCORES = np.random.default_rng(0).uniform(0.0, 10.0,
+                                          size=(table_lib.NUM_EDGES, table_lib.NUM_OPS))
 BEST = 30.0 + float(np.sum(SCORES.max(axis=1)))
 
 
@@ -33,19 +36,19 @@ def synthetic_csv(tmp_path_factory):
   """Every NAS-Bench-201 cell with metric `score` = 30 + sum of per-edge
   scores and report `report` = score - 1 (rows in a shuffled order)."""
   path = tmp_path_factory.mktemp("nb201") / "synthetic.csv"
-  order = np.random.default_rng(1).permutation(tabular.NUM_ARCHS)
+  order = np.random.default_rng(1).permutation(table_lib.NUM_ARCHS)
   lines = ["arch,arch_str,score,report"]
   for i in order:
-    ops = tabular.ops_from_index(i)
+    ops = table_lib.ops_from_index(i)
     value = _synthetic_value(ops)
-    lines.append(f"{i},{tabular.arch_str_from_ops(ops)},{value:.4f},{value - 1:.4f}")
+    lines.append(f"{i},{table_lib.arch_str_from_ops(ops)},{value:.4f},{value - 1:.4f}")
   path.write_text("\n".join(lines) + "\n")
   return path
 
 
 @pytest.fixture(scope="module")
 def synthetic(synthetic_csv):
-  return tabular.load_table(str(synthetic_csv), "score", "report")
+  return table_lib.load_table(str(synthetic_csv), "score", "report")
 
 
 def _write(tmp_path, text, name="t.csv"):
@@ -60,14 +63,14 @@ def _write(tmp_path, text, name="t.csv"):
 
 def test_arch_str_round_trip():
   text = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
-  ops = tabular.ops_from_arch_str(text)
+  ops = table_lib.ops_from_arch_str(text)
   assert ops == (3, 3, 4, 1, 3, 1)
-  assert tabular.arch_str_from_ops(ops) == text
-  for index in np.random.default_rng(0).integers(tabular.NUM_ARCHS, size=50).tolist() + [
-      0, tabular.NUM_ARCHS - 1]:
-    ops = tabular.ops_from_index(index)
-    assert tabular.arch_index(ops) == index
-    assert tabular.ops_from_arch_str(tabular.arch_str_from_ops(ops)) == ops
+  assert table_lib.arch_str_from_ops(ops) == text
+  for index in np.random.default_rng(0).integers(table_lib.NUM_ARCHS, size=50).tolist() + [
+      0, table_lib.NUM_ARCHS - 1]:
+    ops = table_lib.ops_from_index(index)
+    assert table_lib.arch_index(ops) == index
+    assert table_lib.ops_from_arch_str(table_lib.arch_str_from_ops(ops)) == ops
 
 
 @pytest.mark.parametrize("bad", [
@@ -79,7 +82,7 @@ def test_arch_str_round_trip():
 ])
 def test_malformed_arch_strings_raise(bad):
   with pytest.raises(UserError, match="not a NAS-Bench-201 arch string"):
-    tabular.ops_from_arch_str(bad)
+    table_lib.ops_from_arch_str(bad)
 
 
 # ---------------------------------------------------------------------------
@@ -91,11 +94,11 @@ GOOD_ROW = "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"
 
 def test_load_table_reads_a_partial_table(tmp_path):
   path = _write(tmp_path, f"arch_str,val,test\n{GOOD_ROW},12.5,13.5\n")
-  table = tabular.load_table(path, "val", "test")
+  table = table_lib.load_table(path, "val", "test")
   assert table.num_present == 1
   assert table.metric_values[0] == 12.5 and table.report_values[0] == 13.5
   with pytest.raises(UserError, match="1 of the 15625"):   # a search needs every cell
-    tabular.search_random(table, 5, 0)
+    strategies.search_random(table, 5, 0)
 
 
 @pytest.mark.parametrize("text,needle", [
@@ -108,13 +111,13 @@ def test_load_table_reads_a_partial_table(tmp_path):
 ])
 def test_load_table_errors(tmp_path, text, needle):
   with pytest.raises(UserError, match=needle) as info:
-    tabular.load_table(_write(tmp_path, text), "val", "test")
+    table_lib.load_table(_write(tmp_path, text), "val", "test")
   assert "\n" not in str(info.value)
 
 
 def test_load_table_missing_file(tmp_path):
   with pytest.raises(UserError, match="table not found"):
-    tabular.load_table(str(tmp_path / "nope.csv"), "val", "test")
+    table_lib.load_table(str(tmp_path / "nope.csv"), "val", "test")
 
 
 # ---------------------------------------------------------------------------
@@ -122,9 +125,9 @@ def test_load_table_missing_file(tmp_path):
 # ---------------------------------------------------------------------------
 
 def test_query_budget_counts_distinct_architectures_only(synthetic):
-  budget = tabular.QueryBudget(synthetic, 3)
+  budget = table_lib.QueryBudget(synthetic, 3)
   first = budget.lookup(7)
-  assert first == pytest.approx(_synthetic_value(tabular.ops_from_index(7)), abs=1e-4)
+  assert first == pytest.approx(_synthetic_value(table_lib.ops_from_index(7)), abs=1e-4)
   assert budget.lookup(7) == first and budget.used == 1      # a repeat is free
   budget.lookup(8)
   budget.lookup(7)
@@ -140,28 +143,28 @@ def test_query_budget_counts_distinct_architectures_only(synthetic):
 # Strategies
 # ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("method", tabular.METHODS)
+@pytest.mark.parametrize("method", strategies.METHODS)
 def test_strategy_makes_exactly_q_queries_and_returns_its_best(synthetic, method):
   queries = 25
-  result = tabular.run_strategy(method, synthetic, queries, seed=3)
+  result = strategies.run_strategy(method, synthetic, queries, seed=3)
   assert result.method == method and result.queries == queries
   assert result.samples >= queries
   assert len(result.trajectory) == queries
   assert np.all(np.diff(result.trajectory) >= 0)
   # The best of what it queried, with that architecture's report value.
-  ops = tabular.ops_from_arch_str(result.best_arch)
+  ops = table_lib.ops_from_arch_str(result.best_arch)
   chex.assert_trees_all_close(result.best_metric, _synthetic_value(ops), atol=1e-4)
   chex.assert_trees_all_close(result.best_report, result.best_metric - 1.0, atol=1e-3)
   assert result.best_metric == result.trajectory[-1]
   # Deterministic given the seed.
-  again = tabular.run_strategy(method, synthetic, queries, seed=3)
+  again = strategies.run_strategy(method, synthetic, queries, seed=3)
   assert (again.best_arch, again.trajectory) == (result.best_arch, result.trajectory)
 
 
 def test_ppo_beats_random_on_a_learnable_table(synthetic):
   queries, seeds = 60, (0, 1)
-  ppo = [tabular.search_ppo(synthetic, queries, s).best_metric for s in seeds]
-  rnd = [tabular.search_random(synthetic, queries, s).best_metric for s in seeds]
+  ppo = [strategies.search_ppo(synthetic, queries, s).best_metric for s in seeds]
+  rnd = [strategies.search_random(synthetic, queries, s).best_metric for s in seeds]
   # Random best of 60 is ~75 here, the optimum ~81.4; PPO gets within ~1.
   assert np.mean(ppo) > np.mean(rnd) + 2.0, (ppo, rnd)
   assert np.mean(ppo) > BEST - 2.0, (ppo, BEST)
@@ -175,15 +178,15 @@ def test_baseline_strategy_beats_random_on_a_learnable_table(synthetic, method):
   evolution's tournament picking its worst, each ends below random
   (~73 against ~75.5)."""
   queries, seeds = 60, range(6)
-  found = [tabular.run_strategy(method, synthetic, queries, s).best_metric for s in seeds]
-  rnd = [tabular.search_random(synthetic, queries, s).best_metric for s in seeds]
+  found = [strategies.run_strategy(method, synthetic, queries, s).best_metric for s in seeds]
+  rnd = [strategies.search_random(synthetic, queries, s).best_metric for s in seeds]
   # Random best of 60 averages ~75.5 here, evolution ~79.5, REINFORCE ~80.
   assert np.mean(found) > np.mean(rnd) + 2.0, (found, rnd)
   assert np.mean(found) > BEST - 2.5, (found, BEST)
 
 
 def test_stall_doubles_the_temperature_after_patience_samples_and_resets():
-  stall = tabular._Stall(3)   # pylint: disable=protected-access
+  stall = strategies._Stall(3)   # pylint: disable=protected-access
   temperatures = []
   for _ in range(20):         # never a new query: 2 after 3 samples, 4 after 6, ...
     stall.observe(0, 1)
@@ -217,8 +220,8 @@ def test_reinforce_samples_at_the_stall_temperature(synthetic, monkeypatch):
   """A fast-collapsing REINFORCE run (lr 1) repeats cells; each sample is
   drawn at the temperature the stall rule gives from the samples before it."""
   temperatures, new_flags = [], []
-  sample = tabular._categorical_sample   # pylint: disable=protected-access
-  lookup = tabular.QueryBudget.lookup
+  sample = strategies._categorical_sample   # pylint: disable=protected-access
+  lookup = table_lib.QueryBudget.lookup
 
   def recording_sample(key, logits, temperature):
     temperatures.append(float(temperature))
@@ -230,9 +233,9 @@ def test_reinforce_samples_at_the_stall_temperature(synthetic, monkeypatch):
     new_flags.append(self.used > used)
     return value
 
-  monkeypatch.setattr(tabular, "_categorical_sample", recording_sample)
-  monkeypatch.setattr(tabular.QueryBudget, "lookup", recording_lookup)
-  tabular.search_reinforce(synthetic, 40, seed=0, lr=1.0, stall_patience=5)
+  monkeypatch.setattr(strategies, "_categorical_sample", recording_sample)
+  monkeypatch.setattr(table_lib.QueryBudget, "lookup", recording_lookup)
+  strategies.search_reinforce(synthetic, 40, seed=0, lr=1.0, stall_patience=5)
   samples = len(temperatures)
   assert max(temperatures) >= 4.0, temperatures   # it stalled, more than once in a row
   assert temperatures == _stall_temperatures(new_flags[:samples], 5)
@@ -240,14 +243,14 @@ def test_reinforce_samples_at_the_stall_temperature(synthetic, monkeypatch):
 
 def test_unknown_method_and_bad_budget(synthetic):
   with pytest.raises(UserError, match="unknown method 'hillclimb'"):
-    tabular.parse_methods("ppo,hillclimb")
+    strategies.parse_methods("ppo,hillclimb")
   with pytest.raises(UserError, match="no methods"):
-    tabular.parse_methods(" , ")
-  assert tabular.parse_methods("random, ppo,random") == ("random", "ppo")
+    strategies.parse_methods(" , ")
+  assert strategies.parse_methods("random, ppo,random") == ("random", "ppo")
   with pytest.raises(UserError, match="--queries=0"):
-    tabular.run_strategy("random", synthetic, 0, 0)
+    strategies.run_strategy("random", synthetic, 0, 0)
   with pytest.raises(UserError, match="--seeds=0"):
-    tabular.compare(synthetic, "random", 5, 0)
+    tabular_run.compare(synthetic, "random", 5, 0)
 
 
 # ---------------------------------------------------------------------------
@@ -296,13 +299,13 @@ def test_script_runs_and_writes_json(synthetic_csv, tmp_path):
        "--json", str(out), "--no-progress"],
       capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
-  for method in tabular.METHODS:
+  for method in strategies.METHODS:
     assert method in result.stdout
   payload = json.loads(out.read_text())
   assert payload["queries"] == 20 and payload["seeds"] == [0, 1]
   assert payload["metric"] == "score" and payload["report"] == "report"
   assert payload["table_best_metric"] == pytest.approx(BEST, abs=1e-3)
-  assert list(payload["methods"]) == list(tabular.METHODS)
+  assert list(payload["methods"]) == list(strategies.METHODS)
   for method, data in payload["methods"].items():
     runs = data["runs"]
     assert [r["seed"] for r in runs] == [0, 1]
@@ -325,7 +328,7 @@ def test_main_tabular_mode(synthetic_csv, tmp_path):
   assert config.table.path == os.path.normpath(ROOT / ".." / "shared" / "data" /
                                                "nb201_cifar10.csv")
   assert (config.table.queries, config.table.seeds) == (100, 30)
-  assert tabular.parse_methods(config.table.methods) == tabular.METHODS
+  assert strategies.parse_methods(config.table.methods) == strategies.METHODS
   config.table.path = str(synthetic_csv)
   config.table.metric, config.table.report = "score", "report"
   config.table.queries, config.table.seeds = 20, 2

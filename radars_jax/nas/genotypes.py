@@ -114,8 +114,8 @@ def load_genotype(name_or_path: str) -> dict:
   if name_or_path in GENOTYPES:
     return copy.deepcopy(GENOTYPES[name_or_path])
   if name_or_path.startswith("|"):
-    from radars_jax import tabular  # pylint: disable=import-outside-toplevel
-    ops = [tabular.NB201_OPS[i] for i in tabular.ops_from_arch_str(name_or_path)]
+    from radars_jax.tabular import table as table_lib  # pylint: disable=import-outside-toplevel
+    ops = [table_lib.NB201_OPS[i] for i in table_lib.ops_from_arch_str(name_or_path)]
     return check_genotype({"space": "nb201", "ops": ops}, name_or_path)
   path = Path(name_or_path).expanduser()
   if not path.is_file():

@@ -135,8 +135,8 @@ def nb201_table_entry(path: str, genotype: dict) -> dict:
   """The row of a NAS-Bench-201 CSV (`arch_str` plus metric columns) for a
   nb201 genotype, numbers as floats. UserError if the file, the column or
   the architecture is missing."""
-  from radars_jax import tabular  # pylint: disable=import-outside-toplevel
-  target = tuple(tabular.NB201_OPS.index(op) for op in genotype["ops"])
+  from radars_jax.tabular import table as table_lib  # pylint: disable=import-outside-toplevel
+  target = tuple(table_lib.NB201_OPS.index(op) for op in genotype["ops"])
   if not Path(path).is_file():
     raise UserError(f"table not found: {path} (a NAS-Bench-201 CSV with an arch_str column)")
   with open(path, newline="", encoding="utf-8") as f:
@@ -145,7 +145,7 @@ def nb201_table_entry(path: str, genotype: dict) -> dict:
       raise UserError(f"table {path} has no arch_str column "
                       f"(columns: {', '.join(reader.fieldnames or [])})")
     for row in reader:
-      if tabular.ops_from_arch_str(row["arch_str"] or "") == target:
+      if table_lib.ops_from_arch_str(row["arch_str"] or "") == target:
         entry = {}
         for name, value in row.items():
           try:
