@@ -17,6 +17,7 @@ from radars_jax import config_defaults
 from radars_jax import data as data_lib
 from radars_jax.nas import genotypes
 from radars_jax.retrain import networks
+from radars_jax.retrain import steps as steps_lib
 from radars_jax import parallel
 from radars_jax.retrain import train
 from radars_jax.errors import UserError
@@ -261,11 +262,11 @@ def test_killed_and_resumed_training_equals_uninterrupted(digits_run, tmp_path, 
   """Killed between two checkpoints (the step after `stop` raises), then a
   fresh run_training in the same workdir: the same final weights, optimiser
   state and metrics. (In one process the runs share the compiled step,
-  `train.program`; a new process compiles the same program again.)"""
+  `retrain.steps.program`; a new process compiles the same program again.)"""
   config, workdir, uninterrupted = digits_run
   every = config.train.checkpoint_every_steps
   stop = every + every // 2   # "killed" between checkpoints
-  original_program = train.program
+  original_program = steps_lib.program
 
   def program_killed_after_stop(spec, mesh):
     prog = original_program(spec, mesh)
@@ -278,10 +279,10 @@ def test_killed_and_resumed_training_equals_uninterrupted(digits_run, tmp_path, 
       return prog.train_step(state, split)
     return dataclasses.replace(prog, train_step=train_step)
 
-  monkeypatch.setattr(train, "program", program_killed_after_stop)
+  monkeypatch.setattr(steps_lib, "program", program_killed_after_stop)
   with pytest.raises(Killed):
     train.run_training(config, str(tmp_path))
-  monkeypatch.setattr(train, "program", original_program)
+  monkeypatch.setattr(steps_lib, "program", original_program)
   assert not (tmp_path / "eval.json").exists()
   with checkpointing.Checkpointer(tmp_path / "checkpoints") as ckpt:
     assert ckpt.all_steps() == [every]
@@ -377,7 +378,7 @@ def _tiny_spec(model, **kwargs):
                 lr_min=0.0, momentum=0.9, weight_decay=0.0, grad_clip=1e9, drop_path=0.8,
                 auxiliary_weight=0.4, crop_padding=0, flip=False, cutout=0)
   fields.update(kwargs)
-  return train.TrainSpec(**fields)
+  return steps_lib.TrainSpec(**fields)
 
 
 def test_train_step_drop_path_and_auxiliary_loss_on_one_and_four_devices():
@@ -396,7 +397,7 @@ def test_train_step_drop_path_and_auxiliary_loss_on_one_and_four_devices():
   results = {}
   for devices in (jax.devices()[:4], jax.devices()[:1]):
     mesh = parallel.make_mesh(devices)
-    prog = train.program(spec, mesh)
+    prog = steps_lib.program(spec, mesh)
     state = prog.init(jax.random.key(0)).replace(step=jnp.asarray(step, jnp.int32))
     split = data_lib.to_device(images, labels, parallel.replicated(mesh))
     before = jax.device_get(state)
@@ -405,9 +406,9 @@ def test_train_step_drop_path_and_auxiliary_loss_on_one_and_four_devices():
 
   before, after = results[4]
   key = before.key
-  idx = data_lib.batch_indices(jax.random.fold_in(key, train._DATA), step, 32, 8)  # pylint: disable=protected-access
+  idx = data_lib.batch_indices(jax.random.fold_in(key, steps_lib._DATA), step, 32, 8)  # pylint: disable=protected-access
   x = data_lib.normalise(images[np.asarray(idx)], spec.mean, spec.std)
-  drop_key = jax.random.fold_in(jax.random.fold_in(key, train._DROP_PATH), step)  # pylint: disable=protected-access
+  drop_key = jax.random.fold_in(jax.random.fold_in(key, steps_lib._DROP_PATH), step)  # pylint: disable=protected-access
 
   def losses(params):
     (logits, aux), _ = model.apply({"params": params, "batch_stats": before.batch_stats}, x,

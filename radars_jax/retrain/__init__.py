@@ -1,2 +1,3 @@
-"""Retraining a found genotype from scratch: the evaluation networks and the
-training loop."""
+"""Retraining a found genotype from scratch: the evaluation networks
+(`networks`), the compiled init and train step (`steps`) and the resumable
+training run (`train`)."""

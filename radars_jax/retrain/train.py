@@ -13,46 +13,39 @@ auxiliary head weighted `auxiliary_weight` (0: no head). NAS-Bench-201
 genotypes train the NAS-Bench-201 network (`nb201_channels`,
 `nb201_cells_per_stage`) with the same optimiser, without drop path or head.
 
-Sections: config; data; model and optimiser; steps; the run (checkpoint,
-loop, evaluation). Data-parallel like the search: one mesh over all local
-devices, batches sharded, state replicated. Each step gathers its batch on
-device from the step number (`data.batch_indices`), and every random draw is
-`fold_in(key, step)`, so a run restored from a checkpoint (always tried at
-start) ends with exactly the weights of an uninterrupted one. Outputs in the
-workdir: `config.json`, `checkpoints/`, `tensorboard/`, `metrics.jsonl`,
-`eval.json` (test accuracy, weights, FLOPs, time, genotype) and `report/`
-(`radars_jax.report`: the cell drawings, training curves, index.html).
+Sections: config; model; NAS-Bench-201 table; the run (data, checkpoint,
+loop, evaluation); the compiled steps are in `retrain.steps`. Data-parallel
+like the search: one mesh over all local devices, batches sharded, state
+replicated. The latest checkpoint is always tried at start, and a restored
+run ends with exactly the weights of an uninterrupted one (a step depends
+only on the state, `retrain.steps`). Outputs in the workdir: `config.json`,
+`checkpoints/`, `tensorboard/`, `metrics.jsonl`, `eval.json` (test
+accuracy, weights, FLOPs, time, genotype) and `report/` (`radars_jax.report`:
+the cell drawings, training curves, index.html).
 """
 from __future__ import annotations
 
 import csv
 import dataclasses
-import functools
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-import flax
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from radars_jax import checkpointing
 from radars_jax import config_check
 from radars_jax import config_defaults
 from radars_jax import data as data_lib
-from radars_jax.dnas import steps as dnas_lib
 from radars_jax.nas import genotypes as genotypes_lib
 from radars_jax import metrics as metrics_lib
 from radars_jax.retrain import networks
+from radars_jax.retrain import steps as steps_lib
 from radars_jax import parallel
 from radars_jax import workdir as workdir_lib
 from radars_jax.errors import UserError
-
-# Streams folded into the run's key (then each folded with the step).
-_INIT, _DATA, _AUGMENT, _DROP_PATH = 0, 1, 2, 3
 
 
 # ---------------------------------------------------------------------------
@@ -89,6 +82,9 @@ def _train_config(config) -> ml_collections.ConfigDict:
 # ---------------------------------------------------------------------------
 
 def build_model(genotype: dict, num_classes: int, train_config, auxiliary: bool | None = None):
+  """The eval network of `genotype` (DARTS or NAS-Bench-201) at the sizes of
+  `train_config`; with the auxiliary head if `auxiliary` (by default, when
+  `auxiliary_weight` > 0)."""
   if auxiliary is None:
     auxiliary = float(train_config.auxiliary_weight) > 0
   return networks.build_network(
@@ -157,190 +153,10 @@ def nb201_table_entry(path: str, genotype: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------
-# State, optimiser, schedules
-# ---------------------------------------------------------------------------
-
-@flax.struct.dataclass
-class TrainState:
-  step: jax.Array          # int32 scalar: steps done
-  params: Any
-  batch_stats: Any
-  opt_state: Any
-  metrics: dict            # sums since the last log: loss, accuracy, count
-  key: jax.Array           # the run's PRNG key (constant; steps fold into it)
-
-
-def _zero_metrics():
-  return {"loss": jnp.zeros((), jnp.float32), "accuracy": jnp.zeros((), jnp.float32),
-          "count": jnp.zeros((), jnp.float32)}
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainSpec:
-  """Everything the compiled steps depend on: hashable, so runs with equal
-  specs in one process share their compiled programs (`program`)."""
-  model: Any                   # a Flax module (hashable)
-  image_shape: tuple[int, ...]
-  mean: tuple[float, ...]
-  std: tuple[float, ...]
-  num_examples: int            # training examples
-  batch_size: int
-  steps_per_epoch: int
-  epochs: int
-  lr: float
-  lr_min: float
-  momentum: float
-  weight_decay: float
-  grad_clip: float
-  drop_path: float             # 0: no drop path
-  auxiliary_weight: float      # 0: no auxiliary loss
-  crop_padding: int
-  flip: bool
-  cutout: int
-
-  @classmethod
-  def from_config(cls, config, model, dataset, drop_path: float, auxiliary_weight: float):
-    t = config.train
-    n = len(dataset.train_labels)
-    batch_size = int(t.batch_size)
-    return cls(model, tuple(dataset.image_shape), tuple(dataset.mean), tuple(dataset.std),
-               n, batch_size, n // batch_size, int(t.epochs), float(t.lr), float(t.lr_min),
-               float(t.momentum), float(t.weight_decay), float(t.grad_clip),
-               float(drop_path), float(auxiliary_weight),
-               int(config.data.crop_padding), bool(config.data.flip),
-               int(t.cutout))
-
-  @property
-  def total_steps(self) -> int:
-    return self.epochs * self.steps_per_epoch
-
-  def epoch_of(self, step):
-    return step // self.steps_per_epoch
-
-  def learning_rate(self, step):
-    """DARTS: cosine annealing stepped per epoch, `lr` at epoch 0 towards
-    `lr_min` at epoch `epochs`."""
-    epoch = jnp.asarray(self.epoch_of(step), jnp.float32)
-    return self.lr_min + 0.5 * (self.lr - self.lr_min) * (
-        1 + jnp.cos(jnp.pi * epoch / self.epochs))
-
-  def drop_prob(self, step):
-    """DARTS: `drop_path * epoch / epochs`; None (static) when drop path is off."""
-    if self.drop_path <= 0:
-      return None
-    return self.drop_path * jnp.asarray(self.epoch_of(step), jnp.float32) / self.epochs
-
-  def optimizer(self) -> optax.GradientTransformation:
-    """Clip the gradient norm, add L2 weight decay, SGD with momentum (DARTS)."""
-    return optax.chain(
-        optax.clip_by_global_norm(self.grad_clip),
-        optax.add_decayed_weights(self.weight_decay),
-        optax.sgd(self.learning_rate, momentum=self.momentum))
-
-
-# ---------------------------------------------------------------------------
-# Steps
-# ---------------------------------------------------------------------------
-
-def make_init(spec: TrainSpec, tx) -> Callable:
-  """`key -> TrainState` at step 0."""
-
-  def init(key):
-    x = jnp.zeros((1, *spec.image_shape), jnp.float32)
-    init_key = jax.random.fold_in(key, _INIT)
-    variables = spec.model.init({"params": init_key, networks.DROP_PATH_RNG: init_key}, x,
-                                train=False)
-    params, batch_stats = variables["params"], variables.get("batch_stats", {})
-    return TrainState(jnp.zeros((), jnp.int32), params, batch_stats, tx.init(params),
-                      _zero_metrics(), key)
-
-  return init
-
-
-def make_retrain_step(spec: TrainSpec, tx, batch_sharding) -> Callable:
-  """`(state, split) -> state`: gathers and augments the step's batch on
-  device (DARTS: crop, flip, then cutout), one SGD step, adds the loss and
-  accuracy to `state.metrics`. The weights-only step of a fixed network,
-  with BatchNorm statistics, drop path and the auxiliary head; the search's
-  step (weights and alphas) is `dnas.make_train_step`."""
-  model = spec.model
-
-  def train_step(state: TrainState, split: data_lib.DeviceSplit) -> TrainState:
-    step = state.step
-    idx = data_lib.batch_indices(jax.random.fold_in(state.key, _DATA), step,
-                                 spec.num_examples, spec.batch_size)
-    aug_key = jax.random.fold_in(jax.random.fold_in(state.key, _AUGMENT), step)
-    crop_key, cutout_key = jax.random.split(aug_key)
-    images = data_lib.normalise(split.images[idx], spec.mean, spec.std)
-    images = data_lib.random_crop_and_flip(crop_key, images, spec.crop_padding, spec.flip)
-    images = data_lib.cutout(cutout_key, images, spec.cutout)
-    images = jax.lax.with_sharding_constraint(images, batch_sharding)
-    labels = jax.lax.with_sharding_constraint(split.labels[idx], batch_sharding)
-    drop_key = jax.random.fold_in(jax.random.fold_in(state.key, _DROP_PATH), step)
-
-    def loss_fn(params):
-      (logits, aux_logits), updates = model.apply(
-          {"params": params, "batch_stats": state.batch_stats}, images, train=True,
-          drop_prob=spec.drop_prob(step), rngs={networks.DROP_PATH_RNG: drop_key},
-          mutable=["batch_stats"])
-      loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-      if aux_logits is not None and spec.auxiliary_weight > 0:
-        loss = loss + spec.auxiliary_weight * optax.softmax_cross_entropy_with_integer_labels(
-            aux_logits, labels).mean()
-      accuracy = (jnp.argmax(logits, -1) == labels).mean()
-      return loss, (accuracy, updates["batch_stats"])
-
-    (loss, (accuracy, batch_stats)), grads = jax.value_and_grad(
-        loss_fn, has_aux=True)(state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    m = state.metrics
-    metrics = {"loss": m["loss"] + loss, "accuracy": m["accuracy"] + accuracy,
-               "count": m["count"] + 1}
-    return state.replace(step=step + 1, params=params, batch_stats=batch_stats,
-                         opt_state=opt_state, metrics=metrics)
-
-  return train_step
-
-
-def eval_logits(model) -> Callable:
-  """`dnas.Evaluator`'s `logits_fn` for the eval network: inputs
-  `(params, batch_stats)`, running BatchNorm statistics, no auxiliary head."""
-
-  def logits(inputs, images):
-    params, batch_stats = inputs
-    return model.apply({"params": params, "batch_stats": batch_stats}, images, train=False)[0]
-
-  return logits
-
-
-@dataclasses.dataclass
-class Program:
-  """The jitted init, train step and evaluator of one `TrainSpec`."""
-  tx: optax.GradientTransformation
-  init: Callable
-  train_step: Callable
-  evaluator: dnas_lib.Evaluator
-
-
-@functools.lru_cache(maxsize=4)
-def program(spec: TrainSpec, mesh) -> Program:
-  """Built once per (spec, mesh) in a process, so a resumed or repeated run
-  in the same process (tests, notebooks) does not compile again."""
-  replicated = parallel.replicated(mesh)
-  tx = spec.optimizer()
-  init = jax.jit(make_init(spec, tx), out_shardings=replicated)
-  train_step = jax.jit(make_retrain_step(spec, tx, parallel.batch_sharded(mesh)),
-                       donate_argnums=(0,), out_shardings=replicated)
-  return Program(tx, init, train_step,
-                 dnas_lib.Evaluator(eval_logits(spec.model), mesh, spec.mean, spec.std))
-
-
-# ---------------------------------------------------------------------------
 # The run
 # ---------------------------------------------------------------------------
 
-def _setup(config, genotype: dict, dataset, mesh) -> tuple[TrainSpec, bool]:
+def _setup(config, genotype: dict, dataset, mesh) -> tuple[steps_lib.TrainSpec, bool]:
   """The run's spec; checks the batch against the data and the devices."""
   t = config.train
   is_nb201 = genotypes_lib.is_nb201(genotype)
@@ -351,13 +167,13 @@ def _setup(config, genotype: dict, dataset, mesh) -> tuple[TrainSpec, bool]:
                     f"training examples of {dataset.name}")
   auxiliary = (not is_nb201) and float(t.auxiliary_weight) > 0
   model = build_model(genotype, dataset.num_classes, t, auxiliary=auxiliary)
-  spec = TrainSpec.from_config(config, model, dataset,
-                               drop_path=0.0 if is_nb201 else float(t.drop_path),
-                               auxiliary_weight=float(t.auxiliary_weight) if auxiliary else 0.0)
+  spec = steps_lib.TrainSpec.from_config(
+      config, model, dataset, drop_path=0.0 if is_nb201 else float(t.drop_path),
+      auxiliary_weight=float(t.auxiliary_weight) if auxiliary else 0.0)
   return spec, is_nb201
 
 
-def load_trained_state(config, workdir) -> tuple[int, TrainState] | None:
+def load_trained_state(config, workdir) -> tuple[int, steps_lib.TrainState] | None:
   """`(step, state)` of the latest checkpoint of a training workdir run with
   `config` (None if there is none): the trained `params` and `batch_stats`."""
   _train_config(config)
@@ -372,7 +188,8 @@ def load_trained_state(config, workdir) -> tuple[int, TrainState] | None:
       np.zeros(batch, np.int32), num_classes, mean=(0.0,) * image_shape[-1],
       std=(1.0,) * image_shape[-1])
   spec, _ = _setup(config, genotype, dataset, mesh)
-  template = jax.eval_shape(program(spec, mesh).init, jax.random.key(int(config.seed)))
+  template = jax.eval_shape(steps_lib.program(spec, mesh).init,
+                            jax.random.key(int(config.seed)))
   replicated = parallel.replicated(mesh)
   template = jax.tree_util.tree_map(
       lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated), template)
@@ -388,9 +205,9 @@ class _Run:
   mesh: Any
   replicated: Any              # the state's sharding (replicated over the mesh)
   dataset_name: str
-  spec: TrainSpec
+  spec: steps_lib.TrainSpec
   is_nb201: bool
-  prog: Program
+  prog: steps_lib.Program
   size: dict                   # `networks.describe_network`: weights, macs
   train_split: data_lib.DeviceSplit
   test_split: data_lib.DeviceSplit
@@ -470,15 +287,15 @@ def _build_run(config, genotype: dict) -> _Run:
   replicated = parallel.replicated(mesh)
   ds = data_lib.load_dataset(config.data)
   spec, is_nb201 = _setup(config, genotype, ds, mesh)
-  prog = program(spec, mesh)
+  prog = steps_lib.program(spec, mesh)
   size = networks.describe_network(spec.model, ds.image_shape)
   train_split = data_lib.to_device(ds.train_images, ds.train_labels, replicated)
   test_split = data_lib.to_device(ds.test_images, ds.test_labels, replicated)
   return _Run(mesh, replicated, ds.name, spec, is_nb201, prog, size, train_split, test_split)
 
 
-def _restore(ckpt: checkpointing.Checkpointer, path: Path, state: TrainState,
-             progress: _Progress, total_steps: int) -> tuple[TrainState, int]:
+def _restore(ckpt: checkpointing.Checkpointer, path: Path, state: steps_lib.TrainState,
+             progress: _Progress, total_steps: int) -> tuple[steps_lib.TrainState, int]:
   """`(state, its step)` from the latest checkpoint in the workdir `path`,
   if there is one (its metadata into `progress`), else `state` as it is.
   Closes `ckpt` on an error (the caller's `finally` does not cover this part)."""
@@ -504,9 +321,9 @@ def _restore(ckpt: checkpointing.Checkpointer, path: Path, state: TrainState,
   return state, start_step
 
 
-def _train_loop(config, run: _Run, state: TrainState, start_step: int, progress: _Progress,
-                ckpt: checkpointing.Checkpointer,
-                writer: metrics_lib.MetricWriter) -> tuple[TrainState, dict]:
+def _train_loop(config, run: _Run, state: steps_lib.TrainState, start_step: int,
+                progress: _Progress, ckpt: checkpointing.Checkpointer,
+                writer: metrics_lib.MetricWriter) -> tuple[steps_lib.TrainState, dict]:
   """The steps from `start_step` to the last, each log window's metrics
   read, test evaluations and checkpoints on their schedules
   (`config.train`); then the final evaluation (and checkpoint, unless the
@@ -548,8 +365,8 @@ def _train_loop(config, run: _Run, state: TrainState, start_step: int, progress:
   return state, result
 
 
-def _log_window(state: TrainState, run: _Run, step: int, progress: _Progress,
-                writer: metrics_lib.MetricWriter, bar) -> TrainState:
+def _log_window(state: steps_lib.TrainState, run: _Run, step: int, progress: _Progress,
+                writer: metrics_lib.MetricWriter, bar) -> steps_lib.TrainState:
   """Reads the metrics summed since the last log (the loop's one host
   sync), stops on a non-finite loss, logs their means and restarts the sums."""
   spec, done = run.spec, step + 1
@@ -560,7 +377,7 @@ def _log_window(state: TrainState, run: _Run, step: int, progress: _Progress,
   if not np.isfinite(progress.train_loss):
     raise FloatingPointError(f"train: loss is {progress.train_loss} at step {done}; lower "
                              "train.lr or check the data")
-  state = state.replace(metrics=jax.device_put(_zero_metrics(), run.replicated))
+  state = state.replace(metrics=jax.device_put(steps_lib.zero_metrics(), run.replicated))
   bar.set_postfix(epoch=f"{-(-done // spec.steps_per_epoch)}/{spec.epochs}",
                   loss=f"{progress.train_loss:.3f}", acc=f"{progress.train_accuracy:.3f}")
   writer.scalars(done, {"loss": progress.train_loss, "accuracy": progress.train_accuracy,
@@ -570,7 +387,7 @@ def _log_window(state: TrainState, run: _Run, step: int, progress: _Progress,
   return state
 
 
-def _summary(config, genotype: dict, run: _Run, state: TrainState, result: dict,
+def _summary(config, genotype: dict, run: _Run, state: steps_lib.TrainState, result: dict,
              progress: _Progress) -> dict:
   """eval.json: the test result, the network's size, the run's shape and
   history."""
