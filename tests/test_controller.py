@@ -10,6 +10,7 @@ import pytest
 
 from radars_jax import config_check
 from radars_jax.radars import controller as ctrl
+from radars_jax.radars import critic
 from radars_jax.errors import UserError
 
 
@@ -112,13 +113,13 @@ def test_critic_spread_shrinks_where_it_has_data():
   seen = jnp.array([[[0, 1], [0, 1]], [[0, 2], [0, 1]]] * 8, jnp.int32)
   rewards = jnp.array([1.0, 0.5] * 8)
   unseen = jnp.array([[[2, 3], [2, 3]]], jnp.int32)
-  _, spread_before_seen = ctrl.predict_reward(state, seen[:1])
+  _, spread_before_seen = critic.predict_reward(state, seen[:1])
   hparams = ctrl.ControllerHParams.from_config(config)
   logp = ctrl.log_prob(state.logits, alive, seen)
   state, _ = ctrl.controller_update(state, jax.random.key(1), seen, logp, rewards, alive,
                                     hparams)
-  mean_seen, spread_seen = ctrl.predict_reward(state, seen[:2])
-  _, spread_unseen = ctrl.predict_reward(state, unseen)
+  mean_seen, spread_seen = critic.predict_reward(state, seen[:2])
+  _, spread_unseen = critic.predict_reward(state, unseen)
   np.testing.assert_allclose(np.asarray(mean_seen), [1.0, 0.5], atol=0.1)
   assert float(spread_seen.max()) < float(spread_unseen[0]) / 3
   assert float(spread_seen.max()) < float(spread_before_seen[0])

@@ -11,12 +11,9 @@ without replacement (Gumbel-top-k), stored in draw order as
 extra slots are -1. Its log-probability is the exact Plackett-Luce
 probability of the ordered draw, summed over choice points (-1 slots add 0).
 
-Critic: an ensemble of small MLPs (vmapped over members) that predict a
-subspace's reward from its multi-hot encoding. Ensemble mean = baseline,
-standard deviation across members = uncertainty. Members differ by their
-initialisation and by Poisson(1) bootstrap weights on the training samples.
-The critic is trained on standardised rewards (mean/std of the replay
-buffer); predictions are returned in reward units.
+Critic: an ensemble of small MLPs (`critic`) that predict a subspace's
+reward; ensemble mean = baseline, standard deviation across members =
+uncertainty. It is trained on the replay buffer (`replay_buffer`).
 
 How the uncertainty is used (`config.uncertainty`):
   * 'scale_advantage' (default): advantage_i *= confidence_i with
@@ -54,7 +51,6 @@ import dataclasses
 import functools
 from typing import Any, NamedTuple
 
-import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -64,6 +60,8 @@ import optax
 
 from radars_jax import config_defaults
 from radars_jax.errors import UserError
+from radars_jax.radars.critic import critic_fit, critic_init, member_predictions, multi_hot
+from radars_jax.radars.replay_buffer import ReplayBuffer, pad_ops
 
 # A finite stand-in for -inf inside log-softmaxes: exp() of it is 0 in
 # float32, and its gradients stay finite (true -inf would give NaNs).
@@ -197,13 +195,6 @@ def policy_entropy(logits: jax.Array, alive: jax.Array) -> jax.Array:
   return jnp.mean(per_point)
 
 
-def multi_hot(ops: jax.Array, max_ops: int) -> jax.Array:
-  """Float [..., C * max_ops] encoding of subspaces `ops` [..., C, k]: 1 for
-  every active op (-1 slots add nothing). The critic's input."""
-  encoded = jnp.sum(jax.nn.one_hot(ops, max_ops, dtype=jnp.float32), axis=-2)
-  return encoded.reshape(*ops.shape[:-2], ops.shape[-2] * max_ops)
-
-
 def feasible(ops: jax.Array, alive: jax.Array) -> jax.Array:
   """bool [...]: every op of the subspace `ops` [..., C, k] is still alive."""
   num_choice_points = alive.shape[0]
@@ -247,109 +238,8 @@ def most_likely_subspace(logits: jax.Array, alive: jax.Array, k: int) -> jax.Arr
 
 
 # ---------------------------------------------------------------------------
-# Critic: an ensemble of MLPs on the multi-hot encoding
-# ---------------------------------------------------------------------------
-
-class CriticMLP(nn.Module):
-  """One ensemble member: multi-hot subspace -> predicted (standardised) reward."""
-  hidden: tuple[int, ...] = (64, 64)
-
-  @nn.compact
-  def __call__(self, x):
-    for width in self.hidden:
-      x = nn.relu(nn.Dense(width)(x))
-    return nn.Dense(1)(x)[..., 0]
-
-
-@functools.partial(jax.jit, static_argnames=("input_dim", "members", "hidden"))
-def critic_init(key: jax.Array, input_dim: int, members: int,
-                hidden: tuple[int, ...]) -> Any:
-  """Ensemble parameters, every leaf with a leading [members] axis (one init
-  key per member)."""
-  model = CriticMLP(tuple(hidden))
-  keys = jax.random.split(key, members)
-  return jax.vmap(lambda k: model.init(k, jnp.zeros((1, input_dim))))(keys)
-
-
-def critic_apply(params: Any, x: jax.Array, hidden: tuple[int, ...]) -> jax.Array:
-  """float [members, ...]: every member's prediction for inputs x [..., D]."""
-  model = CriticMLP(tuple(hidden))
-  return jax.vmap(lambda p: model.apply(p, x))(params)
-
-
-def critic_fit(params: Any, opt_state: Any, key: jax.Array, x: jax.Array, y: jax.Array,
-               valid: jax.Array, hidden: tuple[int, ...], lr: float, steps: int,
-               bootstrap: bool):
-  """Fit the ensemble to (x [N, D], y [N]) on `valid` [N] rows: `steps`
-  full-batch Adam steps on the per-member weighted MSE, each member with its
-  own Poisson(1) bootstrap weights (if `bootstrap`). Returns (params,
-  opt_state, final mean loss)."""
-  members = jax.tree_util.tree_leaves(params)[0].shape[0]
-  weights = valid.astype(jnp.float32)[None, :] * jnp.ones((members, 1))
-  if bootstrap:
-    weights = weights * jax.random.poisson(key, 1.0, weights.shape).astype(jnp.float32)
-  weights = weights / jnp.maximum(jnp.sum(weights, axis=1, keepdims=True), 1.0)
-  optimizer = optax.adam(lr)
-
-  def loss_fn(p):
-    pred = critic_apply(p, x, hidden)                               # [members, N]
-    return jnp.sum(weights * (pred - y[None, :]) ** 2) / members
-
-  def step(carry, _):
-    p, s = carry
-    loss, grads = jax.value_and_grad(loss_fn)(p)
-    updates, s = optimizer.update(grads, s, p)
-    return (optax.apply_updates(p, updates), s), loss
-
-  (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), None, length=steps)
-  return params, opt_state, losses[-1]
-
-
-# ---------------------------------------------------------------------------
 # State
 # ---------------------------------------------------------------------------
-
-@flax.struct.dataclass
-class ReplayBuffer:
-  """Fixed-capacity ring buffer of scored subspaces from earlier iterations.
-
-  ops: int32 [capacity, C, max_ops] (padded with -1 beyond k);
-  behaviour_logp: float32 [capacity, C] per-choice-point log-probability
-  under the policy that drew it; rewards: float32 [capacity]; valid: bool
-  [capacity] (False = empty slot or unscored sample); next_index: where the
-  next entry goes.
-  """
-  ops: jax.Array
-  behaviour_logp: jax.Array
-  rewards: jax.Array
-  valid: jax.Array
-  next_index: jax.Array
-
-  @classmethod
-  def empty(cls, capacity: int, num_choice_points: int, max_ops: int) -> "ReplayBuffer":
-    return cls(
-        ops=-jnp.ones((capacity, num_choice_points, max_ops), jnp.int32),
-        behaviour_logp=jnp.zeros((capacity, num_choice_points), jnp.float32),
-        rewards=jnp.zeros((capacity,), jnp.float32),
-        valid=jnp.zeros((capacity,), bool),
-        next_index=jnp.zeros((), jnp.int32))
-
-  def add(self, ops, behaviour_logp, rewards, valid) -> "ReplayBuffer":
-    """Write a batch (overwriting the oldest entries when full)."""
-    capacity = self.rewards.shape[0]
-    n = rewards.shape[0]
-    if n > capacity:  # keep the newest `capacity` entries
-      ops, behaviour_logp, rewards, valid = (
-          a[-capacity:] for a in (ops, behaviour_logp, rewards, valid))
-      n = capacity
-    slots = (self.next_index + jnp.arange(n)) % capacity
-    return self.replace(
-        ops=self.ops.at[slots].set(ops),
-        behaviour_logp=self.behaviour_logp.at[slots].set(behaviour_logp),
-        rewards=self.rewards.at[slots].set(rewards),
-        valid=self.valid.at[slots].set(valid),
-        next_index=(self.next_index + n) % capacity)
-
 
 @flax.struct.dataclass
 class ControllerState:
@@ -406,26 +296,6 @@ def _fresh_controller(key, num_choice_points: int, max_ops: int, hidden: tuple[i
       critic_hidden=hidden)
 
 
-def _pad_ops(ops: jax.Array, max_ops: int) -> jax.Array:
-  """[..., C, k] -> [..., C, max_ops], extra slots -1."""
-  k = ops.shape[-1]
-  pad = [(0, 0)] * (ops.ndim - 1) + [(0, max_ops - k)]
-  return jnp.pad(ops.astype(jnp.int32), pad, constant_values=-1)
-
-
-def _member_predictions(state: ControllerState, x: jax.Array) -> jax.Array:
-  """float [members, ...] predictions in reward units for encodings x [..., D]."""
-  preds = critic_apply(state.critic_params, x, state.critic_hidden)
-  return preds * state.reward_std + state.reward_mean
-
-
-def predict_reward(state: ControllerState, ops: jax.Array):
-  """Critic (mean, spread) in reward units for subspaces ops [..., C, k]:
-  ensemble mean and standard deviation across members."""
-  preds = _member_predictions(state, multi_hot(ops, state.logits.shape[-1]))
-  return jnp.mean(preds, axis=0), jnp.std(preds, axis=0)
-
-
 def _alternative_rows(key, logits, alive, k: int, num_samples: int):
   """What a choice point could have drawn instead, for the counterfactual
   baseline: rows [A, C, M] (multi-hot of one choice point's draw) and
@@ -454,7 +324,7 @@ def _counterfactual_baselines(state, x, rows, weights):
   alt = jnp.swapaxes(rows, 0, 1)[None, :, :, None, :]                        # [1,C,A,1,M]
   inputs = jnp.where(is_point, alt, x)                                       # [N,C,A,C,M]
   inputs = inputs.reshape(n, num_choice_points, rows.shape[0], num_choice_points * max_ops)
-  preds = _member_predictions(state, inputs)                                 # [m,N,C,A]
+  preds = member_predictions(state, inputs)                                 # [m,N,C,A]
   return jnp.einsum("mnca,ac->mnc", preds, weights)
 
 
@@ -486,7 +356,7 @@ def _advantages(state: ControllerState, ops, rewards, valid, alt_rows, alt_weigh
   num_choice_points, max_ops = state.logits.shape
   batch_mean = _masked_mean(rewards, valid)
   x = multi_hot(ops, max_ops)
-  member_q = _member_predictions(state, x)                                  # [m, N]
+  member_q = member_predictions(state, x)                                  # [m, N]
   critic_mean = jnp.where(critic_ready, jnp.mean(member_q, 0), batch_mean)
   spread = jnp.where(critic_ready, jnp.std(member_q, 0), 0.0)
   confidence = 1.0 / (1.0 + spread / (hp.uncertainty_scale * state.reward_std + 1e-8))
@@ -576,7 +446,7 @@ def _prepare_batch(state: ControllerState, ops, behaviour_logp, rewards, alive,
   (unscored, NaN, or no longer feasible) masked, and per-choice-point
   behaviour log-probabilities."""
   num_choice_points, max_ops = state.logits.shape
-  ops = _pad_ops(ops, max_ops)
+  ops = pad_ops(ops, max_ops)
   rewards = rewards.astype(jnp.float32)
   behaviour_logp = behaviour_logp.astype(jnp.float32)
   if behaviour_logp.ndim == 1:
