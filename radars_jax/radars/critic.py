@@ -3,7 +3,7 @@
 Every member predicts a subspace's reward from its multi-hot encoding
 (`multi_hot`); the members are vmapped, their parameters stacked on a
 leading [members] axis. Ensemble mean = baseline, standard deviation across
-members = uncertainty (`controller` says how each `uncertainty` mode uses it).
+members = uncertainty (`ppo` says how each `uncertainty` mode uses it).
 Members differ by their initialisation and by Poisson(1) bootstrap weights
 on the training samples. The critic is trained on standardised rewards
 (mean/std of the replay buffer, kept in the `ControllerState`); predictions
