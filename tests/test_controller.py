@@ -10,6 +10,8 @@ import pytest
 
 from radars_jax import config_check
 from radars_jax.radars import controller as ctrl
+from radars_jax.radars import critic
+from radars_jax.radars import ppo
 from radars_jax.errors import UserError
 
 
@@ -112,13 +114,13 @@ def test_critic_spread_shrinks_where_it_has_data():
   seen = jnp.array([[[0, 1], [0, 1]], [[0, 2], [0, 1]]] * 8, jnp.int32)
   rewards = jnp.array([1.0, 0.5] * 8)
   unseen = jnp.array([[[2, 3], [2, 3]]], jnp.int32)
-  _, spread_before_seen = ctrl.predict_reward(state, seen[:1])
+  _, spread_before_seen = critic.predict_reward(state, seen[:1])
   hparams = ctrl.ControllerHParams.from_config(config)
   logp = ctrl.log_prob(state.logits, alive, seen)
   state, _ = ctrl.controller_update(state, jax.random.key(1), seen, logp, rewards, alive,
                                     hparams)
-  mean_seen, spread_seen = ctrl.predict_reward(state, seen[:2])
-  _, spread_unseen = ctrl.predict_reward(state, unseen)
+  mean_seen, spread_seen = critic.predict_reward(state, seen[:2])
+  _, spread_unseen = critic.predict_reward(state, unseen)
   np.testing.assert_allclose(np.asarray(mean_seen), [1.0, 0.5], atol=0.1)
   assert float(spread_seen.max()) < float(spread_unseen[0]) / 3
   assert float(spread_seen.max()) < float(spread_before_seen[0])
@@ -206,7 +208,7 @@ def _linear_config(**overrides):
 
 
 def _expected_advantages(mode, scale, ready):
-  """The module docstring's rules, in numpy: critic mean and spread (std
+  """`ppo`'s module docstring's rules, in numpy: critic mean and spread (std
   over members) at each sample, confidence = 1 / (1 + spread / (scale *
   reward_std)), then per mode."""
   members = _critic_at(OPS)                                           # [N, members]
@@ -233,7 +235,7 @@ def test_uncertainty_modes_give_the_documented_advantages(mode, ready):
   config = _linear_config(uncertainty=mode, uncertainty_scale=0.7)
   hparams = ctrl.ControllerHParams.from_config(config)
   state = _known_critic_state(config)
-  advantages, _, spread, confidence = ctrl._advantages(   # pylint: disable=protected-access
+  advantages, _, spread, confidence = ppo.raw_advantages(
       state, jnp.asarray(OPS), jnp.asarray(REWARDS), jnp.asarray(VALID), None, None, hparams,
       jnp.asarray(ready))
   expected, _, expected_spread, expected_confidence = _expected_advantages(mode, 0.7, ready)
@@ -325,12 +327,12 @@ def test_controller_update_compiles_once_across_iterations():
       compiles.append(kwargs.get("fun_name", ""))
 
   chex.clear_trace_counter()   # (counts are kept per traced function, across tests)
-  traced_once = jax.jit(chex.assert_max_traces(ctrl._controller_update.__wrapped__, n=1),   # pylint: disable=protected-access
+  traced_once = jax.jit(chex.assert_max_traces(ppo.controller_step.__wrapped__, n=1),
                         static_argnames=("hparams",))
   state = ctrl.init_controller(jax.random.key(0), C, M, config)
   alive = np.ones((C, M), bool)
   with pytest.MonkeyPatch.context() as patch:
-    patch.setattr(ctrl, "_controller_update", traced_once)
+    patch.setattr(ppo, "controller_step", traced_once)
     jax.monitoring.register_event_duration_secs_listener(on_event)
     try:
       with concurrent.futures.ThreadPoolExecutor(1) as thread:   # as the loop's compile queue
@@ -344,5 +346,5 @@ def test_controller_update_compiles_once_across_iterations():
     finally:
       jax.monitoring.unregister_event_duration_listener(on_event)
   assert int(state.step) == 3
-  assert [name for name in compiles if "_controller_update" in name] == [
-      "jit(_controller_update)"], compiles
+  assert [name for name in compiles if "controller_step" in name] == [
+      "jit(controller_step)"], compiles
