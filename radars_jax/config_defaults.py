@@ -95,11 +95,6 @@ def supernet_config() -> ml_collections.ConfigDict:
   # cell instead of one per edge, each op's weights stacked over the edges
   # (docs/performance.md).
   c.scan_edges = False
-  # With scan_edges: recompute each scanned mixed op in the backward pass
-  # (jax.checkpoint), keeping only its input: the full DARTS step needs
-  # several times less memory (docs/performance.md). Switched supernets
-  # always recompute.
-  c.remat = False
   # RADARS's shared programs: the switched supernet runs each cell's edges
   # in a lax.scan whose gradient keeps only the cell's states (same numbers
   # to float rounding, same weight paths): fewer bytes, and on DARTS a much
