@@ -75,7 +75,7 @@ def parse_args(argv=None):
   ap.add_argument("--modes", default="single_level,first_order",
                   help="comma-separated: single_level, first_order")
   ap.add_argument("--depthwise-impl", default=None,
-                  help="xla | shifted | scan | auto (default: the config default)")
+                  help="xla | shifted | auto (default: the config default)")
   ap.add_argument("--stack-edges", type=int, choices=(0, 1), default=None,
                   help="compute each op once over all edges that use it (default: config)")
   ap.add_argument("--scan-edges", type=int, choices=(0, 1), default=None,
