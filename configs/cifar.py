@@ -8,8 +8,8 @@ Space `darts_large`: the DARTS cell with all 23 registry ops on each of its
 28 edges (`radars_jax/nas/ops.py`). Whole-space DARTS does not fit 12 GB per
 step at these settings, and its program is far over `dnas.max_program_ops`
 (`--config.method=darts` is refused with its size; with
-`--config.supernet.scan_edges=True --config.supernet.remat=True` it fits,
-docs/performance.md), so RADARS searches subspaces of k ops per edge, k
+`--config.supernet.scan_edges=True`, whose scanned edges are recomputed in
+the backward pass, it fits, docs/performance.md), so RADARS searches subspaces of k ops per edge, k
 sized to the budget, and prunes until the alive space fits. Here the
 shared program (every op on every edge) is over `dnas.max_program_ops`
 too, so each sample compiles its own program (docs/performance.md: the

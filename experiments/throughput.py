@@ -75,13 +75,12 @@ def parse_args(argv=None):
   ap.add_argument("--modes", default="single_level,first_order",
                   help="comma-separated: single_level, first_order")
   ap.add_argument("--depthwise-impl", default=None,
-                  help="xla | shifted | scan | auto (default: the config default)")
+                  help="xla | shifted | auto (default: the config default)")
   ap.add_argument("--stack-edges", type=int, choices=(0, 1), default=None,
                   help="compute each op once over all edges that use it (default: config)")
   ap.add_argument("--scan-edges", type=int, choices=(0, 1), default=None,
-                  help="run each cell's edges in a lax.scan (default: config)")
-  ap.add_argument("--remat", type=int, choices=(0, 1), default=None,
-                  help="recompute each mixed op in the backward pass (supernet.remat)")
+                  help="run each cell's edges in a lax.scan, each mixed op recomputed "
+                  "in the backward pass (default: config)")
   ap.add_argument("--passes-in-loop", type=int, choices=(0, 1), default=0,
                   help="first order: both passes as one lax.scan (dnas.passes_in_loop)")
   ap.add_argument("--space", default="darts")
@@ -119,8 +118,6 @@ def supernet_config(args) -> ml_collections.ConfigDict:
     cfg.stack_edges = bool(args.stack_edges)
   if args.scan_edges is not None:
     cfg.scan_edges = bool(args.scan_edges)
-  if args.remat is not None:
-    cfg.remat = bool(args.remat)
   return cfg
 
 
@@ -181,7 +178,7 @@ class OurStep:
             "weights": supernet_lib.count_params(self.weights), "loss": loss,
             "depthwise_impl": self.cfg.depthwise_impl,
             "stack_edges": bool(self.cfg.stack_edges),
-            "scan_edges": bool(self.cfg.scan_edges), "remat": bool(self.cfg.remat),
+            "scan_edges": bool(self.cfg.scan_edges),
             "passes_in_loop": self.passes_in_loop, **extra}
 
 

@@ -187,7 +187,6 @@ FIELDS: dict[str, Rule] = {
     "supernet.depthwise_impl": _choice(*depthwise.IMPLEMENTATIONS, noun="implementation"),
     "supernet.stack_edges": _BOOL,
     "supernet.scan_edges": _BOOL,
-    "supernet.remat": _BOOL,
     "supernet.scan_switched": _BOOL,
     # dnas
     "dnas.epochs": _int(1),
@@ -324,10 +323,27 @@ def check_fields(config: ml_collections.ConfigDict, prefix: str = "") -> None:
 
 
 def _check_search(config, mode: str) -> None:
-  """Combinations of method, budget, supernet and DNAS switches."""
+  """Combinations of method, budget, supernet and DNAS settings."""
   method, supernet = config.method, config.supernet
   if mode == "search" and method == "radars" and config.memory_budget_gb is None:
     raise UserError("method=radars needs a memory budget: set --config.memory_budget_gb=GB")
+  check_performance_options(config)
+  space = spaces_lib.make_space(config.space.name, config.space.ops, config.space.num_ops)
+  if space.kind == "darts_cell" and supernet.steps != spaces_lib.DARTS_STEPS:
+    raise UserError(f"supernet.steps={supernet.steps}: space {space.name!r} is built for "
+                    f"DARTS cells of {spaces_lib.DARTS_STEPS} nodes: set "
+                    f"supernet.steps={spaces_lib.DARTS_STEPS}")
+
+
+def check_performance_options(config) -> None:
+  """Every combination check of the performance options (the switches that
+  change how a search computes, never what: `supernet.stack_edges`,
+  `scan_edges`, `scan_switched`, `dnas.passes_in_loop`,
+  `radars.compile_ahead`, `radars.shared_programs`, `compilation_cache`;
+  docs/performance.md, "Performance options"). `scan_switched`,
+  `compile_ahead`, `shared_programs` and `compilation_cache` combine with
+  everything; the others as below."""
+  method, supernet = config.method, config.supernet
   if config.dnas.passes_in_loop and dnas_lib.dnas_mode(config) != "first_order":
     raise UserError(f"dnas.passes_in_loop=True runs the two passes of first-order DARTS; "
                     f"this search's DNAS is {dnas_lib.dnas_mode(config)}")
@@ -337,24 +353,16 @@ def _check_search(config, mode: str) -> None:
     raise UserError(
         "supernet.scan_edges scans the cells of whole-space DNAS (method=darts or "
         f"single_darts); method={method} runs subspaces whose edges differ: leave "
-        "scan_edges (and remat) off (its shared programs scan with "
-        "supernet.scan_switched=True)")
+        "scan_edges off (its shared programs scan with supernet.scan_switched=True)")
   if supernet.stack_edges and supernet.scan_edges:
     raise UserError("supernet.stack_edges and supernet.scan_edges are two ways to compute "
                     "the same cells: set at most one")
-  if supernet.remat and not supernet.scan_edges:
-    raise UserError("supernet.remat recomputes the mixed ops of scanned edges: "
-                    "set supernet.scan_edges=True as well")
-  space = spaces_lib.make_space(config.space.name, config.space.ops, config.space.num_ops)
   if supernet.scan_edges:
+    space = spaces_lib.make_space(config.space.name, config.space.ops, config.space.num_ops)
     lacking = sorted(n for n in space.op_names if not ops_lib.has_functional_form(n, 1))
     if lacking:
       raise UserError(f"supernet.scan_edges needs ops with a stacked form (radars_jax.nas.ops."
                       f"param_schema); these have none: {', '.join(lacking)}")
-  if space.kind == "darts_cell" and supernet.steps != spaces_lib.DARTS_STEPS:
-    raise UserError(f"supernet.steps={supernet.steps}: space {space.name!r} is built for "
-                    f"DARTS cells of {spaces_lib.DARTS_STEPS} nodes: set "
-                    f"supernet.steps={spaces_lib.DARTS_STEPS}")
 
 
 def num_train_examples(data_config) -> int:

@@ -20,7 +20,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.memory_budget_gb = ml_collections.FieldReference(None, field_type=float)
   config.log_every = 10           # steps between host syncs (metrics, progress)
   config.progress_bar = True
-  config.compilation_cache = True  # persistent XLA cache in WORKDIR/jax_cache
+  # persistent XLA cache in WORKDIR/jax_cache
+  # why: a re-run skips its compiles (no figure recorded yet; docs/performance.md)
+  config.compilation_cache = True
 
   config.data = data_config()
   config.space = space_config()
@@ -86,24 +88,19 @@ def supernet_config() -> ml_collections.ConfigDict:
   c.steps = 4        # nodes per DARTS cell (the darts spaces are built for 4)
   c.stem_multiplier = 3
   c.cells_per_stage = 5  # NAS-Bench-201 skeleton
-  c.depthwise_impl = "xla"  # xla | shifted | scan | auto (radars_jax.nas.depthwise)
-  # Each op once over all the edges that use it (same numbers): DARTS
-  # compiles faster but the step needs more memory (docs/performance.md).
+  # xla | shifted | auto (radars_jax.nas.depthwise; auto: shifted on the CPU, xla elsewhere)
+  # why: CPU conv gradient shifted 11-86x faster, but 4x darts_large's program (docs/performance.md)
+  c.depthwise_impl = "xla"
+  # Each op once over all the edges that use it (same numbers)
+  # why: DARTS compile 150.8 s against 306.6 s, more bytes, slower step (docs/performance.md)
   c.stack_edges = False
-  # Each cell's edges in a lax.scan (same numbers; the full space only, a
-  # subspace whose edges differ runs per edge): one compiled mixed op per
-  # cell instead of one per edge, each op's weights stacked over the edges
-  # (docs/performance.md).
+  # Each cell's edges in a lax.scan, each mixed op recomputed in the backward pass (same
+  # numbers; whole-space DNAS only: a subspace whose edges differ runs per edge)
+  # why: digits DARTS compile 40.8 s against 98.3 s, 19.8 MB a step (docs/performance.md)
   c.scan_edges = False
-  # With scan_edges: recompute each scanned mixed op in the backward pass
-  # (jax.checkpoint), keeping only its input: the full DARTS step needs
-  # several times less memory (docs/performance.md). Switched supernets
-  # always recompute.
-  c.remat = False
-  # RADARS's shared programs: the switched supernet runs each cell's edges
-  # in a lax.scan whose gradient keeps only the cell's states (same numbers
-  # to float rounding, same weight paths): fewer bytes, and on DARTS a much
-  # faster compile (docs/performance.md).
+  # RADARS's shared programs: each switched cell's edges in a lax.scan (same numbers to float
+  # rounding, same weight paths)
+  # why: DARTS k=2 compile 33.7 s against 171.8 s, 17.85 against 23.34 MB (docs/performance.md)
   c.scan_switched = False
   return c
 
@@ -124,9 +121,8 @@ def dnas_config() -> ml_collections.ConfigDict:
   c.alpha_betas = (0.5, 0.999)
   c.alpha_weight_decay = 1e-3
   c.alpha_init_scale = 1e-3
-  # First order: the alpha pass and the weight pass as two iterations of one
-  # lax.scan, so the network's gradient compiles once instead of twice (each
-  # step also computes a weight gradient it drops; docs/performance.md).
+  # First order: the alpha pass and the weight pass as two iterations of one lax.scan
+  # why: compile 39.3 vs 46.7 s, 3.09 vs 5.13 GB, but step 12.4 vs 9.3 s (docs/performance.md)
   c.passes_in_loop = False
   # The largest train step (StableHLO operations) compiled: XLA's compile
   # time and host memory grow faster than linearly with it, and the
@@ -154,13 +150,13 @@ def radars_config() -> ml_collections.ConfigDict:
   c.sample_finetune_steps = 0
   c.cost_weight = 0.0       # reward -= cost_weight * derived weights (millions)
   c.checkpoint_every_steps = 200  # DNAS state checkpoints inside long runs
-  # Compile each batch's later subspaces in a background thread while the
-  # earlier ones train, and the first shared program while the cost model
-  # calibrates (same programs, same results).
+  # Compile each batch's later subspaces in a background thread while earlier ones train, and
+  # the first shared program while the cost model calibrates (same programs, same results)
+  # why: quickstart's three compiles 12.5 s side by side, 18.3 s in turn (docs/performance.md)
   c.compile_ahead = True
-  # One train step for every sampled subspace of k ops (a switched supernet,
-  # compiled once per k; used where its bytes fit the budget, same numbers
-  # as each subspace's own program) instead of one compiled per sample.
+  # One train step for every sampled subspace of k ops (a switched supernet compiled once per
+  # k, used where its bytes fit the budget; same numbers as each subspace's own program)
+  # why: quickstart, 8 of its 9 DNAS runs on one compiled program (docs/performance.md)
   c.shared_programs = True
   return c
 

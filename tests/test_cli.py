@@ -61,6 +61,8 @@ def assert_one_error_line(result, needle):
 @pytest.mark.parametrize("args,needle", [
     (["--config=configs/does_not_exist.py"], "configs/does_not_exist.py: no such file"),
     (["--config=configs/digits.py", "--config.genotype=DARTS_V2"], "has no field 'genotype'"),
+    (["--config=configs/digits_darts.py", "--config.supernet.remat=True"],
+     "has no field 'remat'"),   # (removed: scanned edges always recompute)
     (["--config=configs/digits.py", "--config.data.batch_size=0"], "config.data.batch_size=0"),
     (["--config=configs/digits.py", "--config.data.batch_size=abc"], "--config.data.batch_size"),
     (["--config=configs/digits.py", "--config.dnas.momentum=1.5"], "config.dnas.momentum=1.5"),

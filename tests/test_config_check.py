@@ -136,7 +136,8 @@ def test_a_field_no_rule_knows_is_refused(table_path):
     ({"dnas.passes_in_loop": True}, "passes_in_loop"),
     ({"method": "rl", "supernet.scan_edges": True}, "scan_edges"),
     ({"supernet.stack_edges": True, "supernet.scan_edges": True}, "at most one"),
-    ({"supernet.remat": True}, "scan_edges=True as well"),
+    # (scanned edges always recompute: a config file that still sets remat)
+    ({"supernet.remat": True}, "config.supernet.remat is not a radars_jax config field"),
     ({"supernet.steps": 3}, "supernet.steps=3"),
     ({"mode": "train", "genotype": "DARTS_V9"}, "unknown genotype"),
     ({"mode": "train", "genotype": "/no/such/genotype.json"}, "unknown genotype"),

@@ -1,6 +1,10 @@
-"""`supernet.remat` (with `scan_edges`): each scanned mixed op recomputed in
-the backward pass computes the same loss and gradients from the same
-weights, and the gradient keeps less."""
+"""Scanned edges (`supernet.scan_edges`) recompute each mixed op in the
+backward pass (`OpSettings.remat`, always on in supernets): the same loss
+and gradients from the same weights as a scan that keeps every op's
+activations, and the gradient keeps less. The scan without recomputation
+is built here only to show what recomputing saves."""
+import dataclasses
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -10,7 +14,6 @@ import pytest
 
 from radars_jax.nas import spaces
 from radars_jax.nas import supernet
-from radars_jax.errors import UserError
 
 DARTS_OPS = ("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3")
 
@@ -35,8 +38,10 @@ def test_remat_same_numbers_less_memory(space_name, op_names):
   sub = (tuple(space.op_names.index(n) for n in op_names),) * space.num_choice_points
   x = jax.random.normal(jax.random.key(1), (8, 8, 8, 3))
   alphas = supernet.init_alphas(jax.random.key(2), sub, scale=1.0)
-  models = [supernet.build_supernet(space, sub, _config(scan_edges=True, remat=remat), 10)
-            for remat in (False, True)]
+  recomputed = supernet.build_supernet(space, sub, _config(scan_edges=True), 10)
+  assert recomputed.settings.remat
+  kept = recomputed.clone(settings=dataclasses.replace(recomputed.settings, remat=False))
+  models = [kept, recomputed]
   params = [supernet.init_params(m, (8, 8, 3), alphas, jax.random.key(0)) for m in models]
   chex.assert_trees_all_equal(params[1], params[0])   # same paths, shapes and values
   jaxpr = str(jax.make_jaxpr(lambda p: models[1].apply({"params": p}, x, alphas))(params[1]))
@@ -50,10 +55,3 @@ def test_remat_same_numbers_less_memory(space_name, op_names):
     # the separable convolutions' inner activations are not kept
     nbytes = [c.memory_analysis().temp_size_in_bytes for c in compiled]
     assert nbytes[1] < 0.8 * nbytes[0], nbytes
-
-
-def test_remat_without_scanned_edges_is_refused():
-  space = spaces.make_space("darts")
-  for config in (_config(remat=True), _config(remat=True, stack_edges=True)):
-    with pytest.raises(UserError, match="scan_edges"):
-      supernet.build_supernet(space, space.full_subspace(), config, 10)

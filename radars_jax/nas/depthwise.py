@@ -16,10 +16,6 @@ CPU both are several times slower than the shifted sum below
   k*k products in a single pass. Max pooling is the max over the same
   windows; its gradient goes to the first maximum of each window (as
   `select_and_scatter` and PyTorch do). Fast on the CPU.
-- `scan`: the tap sum as a `lax.scan` over the taps (one loop body in the
-  program, so compile time does not grow with k); pooling as `shifted`.
-  Its gradient keeps every tap's window: k*k times the input's memory
-  (docs/performance.md).
 - `auto`: `shifted` on the CPU, `xla` on accelerators.
 
 All give the same numbers up to float rounding. Inputs may carry a leading
@@ -36,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-IMPLEMENTATIONS = ("xla", "shifted", "scan", "auto")
+IMPLEMENTATIONS = ("xla", "shifted", "auto")
 
 
 def resolve_impl(impl: str) -> str:
@@ -151,32 +147,6 @@ def _shifted_bwd(stride, dilation, pad, res, g):
 _shifted_sum.defvjp(_shifted_fwd, _shifted_bwd)
 
 
-def _scanned_taps(x, kernel, stride, dilation, pad):
-  """The shifted sum as a `lax.scan` over the k*k taps: the same arithmetic
-  with one loop body in the program, so compile time does not grow with k."""
-  k, c = kernel.shape[-4], kernel.shape[-1]
-  xp = _pad_hw(x, pad)
-  h_out = _out_size(x.shape[-3], k, stride, dilation, pad)
-  w_out = _out_size(x.shape[-2], k, stride, dilation, pad)
-  rows, cols = (h_out - 1) * stride + 1, (w_out - 1) * stride + 1
-  offsets = jnp.asarray([(i * dilation, j * dilation) for i in range(k) for j in range(k)],
-                        jnp.int32)
-  lead = x.ndim - 3
-  taps = jnp.moveaxis(kernel.reshape(*kernel.shape[:-4], k * k, c), -2, 0)  # [k*k, (E,) C]
-
-  def add_tap(acc, tap):
-    offset, weight = tap
-    window = jax.lax.dynamic_slice(xp, (0,) * lead + (offset[0], offset[1], 0),
-                                   xp.shape[:lead] + (rows, cols, c))
-    if weight.ndim == 2:
-      weight = weight.reshape(weight.shape[0], *([1] * (x.ndim - 2)), c)
-    return acc + window[..., ::stride, ::stride, :] * weight, None
-
-  init = jnp.zeros(x.shape[:lead] + (h_out, w_out, c), x.dtype)
-  out, _ = jax.lax.scan(add_tap, init, (offsets, taps))
-  return out
-
-
 def _xla_conv(x, kernel, stride, dilation, pad):
   if kernel.ndim == 5:  # stacked: the E problems as E*C channel groups
     e, b = x.shape[0], x.shape[1]
@@ -209,9 +179,7 @@ def depthwise_conv2d(x: jax.Array, kernel: jax.Array, stride: int = 1,
   kernel = kernel.astype(x.dtype)
   if impl == "xla":
     return _xla_conv(x, kernel, stride, dilation, pad)
-  if impl == "shifted":
-    return _shifted_sum(x, kernel, stride, dilation, pad)
-  return _scanned_taps(x, kernel, stride, dilation, pad)
+  return _shifted_sum(x, kernel, stride, dilation, pad)
 
 
 # ---------------------------------------------------------------------------

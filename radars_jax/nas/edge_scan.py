@@ -5,7 +5,10 @@ full space) runs them in one scan: the same numbers as one `MixedOp` per
 edge, one compiled mixed op per scan instead of one per edge, and each op's
 weights stored stacked over the scanned edges (`weight_pool.canonical` maps
 them to the per-edge paths; the full DARTS step has 147 weight arrays
-instead of 1,399 and compiles several times faster on CPU).
+instead of 1,399 and compiles several times faster on CPU). Each scanned
+mixed op is recomputed in the backward pass, keeping only its input: the
+same numbers with several times fewer bytes, and no slower
+(`OpSettings.remat`, docs/performance.md).
 
 With `supernet.scan_switched`, the edges of a switched cell run in a scan
 the same way (the numbers of one `SwitchedMixedOp` per edge; weights
@@ -110,7 +113,9 @@ def _scan_body(op_names, stride: int, settings: OpSettings):
   the two passes of a bi-level step), not once per scan."""
   mixed = _mixed_op_fn(op_names, stride, settings)
   if settings.remat:
-    # keep the edge's input only (inside a scan CSE cannot undo the remat)
+    # keep the edge's input only (inside a scan CSE cannot undo the remat):
+    # several times fewer bytes, same numbers, no slower (docs/performance.md;
+    # per edge, outside a scan, recomputing saved nothing)
     mixed = jax.checkpoint(mixed, prevent_cse=False)
   return _dag_scan_step(lambda xs, x: mixed(xs["params"], xs.get("weights"), x))
 

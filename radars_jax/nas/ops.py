@@ -40,8 +40,9 @@ class OpSettings:
   depthwise_impl: str = "xla"        # see radars_jax.nas.depthwise
   switch_friendly: bool = False      # dense convs with radars_jax.nas.conv's gradients
                                      # (set by the switched supernet)
-  remat: bool = False                # scanned mixed ops recomputed in the backward
-                                     # pass (supernet.remat)
+  remat: bool = True                 # scanned mixed ops recomputed in the backward
+                                     # pass (always in supernets; False only to
+                                     # measure what it saves: tests/test_remat.py)
 
 
 class BatchNorm(nn.Module):

@@ -162,17 +162,10 @@ def build_supernet(space: spaces_lib.SearchSpace, subspace: spaces_lib.Subspace 
   impl = supernet_config.depthwise_impl
   stack = bool(supernet_config.stack_edges)
   scan = bool(supernet_config.scan_edges)
-  remat = bool(supernet_config.remat)
   scan_switched = bool(supernet_config.scan_switched)
   if stack and scan:
     raise UserError("supernet.stack_edges and supernet.scan_edges are two ways to compute "
                     "the same cells: set at most one")
-  if remat and not scan:
-    # Per edge, `nn.remat` (or a custom_vjp recomputing the mixed op) left
-    # the gradient's bytes as they were; scanned, it cuts them
-    # (docs/performance.md).
-    raise UserError("supernet.remat recomputes the mixed ops of scanned edges: "
-                    "set supernet.scan_edges=True as well")
   if scan:
     used = {n for ops in names for n in ops}
     lacking = sorted(n for n in used if not ops_lib.has_functional_form(n, 1))
@@ -192,14 +185,14 @@ def build_supernet(space: spaces_lib.SearchSpace, subspace: spaces_lib.Subspace 
         normal_ops=names[:n], reduce_ops=names[n:], num_classes=num_classes,
         channels=supernet_config.channels, layers=supernet_config.layers,
         steps=steps, stem_multiplier=supernet_config.stem_multiplier,
-        settings=OpSettings(pool_bn=True, depthwise_impl=impl, remat=remat), stack_edges=stack,
+        settings=OpSettings(pool_bn=True, depthwise_impl=impl), stack_edges=stack,
         switched=switched, slot_orders=slot_orders, scan_edges=scan,
         scan_switched=scan_switched)
   if space.kind == "nb201_cell":
     return NB201Supernet(
         edge_ops=names, num_classes=num_classes, channels=supernet_config.channels,
         cells_per_stage=supernet_config.cells_per_stage,
-        settings=OpSettings(pool_bn=False, depthwise_impl=impl, remat=remat),
+        settings=OpSettings(pool_bn=False, depthwise_impl=impl),
         stack_edges=stack,
         switched=switched, slot_orders=slot_orders, scan_edges=scan,
         scan_switched=scan_switched)

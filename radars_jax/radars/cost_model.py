@@ -247,7 +247,7 @@ def trace_cost_model(space, supernet_config, num_classes: int, image_shape,
   per distinct mixed-op input. `progress`: optional callable(done, total)."""
   per_edge = supernet_config.copy_and_resolve_references() if hasattr(
       supernet_config, "copy_and_resolve_references") else dict(supernet_config)
-  for field in ("stack_edges", "scan_edges", "remat"):
+  for field in ("stack_edges", "scan_edges"):
     if field in per_edge:
       per_edge[field] = False
   empty_subspace = tuple(() for _ in space.choice_points)
