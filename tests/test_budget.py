@@ -24,7 +24,7 @@ from radars_jax import workdir as workdir_lib
 from radars_jax.dnas import steps as dnas_steps
 from radars_jax.nas import spaces
 from radars_jax.nas import supernet
-from radars_jax.radars import controller as ctrl
+from radars_jax.radars import ppo
 from radars_jax.radars import cost_model as cost_lib
 from radars_jax.radars import loop as radars_loop
 from radars_jax.radars import programs
@@ -83,7 +83,7 @@ class Recorded:
     self.updates = []    # the subspaces each controller update learned from
     self.sized = []      # each iteration's k as the cost model sizes it
     compile_step = dnas_steps.DnasProgram.compile_train_step
-    update = ctrl.controller_update
+    update = ppo.controller_update
     subspace_size = programs.Sizing.subspace_size
 
     def recording(program, state, batch_w, batch_a, bytes_only=False):
@@ -110,7 +110,7 @@ class Recorded:
       return k
 
     monkeypatch.setattr(dnas_steps.DnasProgram, "compile_train_step", recording)
-    monkeypatch.setattr(ctrl, "controller_update", recording_update)
+    monkeypatch.setattr(ppo, "controller_update", recording_update)
     monkeypatch.setattr(programs.Sizing, "subspace_size", faulty_first)
 
   def shared(self):

@@ -97,7 +97,7 @@ def test_ppo_learns_the_best_subspace_of_a_toy_bandit():
                                       per_choice_point=True)
     rewards = _bandit_reward(ops, good)
     first = rewards.mean() if first is None else first
-    state, metrics = ctrl.controller_update(state, update_key, ops, logp, rewards, alive,
+    state, metrics = ppo.controller_update(state, update_key, ops, logp, rewards, alive,
                                             hparams)
   best = np.sort(np.asarray(ctrl.most_likely_subspace(state.logits, alive, 2)), axis=-1)
   np.testing.assert_array_equal(best, [[0, 1], [3, 4], [1, 3]])
@@ -117,7 +117,7 @@ def test_critic_spread_shrinks_where_it_has_data():
   _, spread_before_seen = critic.predict_reward(state, seen[:1])
   hparams = ctrl.ControllerHParams.from_config(config)
   logp = ctrl.log_prob(state.logits, alive, seen)
-  state, _ = ctrl.controller_update(state, jax.random.key(1), seen, logp, rewards, alive,
+  state, _ = ppo.controller_update(state, jax.random.key(1), seen, logp, rewards, alive,
                                     hparams)
   mean_seen, spread_seen = critic.predict_reward(state, seen[:2])
   _, spread_unseen = critic.predict_reward(state, unseen)
@@ -136,7 +136,7 @@ def test_replay_update_runs_with_off_policy_samples_and_reports_ratios():
     # Behaviour policy: sampled at temperature 3 (not the state's policy).
     ops, logp = ctrl.sample_subspaces(jax.random.key(i), state.logits, alive, 1, 4, 3.0,
                                       per_choice_point=True)
-    state, metrics = ctrl.controller_update(state, jax.random.key(10 + i), ops, logp,
+    state, metrics = ppo.controller_update(state, jax.random.key(10 + i), ops, logp,
                                             jnp.arange(4.0), alive, hparams)
   assert int(jnp.sum(state.buffer.valid)) == 12
   assert float(metrics["replay_valid"]) == 8
@@ -290,7 +290,7 @@ def test_controller_update_applies_the_mode_and_caps_the_importance_ratio():
   state = state.replace(logits=jnp.asarray(logits), buffer=buffer)
   alive = np.ones((C, M), bool)
   batch_logp = np.asarray(ctrl.log_prob_per_point(state.logits, alive, OPS))
-  _, metrics = ctrl.controller_update(state, jax.random.key(1), OPS, batch_logp, REWARDS,
+  _, metrics = ppo.controller_update(state, jax.random.key(1), OPS, batch_logp, REWARDS,
                                       alive, hparams, valid=VALID)
   advantage, mean, spread, confidence = _expected_advantages("exploration_bonus", scale, True)
   np.testing.assert_allclose(float(metrics["advantage_mean"]), advantage[VALID].mean(),
@@ -312,7 +312,7 @@ def test_controller_update_applies_the_mode_and_caps_the_importance_ratio():
 
 def test_controller_update_compiles_once_across_iterations():
   """RADARS compiles the update ahead in its compile thread
-  (`controller.compile_update`, on abstract shapes); the
+  (`ppo.compile_update`, on abstract shapes); the
   iterations' calls (the state each returned, other samples, a NaN reward)
   reuse that program: one XLA compile of the update in all, and one trace
   (chex.assert_max_traces on the traced function)."""
@@ -336,12 +336,12 @@ def test_controller_update_compiles_once_across_iterations():
     jax.monitoring.register_event_duration_secs_listener(on_event)
     try:
       with concurrent.futures.ThreadPoolExecutor(1) as thread:   # as the loop's compile queue
-        thread.submit(ctrl.compile_update, state, 4, 1, hparams).result()
+        thread.submit(ppo.compile_update, state, 4, 1, hparams).result()
       for i in range(3):
         ops, logp = ctrl.sample_subspaces(jax.random.key(10 + i), state.logits, alive, 1, 4,
                                           per_choice_point=True)
         rewards = np.array([1.0, np.nan if i == 1 else 0.5, 2.0, 0.0], np.float32)
-        state, _ = ctrl.controller_update(state, jax.random.key(i), np.asarray(ops, np.int32),
+        state, _ = ppo.controller_update(state, jax.random.key(i), np.asarray(ops, np.int32),
                                           np.asarray(logp, np.float32), rewards, alive, hparams)
     finally:
       jax.monitoring.unregister_event_duration_listener(on_event)

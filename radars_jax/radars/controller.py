@@ -1,4 +1,4 @@
-"""The RADARS controller: its policy over subspaces, its state, its update.
+"""The RADARS controller: its policy over subspaces and its state.
 
 The policy is one logit vector per choice point, `logits[c, o]`
 (float32 [num_choice_points, max_ops]). `alive[c, o]` (bool, same shape) says
@@ -11,14 +11,14 @@ without replacement (Gumbel-top-k), stored in draw order as
 extra slots are -1. Its log-probability is the exact Plackett-Luce
 probability of the ordered draw, summed over choice points (-1 slots add 0).
 
-This module is the controller's public face: the hyperparameters, the state
-(`ControllerState`, one pytree), sampling and pruning, and the update entry
-points `controller_update` / `compile_update`. Beside it:
+This module holds the hyperparameters, the state (`ControllerState`, one
+pytree), sampling and pruning. Beside it:
+  * `ppo`: the update (`ppo.controller_update`: advantages, PPO with
+    replay, critic refit), one jitted program compiled once per shape and
+    hyperparameters;
   * `critic`: the uncertainty-aware critic ensemble that gives the baseline;
   * `replay_buffer`: the ring of scored subspaces the critic trains on and
-    PPO replays;
-  * `ppo`: the update itself (advantages, PPO with replay, critic refit), one
-    jitted program compiled once per shape and hyperparameters.
+    PPO replays.
 """
 from __future__ import annotations
 
@@ -29,7 +29,6 @@ from typing import Any
 import flax.struct
 import jax
 import jax.numpy as jnp
-import numpy as np
 import ml_collections
 import optax
 
@@ -282,53 +281,3 @@ def _fresh_controller(key, num_choice_points: int, max_ops: int, hidden: tuple[i
 # Both run `ppo.controller_step`, one jitted program. `ppo` builds on this
 # module (the sampling functions, the state), so it is imported where it is
 # called: at the top of this module that would be a circular import.
-
-def compile_update(state: ControllerState, num_samples: int, k: int,
-                   hparams: ControllerHParams) -> None:
-  """Compiles `controller_update` for batches of `num_samples` subspaces of
-  `k` ops per choice point on abstract inputs (nothing runs), e.g. in a
-  background thread ahead of its first call, so that call does not wait for
-  it. JAX keeps the program for the later call with the same shapes and
-  `hparams`; a mismatch would only compile again."""
-  from radars_jax.radars import ppo  # pylint: disable=import-outside-toplevel
-  n, (c, m) = num_samples, state.logits.shape
-  spec = jax.ShapeDtypeStruct
-  ppo.controller_step.lower(
-      state, jax.random.key(0), spec((n, c, k), jnp.int32), spec((n, c), jnp.float32),
-      spec((n,), jnp.float32), spec((c, m), jnp.bool_), spec((n,), jnp.bool_),
-      hparams).compile()
-
-
-def controller_update(state: ControllerState, key: jax.Array, ops: jax.Array,
-                      behaviour_logp: jax.Array, rewards: jax.Array, alive: jax.Array,
-                      hparams: ControllerHParams, valid: jax.Array | None = None):
-  """One controller iteration: PPO (+ replay) on the policy, then store the
-  batch and refit the critic. Jit-compiled once per shape and `hparams`.
-
-  Args:
-    state: ControllerState.
-    key: PRNG key (replay sampling, baseline draws, bootstrap weights).
-    ops: int [N, C, k] the sampled subspaces (k <= max_ops; -1 slots).
-    behaviour_logp: float [N, C] (or [N]) their log-probabilities under the
-      policy that drew them, from `sample_subspaces` (per_choice_point=True
-      for [N, C]). With [N], the split over choice points is taken from the
-      state's policy: exact when the batch was drawn from it at temperature 1.
-    rewards: float [N] their scores (NaN = unscored, ignored).
-    alive: bool [C, M] current alive mask.
-    hparams: ControllerHParams (static).
-    valid: optional bool [N]; False rows (unscored, padding) are ignored.
-
-  Returns:
-    (new_state, metrics): metrics is a dict of scalars (loss, policy_loss,
-    entropy, clip_fraction, approx_kl, reward_mean, critic_mean,
-    critic_spread, confidence, advantage_mean, critic_loss, valid_samples,
-    and with replay: replay_loss, replay_ratio_mean, replay_clip_fraction,
-    replay_valid).
-  """
-  from radars_jax.radars import ppo  # pylint: disable=import-outside-toplevel
-  if valid is None:
-    valid = np.ones(np.shape(rewards), bool)
-  # (host arrays in: jnp.asarray of a host array compiles a program per shape)
-  return ppo.controller_step(state, key, np.asarray(ops), np.asarray(behaviour_logp),
-                             np.asarray(rewards), np.asarray(alive, bool),
-                             np.asarray(valid, bool), hparams)

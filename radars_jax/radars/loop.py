@@ -62,6 +62,7 @@ from radars_jax import compile_clock
 from radars_jax.radars import compile_queue as queue_lib
 from radars_jax import config_check
 from radars_jax.radars import controller as ctrl
+from radars_jax.radars import ppo
 from radars_jax.radars import cost_model as cost_lib
 from radars_jax.radars import programs
 from radars_jax.radars import summary as loop_summary
@@ -376,7 +377,7 @@ def update_controller(state: LoopState, batch: Batch, iteration: int, method: st
     # log-probabilities belong to (Plackett-Luce depends on it).
     run_ops = np.where(same[:, None, None], ops, run_ops)
     key = jax.random.fold_in(jax.random.fold_in(state.key, iteration), 10_000)
-    controller, m = ctrl.controller_update(controller, key, run_ops, logp, rewards, alive,
+    controller, m = ppo.controller_update(controller, key, run_ops, logp, rewards, alive,
                                            hparams)
     metrics = {name: float(v) for name, v in jax.device_get(m).items()}
   state = dataclasses.replace(state, controller=controller)

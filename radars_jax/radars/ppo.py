@@ -1,6 +1,6 @@
 """The controller's update: PPO on the policy, replay, critic refit.
 
-`controller.controller_update` is the entry point; `controller_step` here is
+`controller_update` is the entry point; `controller_step` here is
 the one jitted program it runs. It is compiled once: shapes are static and
 the hyperparameters are a hashable `ControllerHParams` passed as a static
 argument.
@@ -44,6 +44,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from radars_jax.radars.controller import (
@@ -93,7 +94,7 @@ class _ReplaySample(NamedTuple):
 def controller_step(state: ControllerState, key: jax.Array, ops: jax.Array,
                     behaviour_logp: jax.Array, rewards: jax.Array, alive: jax.Array,
                     valid: jax.Array, hparams: ControllerHParams):
-  """`controller.controller_update` as one jitted program (the helpers below
+  """`controller_update` as one jitted program (the helpers below
   are traced into it): advantages, replay sample, PPO steps, critic refit."""
   hp = hparams
   k = ops.shape[-1]
@@ -350,7 +351,7 @@ def _refit_critic(state: ControllerState, key, batch: _Batch,
 
 def _update_metrics(batch: _Batch, adv: _Advantages, losses, first_aux, last_aux,
                     critic_loss, replay: bool) -> dict:
-  """The update's scalars (`controller.controller_update` lists them)."""
+  """The update's scalars (`controller_update` lists them)."""
   valid = batch.valid
   metrics = dict(
       loss=losses[-1],
@@ -371,3 +372,52 @@ def _update_metrics(batch: _Batch, adv: _Advantages, losses, first_aux, last_aux
                    replay_clip_fraction=last_aux["replay_clip_fraction"],
                    replay_valid=first_aux["replay_valid"])
   return metrics
+
+
+def compile_update(state: ControllerState, num_samples: int, k: int,
+                   hparams: ControllerHParams) -> None:
+  """Compiles `controller_update` for batches of `num_samples` subspaces of
+  `k` ops per choice point on abstract inputs (nothing runs), e.g. in a
+  background thread ahead of its first call, so that call does not wait for
+  it. JAX keeps the program for the later call with the same shapes and
+  `hparams`; a mismatch would only compile again."""
+  n, (c, m) = num_samples, state.logits.shape
+  spec = jax.ShapeDtypeStruct
+  controller_step.lower(
+      state, jax.random.key(0), spec((n, c, k), jnp.int32), spec((n, c), jnp.float32),
+      spec((n,), jnp.float32), spec((c, m), jnp.bool_), spec((n,), jnp.bool_),
+      hparams).compile()
+
+
+def controller_update(state: ControllerState, key: jax.Array, ops: jax.Array,
+                      behaviour_logp: jax.Array, rewards: jax.Array, alive: jax.Array,
+                      hparams: ControllerHParams, valid: jax.Array | None = None):
+  """One controller iteration: PPO (+ replay) on the policy, then store the
+  batch and refit the critic. Jit-compiled once per shape and `hparams`.
+
+  Args:
+    state: ControllerState.
+    key: PRNG key (replay sampling, baseline draws, bootstrap weights).
+    ops: int [N, C, k] the sampled subspaces (k <= max_ops; -1 slots).
+    behaviour_logp: float [N, C] (or [N]) their log-probabilities under the
+      policy that drew them, from `sample_subspaces` (per_choice_point=True
+      for [N, C]). With [N], the split over choice points is taken from the
+      state's policy: exact when the batch was drawn from it at temperature 1.
+    rewards: float [N] their scores (NaN = unscored, ignored).
+    alive: bool [C, M] current alive mask.
+    hparams: ControllerHParams (static).
+    valid: optional bool [N]; False rows (unscored, padding) are ignored.
+
+  Returns:
+    (new_state, metrics): metrics is a dict of scalars (loss, policy_loss,
+    entropy, clip_fraction, approx_kl, reward_mean, critic_mean,
+    critic_spread, confidence, advantage_mean, critic_loss, valid_samples,
+    and with replay: replay_loss, replay_ratio_mean, replay_clip_fraction,
+    replay_valid).
+  """
+  if valid is None:
+    valid = np.ones(np.shape(rewards), bool)
+  # (host arrays in: jnp.asarray of a host array compiles a program per shape)
+  return controller_step(state, key, np.asarray(ops), np.asarray(behaviour_logp),
+                             np.asarray(rewards), np.asarray(alive, bool),
+                             np.asarray(valid, bool), hparams)

@@ -27,6 +27,7 @@ import numpy as np
 
 from radars_jax.radars import compile_queue as queue_lib
 from radars_jax.radars import controller as ctrl
+from radars_jax.radars import ppo
 from radars_jax.radars import cost_model as cost_lib
 from radars_jax.dnas import steps as dnas_lib
 from radars_jax import memory as memory_lib
@@ -186,7 +187,7 @@ class LoopPrograms:
                               hparams: ctrl.ControllerHParams) -> None:
     """Queues the controller update (once per process), so the first
     iteration's end does not wait for its compile."""
-    self.queue.put(("controller",), ctrl.compile_update, controller_state, num_samples, k,
+    self.queue.put(("controller",), ppo.compile_update, controller_state, num_samples, k,
                    hparams)
 
   def close(self) -> None:

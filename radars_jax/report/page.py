@@ -220,7 +220,7 @@ def _write_html(data: WorkdirData, sections: list[tuple[str, list]], outdir: Pat
     kind, what = "training", str(ev.get("dataset", "") or "")
   title = f"radars_jax {kind} report" + (f": {what}" if what.strip(" /on") else "")
   now = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-  out = [f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>",
+  out = ["<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>",
          f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
          f"<h1>{html.escape(title)}</h1>",
          f"<p class='meta'>Workdir <code>{html.escape(str(data.path.resolve()))}</code>; "

@@ -33,6 +33,7 @@ import optax
 
 from radars_jax import config_defaults
 from radars_jax.radars import controller as controller_lib
+from radars_jax.radars import ppo
 from radars_jax.errors import UserError
 from radars_jax.tabular.table import (NUM_ARCHS, NUM_EDGES, NUM_OPS, QueryBudget, SearchResult,
                                       Table, arch_index, check_search, search_result)
@@ -212,7 +213,7 @@ def search_ppo(table: Table, queries: int, seed: int,
     if budget.exhausted:
       break
     rewards = np.array([np.nan if v is None else v for v in values], np.float32)
-    state, _ = controller_lib.controller_update(
+    state, _ = ppo.controller_update(
         state, update_key, ops, behaviour_logp, rewards, alive, hparams)
   _fill_randomly(budget, seed)
   return search_result("ppo", seed, budget, start)
