@@ -21,8 +21,8 @@ def pytest_configure(config):
 # The files that take minutes go first: pytest-xdist (`--dist loadfile`)
 # hands files to its workers in collection order, and a slow file started
 # last would run alone at the end while the other worker sits idle.
-SLOW_FILES_FIRST = ("test_radars.py", "test_baselines.py", "test_experiments.py",
-                    "test_switched.py", "test_program_size.py")
+SLOW_FILES_FIRST = ("test_radars.py", "test_budget.py", "test_baselines.py",
+                    "test_experiments.py", "test_switched.py", "test_program_size.py")
 
 
 def pytest_collection_modifyitems(config, items):
