@@ -31,7 +31,9 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for outputs and check
 
 
 def run(config, workdir):
-  """Runs `config.mode`; returns its summary dict."""
+  """Runs `config.mode`; returns its summary dict. (The library is imported
+  here, not at the top: `--help` and bad flags answer without loading JAX,
+  and a mode loads only what it runs.)"""
   from radars_jax import config_check  # pylint: disable=import-outside-toplevel
   config_check.check_config(config)
   if config.mode == "tabular":  # table look-ups only: no supernet, no data

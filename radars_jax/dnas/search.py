@@ -29,6 +29,8 @@ from radars_jax import parallel
 from radars_jax.nas import spaces as spaces_lib
 from radars_jax.nas import supernet as supernet_lib
 from radars_jax.nas import weight_pool as pool_lib
+from radars_jax import report
+from radars_jax.retrain import train
 from radars_jax import workdir as workdir_lib
 from radars_jax.errors import UserError
 
@@ -482,7 +484,6 @@ def _run_dnas_search(config, path: Path, space: spaces_lib.SearchSpace,
   }
   workdir_lib.write_json(path / "genotype.json", result.genotype)
   workdir_lib.write_json(path / "summary.json", summary)
-  from radars_jax import report  # pylint: disable=import-outside-toplevel
   report.write_report(path)
   return summary
 
@@ -542,6 +543,5 @@ def describe(config) -> dict:
   }
   # (`genotype` is a field of training configs only: absent from a search's)
   if config.get("genotype"):
-    from radars_jax.retrain import train  # pylint: disable=import-outside-toplevel
     info["genotype_network"] = train.describe_genotype(config)
   return info

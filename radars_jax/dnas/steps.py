@@ -37,6 +37,7 @@ import optax
 from radars_jax import data as data_lib
 from radars_jax import memory as memory_lib
 from radars_jax import parallel
+from radars_jax.nas import supernet
 from radars_jax.errors import UserError
 
 MODES = ("single_level", "first_order", "second_order")
@@ -324,7 +325,6 @@ class DnasProgram:
     self.alpha_tx = alpha_optimizer(dnas_config)
     mask = None
     if owners is not None:
-      from radars_jax.nas import supernet  # pylint: disable=import-outside-toplevel
       mask = lambda weights, slots: supernet.active_params(owners, weights, slots)
     self.step_fn = make_train_step(
         model, mode, self.weight_tx, self.alpha_tx, self.schedule, dnas_config.weight_decay,

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from radars_jax.nas import ops as ops_lib
 from radars_jax.nas import spaces as spaces_lib
+from radars_jax.tabular import table as table_lib
 from radars_jax.errors import UserError
 
 
@@ -114,7 +115,6 @@ def load_genotype(name_or_path: str) -> dict:
   if name_or_path in GENOTYPES:
     return copy.deepcopy(GENOTYPES[name_or_path])
   if name_or_path.startswith("|"):
-    from radars_jax.tabular import table as table_lib  # pylint: disable=import-outside-toplevel
     ops = [table_lib.NB201_OPS[i] for i in table_lib.ops_from_arch_str(name_or_path)]
     return check_genotype({"space": "nb201", "ops": ops}, name_or_path)
   path = Path(name_or_path).expanduser()

@@ -44,6 +44,8 @@ from radars_jax import metrics as metrics_lib
 from radars_jax.retrain import networks
 from radars_jax.retrain import steps as steps_lib
 from radars_jax import parallel
+from radars_jax import report
+from radars_jax.tabular import table as table_lib
 from radars_jax import workdir as workdir_lib
 from radars_jax.errors import UserError
 
@@ -131,7 +133,6 @@ def nb201_table_entry(path: str, genotype: dict) -> dict:
   """The row of a NAS-Bench-201 CSV (`arch_str` plus metric columns) for a
   nb201 genotype, numbers as floats. UserError if the file, the column or
   the architecture is missing."""
-  from radars_jax.tabular import table as table_lib  # pylint: disable=import-outside-toplevel
   target = tuple(table_lib.NB201_OPS.index(op) for op in genotype["ops"])
   if not Path(path).is_file():
     raise UserError(f"table not found: {path} (a NAS-Bench-201 CSV with an arch_str column)")
@@ -258,7 +259,6 @@ def run_training(config, workdir) -> dict:
   if table_entry is not None:
     summary["table"] = {"path": str(config.table), **table_entry}
   workdir_lib.write_json(path / "eval.json", summary)
-  from radars_jax import report  # pylint: disable=import-outside-toplevel
   report.write_report(path)
   return summary
 

@@ -10,11 +10,17 @@ metric found and of its report value, and the mean best-so-far curve.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import re
 
 import ml_collections
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
+from radars_jax import metrics
+from radars_jax import workdir as workdir_lib
 from radars_jax.errors import UserError
 from radars_jax.tabular import strategies
 from radars_jax.tabular.table import SearchResult, Table, check_search, load_table
@@ -23,7 +29,6 @@ def compare(table: Table, methods, queries: int, seeds: int,
             progress: bool = False) -> dict[str, list[SearchResult]]:
   """Every method in `methods` once per seed 0..seeds-1, each with a budget
   of `queries` distinct architectures."""
-  from radars_jax import metrics  # pylint: disable=import-outside-toplevel
   methods = strategies.parse_methods(methods)
   check_search(table, queries)
   if int(seeds) < 1:
@@ -120,8 +125,6 @@ def format_summary(payload: dict) -> str:
 def dumps_compact(obj) -> str:
   """JSON with indent 2 but every list of numbers on one line (trajectories
   stay readable and the file small)."""
-  import json  # pylint: disable=import-outside-toplevel
-  import re  # pylint: disable=import-outside-toplevel
   text = json.dumps(obj, indent=2)
   number_list = re.compile(r"\[\s*((?:-?[0-9.eE+-]+|NaN|-?Infinity)(?:,\s*(?:-?[0-9.eE+-]+|NaN|-?Infinity))*)\s*\]")
   return number_list.sub(lambda m: "[" + ", ".join(v.strip() for v in m.group(1).split(",")) + "]",
@@ -141,8 +144,6 @@ def write_payload(path, payload: dict) -> None:
 def plot_best_so_far(payload: dict, path) -> str:
   """PNG of the mean (over seeds) best-so-far metric against the number of
   queries, one line per method, with a band of one standard error."""
-  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=import-outside-toplevel
-  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
   path = os.fspath(path)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   fig = Figure(figsize=(6.4, 4.2), dpi=120, layout="constrained")
@@ -178,7 +179,6 @@ def run_from_config(config: ml_collections.ConfigDict, workdir) -> dict:
   WORKDIR/plots/nb201_best_so_far.png; returns the summary. `config` is
   checked first (`config_check.check_config`, as `radars_jax.main` does):
   that check also says when the table block is missing."""
-  from radars_jax import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
   t = config.table
   out = workdir_lib.prepare(workdir)
   payload = run_comparison(os.path.expanduser(str(t.path)), str(t.metric), str(t.report),
