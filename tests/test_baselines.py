@@ -2,6 +2,7 @@
 program, with a crash and resume), and the refusals of impossible budgets.
 (Kept apart from test_radars.py so that the suite's two workers share the
 loop's tests.)"""
+import json
 import os
 import subprocess
 import sys
@@ -86,6 +87,11 @@ def test_baselines_sample_whole_architectures(tmp_path, method, monkeypatch):
     np.testing.assert_allclose([r["reward"] for r in single["subspace_runs"]],
                                [r["reward"] for r in runs], atol=1e-6)
     assert single["genotype"] == summary["genotype"]
+    # each sample's training loss (a continuous figure; the rewards are
+    # accuracies on 32 examples): as close as test_search.py's DNAS
+    losses = [dnas_losses(tmp_path / name / "metrics.jsonl") for name in (method, "one_device")]
+    assert len(losses[0]) >= 2
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-3)
     return
   # One shared program (k = 1), compiled in the background while the cost
   # model calibrated.
@@ -111,6 +117,12 @@ def test_baselines_sample_whole_architectures(tmp_path, method, monkeypatch):
   assert resumed["genotype"] == summary["genotype"] and resumed["shared_program_runs"] == 2
   np.testing.assert_allclose([r["reward"] for r in resumed["subspace_runs"]],
                              [r["reward"] for r in runs], atol=1e-6)
+
+
+def dnas_losses(metrics_file: Path) -> list:
+  """The `dnas/loss` values a search logged, in order."""
+  records = [json.loads(line) for line in metrics_file.read_text().splitlines()]
+  return [r["value"] for r in records if r["name"] == "dnas/loss"]
 
 
 def make_mesh_of_one_device(monkeypatch) -> list:
