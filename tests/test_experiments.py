@@ -1,5 +1,6 @@
 """Smoke tests of the benchmark scripts in experiments/ (tiny spaces; no timing)."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -64,11 +65,13 @@ def test_shared_programs_small_runs_and_writes_its_figures(tmp_path):
   step: checks the script and its JSON, never the speed."""
   out = tmp_path / "sp.json"
   script = str(ROOT / "experiments" / "shared_programs.py")
+  env = dict(os.environ)
+  env.pop("XLA_FLAGS", None)   # one device: the whole batch's bytes, apart at 0.01 MB
   result = subprocess.run(
       [sys.executable, script, "--ks", "1", "--steps", "1", "--set", "supernet.channels=4",
        "--set", "supernet.cells_per_stage=1", "--set", "data.batch_size=16", "--json",
        str(out)],
-      capture_output=True, text=True, cwd=ROOT, timeout=900)
+      capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)
   assert result.returncode == 0, result.stderr[-3000:]
   data = json.loads(out.read_text())
   assert data["space"] == "nb201" and data["batch_size"] == 16 and data["channels"] == 4
@@ -79,8 +82,10 @@ def test_shared_programs_small_runs_and_writes_its_figures(tmp_path):
   # k = 1's worst case is the costliest op, nor_conv_3x3 (index 3), on every
   # edge; the printed figures are the JSON's.
   assert row["subspace"] == [[3]] * 6
-  assert f"k=1: shared {row['shared_bytes'] / 1e6:.2f} MB" in result.stdout
-  assert f"static {row['static_bytes'] / 1e6:.2f} MB" in result.stdout
+  shared, static = (f"{row[f'{p}_bytes'] / 1e6:.2f}" for p in ("shared", "static"))
+  assert shared != static   # (else the line below could not tell them apart)
+  assert f"k=1: shared {shared} MB" in result.stdout
+  assert f"static {static} MB" in result.stdout
   bad = subprocess.run([sys.executable, script, "--ks", "0"], capture_output=True, text=True,
                        cwd=ROOT, timeout=300)
   assert bad.returncode == 2 and "shared_programs: error" in bad.stderr
