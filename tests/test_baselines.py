@@ -28,17 +28,21 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.parametrize("method", ["rl", "random"])
 def test_baselines_sample_whole_architectures(tmp_path, method, monkeypatch):
-  """rl (with shared programs and no budget): every sample (k = 1) runs on
-  the one shared program, and a run killed inside a sample's DNAS (whose
-  state holds the slots) resumes to the uninterrupted result."""
+  """rl (with shared programs, their cells' edges scanned, and no budget):
+  every sample (k = 1) runs on the one shared program, and a run killed
+  inside a sample's DNAS (whose state holds the slots) resumes to the
+  uninterrupted result (test_budget.py runs the per-edge shared program).
+  random: the same search on 1 and 4 devices."""
   config = tiny_config(method)
   config.radars.max_iterations = 1
   config.radars.shared_programs = method == "rl"
+  config.supernet.scan_switched = method == "rl"
   shared_compiles = []
   original = programs.LoopPrograms.compile_shared_now
 
   def recording(self, k, steps):
-    shared_compiles.append((k, threading.current_thread().name.startswith("radars-compile")))
+    shared_compiles.append((k, threading.current_thread().name.startswith("radars-compile"),
+                            self.searcher.shared.model().scan_switched))
     return original(self, k, steps)
 
   monkeypatch.setattr(programs.LoopPrograms, "compile_shared_now", recording)
@@ -93,9 +97,9 @@ def test_baselines_sample_whole_architectures(tmp_path, method, monkeypatch):
     assert len(losses[0]) >= 2
     np.testing.assert_allclose(losses[1], losses[0], rtol=1e-3)
     return
-  # One shared program (k = 1), compiled in the background while the cost
-  # model calibrated.
-  assert summary["shared_program_runs"] == 2 and shared_compiles == [(1, True)]
+  # One shared program (k = 1, its edges scanned), compiled in the
+  # background while the cost model calibrated.
+  assert summary["shared_program_runs"] == 2 and shared_compiles == [(1, True, True)]
   assert [c["ahead"] for c in summary["compiles"] if c["what"].startswith("shared")] == [True]
   # The second sample finds every program of the first (train step, its
   # initial state, evaluator, fine-tune): the loop compiles nothing.
