@@ -76,8 +76,6 @@ def parse_args(argv=None):
                   help="comma-separated: single_level, first_order")
   ap.add_argument("--depthwise-impl", default=None,
                   help="xla | shifted | auto (default: the config default)")
-  ap.add_argument("--stack-edges", type=int, choices=(0, 1), default=None,
-                  help="compute each op once over all edges that use it (default: config)")
   ap.add_argument("--scan-edges", type=int, choices=(0, 1), default=None,
                   help="run each cell's edges in a lax.scan, each mixed op recomputed "
                   "in the backward pass (default: config)")
@@ -114,8 +112,6 @@ def supernet_config(args) -> ml_collections.ConfigDict:
   cfg.channels, cfg.layers = args.channels, args.layers
   if args.depthwise_impl:
     cfg.depthwise_impl = args.depthwise_impl
-  if args.stack_edges is not None:
-    cfg.stack_edges = bool(args.stack_edges)
   if args.scan_edges is not None:
     cfg.scan_edges = bool(args.scan_edges)
   return cfg
@@ -177,7 +173,6 @@ class OurStep:
             "images_per_s": self.batch_size / med,
             "weights": supernet_lib.count_params(self.weights), "loss": loss,
             "depthwise_impl": self.cfg.depthwise_impl,
-            "stack_edges": bool(self.cfg.stack_edges),
             "scan_edges": bool(self.cfg.scan_edges),
             "passes_in_loop": self.passes_in_loop, **extra}
 

@@ -185,7 +185,6 @@ FIELDS: dict[str, Rule] = {
     "supernet.stem_multiplier": _int(1),
     "supernet.cells_per_stage": _int(1),
     "supernet.depthwise_impl": _choice(*depthwise.IMPLEMENTATIONS, noun="implementation"),
-    "supernet.stack_edges": _BOOL,
     "supernet.scan_edges": _BOOL,
     "supernet.scan_switched": _BOOL,
     # dnas
@@ -337,8 +336,8 @@ def _check_search(config, mode: str) -> None:
 
 def check_performance_options(config) -> None:
   """Every combination check of the performance options (the switches that
-  change how a search computes, never what: `supernet.stack_edges`,
-  `scan_edges`, `scan_switched`, `dnas.passes_in_loop`,
+  change how a search computes, never what: `supernet.scan_edges`,
+  `scan_switched`, `dnas.passes_in_loop`,
   `radars.compile_ahead`, `radars.shared_programs`, `compilation_cache`;
   docs/performance.md, "Performance options"). `scan_switched`,
   `compile_ahead`, `shared_programs` and `compilation_cache` combine with
@@ -354,9 +353,6 @@ def check_performance_options(config) -> None:
         "supernet.scan_edges scans the cells of whole-space DNAS (method=darts or "
         f"single_darts); method={method} runs subspaces whose edges differ: leave "
         "scan_edges off (its shared programs scan with supernet.scan_switched=True)")
-  if supernet.stack_edges and supernet.scan_edges:
-    raise UserError("supernet.stack_edges and supernet.scan_edges are two ways to compute "
-                    "the same cells: set at most one")
   if supernet.scan_edges:
     space = spaces_lib.make_space(config.space.name, config.space.ops, config.space.num_ops)
     lacking = sorted(n for n in space.op_names if not ops_lib.has_functional_form(n, 1))

@@ -91,9 +91,6 @@ def supernet_config() -> ml_collections.ConfigDict:
   # xla | shifted | auto (radars_jax.nas.depthwise; auto: shifted on the CPU, xla elsewhere)
   # why: CPU conv gradient shifted 11-86x faster, but 4x darts_large's program (docs/performance.md)
   c.depthwise_impl = "xla"
-  # Each op once over all the edges that use it (same numbers)
-  # why: DARTS compile 150.8 s against 306.6 s, more bytes, slower step (docs/performance.md)
-  c.stack_edges = False
   # Each cell's edges in a lax.scan, each mixed op recomputed in the backward pass (same
   # numbers; whole-space DNAS only: a subspace whose edges differ runs per edge)
   # why: digits DARTS compile 40.8 s against 98.3 s, 19.8 MB a step (docs/performance.md)

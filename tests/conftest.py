@@ -7,15 +7,33 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 
+SESSION_CACHE = "RADARS_JAX_TEST_SESSION_CACHE"
+
+
 def pytest_configure(config):
-  """A persistent compilation cache for the session: a resumed search in a
-  test compiles the same steps as the run it resumes, and reads them back."""
+  """A persistent compilation cache for the session, one directory for all
+  of its pytest-xdist workers (made by the controller before it starts
+  them; they inherit its environment): a resumed search in a test compiles
+  the same steps as the run it resumes and reads them back, and a program
+  one worker compiled is read by the other."""
+  if hasattr(config, "workerinput") and SESSION_CACHE not in os.environ:
+    raise RuntimeError(f"a pytest-xdist worker without {SESSION_CACHE}")
   import tempfile  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
-  cache = tempfile.mkdtemp(prefix="radars_jax_test_cache_")
+  if SESSION_CACHE not in os.environ:
+    os.environ[SESSION_CACHE] = tempfile.mkdtemp(prefix="radars_jax_test_cache_")
+  cache = os.environ[SESSION_CACHE]
   jax.config.update("jax_compilation_cache_dir", cache)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def pytest_unconfigure(config):
+  """The session's cache is deleted by the process that made it (the
+  controller, after its workers have ended)."""
+  import shutil  # pylint: disable=import-outside-toplevel
+  if not hasattr(config, "workerinput") and os.environ.get(SESSION_CACHE):
+    shutil.rmtree(os.environ.pop(SESSION_CACHE), ignore_errors=True)
 
 
 # The files that take minutes go first: pytest-xdist (`--dist loadfile`)

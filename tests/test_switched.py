@@ -22,7 +22,7 @@ ORDER = (3, 2, 4, 1, 0)   # NB-201 ops costliest first: conv 3x3, conv 1x1, pool
 
 def _cfg(**kw):
   return ml_collections.ConfigDict({**dict(channels=4, cells_per_stage=1, layers=3, steps=4,
-                                           depthwise_impl="xla", stack_edges=False), **kw})
+                                           depthwise_impl="xla"), **kw})
 
 
 def test_subspace_slots_follow_the_cost_order_and_round_trip():

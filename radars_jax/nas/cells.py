@@ -1,11 +1,9 @@
 """The search cells of the supernets, and how a cell computes its edges.
 
 A cell's DAG: node t = the sum over edges (s, t) of the mixed op of edge
-(s, t) on state s. A cell computes its edges in one of four ways, all with
+(s, t) on state s. A cell computes its edges in one of two ways, with
 the same numbers (`_cell_states`):
 - per edge: one `MixedOp` (static) or `SwitchedMixedOp` (switched) each;
-- stacked (`supernet.stack_edges`, static): `mixed_dag`, in waves, each op
-  once on the stacked inputs of all the edges where it is active;
 - scanned (`supernet.scan_edges` static, `supernet.scan_switched`
   switched): `edge_scan.scanned_dag`, the edges in one `lax.scan`.
 
@@ -24,10 +22,8 @@ from __future__ import annotations
 import dataclasses
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
-from radars_jax.nas import ops as ops_lib
 from radars_jax.nas import spaces as spaces_lib
 from radars_jax.nas.edge_scan import scannable, scanned_dag
 from radars_jax.nas.mixed_ops import MixedOp, SwitchedMixedOp, accumulate
@@ -47,98 +43,11 @@ class EdgeModes(nn.Module):
   networks, which pass these fields on to their cells (`_cell_states`
   reads them). Keyword-only, so each module's own fields keep their
   positions."""
-  stack_edges: bool = _keyword(False)   # compute via `mixed_dag`
   switched: bool = _keyword(False)   # every op of the space; slots pick the active ones
   # per choice point (a cell's: per edge), `SwitchedMixedOp.order`
   slot_orders: tuple | None = _keyword(None)
   scan_edges: bool = _keyword(False)   # static: via `scanned_dag` where `scannable`
   scan_switched: bool = _keyword(False)   # switched: the same, weights per edge as unscanned
-
-
-class EdgeOps(nn.Module):
-  """One choice point inside `mixed_dag`: declares the weights of its
-  stackable ops (returned, computed by the cell for all edges at once) and
-  runs the others itself. Weightless shared ops are left to the cell."""
-  op_names: tuple[str, ...]
-  channels: int
-  stride: int
-  settings: OpSettings
-
-  @nn.compact
-  def __call__(self, x, train: bool = True):
-    params, outputs = {}, {}
-    for name in self.op_names:
-      if name == "none" or ops_lib.is_shared(name, self.stride):
-        continue
-      schema = ops_lib.param_schema(name, self.channels, self.stride)
-      if schema is not None:
-        params[name] = ops_lib.Params(schema, name=name)()
-      else:
-        outputs[name] = ops_lib.make_op(name, self.channels, self.stride, self.settings)(
-            x, train)
-    return params, outputs
-
-
-def mixed_dag(states: list, edges, edge_ops, edge_weights, channels: int, strides,
-              settings: OpSettings, train: bool = True) -> list:
-  """The nodes of a search cell: node t = sum over edges (s, t) of the
-  mixed op of edge (s, t) on state s; `states` are the cell inputs, the
-  nodes are appended in order (edges must go from lower to higher states).
-
-  The same numbers as one `MixedOp` per edge, computed in waves: the
-  edges leaving the inputs, then those leaving each node as soon as it is
-  complete. Within a wave each op runs once on the stacked inputs of all
-  the edges where it is active (`ops_lib.stacked_op`), and a weightless op
-  (pooling, identity) once per state, whichever edges use it. So the
-  program has several times fewer ops than per-edge mixed ops (XLA
-  compiles it faster) and the kernels are larger.
-  """
-  n_in = len(states)
-  targets = sorted({dst for _, dst in edges})
-  states = list(states) + [None] * len(targets)
-  pending = {t: None for t in targets}
-  zeros_like = {}
-
-  def add(e, name, y):
-    """Adds op `name`'s output on edge `e`, weighted, to the edge's target."""
-    if edge_weights is not None:
-      y = edge_weights[e][edge_ops[e].index(name)].astype(y.dtype) * y
-    t = edges[e][1]
-    pending[t] = y if pending[t] is None else pending[t] + y
-
-  waves = [tuple(range(n_in))] + [(t,) for t in targets]
-  for wave in waves:
-    for t in wave:
-      if t >= n_in:
-        states[t] = pending[t] if pending[t] is not None else zeros_like[t]
-    wave_edges = [e for e, (src, _) in enumerate(edges) if src in wave]
-    stacked = {}   # (op, stride) -> [(edge, params)]
-    shared = {}    # (op, src, stride) -> [edge]
-    for e in wave_edges:
-      src, dst = edges[e]
-      x = states[src]
-      stride = strides[e]
-      zeros_like.setdefault(dst, jnp.zeros_like(x[:, ::stride, ::stride, :]))
-      params, outputs = EdgeOps(edge_ops[e], channels, stride, settings,
-                                name=f"edge_{src}_{dst}")(x, train)
-      for name, y in outputs.items():
-        add(e, name, y)
-      for name, p in params.items():
-        stacked.setdefault((name, stride), []).append((e, p))
-      for name in edge_ops[e]:
-        if name != "none" and ops_lib.is_shared(name, stride):
-          shared.setdefault((name, src, stride), []).append(e)
-    for (name, src, stride), es in shared.items():
-      y = ops_lib.shared_op(name, states[src], stride, settings)
-      for e in es:
-        add(e, name, y)
-    for (name, stride), members in stacked.items():
-      xs = jnp.stack([states[edges[e][0]] for e, _ in members])
-      ps = jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *[p for _, p in members])
-      ys = ops_lib.stacked_op(name, ps, xs, stride, settings)
-      for i, (e, _) in enumerate(members):
-        add(e, name, ys[i])
-  return states
 
 
 def _edge(switched: bool, op_names, channels, stride, settings, name, x, edge_weights,
@@ -155,7 +64,7 @@ def _edge(switched: bool, op_names, channels, stride, settings, name, x, edge_we
 def _cell_states(cell, inputs, edges, strides, edge_weights, train: bool, edge_slots):
   """The states of a search cell's DAG (its inputs, then its nodes), by the
   cell's way of computing its edges: scanned (switched, or static with
-  `scan_edges`) where `scannable`, stacked (`stack_edges`), else per edge.
+  `scan_edges`) where `scannable`, else per edge.
   `cell`: a `DartsSearchCell` or `NB201SearchCell` (`EdgeModes`; called in
   its compact method, so the submodules are its own)."""
   ops, c, st = cell.edge_ops, cell.channels, cell.settings
@@ -166,8 +75,6 @@ def _cell_states(cell, inputs, edges, strides, edge_weights, train: bool, edge_s
                          orders)
   if cell.scan_edges and not cell.switched and scannable(edges, ops, strides, st):
     return scanned_dag(inputs, edges, ops, edge_weights, c, strides, st, train)
-  if cell.stack_edges and ops_lib.stackable(st) and not cell.switched:
-    return mixed_dag(inputs, edges, ops, edge_weights, c, strides, st, train)
   states = list(inputs)
   for e, (src, dst) in enumerate(edges):
     if src == 0:

@@ -252,8 +252,9 @@ def _switched_scan(op_names, channels: int, stride: int, settings: OpSettings, o
 def scanned_dag(states: list, edges, edge_ops, edge_weights, channels: int, strides,
                 settings: OpSettings, train: bool = True, edge_slots=None,
                 slot_orders=None) -> list:
-  """The nodes of a search cell (as `cells.mixed_dag`), the edges run by
-  `lax.scan`: one compiled mixed op per scan instead of one per edge.
+  """The nodes of a search cell (node t = the sum over edges (s, t) of the
+  mixed op of edge (s, t) on state s), the edges run by `lax.scan`: one
+  compiled mixed op per scan instead of one per edge.
 
   Needs `scannable` edges (the full space; a subspace whose edges differ
   runs per edge). With stride 1 everywhere (normal cells) one scan runs

@@ -339,8 +339,8 @@ def make_op(name: str, channels: int, stride: int, settings: OpSettings,
 # ---------------------------------------------------------------------------
 # Stacked ops: one op on several edges at once.
 #
-# The search supernet computes each op once for all the edges of a cell that
-# read states of the same shape (`radars_jax.nas.cells.mixed_dag`): inputs
+# The scanned search cells compute each op once for all the edges of a cell
+# that read states of the same shape (`radars_jax.nas.edge_scan`): inputs
 # [E, B, H, W, C], weights stacked along a leading E axis. There the weights
 # are declared per edge under the same paths the op's module uses
 # (`param_schema` mirrors the modules above), so weight pools and
@@ -540,15 +540,11 @@ def _dil_stacked(p, rx, k, stride, dilation, impl):
   return _bn_e(_pointwise(x, p["Conv_0"]["kernel"]))
 
 
-def stacked_op(name: str, params, x, stride: int, settings: OpSettings):
-  """Op `name` (with a `param_schema`) on stacked inputs x [E, B, H, W, C]
-  with stacked weights: the same numbers as its module on each edge."""
-  return stacked_op_of_relu(name, params, relu(x), stride, settings)
-
-
 def stacked_op_of_relu(name: str, params, rx, stride: int, settings: OpSettings):
-  """`stacked_op` given relu(x) (every op with weights starts with a ReLU of
-  its input, so the ops of one edge can share it)."""
+  """Op `name` (with a `param_schema`) with stacked weights on the ReLU `rx`
+  of stacked inputs x [E, B, H, W, C]: the same numbers as its module on
+  each edge. Every op with weights starts with a ReLU of its input, so the
+  ops of one edge share it (`radars_jax.nas.edge_scan`)."""
   impl = settings.depthwise_impl
   if name.startswith("sep_conv_"):
     k = kernel_size(name)

@@ -10,7 +10,7 @@ ops per choice point, with the numbers of that subspace's static supernet.
 Against the costliest static subspace of k ops it needs fewer bytes
 (experiments/shared_programs.py, docs/performance.md); the loop still checks
 its compiled bytes against the budget like any step's. How the cells compute
-their edges (per edge, stacked, scanned; the same numbers) is in
+their edges (per edge or scanned; the same numbers) is in
 `radars_jax.nas.cells`.
 
 Networks:
@@ -66,7 +66,7 @@ def _check_slots(module, slots) -> None:
 def _cell_modes(net: EdgeModes, slot_orders) -> dict:
   """A network's `EdgeModes` as keywords for one of its cells, whose edges'
   slot orders are `slot_orders`."""
-  return dict(stack_edges=net.stack_edges, switched=net.switched, slot_orders=slot_orders,
+  return dict(switched=net.switched, slot_orders=slot_orders,
               scan_edges=net.scan_edges, scan_switched=net.scan_switched)
 
 
@@ -160,12 +160,8 @@ def build_supernet(space: spaces_lib.SearchSpace, subspace: spaces_lib.Subspace 
   subspace = space.check_subspace(subspace, allow_empty=True)
   names = space.op_names_of(subspace)
   impl = supernet_config.depthwise_impl
-  stack = bool(supernet_config.stack_edges)
   scan = bool(supernet_config.scan_edges)
   scan_switched = bool(supernet_config.scan_switched)
-  if stack and scan:
-    raise UserError("supernet.stack_edges and supernet.scan_edges are two ways to compute "
-                    "the same cells: set at most one")
   if scan:
     used = {n for ops in names for n in ops}
     lacking = sorted(n for n in used if not ops_lib.has_functional_form(n, 1))
@@ -185,7 +181,7 @@ def build_supernet(space: spaces_lib.SearchSpace, subspace: spaces_lib.Subspace 
         normal_ops=names[:n], reduce_ops=names[n:], num_classes=num_classes,
         channels=supernet_config.channels, layers=supernet_config.layers,
         steps=steps, stem_multiplier=supernet_config.stem_multiplier,
-        settings=OpSettings(pool_bn=True, depthwise_impl=impl), stack_edges=stack,
+        settings=OpSettings(pool_bn=True, depthwise_impl=impl),
         switched=switched, slot_orders=slot_orders, scan_edges=scan,
         scan_switched=scan_switched)
   if space.kind == "nb201_cell":
@@ -193,7 +189,6 @@ def build_supernet(space: spaces_lib.SearchSpace, subspace: spaces_lib.Subspace 
         edge_ops=names, num_classes=num_classes, channels=supernet_config.channels,
         cells_per_stage=supernet_config.cells_per_stage,
         settings=OpSettings(pool_bn=False, depthwise_impl=impl),
-        stack_edges=stack,
         switched=switched, slot_orders=slot_orders, scan_edges=scan,
         scan_switched=scan_switched)
   raise ValueError(f"unknown space kind {space.kind!r}")

@@ -242,14 +242,13 @@ class CostModel:
 def trace_cost_model(space, supernet_config, num_classes: int, image_shape,
                      batch_size: int, progress: Any = None) -> CostModel:
   """Per-op traced costs: one trace of the empty network (per edge, as
-  `mixed_ops.MixedOp`s, whatever `supernet.stack_edges`/`scan_edges` say,
+  `mixed_ops.MixedOp`s, whatever `supernet.scan_edges` says,
   so that every mixed op's input is seen), then one trace of each op alone
   per distinct mixed-op input. `progress`: optional callable(done, total)."""
   per_edge = supernet_config.copy_and_resolve_references() if hasattr(
       supernet_config, "copy_and_resolve_references") else dict(supernet_config)
-  for field in ("stack_edges", "scan_edges"):
-    if field in per_edge:
-      per_edge[field] = False
+  if "scan_edges" in per_edge:
+    per_edge["scan_edges"] = False
   empty_subspace = tuple(() for _ in space.choice_points)
   probe = supernet_lib.build_supernet(space, empty_subspace, per_edge, num_classes)
   inputs: list[list] = [[] for _ in space.choice_points]   # per choice point: (op, shape)
