@@ -7,9 +7,10 @@
 Space `darts_large`: the DARTS cell with all 23 registry ops on each of its
 28 edges (`radars_jax/nas/ops.py`). Whole-space DARTS does not fit 12 GB per
 step at these settings, and its program is far over `dnas.max_program_ops`
-(`--config.method=darts` is refused with its size; with
-`--config.supernet.scan_edges=True`, whose scanned edges are recomputed in
-the backward pass, it fits, docs/performance.md), so RADARS searches subspaces of k ops per edge, k
+(`--config.method=darts --config.supernet.scan_edges=False` is refused
+with its size; with `--config.method=darts` alone each cell's edges are
+scanned and recomputed in the backward pass, and it fits;
+docs/performance.md), so RADARS searches subspaces of k ops per edge, k
 sized to the budget, and prunes until the alive space fits. Here the
 shared program (every op on every edge) is over `dnas.max_program_ops`
 too, so each sample compiles its own program (docs/performance.md: the
@@ -34,9 +35,6 @@ def get_config():
   config.data.batch_size = 64
   config.data.holdout_size = 5000
   config.space.name = "darts_large"
-  # shared programs: each cell's switched edges in one scan (compiles much
-  # faster on DARTS; docs/performance.md)
-  config.supernet.scan_switched = True
   config.supernet.channels = 16
   config.supernet.layers = 8
   # xla: one grouped convolution per depthwise op (`shifted` would unroll the

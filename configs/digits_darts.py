@@ -21,11 +21,9 @@ def get_config():
   config.space.name = "darts"
   config.supernet.channels = 8
   config.supernet.layers = 3
-  config.supernet.depthwise_impl = "shifted"  # XLA's CPU grouped convs are much slower
-  # each cell's 14 edges in one lax.scan, each mixed op recomputed in the
-  # backward pass: same numbers, a much shorter compile and a fraction of
-  # the bytes per step (docs/performance.md)
-  config.supernet.scan_edges = True
+  # (the performance options are auto: on the CPU `shifted` depthwise
+  # kernels, and each cell's 14 edges in one lax.scan, each mixed op
+  # recomputed in the backward pass; radars_jax.performance)
   config.dnas.epochs = 20
   config.dnas.derived_finetune_steps = 200
   config.log_every = 5

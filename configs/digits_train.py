@@ -34,7 +34,6 @@ def get_config():
   t.drop_path = 0.0
   t.auxiliary_weight = 0.0
   t.log_every = 11
-  t.depthwise_impl = "shifted"  # faster than XLA's grouped conv on CPU
   t.eval_every = 5
   t.checkpoint_every_steps = 100
   return config

@@ -3,7 +3,7 @@
     python experiments/throughput.py                        # batch 32, 16 ch, 8 cells, 32x32
     python experiments/throughput.py --batch 64 --json experiments/results/throughput.json
     python experiments/throughput.py --small                # a quick run (8 ch, 3 cells, 16x16)
-    python experiments/throughput.py --scan-edges 1         # each cell's edges in a lax.scan
+    python experiments/throughput.py --scan-edges 0         # one mixed op per edge, not auto's scan
 
 Ours: the full `darts` space (8 ops on each of the 28 choice points), the
 library's own train step (`radars_jax.dnas.steps.DnasProgram`), compiled ahead of
@@ -52,6 +52,7 @@ import numpy as np
 from radars_jax import config_defaults
 from radars_jax.dnas import steps as dnas_lib
 from radars_jax import parallel
+from radars_jax import performance
 from radars_jax.dnas import search as search_lib
 from radars_jax.nas import spaces as spaces_lib
 from radars_jax.nas import supernet as supernet_lib
@@ -75,10 +76,10 @@ def parse_args(argv=None):
   ap.add_argument("--modes", default="single_level,first_order",
                   help="comma-separated: single_level, first_order")
   ap.add_argument("--depthwise-impl", default=None,
-                  help="xla | shifted | auto (default: the config default)")
+                  help="xla | shifted | auto (default: auto, radars_jax.performance)")
   ap.add_argument("--scan-edges", type=int, choices=(0, 1), default=None,
                   help="run each cell's edges in a lax.scan, each mixed op recomputed "
-                  "in the backward pass (default: config)")
+                  "in the backward pass (default: auto, on)")
   ap.add_argument("--passes-in-loop", type=int, choices=(0, 1), default=0,
                   help="first order: both passes as one lax.scan (dnas.passes_in_loop)")
   ap.add_argument("--space", default="darts")
@@ -107,14 +108,20 @@ def parse_args(argv=None):
   return args
 
 
-def supernet_config(args) -> ml_collections.ConfigDict:
-  cfg = config_defaults.base_config().supernet
+def supernet_config(args, mode: str) -> ml_collections.ConfigDict:
+  """The supernet block a search of `mode` runs with: the flags given,
+  the others as `auto` picks them for this platform
+  (`radars_jax.performance`)."""
+  config = config_defaults.base_config()
+  config.method = "single_darts" if mode == "single_level" else "darts"
+  config.space.name, config.space.num_ops = args.space, args.num_ops
+  cfg = config.supernet
   cfg.channels, cfg.layers = args.channels, args.layers
   if args.depthwise_impl:
     cfg.depthwise_impl = args.depthwise_impl
   if args.scan_edges is not None:
     cfg.scan_edges = bool(args.scan_edges)
-  return cfg
+  return performance.resolve(config)[0].supernet
 
 
 class OurStep:
@@ -124,7 +131,7 @@ class OurStep:
   def __init__(self, args, mode: str):
     space = spaces_lib.make_space(args.space, num_ops=args.num_ops)
     subspace = space.full_subspace()
-    cfg = supernet_config(args)
+    cfg = supernet_config(args, mode)
     model = supernet_lib.build_supernet(space, subspace, cfg, args.classes)
     image_shape = (args.image, args.image, 3)
     mesh = parallel.make_mesh()

@@ -185,8 +185,8 @@ FIELDS: dict[str, Rule] = {
     "supernet.stem_multiplier": _int(1),
     "supernet.cells_per_stage": _int(1),
     "supernet.depthwise_impl": _choice(*depthwise.IMPLEMENTATIONS, noun="implementation"),
-    "supernet.scan_edges": _BOOL,
-    "supernet.scan_switched": _BOOL,
+    "supernet.scan_edges": Rule("bool", optional=True),      # None: auto
+    "supernet.scan_switched": Rule("bool", optional=True),
     # dnas
     "dnas.epochs": _int(1),
     "dnas.order": _choice(1, 2, noun="order"),

@@ -8,6 +8,7 @@ A config file (`configs/*.py`) defines `get_config()`, starting from
 not restate its default.
 """
 import ml_collections
+from ml_collections import config_dict
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -88,17 +89,16 @@ def supernet_config() -> ml_collections.ConfigDict:
   c.steps = 4        # nodes per DARTS cell (the darts spaces are built for 4)
   c.stem_multiplier = 3
   c.cells_per_stage = 5  # NAS-Bench-201 skeleton
-  # xla | shifted | auto (radars_jax.nas.depthwise; auto: shifted on the CPU, xla elsewhere)
-  # why: CPU conv gradient shifted 11-86x faster, but 4x darts_large's program (docs/performance.md)
-  c.depthwise_impl = "xla"
+  # The performance options: `auto` (a string, or None for the switches) is
+  # picked by platform and method (radars_jax.performance, which says why).
+  # Depthwise convs and pooling: xla | shifted | auto (radars_jax.nas.depthwise)
+  c.depthwise_impl = "auto"
   # Each cell's edges in a lax.scan, each mixed op recomputed in the backward pass (same
   # numbers; whole-space DNAS only: a subspace whose edges differ runs per edge)
-  # why: digits DARTS compile 40.8 s against 98.3 s, 19.8 MB a step (docs/performance.md)
-  c.scan_edges = False
+  c.scan_edges = config_dict.placeholder(bool)
   # RADARS's shared programs: each switched cell's edges in a lax.scan (same numbers to float
   # rounding, same weight paths)
-  # why: DARTS k=2 compile 33.7 s against 171.8 s, 17.85 against 23.34 MB (docs/performance.md)
-  c.scan_switched = False
+  c.scan_switched = config_dict.placeholder(bool)
   return c
 
 
@@ -210,7 +210,7 @@ def train_config() -> ml_collections.ConfigDict:
   t.auxiliary_weight = 0.4      # auxiliary head at 2/3 depth (0: no head)
   t.nb201_channels = 16         # NAS-Bench-201 genotypes: the NB201 skeleton
   t.nb201_cells_per_stage = 5
-  t.depthwise_impl = "xla"      # see radars_jax.nas.depthwise
+  t.depthwise_impl = "auto"     # radars_jax.nas.depthwise, radars_jax.performance
   t.log_every = 50              # steps between host syncs (metrics, progress)
   t.eval_every = 0              # epochs between test evaluations (0: at the end only)
   t.checkpoint_every_steps = 1000

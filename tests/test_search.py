@@ -115,6 +115,11 @@ def test_run_search_writes_outputs(tmp_path):
     assert key in saved, key
   assert saved["genotype"] == workdir_lib.read_json(tmp_path / "genotype.json")
   assert 0.0 <= summary["val_accuracy"] <= 1.0 and summary["step_bytes"] > 0
+  # the defaults' picks on this CPU, as run (the workdir's config.json keeps auto)
+  assert saved["performance_options"] == {
+      "supernet.depthwise_impl": {"value": "shifted", "picked": True},
+      "supernet.scan_edges": {"value": True, "picked": True}}
+  assert workdir_lib.read_json(tmp_path / "config.json")["supernet"]["scan_edges"] is None
   # What the numbers must be, worked out here: an NB-201 genotype keeps the
   # strongest op of each edge's alphas; the accuracy counts holdout examples;
   # one epoch of the weight half (of the examples outside the holdout) in

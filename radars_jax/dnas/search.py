@@ -26,6 +26,7 @@ from radars_jax.dnas import steps as dnas_lib
 from radars_jax import memory as memory_lib
 from radars_jax import metrics as metrics_lib
 from radars_jax import parallel
+from radars_jax import performance
 from radars_jax.nas import spaces as spaces_lib
 from radars_jax.nas import supernet as supernet_lib
 from radars_jax.nas import weight_pool as pool_lib
@@ -445,6 +446,7 @@ def run_dnas_search(config, path: Path, space: spaces_lib.SearchSpace) -> dict:
 def _run_dnas_search(config, path: Path, space: spaces_lib.SearchSpace,
                      clock: compile_clock.CompileClock) -> dict:
   start = time.perf_counter()
+  config, options = performance.start_run(config)
   mesh = parallel.make_mesh()
   data = load_search_data(config.data, mesh)
   writer = metrics_lib.MetricWriter(path / "tensorboard", path / "metrics.jsonl")
@@ -481,6 +483,7 @@ def _run_dnas_search(config, path: Path, space: spaces_lib.SearchSpace,
       "space_ops": list(space.op_names),
       "subspace": [list(a) for a in subspace],
       "alphas": [a.tolist() for a in result.alphas],
+      "performance_options": options,
   }
   workdir_lib.write_json(path / "genotype.json", result.genotype)
   workdir_lib.write_json(path / "summary.json", summary)
@@ -505,6 +508,7 @@ def describe(config) -> dict:
   """`mode=describe`: the space, the supernet and the bytes of one
   full-space train step, read from XLA on abstract inputs (nothing runs)."""
   config_check.check_config(config)
+  config, options = performance.resolve(config)
   space = spaces_lib.space_from_config(config.space)
   image_shape, num_classes = data_lib.dataset_spec(config.data)
   mesh = parallel.make_mesh()
@@ -540,6 +544,7 @@ def describe(config) -> dict:
       "memory_budget_bytes": budget,
       "fits_budget": (None if budget is None or compiled.bytes is None
                       else compiled.bytes <= budget),
+      "performance_options": options,
   }
   # (`genotype` is a field of training configs only: absent from a search's)
   if config.get("genotype"):

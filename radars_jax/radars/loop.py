@@ -69,6 +69,7 @@ from radars_jax.radars import summary as loop_summary
 from radars_jax import memory as memory_lib
 from radars_jax import metrics as metrics_lib
 from radars_jax import parallel
+from radars_jax import performance
 from radars_jax.dnas import search as search_lib
 from radars_jax.nas import spaces as spaces_lib
 from radars_jax.nas import supernet as supernet_lib
@@ -106,6 +107,7 @@ class RadarsSearch:
 
   def __init__(self, config, path: Path, space: spaces_lib.SearchSpace):
     config_check.check_config(config)
+    config, self.performance_options = performance.start_run(config)
     self.config, self.path, self.space = config, path, space
     self.method = config.method
     self.time = SearchTime(compile_clock.CompileClock(), time.perf_counter())

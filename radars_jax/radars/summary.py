@@ -31,6 +31,7 @@ def summary(search, state, record, model) -> dict:
       "method": search.method, "mode": search.searcher.mode, "space": space.name,
       "dataset": search.data.name, "seed": int(search.config.seed), "genotype": genotype,
       "val_accuracy": val_accuracy,
+      "performance_options": search.performance_options,
       "search_seconds": search.time.elapsed(),
       # from the start of the search to its first train step (None: the
       # whole space fit the budget, nothing was sampled)

@@ -44,6 +44,7 @@ from radars_jax import metrics as metrics_lib
 from radars_jax.retrain import networks
 from radars_jax.retrain import steps as steps_lib
 from radars_jax import parallel
+from radars_jax import performance
 from radars_jax import report
 from radars_jax.tabular import table as table_lib
 from radars_jax import workdir as workdir_lib
@@ -244,6 +245,7 @@ def run_training(config, workdir) -> dict:
   config_check.check_config(config, mode="train")
   genotype = genotypes_lib.load_genotype(config.genotype)
   path, table_entry = _prepare_workdir(config, genotype, workdir)
+  config, options = performance.start_run(config, "train")
   run = _build_run(config, genotype)
   state = run.prog.init(jax.random.key(int(config.seed)))
   # (always resume from the latest checkpoint)
@@ -256,6 +258,7 @@ def run_training(config, workdir) -> dict:
     writer.close()
     ckpt.close()
   summary = _summary(config, genotype, run, state, result, progress)
+  summary["performance_options"] = options
   if table_entry is not None:
     summary["table"] = {"path": str(config.table), **table_entry}
   workdir_lib.write_json(path / "eval.json", summary)

@@ -1,0 +1,106 @@
+"""The performance options a search leaves to the library: what `auto`
+picks for the platform and the method.
+
+A performance option changes how a step computes, never what (the same
+numbers to float rounding; docs/performance.md, "Performance options").
+Three are `auto` by default and picked here from measurements:
+- `supernet.depthwise_impl` (and `train.depthwise_impl`): `shifted` on the
+  CPU, whose grouped convolutions XLA runs 11-86x slower forward and
+  backward; `xla` on GPU and TPU (`radars_jax.nas.depthwise`).
+- `supernet.scan_edges`: on for whole-space DNAS (`darts`,
+  `single_darts`) where every op of the space has a stacked form: the
+  digits DARTS step compiles in 40.8 s against 98.3 s; off for the
+  subspace searches, whose sampled edges differ (they could not scan).
+- `supernet.scan_switched`: on: the shared programs of `radars`, `rl`
+  and `random` compile 5x faster in fewer bytes (DARTS, k = 2: 33.7 s
+  against 171.8 s, 17.85 against 23.34 MB).
+A value set in the config (or on the command line) is kept as it is. The
+picks are printed once when a run starts and recorded in its summary.json
+(`performance_options`).
+"""
+from __future__ import annotations
+
+import jax
+import ml_collections
+
+from radars_jax.dnas.steps import DNAS_METHODS
+from radars_jax.nas import ops as ops_lib
+from radars_jax.nas import spaces as spaces_lib
+
+AUTO = "auto"
+# the options `auto` may pick, as config paths
+AUTO_OPTIONS = ("supernet.depthwise_impl", "supernet.scan_edges", "supernet.scan_switched",
+                "train.depthwise_impl")
+
+
+def is_auto(value) -> bool:
+  """`auto`: the string for the implementations, None for the switches."""
+  return value is None or value == AUTO
+
+
+def pick(name: str, config, backend: str) -> object:
+  """What `auto` means for option `name` of `config` on `backend`."""
+  if name.endswith("depthwise_impl"):
+    return "shifted" if backend == "cpu" else "xla"
+  if name == "supernet.scan_edges":
+    if config.method not in DNAS_METHODS:
+      return False
+    space = spaces_lib.space_from_config(config.space)
+    return all(ops_lib.has_functional_form(n, 1) for n in space.op_names)
+  if name == "supernet.scan_switched":
+    return True
+  raise KeyError(f"{name} is not an auto performance option")
+
+
+def resolve(config, block: str = "supernet",
+            backend: str | None = None) -> tuple[ml_collections.ConfigDict, dict]:
+  """A copy of `config` with each `auto` option of `block` (`supernet` for
+  searches, `train` for retraining) set to its pick on `backend` (default:
+  JAX's), and those options' values with whether the library picked
+  them: {name: {"value": v, "picked": bool}}."""
+  backend = backend or jax.default_backend()
+  resolved = config.copy_and_resolve_references()
+  options = {}
+  for name in AUTO_OPTIONS:
+    if not name.startswith(block + "."):
+      continue
+    field = name.split(".")[1]
+    if block not in resolved or field not in resolved[block]:
+      continue
+    value = resolved[block][field]
+    picked = is_auto(value)
+    if picked:
+      value = pick(name, resolved, backend)
+      resolved[block][field] = value
+    if _applies(name, resolved):
+      options[name] = {"value": value, "picked": picked}
+  return resolved, options
+
+
+def _applies(name: str, config) -> bool:
+  """Whether option `name` changes anything in `config`'s run: scanned
+  edges are for whole-space DNAS, switched ones for subspace searches."""
+  if name == "supernet.scan_edges":
+    return config.method in DNAS_METHODS
+  if name == "supernet.scan_switched":
+    return config.method not in DNAS_METHODS
+  return True
+
+
+def describe(options: dict, run: str, backend: str | None = None) -> str | None:
+  """One line naming what `auto` picked for `run` (as "method=radars"),
+  None where nothing was left to it."""
+  picked = [f"{name}={entry['value']}" for name, entry in options.items() if entry["picked"]]
+  if not picked:
+    return None
+  return (f"radars_jax: on {backend or jax.default_backend()}, {run}: "
+          f"{', '.join(picked)} (auto; docs/performance.md)")
+
+
+def start_run(config, block: str = "supernet") -> tuple[ml_collections.ConfigDict, dict]:
+  """`resolve`, with `describe`'s line printed: what a run does first."""
+  resolved, options = resolve(config, block)
+  line = describe(options, f"method={config.method}" if block == "supernet" else "mode=train")
+  if line:
+    print(line, flush=True)
+  return resolved, options
