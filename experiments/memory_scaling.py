@@ -35,6 +35,7 @@ import time
 import jax
 import numpy as np
 
+from radars_jax import performance
 from radars_jax import config_defaults
 from radars_jax.radars import cost_model as cost_lib
 from radars_jax.dnas import steps as dnas_steps
@@ -56,7 +57,10 @@ def settings(small: bool, layers: int | None = None):
     image_shape, batch = (32, 32, 3), 64
   if layers is not None:
     config.supernet.layers = layers
-  return config, image_shape, batch
+  # the performance options RADARS picks (its cost model's kernels; every
+  # edge its own mixed op), for both columns
+  config.method = "radars"
+  return performance.resolve(config)[0], image_shape, batch
 
 
 def compile_bytes(space, subspace, config, image_shape, batch, mesh,

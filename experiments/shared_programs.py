@@ -27,6 +27,7 @@ import jax
 import numpy as np
 
 from radars_jax.radars import cost_model as cost_lib
+from radars_jax import performance
 from radars_jax import parallel
 from radars_jax.dnas import steps as dnas_steps
 from radars_jax.dnas import search
@@ -80,6 +81,7 @@ def run(config, ks, steps: int) -> dict:
   space = spaces.space_from_config(config.space)
   config.method = "radars"
   config.radars.shared_programs = True
+  config = performance.resolve(config)[0]   # the performance options a search picks
   per_device = int(config.data.batch_size) // int(mesh.devices.size)
   model = cost_lib.trace_cost_model(space, config.supernet, data.num_classes, data.image_shape,
                                     per_device)

@@ -156,6 +156,7 @@ FIELDS: dict[str, Rule] = {
     "log_every": _int(1),
     "progress_bar": _BOOL,
     "compilation_cache": _BOOL,
+    "compilation_cache_dir": _OPTIONAL_STR,
     "genotype": _OPTIONAL_STR,      # checked further by `_check_files`
     "table": _OPTIONAL_STR,         # training: a NAS-Bench-201 CSV (tabular: the block below)
     # data

@@ -21,9 +21,13 @@ def base_config() -> ml_collections.ConfigDict:
   config.memory_budget_gb = ml_collections.FieldReference(None, field_type=float)
   config.log_every = 10           # steps between host syncs (metrics, progress)
   config.progress_bar = True
-  # persistent XLA cache in WORKDIR/jax_cache
-  # why: a re-run skips its compiles (no figure recorded yet; docs/performance.md)
+  # JAX's persistent compilation cache, shared by every run of the command
+  # line: a repeated or similar run loads its programs instead of compiling
+  # them (docs/performance.md). Its directory: compilation_cache_dir, else
+  # $RADARS_JAX_CACHE_DIR, else $XDG_CACHE_HOME/radars_jax/xla (default
+  # ~/.cache/radars_jax/xla); delete it to free the space.
   config.compilation_cache = True
+  config.compilation_cache_dir = ml_collections.FieldReference(None, field_type=str)
 
   config.data = data_config()
   config.space = space_config()
@@ -39,6 +43,8 @@ def complete(block: ml_collections.ConfigDict, name: str) -> ml_collections.Conf
   tests and scripts build it) with every field it lacks taken from
   `base_config()`: the defaults stay here, not in the code that reads them."""
   full = base_config()[name]
+  if isinstance(block, ml_collections.ConfigDict):
+    block = block.copy_and_resolve_references()   # (a placeholder's reference: its value)
   with full.unlocked():
     full.update(block)
   return full

@@ -121,15 +121,30 @@ def console_summary(mode: str, result: dict, workdir) -> str:
   return "\n".join(lines)
 
 
-def enable_compilation_cache(workdir) -> None:
-  """JAX's persistent compilation cache in WORKDIR/jax_cache: a resumed or
-  repeated run loads its compiled steps instead of compiling again."""
-  import os  # pylint: disable=import-outside-toplevel
+CACHE_DIR_ENV = "RADARS_JAX_CACHE_DIR"
+
+
+def compilation_cache_dir(config) -> str:
+  """Where the command line keeps JAX's persistent compilation cache:
+  `config.compilation_cache_dir`, else $RADARS_JAX_CACHE_DIR, else the
+  user's cache directory ($XDG_CACHE_HOME, default ~/.cache) /radars_jax/xla.
+  One cache for every run (the workdir keeps only what a resume needs)."""
+  if config.get("compilation_cache_dir"):
+    return os.path.expanduser(config.compilation_cache_dir)
+  if os.environ.get(CACHE_DIR_ENV):
+    return os.path.expanduser(os.environ[CACHE_DIR_ENV])
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  return os.path.join(base, "radars_jax", "xla")
+
+
+def enable_compilation_cache(path: str) -> None:
+  """JAX's persistent compilation cache in `path`: a repeated or resumed
+  run loads its compiled programs instead of compiling them again. Every
+  program that took a tenth of a second or more to compile is kept (the
+  searches compile dozens of small ones besides their train steps)."""
   import jax  # pylint: disable=import-outside-toplevel
-  if not workdir or (os.path.exists(workdir) and not os.path.isdir(workdir)):
-    return
-  jax.config.update("jax_compilation_cache_dir", os.path.join(workdir, "jax_cache"))
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+  jax.config.update("jax_compilation_cache_dir", path)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
@@ -233,7 +248,7 @@ def main(argv):
   guard = _WorkdirGuard(workdir)
   try:
     if config.compilation_cache and mode != "describe":
-      enable_compilation_cache(workdir)   # named here, made by JAX's first compile
+      enable_compilation_cache(compilation_cache_dir(config))   # made by JAX's first compile
     result = run(config, workdir)
   except UserError as e:
     guard.undo()

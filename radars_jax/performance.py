@@ -6,7 +6,11 @@ numbers to float rounding; docs/performance.md, "Performance options").
 Three are `auto` by default and picked here from measurements:
 - `supernet.depthwise_impl` (and `train.depthwise_impl`): `shifted` on the
   CPU, whose grouped convolutions XLA runs 11-86x slower forward and
-  backward; `xla` on GPU and TPU (`radars_jax.nas.depthwise`).
+  backward; `xla` on GPU and TPU (`radars_jax.nas.depthwise`). Except
+  the subspace searches (`radars`, `rl`, `random`): `xla` everywhere, as
+  their cost model sizes subspaces from single-op traces, which add up
+  to XLA's bytes of `xla` kernels but not of `shifted` ones (on the
+  quickstart it estimated negative bytes).
 - `supernet.scan_edges`: on for whole-space DNAS (`darts`,
   `single_darts`) where every op of the space has a stacked form: the
   digits DARTS step compiles in 40.8 s against 98.3 s; off for the
@@ -40,6 +44,8 @@ def is_auto(value) -> bool:
 
 def pick(name: str, config, backend: str) -> object:
   """What `auto` means for option `name` of `config` on `backend`."""
+  if name == "supernet.depthwise_impl" and config.method not in DNAS_METHODS:
+    return "xla"
   if name.endswith("depthwise_impl"):
     return "shifted" if backend == "cpu" else "xla"
   if name == "supernet.scan_edges":

@@ -23,6 +23,9 @@ def pytest_configure(config):
   if SESSION_CACHE not in os.environ:
     os.environ[SESSION_CACHE] = tempfile.mkdtemp(prefix="radars_jax_test_cache_")
   cache = os.environ[SESSION_CACHE]
+  # the command line's runs (in this process and in the subprocesses tests
+  # start) use it too, not the user's cache (radars_jax.main.CACHE_DIR_ENV)
+  os.environ["RADARS_JAX_CACHE_DIR"] = cache
   jax.config.update("jax_compilation_cache_dir", cache)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

@@ -5,10 +5,11 @@ checked on XLA's bytes of every program that runs.
 The budget lies between two subspaces' sizes: the static worst case of one
 op per choice point fits, two ops do not; the first iteration's k is sized
 too large (the fault), the next ones as the cost model says (k = 1).
-- The switched shared program needs about the same bytes for any k (each
-  slot runs one op; the scanned edges keep only the cells' states), fewer
-  than the static worst case of one op: every sample runs on it, compiled
-  once per k.
+- The switched shared program, per edge, needs about the same bytes for
+  any k (each slot runs one op), fewer than the static worst case of one
+  op: every sample runs on it, compiled once per k. (Scanned, the default,
+  it needs more at this tiny size: 492,156 B against the static 439,636 B
+  on four devices, so there the samples run on static programs.)
 - Where it is refused (here over `dnas.max_program_ops`, as on
   configs/cifar.py), each sample's own program is compiled, found over the
   budget by XLA and shrunk until it fits, and the controller learns from
@@ -20,6 +21,7 @@ import numpy as np
 
 from configs import digits
 from radars_jax import parallel
+from radars_jax import performance
 from radars_jax import workdir as workdir_lib
 from radars_jax.dnas import steps as dnas_steps
 from radars_jax.nas import spaces
@@ -53,12 +55,15 @@ def quickstart_at_tiny_size():
   config.radars.budget_margin = 0.0
   config.controller.samples_per_iteration = 2
   config.progress_bar = False
+  config.supernet.scan_switched = False   # per edge (the module's docstring says why)
   return config
 
 
 def static_worst_case(config, space, k):
   """XLA's bytes and operations of the static train step of the worst case
-  of `k` ops per choice point (the k costliest on every edge)."""
+  of `k` ops per choice point (the k costliest on every edge), with the
+  kernels the search picks (`radars_jax.performance`)."""
+  config = performance.resolve(config)[0]
   image = (config.data.image_size,) * 2 + (3,)
   per_device = config.data.batch_size // len(jax.devices())
   model = cost_lib.trace_cost_model(space, config.supernet, 10, image, per_device)

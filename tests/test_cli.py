@@ -156,17 +156,25 @@ def labelled(stdout: str) -> dict:
   return out
 
 
-def test_a_finished_search_prints_a_short_summary(tmp_path):
+def test_a_finished_search_prints_a_short_summary_and_a_rerun_loads_its_programs(tmp_path):
+  """The console: what `auto` picked, then a few lines for a person. The
+  compiled programs go to the cache shared by every run (not the workdir):
+  the same command in another workdir loads them instead of compiling."""
+  flags = [*TINY, "--config.method=single_darts", "--config.dnas.epochs=1",
+           "--config.dnas.derived_finetune_steps=0", "--config.memory_budget_gb=0.5",
+           "--config.progress_bar=False", "--config.data.train_size=64",
+           "--config.data.test_size=16"]
+  cache = tmp_path / "cache"
   workdir = tmp_path / "w"
-  result = run_main(f"--workdir={workdir}", *TINY, "--config.method=single_darts",
-                    "--config.dnas.epochs=1", "--config.dnas.derived_finetune_steps=0",
-                    "--config.memory_budget_gb=0.5", "--config.progress_bar=False",
-                    "--config.data.train_size=64", "--config.data.test_size=16")
+  result = run_main(f"--workdir={workdir}", *flags,
+                    env_extra={"RADARS_JAX_CACHE_DIR": str(cache)})
   assert result.returncode == 0, result.stderr[-2000:]
   summary = json.loads((workdir / "summary.json").read_text())
   lines = result.stdout.strip().splitlines()
-  assert lines[0] == "radars_jax: single_darts search on nb201 / synthetic finished (DNAS: single_level)"
-  assert len(lines) <= 8 and "{" not in result.stdout, result.stdout
+  assert lines[0] == ("radars_jax: on cpu, method=single_darts: supernet.depthwise_impl=shifted, "
+                      "supernet.scan_edges=True (auto; docs/performance.md)")
+  assert lines[1] == "radars_jax: single_darts search on nb201 / synthetic finished (DNAS: single_level)"
+  assert len(lines) <= 9 and "{" not in result.stdout, result.stdout
   fields = labelled(result.stdout)
   assert fields["genotype"] == summary["genotype"]["arch_str"]
   assert fields["accuracy"].startswith(f"{100 * summary['val_accuracy']:.2f}% ")
@@ -175,6 +183,14 @@ def test_a_finished_search_prints_a_short_summary(tmp_path):
   assert fields["time"].startswith(f"search {summary['search_seconds']:.1f} s, ")
   assert fields["outputs"] == f"{workdir}/report/index.html, {workdir}/summary.json"
   assert (workdir / "report" / "index.html").is_file()
+  assert len(list(cache.iterdir())) > 5 and not (workdir / "jax_cache").exists()
+  again = tmp_path / "again"
+  result = run_main(f"--workdir={again}", *flags, env_extra={"RADARS_JAX_CACHE_DIR": str(cache)})
+  assert result.returncode == 0, result.stderr[-2000:]
+  rerun = json.loads((again / "summary.json").read_text())
+  assert rerun["genotype"] == summary["genotype"]
+  first, second = (s["compile_breakdown_seconds"]["xla"] for s in (summary, rerun))
+  assert second < 0.25 * first, (first, second)
 
 
 def test_summaries_of_radars_training_and_tabular_runs():

@@ -12,6 +12,7 @@ import pytest
 from radars_jax.radars import cost_model as cost_lib
 from radars_jax.dnas import steps as dnas_steps
 from radars_jax import parallel
+from radars_jax import performance
 from radars_jax.radars import loop as radars_loop
 from radars_jax.dnas import search
 from radars_jax.nas import spaces
@@ -19,7 +20,7 @@ from radars_jax.nas import supernet
 from radars_jax import workdir as workdir_lib
 from radars_jax.errors import UserError
 
-from test_radars import tiny_config
+from test_radars import tiny_config, whole_space_step_bytes
 
 IMAGE = (8, 8, 3)
 
@@ -29,6 +30,7 @@ def step_ops(config, subspace=None, mode="single_level") -> int:
   switched program of 2 slots), read from the refusal of a limit of 1."""
   space = spaces.make_space(config.space.name)
   mesh = parallel.make_mesh()
+  config = performance.resolve(config)[0]   # (as the searches run it)
   dcfg = copy.deepcopy(config.dnas)
   dcfg.max_program_ops = 1
   if subspace is None:
@@ -100,10 +102,13 @@ def test_radars_compiles_no_program_over_the_limit(tmp_path, monkeypatch):
   its own program; no compiled step is over the limit."""
   config = tiny_config()
   config.radars.shared_programs = True
+  # per edge, the shared program is larger than the worst case of two ops
+  # (scanned, it is not: it would fit the limit below)
+  config.supernet.scan_switched = False
   config.radars.max_iterations = 1
   config.controller.samples_per_iteration = 2
   space = spaces.make_space("nb201")
-  model = cost_lib.trace_cost_model(space, config.supernet, 10, IMAGE,
+  model = cost_lib.trace_cost_model(space, performance.resolve(config)[0].supernet, 10, IMAGE,
                                     config.data.batch_size // len(jax.devices()))
   alive = space.mask_from_subspace(space.full_subspace())
   masks = {k: model.worst_case(alive, k) for k in (1, 2)}
@@ -115,7 +120,7 @@ def test_radars_compiles_no_program_over_the_limit(tmp_path, monkeypatch):
   assert model.program_ops(masks[2]) == pytest.approx(worst[2], rel=0.10)
   limit = (worst[1] + worst[2]) // 2
   config.dnas.max_program_ops = limit
-  full_bytes = search.describe(tiny_config("single_darts"))["full_space_step_bytes"]
+  full_bytes = whole_space_step_bytes()
   config.memory_budget_gb = 0.9 * full_bytes / 1e9   # the whole space does not fit
   config.radars.budget_margin = 0.0
   lowered_sizes = []
