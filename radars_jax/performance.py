@@ -15,9 +15,11 @@ Three are `auto` by default and picked here from measurements:
   `single_darts`) where every op of the space has a stacked form: the
   digits DARTS step compiles in 40.8 s against 98.3 s; off for the
   subspace searches, whose sampled edges differ (they could not scan).
-- `supernet.scan_switched`: on: the shared programs of `radars`, `rl`
-  and `random` compile 5x faster in fewer bytes (DARTS, k = 2: 33.7 s
-  against 171.8 s, 17.85 against 23.34 MB).
+- `supernet.scan_switched`: on for DARTS cells, whose shared programs
+  (`radars`, `rl`, `random`) compile 5x faster scanned in fewer bytes
+  (k = 2: 33.7 s against 171.8 s, 17.85 against 23.34 MB); off for
+  NB-201 cells, where scanning won nothing on the quickstart (the shared
+  step compiled in 13.1 s against 10.9 s, 4.53 against 4.40 MB).
 A value set in the config (or on the command line) is kept as it is. The
 picks are printed once when a run starts and recorded in its summary.json
 (`performance_options`).
@@ -54,7 +56,7 @@ def pick(name: str, config, backend: str) -> object:
     space = spaces_lib.space_from_config(config.space)
     return all(ops_lib.has_functional_form(n, 1) for n in space.op_names)
   if name == "supernet.scan_switched":
-    return True
+    return spaces_lib.space_from_config(config.space).kind == "darts_cell"
   raise KeyError(f"{name} is not an auto performance option")
 
 

@@ -5,11 +5,11 @@ checked on XLA's bytes of every program that runs.
 The budget lies between two subspaces' sizes: the static worst case of one
 op per choice point fits, two ops do not; the first iteration's k is sized
 too large (the fault), the next ones as the cost model says (k = 1).
-- The switched shared program, per edge, needs about the same bytes for
-  any k (each slot runs one op), fewer than the static worst case of one
-  op: every sample runs on it, compiled once per k. (Scanned, the default,
-  it needs more at this tiny size: 492,156 B against the static 439,636 B
-  on four devices, so there the samples run on static programs.)
+- The switched shared program (per edge, as `auto` picks for NB-201
+  cells) needs about the same bytes for any k (each slot runs one op),
+  fewer than the static worst case of one op: every sample runs on it,
+  compiled once per k. (Scanned, it needs more at this tiny size: 492,156 B
+  against the static 439,636 B on four devices.)
 - Where it is refused (here over `dnas.max_program_ops`, as on
   configs/cifar.py), each sample's own program is compiled, found over the
   budget by XLA and shrunk until it fits, and the controller learns from
@@ -55,7 +55,6 @@ def quickstart_at_tiny_size():
   config.radars.budget_margin = 0.0
   config.controller.samples_per_iteration = 2
   config.progress_bar = False
-  config.supernet.scan_switched = False   # per edge (the module's docstring says why)
   return config
 
 

@@ -26,9 +26,11 @@ def test_depthwise_kernels_by_platform(backend, impl):
     ("darts", True), ("single_darts", True), ("radars", False), ("rl", False), ("random", False)])
 def test_scanned_edges_for_whole_space_dnas_switched_scans_for_subspace_searches(method,
                                                                                   scan_edges):
-  resolved, options = performance.resolve(_config(method), backend="gpu")
+  resolved, options = performance.resolve(_config(method, "darts"), backend="gpu")
   assert resolved.supernet.scan_edges is scan_edges
   assert resolved.supernet.scan_switched is True
+  # NB-201 cells: switched per edge (scanning won nothing there)
+  assert performance.resolve(_config(method), backend="gpu")[0].supernet.scan_switched is False
   # each run lists the options that change it
   whole_space = method in ("darts", "single_darts")
   assert ("supernet.scan_edges" in options) == whole_space
@@ -62,7 +64,7 @@ def test_the_picks_are_one_line_and_retraining_picks_its_own_kernels():
   _, options = performance.resolve(_config("radars"), backend="cpu")
   line = performance.describe(options, "method=radars", backend="cpu")
   assert line == ("radars_jax: on cpu, method=radars: supernet.depthwise_impl=xla, "
-                  "supernet.scan_switched=True (auto; docs/performance.md)")
+                  "supernet.scan_switched=False (auto; docs/performance.md)")
   config = _config()
   config.train = config_defaults.train_config()
   resolved, options = performance.resolve(config, "train", backend="cpu")
