@@ -2,24 +2,22 @@
 picks for the platform and the method.
 
 A performance option changes how a step computes, never what (the same
-numbers to float rounding; docs/performance.md, "Performance options").
-Three are `auto` by default and picked here from measurements:
+numbers to float rounding). Three are `auto` by default, each picked where
+measurements show it wins (docs/performance.md, "Performance options" and
+"Defaults by platform"):
 - `supernet.depthwise_impl` (and `train.depthwise_impl`): `shifted` on the
-  CPU, whose grouped convolutions XLA runs 11-86x slower forward and
-  backward; `xla` on GPU and TPU (`radars_jax.nas.depthwise`). Except
-  the subspace searches (`radars`, `rl`, `random`): `xla` everywhere, as
-  their cost model sizes subspaces from single-op traces, which add up
-  to XLA's bytes of `xla` kernels but not of `shifted` ones (on the
-  quickstart it estimated negative bytes).
+  CPU, where XLA's grouped convolutions run many times slower forward and
+  backward; `xla` on GPU and TPU (`radars_jax.nas.depthwise`). Except the
+  subspace searches (`radars`, `rl`, `random`): `xla` everywhere, as their
+  cost model sizes subspaces from single-op traces, which add up to XLA's
+  bytes of `xla` kernels but not of `shifted` ones.
 - `supernet.scan_edges`: on for whole-space DNAS (`darts`,
-  `single_darts`) where every op of the space has a stacked form: the
-  digits DARTS step compiles in 40.8 s against 98.3 s; off for the
-  subspace searches, whose sampled edges differ (they could not scan).
+  `single_darts`) where every op of the space has a stacked form (a much
+  shorter compile, a fraction of the bytes); off for the subspace
+  searches, whose sampled edges differ (they could not scan).
 - `supernet.scan_switched`: on for DARTS cells, whose shared programs
-  (`radars`, `rl`, `random`) compile 5x faster scanned in fewer bytes
-  (k = 2: 33.7 s against 171.8 s, 17.85 against 23.34 MB); off for
-  NB-201 cells, where scanning won nothing on the quickstart (the shared
-  step compiled in 13.1 s against 10.9 s, 4.53 against 4.40 MB).
+  (`radars`, `rl`, `random`) compile several times faster scanned, in
+  fewer bytes; off for NB-201 cells, where scanning won nothing.
 A value set in the config (or on the command line) is kept as it is. The
 picks are printed once when a run starts and recorded in its summary.json
 (`performance_options`).
