@@ -39,11 +39,15 @@ def pytest_unconfigure(config):
     shutil.rmtree(os.environ.pop(SESSION_CACHE), ignore_errors=True)
 
 
-# The files that take minutes go first: pytest-xdist (`--dist loadfile`)
-# hands files to its workers in collection order, and a slow file started
-# last would run alone at the end while the other worker sits idle.
-SLOW_FILES_FIRST = ("test_radars.py", "test_budget.py", "test_baselines.py",
-                    "test_experiments.py", "test_switched.py", "test_program_size.py")
+# The files that take minutes go first, longest first (by their seconds
+# in a run with `--durations=0`): pytest-xdist (`--dist loadfile`) hands
+# files to its workers in collection order as they free up, and a slow file
+# started last would run alone at the end while the other worker sits idle.
+SLOW_FILES_FIRST = ("test_radars.py", "test_scan_edges.py", "test_train.py",
+                    "test_switched.py", "test_baselines.py", "test_budget.py",
+                    "test_cli.py", "test_search.py", "test_experiments.py",
+                    "test_controller.py", "test_program_size.py", "test_depthwise.py",
+                    "test_notebook.py", "test_supernet.py", "test_dnas.py", "test_remat.py")
 
 
 def pytest_collection_modifyitems(config, items):
