@@ -356,10 +356,7 @@ def check_performance_options(config) -> None:
         "scan_edges off (its shared programs scan with supernet.scan_switched=True)")
   if supernet.scan_edges:
     space = spaces_lib.make_space(config.space.name, config.space.ops, config.space.num_ops)
-    lacking = sorted(n for n in space.op_names if not ops_lib.has_functional_form(n, 1))
-    if lacking:
-      raise UserError(f"supernet.scan_edges needs ops with a stacked form (radars_jax.nas.ops."
-                      f"param_schema); these have none: {', '.join(lacking)}")
+    ops_lib.check_scannable(space.op_names)
 
 
 def num_train_examples(data_config) -> int:

@@ -52,7 +52,7 @@ def pick(name: str, config, backend: str) -> object:
     if config.method not in DNAS_METHODS:
       return False
     space = spaces_lib.space_from_config(config.space)
-    return all(ops_lib.has_functional_form(n, 1) for n in space.op_names)
+    return not ops_lib.without_stacked_form(space.op_names)
   if name == "supernet.scan_switched":
     return spaces_lib.space_from_config(config.space).kind == "darts_cell"
   raise KeyError(f"{name} is not an auto performance option")

@@ -441,6 +441,21 @@ def has_functional_form(name: str, stride: int) -> bool:
   return name == "none" or is_shared(name, stride) or param_schema(name, 1, stride) is not None
 
 
+def without_stacked_form(names) -> list[str]:
+  """The ops of `names` that a scanned cell cannot run (no functional form
+  at stride 1), sorted, each once."""
+  return sorted({n for n in names if not has_functional_form(n, 1)})
+
+
+def check_scannable(names) -> None:
+  """`supernet.scan_edges` over ops `names`: a UserError naming those
+  without a stacked form."""
+  lacking = without_stacked_form(names)
+  if lacking:
+    raise UserError(f"supernet.scan_edges needs ops with a stacked form (radars_jax.nas.ops."
+                    f"param_schema); these have none: {', '.join(lacking)}")
+
+
 def _normalised_and_rstd(x, axes):
   """((x - mean) / sqrt(var + eps), 1 / sqrt(var + eps)) over `axes`, in >= f32."""
   xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))

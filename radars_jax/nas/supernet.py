@@ -163,11 +163,7 @@ def build_supernet(space: spaces_lib.SearchSpace, subspace: spaces_lib.Subspace 
   scan = bool(supernet_config.scan_edges)
   scan_switched = bool(supernet_config.scan_switched)
   if scan:
-    used = {n for ops in names for n in ops}
-    lacking = sorted(n for n in used if not ops_lib.has_functional_form(n, 1))
-    if lacking:
-      raise UserError(f"supernet.scan_edges needs ops with a stacked form (radars_jax.nas.ops."
-                      f"param_schema); these have none: {', '.join(lacking)}")
+    ops_lib.check_scannable(n for ops in names for n in ops)
   if space.kind == "darts_cell":
     steps = supernet_config.steps
     n = len(spaces_lib.darts_edges(steps))
