@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 from pathlib import Path
 
 import jax
@@ -269,6 +270,26 @@ def test_sampled_subspaces_compile_ahead_once_each(uninterrupted):
   waited_ahead = sum(c["waited_seconds"] for c in compiles if c["ahead"])
   assert inline * 0.9 + waited_ahead <= summary["compile_loop_seconds"]
   assert summary["compile_loop_seconds"] < summary["search_seconds"]
+
+
+def test_plots_refresh_at_most_once_a_period(tmp_path, monkeypatch):
+  """After an iteration the loop's plots are drawn only once the refresh
+  period has passed since the last drawing (a finished search's come
+  from its report: test_radars_prunes_within_budget_and_writes_outputs)."""
+  space = spaces.make_space("nb201")
+  alive = np.ones((6, 5), bool)
+  record = radars_loop.SearchRecord(history=[{
+      "iteration": 0, "k": 2, "rewards": [0.1, 0.3], "best_reward": 0.3,
+      "alive": alive.tolist(), "policy_probs": np.full((6, 5), 0.2).tolist(),
+      "alive_ops": 30, "step_bytes": 10**6, "estimated_bytes": 1.1e6}])
+  search_obj = types.SimpleNamespace(path=tmp_path, space=space, budget=2e6,
+                                     plots_refreshed_at=time.monotonic())
+  plots = tmp_path / "plots" / "radars_rewards.png"
+  radars_loop.RadarsSearch.write_plots(search_obj, record)
+  assert not plots.exists()
+  monkeypatch.setattr(radars_loop, "PLOT_REFRESH_SECONDS", 0.0)
+  radars_loop.RadarsSearch.write_plots(search_obj, record)
+  assert plots.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 class Crash(Exception):

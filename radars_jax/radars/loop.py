@@ -102,6 +102,12 @@ def run_search(config, workdir: str) -> dict:
 # The loop
 # ---------------------------------------------------------------------------
 
+# WORKDIR/plots is redrawn after an iteration once this long has passed
+# since it was last drawn (a person watching a long search sees it change;
+# a short one does not spend seconds per iteration drawing)
+PLOT_REFRESH_SECONDS = 60.0
+
+
 class RadarsSearch:
   """One `method=radars|rl|random` search in a workdir (resumable)."""
 
@@ -120,6 +126,7 @@ class RadarsSearch:
     self.ckpt = checkpointing.Checkpointer(path / "checkpoints" / "search", max_to_keep=2)
     self.dnas_ckpt_root = path / "checkpoints" / "dnas"
     self.verbose = bool(config.progress_bar)
+    self.plots_refreshed_at = time.monotonic()
     # Built by `prepare`, once the cost model has ordered the shared
     # program's slots (`Searcher(slot_orders=...)`).
     self.searcher: search_lib.Searcher | None = None
@@ -194,7 +201,8 @@ class RadarsSearch:
 
   def loop(self, state: LoopState, record: SearchRecord, model) -> LoopState:
     """The iterations, until the alive space fits the budget (radars) or
-    `radars.max_iterations`; each ends with a checkpoint and plots."""
+    `radars.max_iterations`; each ends with a checkpoint (and the plots,
+    at most once every PLOT_REFRESH_SECONDS)."""
     max_iterations = int(self.config.radars.max_iterations)
     bar = metrics_lib.progress_bar(max_iterations, f"{self.method} iterations",
                                    initial=record.iteration, enabled=self.verbose)
@@ -215,7 +223,7 @@ class RadarsSearch:
       if self.method == "radars" and (it + 1 >= max_iterations
                                       or self.sizing.alive_fits(model, state.alive)):
         # the last iteration: the final search's step compiles while this
-        # one's checkpoint and plots are written
+        # one's checkpoint is written
         self.programs.queue_static([final_subspace(self.sizing, self.space, state, model)],
                                    self.sizing.final_steps())
       record.iteration, record.batch, record.sample = it + 1, None, 0
@@ -337,17 +345,22 @@ class RadarsSearch:
     self.save((record.iteration + 1) * (self.num_samples + 1), state, record)
 
   def write_plots(self, record: SearchRecord) -> None:
-    loop_summary.write_plots(self.path, record.history, self.space, self.budget)
+    """After an iteration: WORKDIR/plots refreshed, at most once every
+    PLOT_REFRESH_SECONDS (drawing them takes seconds: in a short search
+    it would be a large part of its time)."""
+    if time.monotonic() - self.plots_refreshed_at >= PLOT_REFRESH_SECONDS:
+      loop_summary.write_plots(self.path, record.history, self.space, self.budget)
+      self.plots_refreshed_at = time.monotonic()
 
   def finish(self, state: LoopState, record: SearchRecord, model) -> dict:
-    """Writes genotype.json, history.json, summary.json, the plots and the
-    report; returns the summary."""
+    """Writes genotype.json, history.json, summary.json, the report and
+    the plots (the report's, drawn once); returns the summary."""
     summary = loop_summary.summary(self, state, record, model)
     self.writer.close()
     loop_summary.write_outputs(self.path, summary, record.history)
     self.ckpt.close()
-    self.write_plots(record)
     loop_summary.write_report(self.path)
+    loop_summary.copy_report_plots(self.path, record.history, self.space, self.budget)
     return summary
 
 

@@ -3,11 +3,13 @@
 history.json, the plots and the HTML report."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
 
 from radars_jax import report
+from radars_jax.report import page as report_page
 from radars_jax.report import plots as report_plots
 from radars_jax.nas import spaces as spaces_lib
 from radars_jax import workdir as workdir_lib
@@ -99,3 +101,16 @@ def write_plots(path: Path, history: list, space: spaces_lib.SearchSpace,
 
 def write_report(path: Path) -> None:
   report.write_report(path)
+
+
+def copy_report_plots(path: Path, history: list, space: spaces_lib.SearchSpace,
+                      budget: float | None) -> None:
+  """The loop's plots in `path`/plots, as the report (`write_report`) drew
+  them; drawn here where the report has none of them."""
+  drawn = sorted((path / report_page.REPORT_DIR).glob("radars_*.png"))   # (plot_history's names)
+  if not history or not drawn:
+    write_plots(path, history, space, budget)
+    return
+  (path / "plots").mkdir(exist_ok=True)
+  for png in drawn:
+    shutil.copyfile(png, path / "plots" / png.name)
