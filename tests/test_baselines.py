@@ -13,6 +13,8 @@ import jax
 import numpy as np
 import pytest
 
+import conftest
+
 from radars_jax import checkpointing
 from radars_jax import parallel
 from radars_jax.radars import programs
@@ -154,7 +156,7 @@ def test_radars_needs_a_budget_and_refuses_an_impossible_one(tmp_path):
 
 def test_over_budget_darts_run_is_refused_with_the_needed_size(tmp_path):
   env = dict(os.environ)
-  env.pop("XLA_FLAGS", None)
+  env["XLA_FLAGS"] = conftest.ONE_DEVICE_XLA_FLAGS
   result = subprocess.run(
       [sys.executable, "-m", "radars_jax.main", f"--config={ROOT / 'configs' / 'digits.py'}",
        f"--workdir={tmp_path / 'w'}", "--config.method=darts", "--config.data.name=synthetic",

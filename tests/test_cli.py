@@ -12,6 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import conftest
+
 from radars_jax.nas import spaces
 from radars_jax.nas import supernet
 
@@ -23,7 +25,7 @@ TINY = ["--config.data.name=synthetic", "--config.data.image_size=8",
 
 def run_main(*args, env_extra=None):
   env = dict(os.environ)
-  env.pop("XLA_FLAGS", None)
+  env["XLA_FLAGS"] = conftest.ONE_DEVICE_XLA_FLAGS
   env.update(env_extra or {})
   return subprocess.run([sys.executable, "-m", "radars_jax.main",
                          f"--config={ROOT / 'configs' / 'digits.py'}", *args],
@@ -46,7 +48,7 @@ def test_bad_config_values_exit_2_with_one_line(tmp_path, override, needle):
 
 def run_main_args(*args):
   env = dict(os.environ)
-  env.pop("XLA_FLAGS", None)
+  env["XLA_FLAGS"] = conftest.ONE_DEVICE_XLA_FLAGS
   return subprocess.run([sys.executable, "-m", "radars_jax.main", *args],
                         capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
 
@@ -100,7 +102,7 @@ def test_workdir_that_is_a_file_is_refused_and_kept(tmp_path):
 def test_batch_not_divisible_by_devices(tmp_path):
   result = run_main(f"--workdir={tmp_path / 'w'}", *TINY[:-2], "--config.data.batch_size=6",
                     "--config.data.holdout_size=32",
-                    env_extra={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+                    env_extra={"XLA_FLAGS": os.environ["XLA_FLAGS"]})   # four devices
   assert result.returncode == 2 and "divisible" in result.stderr, result.stderr[-2000:]
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+import conftest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -66,7 +68,8 @@ def test_shared_programs_small_runs_and_writes_its_figures(tmp_path):
   out = tmp_path / "sp.json"
   script = str(ROOT / "experiments" / "shared_programs.py")
   env = dict(os.environ)
-  env.pop("XLA_FLAGS", None)   # one device: the whole batch's bytes, apart at 0.01 MB
+  # one device: the whole batch's bytes, apart at 0.01 MB
+  env["XLA_FLAGS"] = conftest.ONE_DEVICE_XLA_FLAGS
   result = subprocess.run(
       [sys.executable, script, "--ks", "1", "--steps", "1", "--set", "supernet.channels=4",
        "--set", "supernet.cells_per_stage=1", "--set", "data.batch_size=16", "--json",

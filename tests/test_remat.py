@@ -34,11 +34,11 @@ def _compiled_grad(model, params, alphas, x):
     ("nb201", ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")),
 ])
 def test_remat_same_numbers_less_memory(space_name, op_names):
-  space = spaces.make_space(space_name)
+  space = spaces.make_space(space_name, steps=2)   # (DARTS cells of 2 nodes)
   sub = (tuple(space.op_names.index(n) for n in op_names),) * space.num_choice_points
   x = jax.random.normal(jax.random.key(1), (8, 8, 8, 3))
   alphas = supernet.init_alphas(jax.random.key(2), sub, scale=1.0)
-  recomputed = supernet.build_supernet(space, sub, _config(scan_edges=True), 10)
+  recomputed = supernet.build_supernet(space, sub, _config(scan_edges=True, steps=2), 10)
   assert recomputed.settings.remat
   kept = recomputed.clone(settings=dataclasses.replace(recomputed.settings, remat=False))
   models = [kept, recomputed]

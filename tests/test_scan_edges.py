@@ -32,18 +32,19 @@ def _loss_and_grads(model, params, alphas, x):
 
 
 @pytest.mark.parametrize("space_name,op_names", [
-    # DARTS (normal and reduction cells): a weightless op, the identity
+    # DARTS (normal and reduction cells, of 2 nodes: both kinds of scan,
+    # from the inputs and between nodes): a weightless op, the identity
     # (FactorizedReduce in reduction cells), a conv and `none`
     ("darts", ("none", "avg_pool_3x3", "skip_connect", "sep_conv_3x3")),
     ("nb201", ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")),
 ])
 def test_scanned_supernet_equals_per_edge_mixed_ops(space_name, op_names):
-  space = spaces.make_space(space_name)
+  space = spaces.make_space(space_name, steps=2)
   ops_of_edge = tuple(space.op_names.index(n) for n in op_names)
   sub = (ops_of_edge,) * space.num_choice_points
   x = jax.random.normal(jax.random.key(1), (4, 8, 8, 3))
   alphas = supernet.init_alphas(jax.random.key(2), sub, scale=1.0)
-  per_edge, scanned = [supernet.build_supernet(space, sub, _config(scan_edges=scan), 10)
+  per_edge, scanned = [supernet.build_supernet(space, sub, _config(scan_edges=scan, steps=2), 10)
                        for scan in (False, True)]
   params = supernet.init_params(per_edge, (8, 8, 3), alphas, jax.random.key(0))
   params_s = supernet.init_params(scanned, (8, 8, 3), alphas, jax.random.key(0))

@@ -149,6 +149,9 @@ def test_recomputed_switch_has_the_gradients_of_lax_switch():
                                 jax.grad(outer)(params, jax.lax.switch), rtol=1e-5)
 
 
+STEPS = 2   # nodes of a DARTS cell (NAS-Bench-201's cell is fixed)
+
+
 @pytest.mark.parametrize("space_name,ops", [("nb201", None),
                                             ("darts", "none,skip_connect,dil_conv_3x3")])
 def test_scanned_switched_cells_equal_per_edge_switched_cells(space_name, ops):
@@ -157,9 +160,10 @@ def test_scanned_switched_cells_equal_per_edge_switched_cells(space_name, ops):
   of at most 2 ops per choice point: the same weight paths, loss, weight
   and alpha gradients, and DARTS second-order alpha gradient. DARTS covers
   the reduction cell's two scans (from the inputs, then between nodes),
-  in a network of one cell (a reduction cell: the normal cell's scans are
-  the same with stride 1) to keep the per-edge second order's compile short."""
-  space = spaces.make_space(space_name, ops=ops)
+  in a network of one cell of 2 nodes (a reduction cell: the normal cell's
+  scans are the same with stride 1) to keep the per-edge second order's
+  compile short."""
+  space = spaces.make_space(space_name, ops=ops, steps=STEPS)
   k = 2
   rng = np.random.default_rng(0)
   subspace = tuple(tuple(sorted(rng.choice(len(cp.ops), size=rng.integers(1, k + 1),
@@ -167,14 +171,15 @@ def test_scanned_switched_cells_equal_per_edge_switched_cells(space_name, ops):
                    for cp in space.choice_points)
   orders = tuple(tuple(rng.permutation(len(cp.ops)).tolist()) for cp in space.choice_points)
   if space_name == "darts":   # the same order on the edges of each scan
-    n = len(spaces.darts_edges())
+    n = len(spaces.darts_edges(STEPS))
     orders = (orders[0],) * n + tuple(orders[n] if src < 2 else orders[n + 1]
-                                      for src, _ in spaces.darts_edges())
+                                      for src, _ in spaces.darts_edges(STEPS))
   else:
     orders = (orders[0],) * len(orders)
   slots = jnp.asarray(supernet.subspace_slots(subspace, k, orders))
   layers = {"darts": 1, "nb201": 3}[space_name]   # (nb201: cells_per_stage)
-  models = {scan: supernet.build_supernet(space, None, _cfg(scan_switched=scan, layers=layers), 10,
+  models = {scan: supernet.build_supernet(space, None,
+                                          _cfg(scan_switched=scan, layers=layers, steps=STEPS), 10,
                                           switched=True, slot_orders=orders)
             for scan in (False, True)}
   weights = supernet.init_params(models[False], (8, 8, 3), None, jax.random.key(2))

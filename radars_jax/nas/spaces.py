@@ -123,14 +123,15 @@ def _select_ops(default: Sequence[str], ops, num_ops) -> tuple[str, ...]:
   return ops_lib.check_op_names(names)
 
 
-def make_space(name: str, ops=None, num_ops=None) -> SearchSpace:
+def make_space(name: str, ops=None, num_ops=None, steps: int = DARTS_STEPS) -> SearchSpace:
   """Builds a named space; `ops` (names, or comma-separated) or `num_ops`
-  (the first N of the space's ops) change the candidate list."""
+  (the first N of the space's ops) change the candidate list; `steps`: the
+  nodes of a DARTS cell (the supernet's `steps` must match)."""
   if name in ("darts", "darts_large"):
     default = DARTS_PRIMITIVES if name == "darts" else DARTS_LARGE_OPS
     names = _select_ops(default, ops, num_ops)
     cps = tuple(ChoicePoint(f"{cell}/{src}->{dst}", names)
-                for cell in ("normal", "reduce") for src, dst in darts_edges())
+                for cell in ("normal", "reduce") for src, dst in darts_edges(steps))
     return SearchSpace(name, "darts_cell", cps)
   if name == "nb201":
     names = _select_ops(NB201_OPS, ops, num_ops)
