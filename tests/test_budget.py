@@ -16,6 +16,8 @@ too large (the fault), the next ones as the cost model says (k = 1).
   the subspaces that ran.
 The final search runs on a static program within the budget.
 """
+import functools
+
 import jax
 import numpy as np
 
@@ -58,11 +60,14 @@ def quickstart_at_tiny_size():
   return config
 
 
-def static_worst_case(config, space, k):
+@functools.cache
+def static_worst_case(k):
   """XLA's bytes and operations of the static train step of the worst case
-  of `k` ops per choice point (the k costliest on every edge), with the
-  kernels the search picks (`radars_jax.performance`)."""
-  config = performance.resolve(config)[0]
+  of `k` ops per choice point (the k costliest on every edge) of the
+  quickstart at tiny size, with the kernels the search picks
+  (`radars_jax.performance`); each k compiled once for the file's tests."""
+  config = performance.resolve(quickstart_at_tiny_size())[0]
+  space = spaces.make_space("nb201")
   image = (config.data.image_size,) * 2 + (3,)
   per_device = config.data.batch_size // len(jax.devices())
   model = cost_lib.trace_cost_model(space, config.supernet, 10, image, per_device)
@@ -127,7 +132,7 @@ def search_under_budget(tmp_path, monkeypatch, first_k: int, max_iterations: int
   assert config.radars.shared_programs and config.method == "radars"
   assert config.dnas.inner_mode == "single_level"
   space = spaces.make_space("nb201")
-  budget, _ = static_worst_case(config, space, 1)
+  budget, _ = static_worst_case(1)
   config.memory_budget_gb = budget / 1e9
   config.radars.max_iterations = max_iterations
   config.controller.samples_per_iteration = samples
@@ -158,7 +163,7 @@ def test_the_shared_program_runs_every_sample_within_the_budget(tmp_path, monkey
 def test_samples_over_the_budget_are_shrunk_until_they_fit(tmp_path, monkeypatch):
   config = quickstart_at_tiny_size()
   space = spaces.make_space("nb201")
-  _, limit = static_worst_case(config, space, K_SHRUNK)
+  _, limit = static_worst_case(K_SHRUNK)
   assert step_ops(config) > limit
   # static steps of K_SHRUNK ops compile, the shared program is refused
   summary, recorded, budget = search_under_budget(tmp_path, monkeypatch, K_SHRUNK,
