@@ -36,10 +36,11 @@ def test_spaces_have_the_documented_shape():
   nb201 = spaces.make_space("nb201")
   assert nb201.num_choice_points == 6 and nb201.max_ops == 5
   assert spaces.make_space("darts_large", num_ops=12).max_ops == 12
+  assert spaces.make_space("darts", steps=2).num_choice_points == 2 * 5   # 2 nodes: 5 edges
 
 
 @pytest.mark.parametrize("bad", [dict(name="nope"), dict(name="darts", ops="sep_conv_3x3,magic"),
-                                 dict(name="darts", num_ops=99)])
+                                 dict(name="darts", num_ops=99), dict(name="nb201", steps=2)])
 def test_bad_space_is_a_user_error(bad):
   with pytest.raises(UserError):
     spaces.make_space(**bad)

@@ -123,16 +123,20 @@ def _select_ops(default: Sequence[str], ops, num_ops) -> tuple[str, ...]:
   return ops_lib.check_op_names(names)
 
 
-def make_space(name: str, ops=None, num_ops=None, steps: int = DARTS_STEPS) -> SearchSpace:
+def make_space(name: str, ops=None, num_ops=None, steps: int | None = None) -> SearchSpace:
   """Builds a named space; `ops` (names, or comma-separated) or `num_ops`
   (the first N of the space's ops) change the candidate list; `steps`: the
-  nodes of a DARTS cell (the supernet's `steps` must match)."""
+  nodes of a DARTS cell (default DARTS_STEPS; the supernet's `steps` must
+  match), refused for NAS-Bench-201, whose cell is fixed."""
   if name in ("darts", "darts_large"):
     default = DARTS_PRIMITIVES if name == "darts" else DARTS_LARGE_OPS
     names = _select_ops(default, ops, num_ops)
     cps = tuple(ChoicePoint(f"{cell}/{src}->{dst}", names)
-                for cell in ("normal", "reduce") for src, dst in darts_edges(steps))
+                for cell in ("normal", "reduce")
+                for src, dst in darts_edges(DARTS_STEPS if steps is None else steps))
     return SearchSpace(name, "darts_cell", cps)
+  if steps is not None:
+    raise UserError(f"space {name!r} has a fixed cell: steps is for DARTS cells")
   if name == "nb201":
     names = _select_ops(NB201_OPS, ops, num_ops)
     cps = tuple(ChoicePoint(f"cell/{src}->{dst}", names) for src, dst in nb201_edges())
