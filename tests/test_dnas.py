@@ -107,16 +107,17 @@ def test_second_order_alpha_gradient_matches_finite_differences():
     weights = jax.tree_util.tree_map(lambda w: w.astype(jnp.float64), weights)
     xi, wd = 0.5, 3e-4  # a large xi makes the second-order term matter
 
+    @jax.jit   # (one program each, not one per operation)
     def objective(a):
       return dnas_steps.unrolled_alpha_loss(model, a, weights, batch_w, batch_a, xi, wd)
 
-    grad = jax.grad(objective)(alphas)[0]
-    first_order = jax.grad(lambda a: dnas_steps.loss_and_accuracy(model, weights, a, batch_a)[0])(alphas)[0]
+    grad = jax.jit(jax.grad(objective))(alphas)[0]
+    first_order = jax.jit(jax.grad(
+        lambda a: dnas_steps.loss_and_accuracy(model, weights, a, batch_a)[0]))(alphas)[0]
     eps = 1e-5
-    fd = np.zeros(4)
-    for i in range(4):
-      e = jnp.zeros(4, jnp.float64).at[i].set(eps)
-      fd[i] = (objective((alphas[0] + e,)) - objective((alphas[0] - e,))) / (2 * eps)
+    steps = np.eye(4) * eps
+    fd = np.array([(objective((alphas[0] + e,)) - objective((alphas[0] - e,))) / (2 * eps)
+                   for e in steps])
     np.testing.assert_allclose(np.asarray(grad), fd, rtol=1e-5, atol=1e-8)
     # the unrolled gradient really differs from the first-order one
     assert np.abs(np.asarray(grad) - np.asarray(first_order)).max() > 1e-4

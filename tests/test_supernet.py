@@ -112,10 +112,10 @@ def test_derived_subspace_network_equals_unweighted_sum():
   sub = tuple((3,) for _ in range(6))
   model = supernet.build_supernet(space, sub, _cfg(4, 0), 10)
   x = jax.random.normal(jax.random.key(1), (4, 8, 8, 3))
-  variables = model.init(jax.random.key(0), x)
-  y_none = model.apply(variables, x, None)
+  variables = jax.jit(model.init)(jax.random.key(0), x)   # (programs, not op by op)
+  y_none = jax.jit(lambda v, x: model.apply(v, x, None))(variables, x)
   big_alphas = tuple(jnp.zeros((1,)) for _ in sub)  # softmax of one op = 1
-  chex.assert_trees_all_close(y_none, model.apply(variables, x, big_alphas), atol=1e-5)
+  chex.assert_trees_all_close(y_none, jax.jit(model.apply)(variables, x, big_alphas), atol=1e-5)
 
 
 def test_init_alphas_are_darts_draws_to_the_bit():

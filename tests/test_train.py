@@ -346,8 +346,9 @@ def test_drop_path_zeroes_whole_paths_of_training_cells_only(monkeypatch):
   monkeypatch.setattr(networks, "drop_path", recording)
   model = _tiny_darts_model()
   x = jax.random.normal(jax.random.key(1), (64, *TINY_IMAGE))
-  variables = model.init({"params": jax.random.key(0), networks.DROP_PATH_RNG: jax.random.key(0)},
-                         x[:1], train=False)
+  variables = jax.jit(lambda x: model.init(   # (one program, not one per weight)
+      {"params": jax.random.key(0), networks.DROP_PATH_RNG: jax.random.key(0)}, x,
+      train=False))(x[:1])
 
   def forward(variables, x, prob, train=True):
     calls.clear()
