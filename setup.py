@@ -29,6 +29,9 @@ setup(
         "tqdm>=4.60",          # progress bars
         "matplotlib>=3.7",     # plots and reports
         "numpy>=1.24",
+        # pure-JAX RL environments (MinAtar, CartPole) for agent search,
+        # imported only when an environment is made
+        "gymnax>=1.0",
     ],
     extras_require={
         # pytest-xdist: the suite runs in two workers (README "Tests")

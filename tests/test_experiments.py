@@ -136,3 +136,25 @@ def test_throughput_peer_runs_on_the_backend_of_ours():
   assert throughput.peer_device("auto", "cpu") == "cpu"
   assert throughput.peer_device("auto", "tpu") == "cpu"
   assert throughput.peer_device("cpu", "gpu") == "cpu"
+
+
+def test_ppo_teacher_small_runs_and_writes_its_figures(tmp_path):
+  """CartPole, three tiny updates: the script's figures and files (never
+  the speed or the return)."""
+  out = tmp_path / "teacher.json"
+  env = dict(os.environ, XLA_FLAGS=conftest.ONE_DEVICE_XLA_FLAGS)
+  result = subprocess.run(
+      [sys.executable, str(ROOT / "experiments" / "ppo_teacher.py"), "--env", "CartPole-v1",
+       "--updates", "3", "--num-envs", "4", "--num-steps", "16", "--num-minibatches", "2",
+       "--json", str(out)], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  data = json.loads(out.read_text())
+  assert data["env"] == "CartPole-v1" and data["env_steps"] == 3 * 4 * 16
+  assert len(data["history"]) == 3 and data["env_steps_per_second"] > 0
+  assert data["return_after"]["episodes"] == 64
+  assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  assert "environment steps/s" in result.stdout
+  bad = subprocess.run([sys.executable, str(ROOT / "experiments" / "ppo_teacher.py"),
+                        "--env", "Pong"], capture_output=True, text=True, cwd=ROOT, env=env,
+                       timeout=300)
+  assert bad.returncode == 2 and "unknown environment 'Pong'" in bad.stderr
