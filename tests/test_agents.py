@@ -107,3 +107,15 @@ def test_resumed_teacher_training_equals_uninterrupted(cartpole, tmp_path):
   chex.assert_trees_all_equal(resumed.params, whole.params)
   chex.assert_trees_all_equal(resumed.episode_return, whole.episode_return)
   assert int(resumed.update) == 4
+
+
+def test_unrolled_update_equals_the_looped_one():
+  """The update's minibatch steps unrolled (the CPU's pick for image
+  observations) or looped: the same parameters after an update."""
+  env = envs.make_env("Breakout-MinAtar")
+  hp = ppo.PPOHParams(num_envs=2, num_steps=8, update_epochs=2, num_minibatches=2)
+  agent = networks.ActorCritic(networks.MinAtarTorso(channels=4, features=16), env.num_actions)
+  assert ppo.PPO(env, agent, hp).unroll == (jax.default_backend() == "cpu")
+  states = [ppo.PPO(env, agent, hp, unroll=unroll).update(
+      ppo.PPO(env, agent, hp).init(jax.random.key(0)))[0] for unroll in (False, True)]
+  chex.assert_trees_all_close(states[1].params, states[0].params, atol=1e-6, rtol=1e-5)
