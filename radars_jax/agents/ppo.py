@@ -134,11 +134,12 @@ class PPO:
       unroll = jax.default_backend() == "cpu" and len(env.obs_shape) == 3
     self.unroll = unroll
     self.update = jax.jit(self._update)
+    self._init_jit = jax.jit(self._init)
     self._evaluate = jax.jit(self._evaluate_fn, static_argnames=("num_episodes", "greedy"))
 
   def init(self, key: jax.Array) -> RunnerState:
     """Fresh parameters and environments (one program)."""
-    return jax.jit(self._init)(key)
+    return self._init_jit(key)
 
   def _init(self, key):
     key, init_key, env_key = jax.random.split(key, 3)
