@@ -1,12 +1,14 @@
 """Deep-RL agents (radars_jax.agents): gymnax environments in batches, the
-actor-critic agents, and the PPO teacher: its advantages, that it learns
-CartPole, and that resumed training equals uninterrupted training."""
+actor-critic agents, the PPO teacher (its advantages, that it learns
+CartPole, resumed training equal to uninterrupted) and A2D's distillation
+terms."""
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from radars_jax.agents import distill
 from radars_jax.agents import envs
 from radars_jax.agents import networks
 from radars_jax.agents import ppo
@@ -119,3 +121,28 @@ def test_unrolled_update_equals_the_looped_one():
   states = [ppo.PPO(env, agent, hp, unroll=unroll).update(
       ppo.PPO(env, agent, hp).init(jax.random.key(0)))[0] for unroll in (False, True)]
   chex.assert_trees_all_close(states[1].params, states[0].params, atol=1e-6, rtol=1e-5)
+
+
+def test_distillation_is_zero_for_the_teacher_and_pulls_the_student_towards_it():
+  """KL(pi_teacher || pi_student) and the value gap: zero where the student
+  is the teacher; their gradients are the closed forms (softmax(student) -
+  softmax(teacher) for the logits, 2 (V_s - V_t) / N for the values); no
+  gradient reaches the teacher."""
+  teacher_logits = jax.random.normal(jax.random.key(0), (5, 3))
+  teacher_value = jax.random.normal(jax.random.key(1), (5,))
+  loss, parts = distill.distillation_loss(teacher_logits, teacher_value, teacher_logits,
+                                          teacher_value, 1.0, 0.5)
+  np.testing.assert_allclose([loss, parts["actor_kl"], parts["critic_mse"]], 0.0, atol=1e-6)
+  student_logits = jax.random.normal(jax.random.key(2), (5, 3))
+  student_value = jax.random.normal(jax.random.key(3), (5,))
+  grads = jax.grad(lambda sl, sv, tl, tv: distill.distillation_loss(sl, sv, tl, tv, 2.0, 0.5)[0],
+                   argnums=(0, 1, 2, 3))(student_logits, student_value, teacher_logits,
+                                          teacher_value)
+  expected_logits = 2.0 * (jax.nn.softmax(student_logits) - jax.nn.softmax(teacher_logits)) / 5
+  np.testing.assert_allclose(grads[0], expected_logits, atol=1e-6)
+  np.testing.assert_allclose(grads[1], 0.5 * 2 * (student_value - teacher_value) / 5, atol=1e-6)
+  np.testing.assert_array_equal(grads[2], 0.0)
+  np.testing.assert_array_equal(grads[3], 0.0)
+  kl = distill.policy_kl(teacher_logits, student_logits)
+  chex.assert_shape(kl, (5,))
+  assert (np.asarray(kl) > 0).all()
