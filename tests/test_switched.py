@@ -85,7 +85,7 @@ def test_switched_step_equals_the_static_step_and_fits_in_the_static_worst_case(
   worst = ((2, 3),) * 6   # conv 1x1 and conv 3x3 everywhere
   worst_step, _ = search.compile_subspace_step(
       dnas_steps.DnasProgram(supernet.build_supernet(space, worst, cfg, 10), "single_level", dcfg, 10,
-                       mesh, (0.0,), (1.0,)), worst, (8, 8, 3), 16)
+                       mesh, (0.0,), (1.0,)), worst, (8, 8, 3), 16, bytes_only=True)
   temp = lambda c: c.fn.memory_analysis().temp_size_in_bytes
   assert 0 < temp(switched_step) <= temp(worst_step)
   for i in range(3):
