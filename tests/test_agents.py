@@ -23,6 +23,12 @@ def cartpole():
   return envs.make_env("CartPole-v1")
 
 
+@pytest.fixture(scope="module")
+def cartpole_trainer(cartpole):
+  """(one trainer: its update compiles once for the file's tests)"""
+  return ppo.PPO(cartpole, networks.hand_designed_agent(cartpole), CARTPOLE_PPO)
+
+
 def test_an_unknown_environment_is_one_line_naming_the_known_ones():
   with pytest.raises(UserError, match="unknown environment 'Pong'.*Breakout-MinAtar"):
     envs.make_env("Pong")
@@ -71,10 +77,10 @@ def test_ppo_settings_are_checked():
     ppo.PPOHParams(num_envs=0)
 
 
-def test_ppo_teacher_learns_cartpole(cartpole):
+def test_ppo_teacher_learns_cartpole(cartpole_trainer):
   """60 updates (30,720 steps): the mean return over 64 whole episodes is
   more than 2.5 times the untrained policy's (about 23)."""
-  trainer = ppo.PPO(cartpole, networks.hand_designed_agent(cartpole), CARTPOLE_PPO)
+  trainer = cartpole_trainer
   untrained = trainer.evaluate(trainer.init(jax.random.key(0)).params, jax.random.key(1))
   state, history = ppo.train(trainer, jax.random.key(0), 60, progress=False)
   assert len(history) == 60 and int(state.update) == 60
@@ -84,10 +90,10 @@ def test_ppo_teacher_learns_cartpole(cartpole):
   assert trained["mean_return"] > 2.5 * untrained["mean_return"], (untrained, trained)
 
 
-def test_evaluation_returns_are_whole_episodes(cartpole):
+def test_evaluation_returns_are_whole_episodes(cartpole, cartpole_trainer):
   """CartPole pays 1 a step: each return is a whole episode's length, at
   most the step limit."""
-  trainer = ppo.PPO(cartpole, networks.hand_designed_agent(cartpole), CARTPOLE_PPO)
+  trainer = cartpole_trainer
   params = trainer.init(jax.random.key(0)).params
   returns = np.asarray(trainer._evaluate(params, jax.random.key(3), num_episodes=16,   # pylint: disable=protected-access
                                          greedy=True))
@@ -98,9 +104,8 @@ def test_evaluation_returns_are_whole_episodes(cartpole):
     trainer.evaluate(params, jax.random.key(3), num_episodes=0)
 
 
-def test_resumed_teacher_training_equals_uninterrupted(cartpole, tmp_path):
-  hp = ppo.PPOHParams(num_envs=4, num_steps=16, num_minibatches=2, num_updates=4)
-  trainer = ppo.PPO(cartpole, networks.hand_designed_agent(cartpole), hp)
+def test_resumed_teacher_training_equals_uninterrupted(cartpole_trainer, tmp_path):
+  trainer = cartpole_trainer
   whole, _ = ppo.train(trainer, jax.random.key(5), 4, progress=False)
   ppo.train(trainer, jax.random.key(5), 2, checkpoint_dir=tmp_path / "teacher", progress=False)
   resumed, history = ppo.train(trainer, jax.random.key(5), 4, checkpoint_dir=tmp_path / "teacher",
