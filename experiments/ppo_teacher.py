@@ -17,7 +17,6 @@ import argparse
 import dataclasses
 import json
 import sys
-import time
 from pathlib import Path
 
 import jax
@@ -69,19 +68,11 @@ def main(argv=None) -> int:
     return 2
   trainer = ppo.PPO(env, networks.hand_designed_agent(env), hp)
   key, eval_key = jax.random.split(jax.random.key(args.seed))
-  state = trainer.init(key)
-  before = trainer.evaluate(state.params, eval_key)
-  history = []
-  start = time.perf_counter()
-  state, metrics = trainer.update(state)
-  history.append({k: float(v) for k, v in jax.device_get(metrics).items()})
-  first_update = time.perf_counter() - start
-  start = time.perf_counter()
-  for _ in range(args.updates - 1):
-    state, metrics = trainer.update(state)
-    history.append({k: float(v) for k, v in jax.device_get(metrics).items()})
-  rest = time.perf_counter() - start
+  before = trainer.evaluate(trainer.init(key).params, eval_key)
+  state, history = ppo.train(trainer, key, args.updates)
   after = trainer.evaluate(state.params, eval_key)
+  first_update = history[0]["seconds"]
+  rest = sum(h["seconds"] for h in history[1:])
   steps_per_update = hp.num_envs * hp.num_steps
   result = {
       "env": env.name, "backend": jax.default_backend(), "devices": jax.device_count(),

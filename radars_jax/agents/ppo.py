@@ -13,6 +13,7 @@ from a checkpoint continues exactly as the uninterrupted run.
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -240,7 +241,8 @@ def train(trainer: PPO, key: jax.Array, num_updates: int,
           writer: metrics_lib.MetricWriter | None = None, progress: bool = True):
   """Runs `num_updates` updates from a fresh state, or from the latest
   checkpoint in `checkpoint_dir` (saved every `checkpoint_every` updates
-  and at the end); (final state, [metrics of each update run here])."""
+  and at the end); (final state, [metrics of each update run here, with
+  its wall seconds as "seconds"])."""
   if num_updates < 1:
     raise UserError(f"num_updates must be at least 1, got {num_updates}")
   state = trainer.init(key)
@@ -256,8 +258,10 @@ def train(trainer: PPO, key: jax.Array, num_updates: int,
     with metrics_lib.progress_bar(num_updates, f"ppo {trainer.env.name}", initial=start,
                                   enabled=progress) as bar:
       for update in range(start, num_updates):
+        started = time.perf_counter()
         state, metrics = trainer.update(state)
         metrics = {name: float(v) for name, v in jax.device_get(metrics).items()}
+        metrics["seconds"] = time.perf_counter() - started
         history.append(metrics)
         if writer is not None:
           writer.scalars((update + 1) * env_steps, metrics, prefix="teacher/")
