@@ -95,19 +95,23 @@ def gae(rewards: jax.Array, values: jax.Array, dones: jax.Array, last_value: jax
   return advantages, advantages + values
 
 
+def action_log_prob(logits: jax.Array, action: jax.Array) -> jax.Array:
+  """log pi(action) [...] from logits [..., A] and actions [...]."""
+  return jnp.take_along_axis(jax.nn.log_softmax(logits), action[..., None], -1)[..., 0]
+
+
 def ppo_loss(agent: networks.ActorCritic, params, batch: Transition, advantages: jax.Array,
              targets: jax.Array, hp: PPOHParams):
   """Clipped surrogate + clipped value loss - entropy bonus over a minibatch;
   (loss, metrics)."""
   logits, value = agent.apply({"params": params}, batch.obs)
-  log_probs = jax.nn.log_softmax(logits)
-  log_prob = jnp.take_along_axis(log_probs, batch.action[..., None], -1)[..., 0]
-  ratio = jnp.exp(log_prob - batch.log_prob)
+  ratio = jnp.exp(action_log_prob(logits, batch.action) - batch.log_prob)
   advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
   actor_loss = -jnp.minimum(ratio * advantages,
                             jnp.clip(ratio, 1 - hp.clip_eps, 1 + hp.clip_eps) * advantages).mean()
   clipped = batch.value + jnp.clip(value - batch.value, -hp.clip_eps, hp.clip_eps)
   value_loss = 0.5 * jnp.maximum((value - targets) ** 2, (clipped - targets) ** 2).mean()
+  log_probs = jax.nn.log_softmax(logits)
   entropy = -(jnp.exp(log_probs) * log_probs).sum(-1).mean()
   loss = actor_loss + hp.vf_coef * value_loss - hp.ent_coef * entropy
   return loss, {"actor_loss": actor_loss, "value_loss": value_loss, "entropy": entropy,
@@ -157,7 +161,7 @@ class PPO:
       key, act_key, env_key = jax.random.split(state.key, 3)
       logits, value = self.agent.apply({"params": state.params}, state.obs)
       action = jax.random.categorical(act_key, logits)
-      log_prob = jnp.take_along_axis(jax.nn.log_softmax(logits), action[:, None], -1)[:, 0]
+      log_prob = action_log_prob(logits, action)
       obs, env_state, reward, done = self.env.step(env_key, state.env_state, action)
       episode_return = state.episode_return + reward
       step = Transition(state.obs, action, reward, done, value, log_prob)
