@@ -26,6 +26,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from radars_jax.agents import envs as agent_envs
 from radars_jax.radars import controller as controller_lib
 from radars_jax import data as data_lib
 from radars_jax.nas import depthwise
@@ -38,7 +39,7 @@ from radars_jax.tabular import table as tabular_table
 from radars_jax.errors import UserError
 
 MODES = ("search", "describe", "train", "tabular")
-METHODS = ("darts", "single_darts", "radars", "rl", "random")
+METHODS = ("darts", "single_darts", "radars", "rl", "random", "a2d")
 
 
 # ---------------------------------------------------------------------------
@@ -239,6 +240,27 @@ FIELDS: dict[str, Rule] = {
                                        noun="use of the uncertainty"),
     "controller.uncertainty_scale": _positive(),
     "controller.prune_threshold": _fraction(),
+    # agents (method=a2d)
+    "agents.env": _choice(*agent_envs.ENV_NAMES, noun="environment"),
+    "agents.teacher": _OPTIONAL_STR,   # checked further by `_check_agents`
+    "agents.teacher_updates": _int(1),
+    "agents.search_updates": _int(1),
+    "agents.retrain_updates": _int(1),
+    "agents.num_envs": _int(1),
+    "agents.num_steps": _int(1),
+    "agents.update_epochs": _int(1),
+    "agents.num_minibatches": _int(1),
+    "agents.lr": _positive(),
+    "agents.ent_coef": _float(0.0),
+    "agents.channels": _int(1),
+    "agents.cells": _int(1),
+    "agents.features": _int(1),
+    "agents.actor_weight": _float(0.0),
+    "agents.critic_weight": _float(0.0),
+    "agents.flops_weight": _float(0.0),
+    "agents.eval_episodes": _int(1),
+    "agents.checkpoint_every": _int(1),
+    "agents.baselines": _BOOL,
     # train (mode=train)
     "train.layers": _int(1),
     "train.channels": _int(1),
@@ -290,11 +312,13 @@ def check_config(config: ml_collections.ConfigDict, mode: str | None = None) -> 
   as `mode` (default `config.mode`)."""
   check_fields(config)
   mode = config.mode if mode is None else mode
-  if mode in ("search", "describe"):
+  if mode in ("search", "describe") and config.method == "a2d":
+    _check_agents(config, mode)
+  elif mode in ("search", "describe"):
     _check_search(config, mode)
     _check_divisible(int(config.data.batch_size), "data.batch_size")
-  if mode == "search":
-    _check_search_data(config)
+    if mode == "search":
+      _check_search_data(config)
   if mode == "train":
     _check_train(config)
   # (`table` and `genotype` are optional: only training and tabular configs have them)
@@ -374,6 +398,28 @@ def _check_divisible(batch_size: int, what: str) -> None:
   if batch_size % n:
     raise UserError(f"{what}={batch_size} is not divisible by the {n} devices; "
                     f"use a multiple of {n}")
+
+
+def _check_agents(config, mode: str) -> None:
+  """`method=a2d`: an agent space, PPO's batch cut into whole minibatches,
+  no memory budget (the whole space is searched), a teacher workdir that
+  exists."""
+  if config.memory_budget_gb is not None:
+    raise UserError("method=a2d searches the whole agent space and takes no memory budget: "
+                    "leave memory_budget_gb unset")
+  space = spaces_lib.make_space(config.space.name, config.space.ops, config.space.num_ops)
+  if space.kind != "nb201_cell":
+    raise UserError(f"method=a2d: the agent torso stacks NAS-Bench-201 cells, space "
+                    f"{space.name!r} does not fit it; set space.name=nb201 (space.ops picks "
+                    "the candidate ops)")
+  a = config.agents
+  if (a.num_envs * a.num_steps) % a.num_minibatches:
+    raise UserError(f"agents.num_envs * agents.num_steps ({a.num_envs * a.num_steps}) must be "
+                    f"a multiple of agents.num_minibatches ({a.num_minibatches})")
+  if mode == "search" and a.teacher is not None \
+      and not os.path.isdir(os.path.expanduser(a.teacher)):
+    raise UserError(f"config.agents.teacher={a.teacher!r}: no such directory (the workdir of "
+                    "an earlier method=a2d run, whose teacher is loaded)")
 
 
 def _check_search_data(config) -> None:

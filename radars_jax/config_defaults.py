@@ -16,7 +16,7 @@ def base_config() -> ml_collections.ConfigDict:
   library, each from its own function below (same fields, same order)."""
   config = ml_collections.ConfigDict()
   config.mode = "search"          # search | describe | train
-  config.method = "single_darts"  # darts | single_darts | radars | rl | random
+  config.method = "single_darts"  # darts | single_darts | radars | rl | random | a2d
   config.seed = 0
   config.memory_budget_gb = ml_collections.FieldReference(None, field_type=float)
   config.log_every = 10           # steps between host syncs (metrics, progress)
@@ -35,6 +35,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.dnas = dnas_config()
   config.radars = radars_config()
   config.controller = controller_config()
+  config.agents = agents_config()
   return config
 
 
@@ -195,6 +196,35 @@ def controller_config() -> ml_collections.ConfigDict:
   c.uncertainty_scale = 0.5       # spread (in reward stds) at which confidence = 1/2
   # pruning
   c.prune_threshold = 0.05        # drop ops with probability below this
+  return c
+
+
+def agents_config() -> ml_collections.ConfigDict:
+  """The `config.agents` block, for method=a2d (`radars_jax.agents.run`): the
+  environment, PPO's settings for each phase, the agent supernet's size (its
+  ops: `config.space`) and A2D's loss weights."""
+  c = ml_collections.ConfigDict()
+  c.env = "Breakout-MinAtar"   # gymnax: Breakout-/Asterix-/SpaceInvaders-/Freeway-MinAtar
+  # the workdir of an earlier method=a2d run whose teacher is loaded (None: train one)
+  c.teacher = ml_collections.FieldReference(None, field_type=str)
+  c.teacher_updates = 200      # PPO updates (num_envs x num_steps environment steps each)
+  c.search_updates = 60
+  c.retrain_updates = 200
+  c.num_envs = 64              # PPO (purejaxrl's MinAtar settings)
+  c.num_steps = 128
+  c.update_epochs = 4
+  c.num_minibatches = 8
+  c.lr = 5e-4
+  c.ent_coef = 0.01
+  c.channels = 8               # the agent supernet: a 3x3 stem to `channels`,
+  c.cells = 1                  # `cells` NAS-Bench-201 cells,
+  c.features = 32              # a dense layer of `features`, the policy and value heads
+  c.actor_weight = 1.0         # l_actor * KL(pi_teacher || pi_student)
+  c.critic_weight = 0.5        # l_critic * (V_student - V_teacher)^2
+  c.flops_weight = 0.1         # l_flops * E_alpha[multiply-adds] / the teacher's
+  c.eval_episodes = 64         # whole episodes per evaluation
+  c.checkpoint_every = 20      # PPO updates between checkpoints
+  c.baselines = True           # also plain DNAS and a small hand-designed agent
   return c
 
 

@@ -10,7 +10,8 @@ measurements show it wins (docs/performance.md, "Performance options" and
   backward; `xla` on GPU and TPU (`radars_jax.nas.depthwise`). Except the
   subspace searches (`radars`, `rl`, `random`): `xla` everywhere, as their
   cost model sizes subspaces from single-op traces, which add up to XLA's
-  bytes of `xla` kernels but not of `shifted` ones.
+  bytes of `xla` kernels but not of `shifted` ones. Agent searches
+  (`a2d`, whole-space) pick as whole-space DNAS.
 - `supernet.scan_edges`: on for whole-space DNAS (`darts`,
   `single_darts`) where every op of the space has a stacked form (a much
   shorter compile, a fraction of the bytes); off for the subspace
@@ -42,9 +43,12 @@ def is_auto(value) -> bool:
   return value is None or value == AUTO
 
 
+AGENT_METHODS = ("a2d",)   # radars_jax.agents: no scanned or switched cells
+
+
 def pick(name: str, config, backend: str) -> object:
   """What `auto` means for option `name` of `config` on `backend`."""
-  if name == "supernet.depthwise_impl" and config.method not in DNAS_METHODS:
+  if name == "supernet.depthwise_impl" and config.method not in DNAS_METHODS + AGENT_METHODS:
     return "xla"
   if name.endswith("depthwise_impl"):
     return "shifted" if backend == "cpu" else "xla"
@@ -85,7 +89,10 @@ def resolve(config, block: str = "supernet",
 
 def _applies(name: str, config) -> bool:
   """Whether option `name` changes anything in `config`'s run: scanned
-  edges are for whole-space DNAS, switched ones for subspace searches."""
+  edges are for whole-space DNAS, switched ones for subspace searches,
+  neither for agent searches."""
+  if config.method in AGENT_METHODS and name.startswith("supernet.scan"):
+    return False
   if name == "supernet.scan_edges":
     return config.method in DNAS_METHODS
   if name == "supernet.scan_switched":

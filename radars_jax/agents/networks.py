@@ -21,7 +21,7 @@ import numpy as np
 from radars_jax.agents.envs import Environment
 
 
-def _dense(features: int, gain: float = np.sqrt(2)) -> nn.Dense:
+def orthogonal_dense(features: int, gain: float = np.sqrt(2)) -> nn.Dense:
   return nn.Dense(features, kernel_init=nn.initializers.orthogonal(gain),
                   bias_init=nn.initializers.zeros)
 
@@ -37,7 +37,7 @@ class MinAtarTorso(nn.Module):
                 kernel_init=nn.initializers.orthogonal(np.sqrt(2)))(obs)
     x = nn.relu(x)
     x = x.reshape(*x.shape[:-3], -1)
-    return nn.relu(_dense(self.features)(x))
+    return nn.relu(orthogonal_dense(self.features)(x))
 
 
 class MLPTorso(nn.Module):
@@ -48,7 +48,7 @@ class MLPTorso(nn.Module):
   def __call__(self, obs: jax.Array) -> jax.Array:
     x = obs
     for width in self.hidden:
-      x = nn.tanh(_dense(width)(x))
+      x = nn.tanh(orthogonal_dense(width)(x))
     return x
 
 
@@ -60,8 +60,8 @@ class ActorCritic(nn.Module):
   @nn.compact
   def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
     features = self.torso(obs)
-    logits = _dense(self.num_actions, 0.01)(features)
-    value = _dense(1, 1.0)(features)[..., 0]
+    logits = orthogonal_dense(self.num_actions, 0.01)(features)
+    value = orthogonal_dense(1, 1.0)(features)[..., 0]
     return logits, value
 
 

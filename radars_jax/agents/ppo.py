@@ -15,9 +15,10 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import flax
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,7 +26,6 @@ import optax
 
 from radars_jax import checkpointing
 from radars_jax import metrics as metrics_lib
-from radars_jax.agents import networks
 from radars_jax.agents.envs import Environment
 from radars_jax.errors import UserError
 
@@ -66,6 +66,7 @@ class RunnerState(flax.struct.PyTreeNode):
   episode_return: jax.Array    # [E] return of each environment's running episode
   key: jax.Array
   update: jax.Array            # int32: updates done
+  constants: Any = None        # what `extra_loss` reads and no step changes (a teacher's params)
 
 
 class Transition(NamedTuple):
@@ -100,10 +101,16 @@ def action_log_prob(logits: jax.Array, action: jax.Array) -> jax.Array:
   return jnp.take_along_axis(jax.nn.log_softmax(logits), action[..., None], -1)[..., 0]
 
 
-def ppo_loss(agent: networks.ActorCritic, params, batch: Transition, advantages: jax.Array,
-             targets: jax.Array, hp: PPOHParams):
-  """Clipped surrogate + clipped value loss - entropy bonus over a minibatch;
-  (loss, metrics)."""
+# `extra_loss(params, obs, logits, value, constants) -> (loss, metrics)`: a
+# term added to PPO's loss (A2D: distillation and the FLOPs cost).
+ExtraLoss = Callable[[Any, jax.Array, jax.Array, jax.Array, Any], tuple[jax.Array, dict]]
+
+
+def ppo_loss(agent: nn.Module, params, batch: Transition, advantages: jax.Array,
+             targets: jax.Array, hp: PPOHParams, extra_loss: ExtraLoss | None = None,
+             constants=None):
+  """Clipped surrogate + clipped value loss - entropy bonus over a minibatch,
+  plus `extra_loss` if given; (loss, metrics)."""
   logits, value = agent.apply({"params": params}, batch.obs)
   ratio = jnp.exp(action_log_prob(logits, batch.action) - batch.log_prob)
   advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
@@ -114,22 +121,37 @@ def ppo_loss(agent: networks.ActorCritic, params, batch: Transition, advantages:
   log_probs = jax.nn.log_softmax(logits)
   entropy = -(jnp.exp(log_probs) * log_probs).sum(-1).mean()
   loss = actor_loss + hp.vf_coef * value_loss - hp.ent_coef * entropy
-  return loss, {"actor_loss": actor_loss, "value_loss": value_loss, "entropy": entropy,
-                "approx_kl": ((ratio - 1) - jnp.log(ratio)).mean()}
+  metrics = {"actor_loss": actor_loss, "value_loss": value_loss, "entropy": entropy,
+             "approx_kl": ((ratio - 1) - jnp.log(ratio)).mean()}
+  if extra_loss is not None:
+    extra, extra_metrics = extra_loss(params, batch.obs, logits, value, constants)
+    loss = loss + extra
+    metrics.update(extra_metrics)
+  return loss, metrics
+
+
+def optimizer(hp: PPOHParams) -> optax.GradientTransformation:
+  """PPO's: the gradient's global norm clipped, then Adam (its learning
+  rate annealed linearly to 0 over the run if `hp.anneal_lr`)."""
+  lr = hp.lr
+  if hp.anneal_lr:
+    lr = optax.linear_schedule(hp.lr, 0.0, hp.num_updates * hp.update_epochs * hp.num_minibatches)
+  return optax.chain(optax.clip_by_global_norm(hp.max_grad_norm), optax.adam(lr, eps=1e-5))
 
 
 class PPO:
-  """PPO training of `agent` on `env` with settings `hp`; `unroll`: the
-  update's minibatch steps unrolled instead of looped (None: as measured
-  fastest, below)."""
+  """PPO training of `agent` (obs -> (logits, value)) on `env` with settings
+  `hp`. `tx`: the optimiser (default `optimizer(hp)`); `extra_loss`: a term
+  added to the loss (see `ExtraLoss`), which reads the runner state's
+  `constants` (`init(key, constants)`); `unroll`: the update's minibatch
+  steps unrolled instead of looped (None: as measured fastest, below)."""
 
-  def __init__(self, env: Environment, agent: networks.ActorCritic, hp: PPOHParams,
-               unroll: bool | None = None):
+  def __init__(self, env: Environment, agent: nn.Module, hp: PPOHParams,
+               unroll: bool | None = None, tx: optax.GradientTransformation | None = None,
+               extra_loss: ExtraLoss | None = None):
     self.env, self.agent, self.hp = env, agent, hp
-    lr = hp.lr
-    if hp.anneal_lr:
-      lr = optax.linear_schedule(hp.lr, 0.0, hp.num_updates * hp.update_epochs * hp.num_minibatches)
-    self.tx = optax.chain(optax.clip_by_global_norm(hp.max_grad_norm), optax.adam(lr, eps=1e-5))
+    self.tx = optimizer(hp) if tx is None else tx
+    self.extra_loss = extra_loss
     # Image observations on the CPU: the epochs' minibatch steps unrolled.
     # XLA's CPU backend runs a convolution's gradient inside a loop about 6x
     # slower than in straight-line code (Breakout-MinAtar: an update 0.70 s
@@ -142,16 +164,17 @@ class PPO:
     self._init_jit = jax.jit(self._init)
     self._evaluate = jax.jit(self._evaluate_fn, static_argnames=("num_episodes", "greedy"))
 
-  def init(self, key: jax.Array) -> RunnerState:
-    """Fresh parameters and environments (one program)."""
-    return self._init_jit(key)
+  def init(self, key: jax.Array, constants=None) -> RunnerState:
+    """Fresh parameters and environments (one program), carrying
+    `constants` for `extra_loss`."""
+    return self._init_jit(key, constants)
 
-  def _init(self, key):
+  def _init(self, key, constants):
     key, init_key, env_key = jax.random.split(key, 3)
     params = self.agent.init(init_key, jnp.zeros((1, *self.env.obs_shape)))["params"]
     obs, env_state = self.env.reset(env_key, self.hp.num_envs)
     return RunnerState(params, self.tx.init(params), env_state, obs,
-                       jnp.zeros(self.hp.num_envs), key, jnp.zeros((), jnp.int32))
+                       jnp.zeros(self.hp.num_envs), key, jnp.zeros((), jnp.int32), constants)
 
   def _rollout(self, state: RunnerState):
     """`num_steps` steps of every environment under the current policy:
@@ -181,7 +204,9 @@ class PPO:
                               hp.gae_lambda)
     flat = jax.tree_util.tree_map(lambda x: x.reshape(-1, *x.shape[2:]),
                                   (steps, advantages, targets))
-    grad_fn = jax.value_and_grad(lambda p, b: ppo_loss(self.agent, p, *b, hp), has_aux=True)
+    grad_fn = jax.value_and_grad(
+        lambda p, b: ppo_loss(self.agent, p, *b, hp, self.extra_loss, state.constants),
+        has_aux=True)
 
     def minibatch_step(carry, batch):
       params, opt_state = carry
@@ -242,14 +267,16 @@ class PPO:
 
 def train(trainer: PPO, key: jax.Array, num_updates: int,
           checkpoint_dir: str | Path | None = None, checkpoint_every: int = 50,
-          writer: metrics_lib.MetricWriter | None = None, progress: bool = True):
-  """Runs `num_updates` updates from a fresh state, or from the latest
-  checkpoint in `checkpoint_dir` (saved every `checkpoint_every` updates
-  and at the end); (final state, [metrics of each update run here, with
-  its wall seconds as "seconds"])."""
+          writer: metrics_lib.MetricWriter | None = None, progress: bool = True,
+          constants=None, name: str = "teacher"):
+  """Runs `num_updates` updates from a fresh state (`trainer.init(key,
+  constants)`), or from the latest checkpoint in `checkpoint_dir` (saved
+  every `checkpoint_every` updates and at the end); (final state, [metrics
+  of each update run here, with its wall seconds as "seconds"]). `name`:
+  the progress bar's and the metrics' prefix."""
   if num_updates < 1:
     raise UserError(f"num_updates must be at least 1, got {num_updates}")
-  state = trainer.init(key)
+  state = trainer.init(key, constants)
   ckpt = checkpointing.Checkpointer(checkpoint_dir) if checkpoint_dir is not None else None
   history = []
   try:
@@ -259,7 +286,7 @@ def train(trainer: PPO, key: jax.Array, num_updates: int,
         state = restored[1]
     start = int(state.update)
     env_steps = trainer.hp.num_envs * trainer.hp.num_steps
-    with metrics_lib.progress_bar(num_updates, f"ppo {trainer.env.name}", initial=start,
+    with metrics_lib.progress_bar(num_updates, f"{name} {trainer.env.name}", initial=start,
                                   enabled=progress) as bar:
       for update in range(start, num_updates):
         started = time.perf_counter()
@@ -268,7 +295,7 @@ def train(trainer: PPO, key: jax.Array, num_updates: int,
         metrics["seconds"] = time.perf_counter() - started
         history.append(metrics)
         if writer is not None:
-          writer.scalars((update + 1) * env_steps, metrics, prefix="teacher/")
+          writer.scalars((update + 1) * env_steps, metrics, prefix=f"{name}/")
         bar.update(1)
         bar.set_postfix(ret=f"{metrics['episode_return']:.1f}")
         if ckpt is not None and ((update + 1) % checkpoint_every == 0

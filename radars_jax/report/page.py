@@ -288,6 +288,12 @@ def write_report(workdir: str | os.PathLike) -> Path:
           (p, "softmax(α) of every choice point over the ops of the final DNAS subspace "
               "(the genotype keeps, per node, the two edges with the strongest non-none op).")
           for p in _attempt(data, "alpha heatmap", plots.plot_alphas, data.summary, path)]))
+    if data.summary is not None and data.summary.get("agents"):
+      sections.append(("Agents", [
+          (p, "Mean return (bars: std over the episodes) against multiply-adds per "
+              "observation of the teacher and of the searched and hand-designed agents.")
+          for p in _attempt(data, "agents plot", plots.plot_agents, data.summary,
+                            outdir / "agents.png")]))
     if data.metrics:
       heading = "Search curves" if data.summary is not None else "Training curves"
       sections.append((heading, _attempt(data, "metric curves", plots.plot_metrics,

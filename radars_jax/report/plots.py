@@ -364,3 +364,33 @@ def plot_history(history: Sequence[dict], summary: dict | None,
   if series:
     out.append(_plot_progress(series, iters, summary, outdir))
   return [item for item in out if item is not None]
+
+
+# --------------------------------------------------------------------------
+# Agents (method=a2d).
+
+_AGENT_LABELS = {"teacher": "teacher (hand-designed)", "small": "small hand-designed",
+                 "dnas": "plain DNAS", "a2d": "A2D (distilled)",
+                 "a2d_plain": "A2D cell, retrained without distillation"}
+
+
+def plot_agents(summary: dict, path: str | os.PathLike) -> Path | None:
+  """Mean return (+- std over the evaluation episodes) against multiply-adds
+  of every agent of an A2D run; None for other runs."""
+  agents = summary.get("agents")
+  if not isinstance(agents, dict) or not agents:
+    return None
+  fig = style.new_figure(6.4, 4.2)
+  ax = fig.subplots()
+  markers = "o^sDv"
+  for i, (name, agent) in enumerate(agents.items()):
+    ax.errorbar([_as_float(agent.get("macs"))], [_as_float(agent.get("mean_return"))],
+                yerr=[_as_float(agent.get("std_return"))], fmt=markers[i % len(markers)],
+                capsize=3, color=style.SERIES_COLOURS[i % len(style.SERIES_COLOURS)],
+                label=_AGENT_LABELS.get(name, name))
+  ax.set_xscale("log")
+  ax.set_xlabel("multiply-adds per observation (log scale)")
+  ax.set_ylabel(f"mean return over {next(iter(agents.values())).get('episodes', '?')} episodes")
+  ax.set_title(f"Agents on {summary.get('env', '?')}: return against cost", weight="bold")
+  ax.legend(fontsize="small")
+  return style.save_figure(fig, Path(path))
