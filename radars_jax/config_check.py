@@ -255,6 +255,7 @@ FIELDS: dict[str, Rule] = {
     "agents.channels": _int(1),
     "agents.cells": _int(1),
     "agents.features": _int(1),
+    "agents.alpha_lr": _positive(),
     "agents.actor_weight": _float(0.0),
     "agents.critic_weight": _float(0.0),
     "agents.flops_weight": _float(0.0),

@@ -208,17 +208,21 @@ def agents_config() -> ml_collections.ConfigDict:
   # the workdir of an earlier method=a2d run whose teacher is loaded (None: train one)
   c.teacher = ml_collections.FieldReference(None, field_type=str)
   c.teacher_updates = 200      # PPO updates (num_envs x num_steps environment steps each)
-  c.search_updates = 60
+  c.search_updates = 40
   c.retrain_updates = 200
-  c.num_envs = 64              # PPO (purejaxrl's MinAtar settings)
-  c.num_steps = 128
-  c.update_epochs = 4
-  c.num_minibatches = 8
+  c.num_envs = 64              # PPO (purejaxrl's MinAtar settings, but for the passes:
+  c.num_steps = 128            # on the CPU an update's minibatch steps are unrolled, and
+  c.update_epochs = 2          # 4 x 8 copies of the supernet's gradient took minutes to
+  c.num_minibatches = 4        # compile; 2 x 4: 55 s, docs/performance.md)
   c.lr = 5e-4
   c.ent_coef = 0.01
   c.channels = 8               # the agent supernet: a 3x3 stem to `channels`,
   c.cells = 1                  # `cells` NAS-Bench-201 cells,
   c.features = 32              # a dense layer of `features`, the policy and value heads
+  # Adam on the alphas (dnas.alpha_betas, dnas.alpha_weight_decay): a search of tens of
+  # updates makes hundreds of alpha steps, not DARTS's ~20,000, so a larger rate than
+  # dnas.alpha_lr (at 3e-4, 40 updates left every op within 0.003 of uniform)
+  c.alpha_lr = 0.01
   c.actor_weight = 1.0         # l_actor * KL(pi_teacher || pi_student)
   c.critic_weight = 0.5        # l_critic * (V_student - V_teacher)^2
   c.flops_weight = 0.1         # l_flops * E_alpha[multiply-adds] / the teacher's

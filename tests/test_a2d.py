@@ -191,3 +191,27 @@ def test_a2d_run_stopped_after_its_search_resumes_to_the_same_result(whole_run, 
   for name in whole["agents"]:
     for key in ("mean_return", "std_return", "macs", "params"):
       assert resumed["agents"][name][key] == whole["agents"][name][key], (name, key)
+
+
+def test_the_comparison_script_aggregates_runs_over_seeds(whole_run, tmp_path):
+  """experiments/a2d_minatar.py's table and plot from run summaries (two
+  seeds here: the same run twice, so the spread is 0)."""
+  spec = importlib.util.spec_from_file_location("a2d_minatar",
+                                                ROOT / "experiments" / "a2d_minatar.py")
+  script = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(script)
+  _, summary = whole_run
+  results = script.aggregate({"Breakout-MinAtar": [summary, summary]})
+  rows = results["Breakout-MinAtar"]["agents"]
+  assert set(rows) == {"teacher", "a2d"} and rows["a2d"]["seeds"] == 2
+  assert rows["a2d"]["return_std"] == 0.0
+  assert rows["a2d"]["return_mean"] == summary["agents"]["a2d"]["mean_return"]
+  targets = results["Breakout-MinAtar"]["targets"]
+  assert targets["a2d_macs_fraction"] == (summary["agents"]["a2d"]["macs"]
+                                          / summary["agents"]["teacher"]["macs"])
+  assert "| Breakout-MinAtar | A2D |" in script.table(results)
+  assert script.plot(results, tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
+  config = script.minatar_config()
+  script.apply_override(config, "agents.search_updates=7")
+  script.apply_override(config, "agents.baselines=false")
+  assert config.agents.search_updates == 7 and config.agents.baselines is False

@@ -46,6 +46,7 @@ from radars_jax.agents import ppo
 from radars_jax.agents import supernet as agent_supernet
 from radars_jax.errors import UserError
 from radars_jax.nas import spaces as spaces_lib
+from radars_jax.nas import supernet as supernet_lib
 
 PHASES_DIR = "agents"
 
@@ -118,7 +119,7 @@ class A2DRun:
     result = trainer.evaluate(params, jax.random.fold_in(self.key(name), 1),
                               num_episodes=int(self.agents.eval_episodes))
     result["macs"] = agent_supernet.agent_macs(trainer.agent, self.env.obs_shape)
-    result["params"] = int(sum(np.prod(p.shape) for p in jax.tree_util.tree_leaves(params)))
+    result["params"] = supernet_lib.count_params(params)
     return result
 
 
@@ -171,8 +172,10 @@ def search_phase(run: A2DRun, name: str, weights: a2d.A2DWeights, teacher_params
   if result is not None:
     return result
   hp = ppo_hparams(run.agents, run.agents.search_updates)
+  dnas_config = run.config.dnas.copy_and_resolve_references()
+  dnas_config.alpha_lr = float(run.agents.alpha_lr)
   trainer, macs = a2d.search_trainer(
-      run.env, run.space, run.agents, run.config.dnas, hp,
+      run.env, run.space, run.agents, dnas_config, hp,
       run.teacher if weights.distills else None, weights, run.teacher_macs,
       depthwise_impl=run.config.supernet.depthwise_impl)
   state, info = run.train(name, trainer, hp.num_updates,
@@ -181,8 +184,7 @@ def search_phase(run: A2DRun, name: str, weights: a2d.A2DWeights, teacher_params
   result = dict(info, genotype=genotype, alphas=[a.tolist() for a in alphas],
                 weights=dataclasses.asdict(weights),
                 expected_macs=float(macs.of_alphas(alphas)),
-                supernet_params=int(sum(np.prod(p.shape) for p in
-                                        jax.tree_util.tree_leaves(state.params))))
+                supernet_params=supernet_lib.count_params(state.params))
   workdir_lib.write_json(run.phase_path(name), result)
   return result
 
@@ -292,7 +294,7 @@ def describe(config) -> dict:
       "choice_points": [cp.name for cp in space.choice_points],
       "cells": int(config.agents.cells), "channels": int(config.agents.channels),
       "features": int(config.agents.features),
-      "supernet_weights": int(sum(np.prod(p.shape) for p in jax.tree_util.tree_leaves(params))),
+      "supernet_weights": supernet_lib.count_params(params),
       "teacher_macs": agent_supernet.agent_macs(networks.hand_designed_agent(env),
                                                 env.obs_shape),
       "derived_macs_min": macs.fixed + macs.cells * sum(per_edge[0]),
