@@ -380,7 +380,7 @@ def plot_agents(summary: dict, path: str | os.PathLike) -> Path | None:
   agents = summary.get("agents")
   if not isinstance(agents, dict) or not agents:
     return None
-  fig = style.new_figure(6.4, 4.2)
+  fig = style.new_figure(9.0, 4.2)
   ax = fig.subplots()
   markers = "o^sDv"
   for i, (name, agent) in enumerate(agents.items()):
@@ -392,5 +392,5 @@ def plot_agents(summary: dict, path: str | os.PathLike) -> Path | None:
   ax.set_xlabel("multiply-adds per observation (log scale)")
   ax.set_ylabel(f"mean return over {next(iter(agents.values())).get('episodes', '?')} episodes")
   ax.set_title(f"Agents on {summary.get('env', '?')}: return against cost", weight="bold")
-  ax.legend(fontsize="small")
+  ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
   return style.save_figure(fig, Path(path))
