@@ -414,6 +414,10 @@ def _check_agents(config, mode: str) -> None:
                     f"{space.name!r} does not fit it; set space.name=nb201 (space.ops picks "
                     "the candidate ops)")
   a = config.agents
+  if a.env not in agent_envs.MINATAR_GAMES:
+    raise UserError(f"method=a2d searches convolutional torsos for image observations: "
+                    f"agents.env={a.env!r} has none; use one of "
+                    f"{', '.join(agent_envs.MINATAR_GAMES)}")
   if (a.num_envs * a.num_steps) % a.num_minibatches:
     raise UserError(f"agents.num_envs * agents.num_steps ({a.num_envs * a.num_steps}) must be "
                     f"a multiple of agents.num_minibatches ({a.num_minibatches})")

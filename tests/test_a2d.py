@@ -112,6 +112,7 @@ def test_a2d_loss_is_zero_for_the_teacher_and_adds_the_cost_of_the_alphas(breako
     (dict(space="darts"), "NAS-Bench-201 cells"),
     (dict(memory_budget_gb=1.0), "takes no memory budget"),
     (dict(env="Pong-MinAtar"), "config.agents.env='Pong-MinAtar'"),
+    (dict(env="CartPole-v1"), "image observations"),
     (dict(num_minibatches=7), "multiple of agents.num_minibatches"),
     (dict(teacher="/no/such/workdir"), "no such directory"),
 ])
