@@ -79,7 +79,8 @@ def run_one(game: str, seed: int, workdir: Path, overrides) -> dict:
 
 def aggregate(summaries: dict[str, list[dict]]) -> dict:
   """{game: {agent: mean and std over seeds of return, multiply-adds,
-  weights; targets}} from each game's run summaries."""
+  weights; A2D's claims on the means}} from each game's run summaries."""
+  from radars_jax.agents import run as agents_run  # pylint: disable=import-outside-toplevel
   out = {}
   for game, runs in summaries.items():
     rows = {}
@@ -92,16 +93,9 @@ def aggregate(summaries: dict[str, list[dict]]) -> dict:
                     "macs": float(np.mean([a["macs"] for a in found])),
                     "params": float(np.mean([a["params"] for a in found])),
                     "seeds": len(found)}
-    teacher, found = rows["teacher"], rows["a2d"]
-    targets = {"a2d_return_fraction": (found["return_mean"] / teacher["return_mean"]
-                                       if teacher["return_mean"] else None),
-               "a2d_macs_fraction": found["macs"] / teacher["macs"]}
-    targets["a2d_90pct_return_half_macs"] = bool(
-        targets["a2d_return_fraction"] is not None and targets["a2d_return_fraction"] >= 0.9
-        and targets["a2d_macs_fraction"] <= 0.5)
-    if "dnas" in rows:
-      targets["a2d_above_plain_dnas"] = found["return_mean"] > rows["dnas"]["return_mean"]
-    out[game] = {"agents": rows, "targets": targets,
+    claims = agents_run.targets({name: {"mean_return": row["return_mean"], "macs": row["macs"]}
+                                 for name, row in rows.items()})
+    out[game] = {"agents": rows, "targets": claims,
                  "wall_seconds_mean": float(np.mean([r["search_seconds"] for r in runs]))}
   return out
 

@@ -205,9 +205,10 @@ def retrain_phase(run: A2DRun, name: str, agent, weights: a2d.A2DWeights,
   return result
 
 
-def _targets(agents: dict) -> dict:
-  """A2D's claims on this run: return against the teacher's, multiply-adds
-  against its, and A2D against plain DNAS."""
+def targets(agents: dict) -> dict:
+  """A2D's claims on agents {name: {"mean_return", "macs"}} (one run's, or
+  means over runs): return against the teacher's, multiply-adds against
+  its, and A2D against plain DNAS."""
   teacher, found = agents["teacher"], agents["a2d"]
   out = {"return_fraction_of_teacher": (found["mean_return"] / teacher["mean_return"]
                                         if teacher["mean_return"] else None),
@@ -259,7 +260,7 @@ def run_search(config, workdir) -> dict:
   summary = {
       "method": "a2d", "mode": "single_level", "space": space.name, "env": env.name,
       "dataset": env.name, "seed": int(config.seed), "genotype": genotype,
-      "agents": agents, "searches": searches, "targets": _targets(agents),
+      "agents": agents, "searches": searches, "targets": targets(agents),
       "teacher_macs": run.teacher_macs,
       "choice_points": [cp.name for cp in space.choice_points],
       "space_ops": list(space.op_names),

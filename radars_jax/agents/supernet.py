@@ -53,9 +53,9 @@ class AgentSupernet(EdgeModes):
   """obs [B, H, W, C] -> (policy logits [B, num_actions], value [B])."""
   edge_ops: tuple[tuple[str, ...], ...]
   num_actions: int
-  channels: int = 8
-  cells: int = 1
-  features: int = 64
+  channels: int      # (the sizes: config.agents, `build_agent_supernet`)
+  cells: int
+  features: int
   settings: OpSettings = AGENT_OP_SETTINGS
 
   @nn.compact
