@@ -27,6 +27,7 @@ import ml_collections
 import numpy as np
 
 from radars_jax.agents import envs as agent_envs
+from radars_jax.agents import supernet as agent_supernet
 from radars_jax.radars import controller as controller_lib
 from radars_jax import data as data_lib
 from radars_jax.nas import depthwise
@@ -408,11 +409,8 @@ def _check_agents(config, mode: str) -> None:
   if config.memory_budget_gb is not None:
     raise UserError("method=a2d searches the whole agent space and takes no memory budget: "
                     "leave memory_budget_gb unset")
-  space = spaces_lib.make_space(config.space.name, config.space.ops, config.space.num_ops)
-  if space.kind != "nb201_cell":
-    raise UserError(f"method=a2d: the agent torso stacks NAS-Bench-201 cells, space "
-                    f"{space.name!r} does not fit it; set space.name=nb201 (space.ops picks "
-                    "the candidate ops)")
+  agent_supernet.check_agent_space(
+      spaces_lib.make_space(config.space.name, config.space.ops, config.space.num_ops))
   a = config.agents
   if a.env not in agent_envs.MINATAR_GAMES:
     raise UserError(f"method=a2d searches convolutional torsos for image observations: "

@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import numpy as np
 
 from radars_jax import checkpointing
 from radars_jax import metrics as metrics_lib
@@ -128,11 +127,11 @@ def _finished(run: A2DRun, name: str) -> dict | None:
   return workdir_lib.read_json(path) if path.exists() else None
 
 
-def _final_state(run: A2DRun, name: str, trainer: ppo.PPO, constants=None) -> ppo.RunnerState:
-  """The last checkpoint of finished phase `name`."""
+def _final_state(run: A2DRun, name: str, trainer: ppo.PPO) -> ppo.RunnerState:
+  """The last checkpoint of finished phase `name` (the teacher's: no constants)."""
   ckpt = checkpointing.Checkpointer(run.path / "checkpoints" / name)
   try:
-    restored = ckpt.restore_latest(trainer.init(run.key(name), constants))
+    restored = ckpt.restore_latest(trainer.init(run.key(name)))
   finally:
     ckpt.close()
   if restored is None:
@@ -147,8 +146,7 @@ def teacher_phase(run: A2DRun) -> tuple[Any, dict]:
   trainer = ppo.PPO(run.env, run.teacher, hp)
   source = run.agents.teacher
   if source:
-    other = A2DRun(run.config, Path(source).expanduser(), run.env, run.space, run.writer,
-                   run.teacher, run.teacher_macs)
+    other = dataclasses.replace(run, path=Path(source).expanduser())
     result = _finished(other, "teacher")
     if result is None:
       raise UserError(f"agents.teacher={source}: no finished teacher there "
@@ -286,8 +284,6 @@ def describe(config) -> dict:
                                             depthwise_impl=config.supernet.depthwise_impl)
   macs = agent_supernet.AgentMacs.of(net, env.obs_shape)
   per_edge = [min(costs) for costs in macs.per_op], [max(costs) for costs in macs.per_op]
-  params = jax.eval_shape(lambda x: net.init(jax.random.key(0), x),
-                          jax.ShapeDtypeStruct((1, *env.obs_shape), np.float32))["params"]
   return {
       "method": "a2d", "env": env.name, "observation_shape": list(env.obs_shape),
       "num_actions": env.num_actions, "space": space.name,
@@ -295,7 +291,8 @@ def describe(config) -> dict:
       "choice_points": [cp.name for cp in space.choice_points],
       "cells": int(config.agents.cells), "channels": int(config.agents.channels),
       "features": int(config.agents.features),
-      "supernet_weights": supernet_lib.count_params(params),
+      "supernet_weights": supernet_lib.count_params(
+          supernet_lib.param_shapes(net, env.obs_shape)),
       "teacher_macs": agent_supernet.agent_macs(networks.hand_designed_agent(env),
                                                 env.obs_shape),
       "derived_macs_min": macs.fixed + macs.cells * sum(per_edge[0]),
