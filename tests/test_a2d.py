@@ -108,6 +108,27 @@ def test_a2d_loss_is_zero_for_the_teacher_and_adds_the_cost_of_the_alphas(breako
     a2d.a2d_loss(None, a2d.A2DWeights(1.0, 0.0))
 
 
+def test_an_agents_output_for_an_observation_does_not_depend_on_its_batch(breakout):
+  """The agent ops normalise each observation by its own statistics: its
+  logits and value are the same alone, among others, or among copies of
+  itself (under batch statistics, evaluation episodes started together
+  scored far below training: docs/performance.md)."""
+  space = spaces.make_space("nb201", ops=OPS)
+  config = minatar_config().agents
+  net = agent_supernet.build_agent_supernet(space, space.full_subspace(), config, 3)
+  genotype = spaces.derive_genotype(space, space.full_subspace(),
+                                    [np.eye(6)[i] for i in (2, 3, 4, 5, 1, 3)])
+  obs = jax.random.bernoulli(jax.random.key(0), 0.2, (5, *breakout.obs_shape)).astype(jnp.float32)
+  for agent in (agent_supernet.search_agent(net, space.full_subspace()),
+                a2d.derived_agent(space, genotype, config, 3)):
+    params = jax.jit(agent.init)(jax.random.key(1), obs)
+    batches = (obs, obs[:1], jnp.repeat(obs[:1], 4, axis=0), obs[::-1][-1:])
+    firsts = [jax.tree_util.tree_map(lambda y: y[:1], agent.apply(params, b)) for b in batches]
+    chex.assert_trees_all_close(*firsts, rtol=1e-5, atol=1e-6)
+    logits = agent.apply(params, obs)[0]
+    assert float(jnp.abs(logits[1:] - logits[:1]).max()) > 0   # (the observations differ)
+
+
 @pytest.mark.parametrize("override, message", [
     (dict(space="darts"), "NAS-Bench-201 cells"),
     (dict(memory_budget_gb=1.0), "takes no memory budget"),

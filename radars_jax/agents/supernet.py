@@ -44,9 +44,13 @@ from radars_jax.nas.ops import BatchNorm, OpSettings
 from radars_jax.nas.supernet import _check_slots, _cell_modes
 from radars_jax.retrain import networks as retrain_networks
 
-# Search-time normalisation: batch statistics, no affine parameters (as the
-# image supernets); the stem's BatchNorm has its scale and bias.
-AGENT_OP_SETTINGS = OpSettings(pool_bn=False)
+# Normalisation: each observation's own statistics (a layer norm per
+# example), no affine parameters in the ops; the stem's has its scale and
+# bias. Batch statistics would make one observation's action depend on the
+# others of its batch: 64 evaluation episodes started together see nearly
+# the same frames, and a batch-normalised agent scored far below its
+# training returns (docs/performance.md).
+AGENT_OP_SETTINGS = OpSettings(pool_bn=False, per_example_norm=True)
 
 
 class AgentSupernet(EdgeModes):
@@ -64,7 +68,7 @@ class AgentSupernet(EdgeModes):
     weights = mixing_weights(alphas, op_scales, slots)
     x = nn.Conv(self.channels, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
                 name="stem_conv")(obs)
-    x = BatchNorm(OpSettings(affine=True), name="stem_bn")(x, train)
+    x = BatchNorm(dataclasses.replace(AGENT_OP_SETTINGS, affine=True), name="stem_bn")(x, train)
     for i in range(self.cells):
       x = NB201SearchCell(self.edge_ops, self.channels, self.settings,
                           **_cell_modes(self, self.slot_orders), name=f"cell_{i}")(

@@ -11,7 +11,10 @@ NAS-Bench-201 (`nor_conv_3x3`): a space is a list of these names.
 Normalisation: inside a search supernet BatchNorm has no affine parameters
 and normalises with the statistics of the current batch (as in DARTS search
 mixed ops and NAS-Bench-201 search cells); a retrained network uses affine
-BatchNorm with running averages. `OpSettings` carries that choice.
+BatchNorm with running averages. `OpSettings` carries that choice, and
+one more: `per_example_norm` normalises each example over its own (H, W, C)
+(a layer norm), for agents, whose action for one observation must not
+depend on the other observations of its batch.
 """
 from __future__ import annotations
 
@@ -37,6 +40,7 @@ class OpSettings:
   affine: bool = False               # BatchNorm scale and bias
   track_running_stats: bool = False  # False: always normalise with batch stats
   pool_bn: bool = True               # BatchNorm after pooling (DARTS search)
+  per_example_norm: bool = False     # statistics of each example, not of the batch
   depthwise_impl: str = "xla"        # see radars_jax.nas.depthwise
   switch_friendly: bool = False      # dense convs with radars_jax.nas.conv's gradients
                                      # (set by the switched supernet)
@@ -50,7 +54,8 @@ class BatchNorm(nn.Module):
 
   With `track_running_stats=False` it is a pure function of the batch (no
   state to carry): the search supernet's choice. Statistics are taken over
-  the global batch, also when the batch is sharded over devices.
+  the global batch, also when the batch is sharded over devices. With
+  `per_example_norm` each example is normalised over its own (H, W, C).
   """
   settings: OpSettings
 
@@ -58,10 +63,12 @@ class BatchNorm(nn.Module):
   def __call__(self, x, train: bool = True):
     s = self.settings
     if s.track_running_stats:
+      if s.per_example_norm:
+        raise ValueError("per_example_norm keeps no running statistics")
       return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM,
                           epsilon=BN_EPSILON, use_bias=s.affine,
                           use_scale=s.affine)(x)
-    y = _lean_normalise(x, (0, 1, 2))
+    y = _lean_normalise(x, norm_axes(s, x.ndim))
     if s.affine:
       y = y * self.param("scale", nn.initializers.ones, (x.shape[-1],))
       y = y + self.param("bias", nn.initializers.zeros, (x.shape[-1],))
@@ -406,7 +413,7 @@ def shared_op(name: str, x, stride: int, settings: OpSettings):
   if name == "skip_connect":
     return x
   y = pool(x, name.split("_")[0], kernel_size(name), stride, settings.depthwise_impl)
-  return batch_norm(y) if settings.pool_bn else y
+  return batch_norm(y, norm_axes(settings, y.ndim)) if settings.pool_bn else y
 
 
 class Params(nn.Module):
@@ -431,8 +438,16 @@ class Params(nn.Module):
 
 
 def stackable(settings: OpSettings) -> bool:
-  """Stacked ops need weightless, stateless BatchNorm (search settings)."""
-  return not settings.affine and not settings.track_running_stats
+  """Stacked ops need weightless, stateless BatchNorm over the batch
+  (the image search's settings)."""
+  return not (settings.affine or settings.track_running_stats or settings.per_example_norm)
+
+
+def norm_axes(settings: OpSettings, ndim: int) -> tuple[int, ...]:
+  """The axes an op's normalisation takes its statistics over, on
+  [B, ..., C]: all but the channels (the batch), or with
+  `per_example_norm` all but the batch (each example)."""
+  return tuple(range(1, ndim)) if settings.per_example_norm else tuple(range(ndim - 1))
 
 
 def has_functional_form(name: str, stride: int) -> bool:
