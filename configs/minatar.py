@@ -22,6 +22,7 @@ from radars_jax import config_defaults
 
 def get_config():
   config = config_defaults.base_config()
+  config.task = "agents"
   config.method = "a2d"
   config.space.name = "nb201"
   config.space.ops = ("none,skip_connect,avg_pool_3x3,max_pool_3x3,nor_conv_1x1,nor_conv_3x3,"

@@ -41,6 +41,8 @@ from radars_jax.errors import UserError
 
 MODES = ("search", "describe", "train", "tabular")
 METHODS = ("darts", "single_darts", "radars", "rl", "random", "a2d")
+TASKS = ("images", "agents")
+AGENT_METHODS = ("a2d", "radars")   # task=agents
 
 
 # ---------------------------------------------------------------------------
@@ -152,6 +154,7 @@ def _choice(*choices, noun="value", optional=False) -> Rule:
 FIELDS: dict[str, Rule] = {
     # top level
     "mode": _choice(*MODES, noun="mode"),
+    "task": _choice(*TASKS, noun="task"),
     "method": _choice(*METHODS, noun="method"),
     "seed": _int(0),
     "memory_budget_gb": _positive(optional=True),
@@ -261,6 +264,8 @@ FIELDS: dict[str, Rule] = {
     "agents.critic_weight": _float(0.0),
     "agents.flops_weight": _float(0.0),
     "agents.eval_episodes": _int(1),
+    "agents.subspace_updates": _int(1),
+    "agents.reward_episodes": _int(1),
     "agents.checkpoint_every": _int(1),
     "agents.baselines": _BOOL,
     # train (mode=train)
@@ -314,7 +319,9 @@ def check_config(config: ml_collections.ConfigDict, mode: str | None = None) -> 
   as `mode` (default `config.mode`)."""
   check_fields(config)
   mode = config.mode if mode is None else mode
-  if mode in ("search", "describe") and config.method == "a2d":
+  if config.method == "a2d" and config.task != "agents":
+    raise UserError("method=a2d searches agents: set task=agents (configs/minatar.py does)")
+  if mode in ("search", "describe") and config.task == "agents":
     _check_agents(config, mode)
   elif mode in ("search", "describe"):
     _check_search(config, mode)
@@ -403,17 +410,26 @@ def _check_divisible(batch_size: int, what: str) -> None:
 
 
 def _check_agents(config, mode: str) -> None:
-  """`method=a2d`: an agent space, PPO's batch cut into whole minibatches,
-  no memory budget (the whole space is searched), a teacher workdir that
-  exists."""
-  if config.memory_budget_gb is not None:
+  """`task=agents`: method a2d or radars, a memory budget for radars only
+  (a2d searches the whole space), an agent space, PPO's batch cut into
+  whole minibatches, a teacher workdir that exists."""
+  if config.method not in AGENT_METHODS:
+    raise UserError(f"task=agents searches with method=a2d or radars, not "
+                    f"method={config.method}")
+  if config.method == "a2d" and config.memory_budget_gb is not None:
     raise UserError("method=a2d searches the whole agent space and takes no memory budget: "
                     "leave memory_budget_gb unset")
+  if config.method == "radars":
+    if mode == "search" and config.memory_budget_gb is None:
+      raise UserError("method=radars needs a memory budget: set --config.memory_budget_gb=GB")
+    if float(config.radars.cost_weight):
+      raise UserError("task=agents costs multiply-adds inside each subspace's search "
+                      "(agents.flops_weight): leave radars.cost_weight at 0")
   agent_supernet.check_agent_space(
       spaces_lib.make_space(config.space.name, config.space.ops, config.space.num_ops))
   a = config.agents
   if a.env not in agent_envs.MINATAR_GAMES:
-    raise UserError(f"method=a2d searches convolutional torsos for image observations: "
+    raise UserError(f"task=agents searches convolutional torsos for image observations: "
                     f"agents.env={a.env!r} has none; use one of "
                     f"{', '.join(agent_envs.MINATAR_GAMES)}")
   if (a.num_envs * a.num_steps) % a.num_minibatches:
@@ -422,7 +438,7 @@ def _check_agents(config, mode: str) -> None:
   if mode == "search" and a.teacher is not None \
       and not os.path.isdir(os.path.expanduser(a.teacher)):
     raise UserError(f"config.agents.teacher={a.teacher!r}: no such directory (the workdir of "
-                    "an earlier method=a2d run, whose teacher is loaded)")
+                    "an earlier task=agents run, whose teacher is loaded)")
 
 
 def _check_search_data(config) -> None:

@@ -16,6 +16,7 @@ def base_config() -> ml_collections.ConfigDict:
   library, each from its own function below (same fields, same order)."""
   config = ml_collections.ConfigDict()
   config.mode = "search"          # search | describe | train
+  config.task = "images"          # images | agents (radars_jax.agents: method=a2d or radars)
   config.method = "single_darts"  # darts | single_darts | radars | rl | random | a2d
   config.seed = 0
   config.memory_budget_gb = ml_collections.FieldReference(None, field_type=float)
@@ -200,9 +201,10 @@ def controller_config() -> ml_collections.ConfigDict:
 
 
 def agents_config() -> ml_collections.ConfigDict:
-  """The `config.agents` block, for method=a2d (`radars_jax.agents.run`): the
-  environment, PPO's settings for each phase, the agent supernet's size (its
-  ops: `config.space`) and A2D's loss weights."""
+  """The `config.agents` block, for `task=agents` (`radars_jax.agents.run`,
+  `radars_jax.agents.radars_search`): the environment, PPO's settings for each
+  phase, the agent supernet's size (its ops: `config.space`) and A2D's loss
+  weights."""
   c = ml_collections.ConfigDict()
   c.env = "Breakout-MinAtar"   # gymnax: Breakout-/Asterix-/SpaceInvaders-/Freeway-MinAtar
   # the workdir of an earlier method=a2d run whose teacher is loaded (None: train one)
@@ -227,6 +229,10 @@ def agents_config() -> ml_collections.ConfigDict:
   c.critic_weight = 0.5        # l_critic * (V_student - V_teacher)^2
   c.flops_weight = 0.1         # l_flops * E_alpha[multiply-adds] / the teacher's
   c.eval_episodes = 64         # whole episodes per evaluation
+  # method=radars: PPO updates of A2D in each sampled subspace (the final search:
+  # search_updates), and the episodes its derived agent is scored on (the reward)
+  c.subspace_updates = 10
+  c.reward_episodes = 32
   c.checkpoint_every = 20      # PPO updates between checkpoints
   c.baselines = True           # also plain DNAS and a small hand-designed agent
   return c

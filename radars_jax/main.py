@@ -39,10 +39,14 @@ def run(config, workdir):
   if config.mode == "tabular":  # table look-ups only: no supernet, no data
     from radars_jax.tabular import run as tabular_run  # pylint: disable=import-outside-toplevel
     return tabular_run.run_from_config(config, workdir)
-  if config.method == "a2d" and config.mode in ("search", "describe"):   # agents: no data
+  if config.task == "agents" and config.mode in ("search", "describe"):   # no data
     from radars_jax.agents import run as agents_run  # pylint: disable=import-outside-toplevel
-    return (agents_run.run_search(config, workdir) if config.mode == "search"
-            else agents_run.describe(config))
+    if config.mode == "describe":
+      return agents_run.describe(config)
+    if config.method == "radars":
+      from radars_jax.agents import radars_search  # pylint: disable=import-outside-toplevel
+      return radars_search.run_search(config, workdir)
+    return agents_run.run_search(config, workdir)
   from radars_jax.dnas import steps as dnas_steps  # pylint: disable=import-outside-toplevel
   from radars_jax.dnas import search  # pylint: disable=import-outside-toplevel
   if config.mode == "describe":
@@ -103,7 +107,7 @@ def console_summary(mode: str, result: dict, workdir) -> str:
                    f"{stats['best_report_mean']:.3f}")
     lines.append(f"  outputs   {result['plot']}, {path}summary.json, {result['results']}")
     return "\n".join(lines)
-  if result.get("method") == "a2d":
+  if result.get("agents"):
     return agents_summary(result, path)
   lines = [f"radars_jax: {result['method']} search on {result['space']} / "
            f"{result['dataset']} finished (DNAS: {result['mode']})",
@@ -128,8 +132,9 @@ def console_summary(mode: str, result: dict, workdir) -> str:
 
 
 def agents_summary(result: dict, path: str) -> str:
-  """The lines of a finished method=a2d run: each agent's return and cost."""
-  lines = [f"radars_jax: a2d search on {result['space']} / {result['env']} finished",
+  """The lines of a finished task=agents run: each agent's return and cost."""
+  lines = [f"radars_jax: {result['method']} search on {result['space']} / {result['env']} "
+           "finished",
            f"  genotype  {genotype_line(result['genotype'])}"]
   for name, agent in result["agents"].items():
     lines.append(f"  {name:<9} return {agent['mean_return']:.2f} +- {agent['std_return']:.2f} "

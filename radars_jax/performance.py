@@ -11,7 +11,9 @@ measurements show it wins (docs/performance.md, "Performance options" and
   subspace searches (`radars`, `rl`, `random`): `xla` everywhere, as their
   cost model sizes subspaces from single-op traces, which add up to XLA's
   bytes of `xla` kernels but not of `shifted` ones. Agent searches
-  (`a2d`, whole-space) pick as whole-space DNAS.
+  (`task=agents`, `a2d` and `radars`) pick as whole-space DNAS: a PPO
+  update with `xla` kernels took 12x as long on the CPU, and the budget
+  holds whatever the estimates (every update's bytes are read from XLA).
 - `supernet.scan_edges`: on for whole-space DNAS (`darts`,
   `single_darts`) where every op of the space has a stacked form (a much
   shorter compile, a fraction of the bytes); off for the subspace
@@ -43,12 +45,15 @@ def is_auto(value) -> bool:
   return value is None or value == AUTO
 
 
-AGENT_METHODS = ("a2d",)   # radars_jax.agents: no scanned or switched cells
+def is_agent_search(config) -> bool:
+  """`task=agents` (radars_jax.agents): no scanned or switched cells."""
+  return config.get("task") == "agents"
 
 
 def pick(name: str, config, backend: str) -> object:
   """What `auto` means for option `name` of `config` on `backend`."""
-  if name == "supernet.depthwise_impl" and config.method not in DNAS_METHODS + AGENT_METHODS:
+  if (name == "supernet.depthwise_impl" and config.method not in DNAS_METHODS
+      and not is_agent_search(config)):
     return "xla"
   if name.endswith("depthwise_impl"):
     return "shifted" if backend == "cpu" else "xla"
@@ -91,7 +96,7 @@ def _applies(name: str, config) -> bool:
   """Whether option `name` changes anything in `config`'s run: scanned
   edges are for whole-space DNAS, switched ones for subspace searches,
   neither for agent searches."""
-  if config.method in AGENT_METHODS and name.startswith("supernet.scan"):
+  if is_agent_search(config) and name.startswith("supernet.scan"):
     return False
   if name == "supernet.scan_edges":
     return config.method in DNAS_METHODS

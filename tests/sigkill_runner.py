@@ -1,5 +1,6 @@
-"""`python -m radars_jax.main FLAGS`, stopped at one moment of a RADARS
-search so that a test can SIGKILL it exactly there (test_radars.py).
+"""`python -m radars_jax.main FLAGS`, stopped at one moment of a search so
+that a test can SIGKILL it exactly there (test_radars.py, test_a2d.py,
+test_agent_radars.py).
 
     python tests/sigkill_runner.py MOMENT[,MOMENT...] FLAGS...
 
@@ -15,8 +16,11 @@ MOMENT:
   compile_thread  the background compile thread has started the job that
                   compiles the final search's step (queued before the last
                   iteration's checkpoint) and blocks in it.
-  final_search    the final search's DNAS has written its first checkpoint
-                  (complete on disk); the loop blocks before its next step.
+  saved=PARENT/NAME
+                  a checkpoint in directory .../PARENT/NAME has been written
+                  (complete on disk), and the run blocks before its next
+                  step: `dnas/final`, the RADARS loop's final search;
+                  `checkpoints/a2d_search`, A2D's search.
 
 Nothing here changes what the search computes: the hooks only stop it, and
 the progress plots (`RadarsSearch.write_plots`, drawn at every iteration's
@@ -61,15 +65,16 @@ def _stop_in_compile_thread() -> None:
   programs.LoopPrograms.compile_static_now = compile_now
 
 
-def _stop_in_final_search() -> None:
+def _stop_after_save(directory: str) -> None:
   from radars_jax import checkpointing  # pylint: disable=import-outside-toplevel
   original = checkpointing.Checkpointer.save
+  parent, name = directory.split("/")
 
   def save(self, step, state_pytree, metadata=None):
     original(self, step, state_pytree, metadata)
-    if self.directory.name == "final" and self.directory.parent.name == "dnas":
+    if self.directory.name == name and self.directory.parent.name == parent:
       self.wait()
-      _stopped(f"final_search {step}")
+      _stopped(f"saved {step}")
 
   checkpointing.Checkpointer.save = save
 
@@ -80,8 +85,8 @@ def main() -> None:
       _stop_mid_save(moment.split("=", 1)[1])
     elif moment == "compile_thread":
       _stop_in_compile_thread()
-    elif moment == "final_search":
-      _stop_in_final_search()
+    elif moment.startswith("saved="):
+      _stop_after_save(moment.split("=", 1)[1])
     else:
       raise SystemExit(f"unknown moment {moment!r}")
   from absl import app  # pylint: disable=import-outside-toplevel

@@ -1,10 +1,12 @@
 """A2D (radars_jax.agents.a2d, .supernet, .run): the agent supernet's
 expected multiply-adds against the derived agent's count, A2D's loss terms,
 the config checks, and `method=a2d` end to end on a tiny Breakout-MinAtar
-setting: its outputs, and a run stopped after its search and started again
-equal to one run through."""
+setting: its outputs, and a run stopped after its search or killed
+(SIGKILL) inside it and started again equal to one run through."""
 import importlib.util
-from pathlib import Path
+import json
+import subprocess
+import sys
 
 import chex
 import jax
@@ -21,8 +23,8 @@ from radars_jax.agents import run as agents_run
 from radars_jax.agents import supernet as agent_supernet
 from radars_jax.errors import UserError
 from radars_jax.nas import spaces
+from test_radars import ROOT, killed_at, subprocess_env, write_config_file
 
-ROOT = Path(__file__).resolve().parents[1]
 OPS = "none,skip_connect,avg_pool_3x3,nor_conv_1x1,nor_conv_3x3,dil_conv_3x3"
 
 
@@ -208,6 +210,30 @@ def test_a2d_run_stopped_after_its_search_resumes_to_the_same_result(whole_run, 
                       lambda run, name, *a: searched.append(name) or real_search(run, name, *a))
   resumed = main_lib.run(tiny_config(), str(tmp_path))
   assert searched == ["a2d_search"]   # (called, and answered from its result file)
+  assert resumed["genotype"] == whole["genotype"]
+  np.testing.assert_array_equal(resumed["alphas"], whole["alphas"])
+  for name in whole["agents"]:
+    for key in ("mean_return", "std_return", "macs", "params"):
+      assert resumed["agents"][name][key] == whole["agents"][name][key], (name, key)
+
+
+def test_a2d_run_sigkilled_mid_search_resumes_to_the_same_result(whole_run, tmp_path):
+  """`python -m radars_jax.main` killed (SIGKILL) after the first checkpoint
+  of A2D's search (tests/sigkill_runner.py), then run again: the search
+  resumes from that checkpoint and the run ends as the uninterrupted one in
+  this process."""
+  _, whole = whole_run
+  path = tmp_path / "run"
+  flags = [f"--config={write_config_file(tiny_config(), tmp_path / 'config.py')}",
+           f"--workdir={path}"]
+  killed_at("saved=checkpoints/a2d_search", flags)
+  assert (path / "agents" / "teacher.json").exists()
+  assert not (path / "agents" / "a2d_search.json").exists()
+  result = subprocess.run([sys.executable, "-m", "radars_jax.main", *flags], cwd=ROOT,
+                          env=subprocess_env(), text=True, capture_output=True, timeout=600)
+  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+  resumed = json.loads((path / "summary.json").read_text())
+  assert resumed["searches"]["a2d_search"]["resumed"]   # (fewer updates run than its 3)
   assert resumed["genotype"] == whole["genotype"]
   np.testing.assert_array_equal(resumed["alphas"], whole["alphas"])
   for name in whole["agents"]:

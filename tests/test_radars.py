@@ -365,7 +365,7 @@ def test_corrupt_latest_checkpoint_falls_back(uninterrupted, tmp_path):
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _write_config_file(config, path: Path) -> Path:
+def write_config_file(config, path: Path) -> Path:
   """A config file (as users pass to --config) that builds `config`."""
   path.write_text("from radars_jax import config_defaults\n\n"
                   "def get_config():\n"
@@ -375,7 +375,7 @@ def _write_config_file(config, path: Path) -> Path:
   return path
 
 
-def _env():
+def subprocess_env():
   env = dict(os.environ)   # (the four host devices of conftest, as the reference)
   # This session's compilation cache: its entries hold the reference run's
   # programs (XLA's options in their keys name the cache's own directory,
@@ -389,11 +389,11 @@ def _env():
   return env
 
 
-def _killed_at(moments: str, flags, timeout: float = 300.0) -> str:
+def killed_at(moments: str, flags, timeout: float = 300.0) -> str:
   """Runs tests/sigkill_runner.py until it has reported every moment of
   `moments` (comma-separated), SIGKILLs it there; returns what it printed."""
   proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "sigkill_runner.py"), moments,
-                           *flags], cwd=ROOT, env=_env(), text=True,
+                           *flags], cwd=ROOT, env=subprocess_env(), text=True,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
   lines = queue.Queue()
 
@@ -434,21 +434,21 @@ def test_sigkilled_search_resumes_to_the_uninterrupted_result(uninterrupted, tmp
   this process (same config, same four devices)."""
   config, ref_path, ref = uninterrupted
   config = copy.deepcopy(config)
-  config.compilation_cache = False   # (this session's cache instead: _env)
+  config.compilation_cache = False   # (this session's cache instead: subprocess_env)
   path = tmp_path / "run"
-  flags = [f"--config={_write_config_file(config, tmp_path / 'config.py')}",
+  flags = [f"--config={write_config_file(config, tmp_path / 'config.py')}",
            f"--workdir={path}"]
   # Search checkpoints (2 iterations of 2 samples): it * 3 + sample + 1 after
   # each sample, it * 3 + 3 after each iteration, 9 after the final search.
   # 1. After the last iteration: the compile thread inside the job compiling
   # the final search's step, orbax writing checkpoint 6 (not yet committed).
-  _killed_at("compile_thread,mid_save=6", flags)
+  killed_at("compile_thread,mid_save=6", flags)
   left = _search_dirs(path)
   assert "6" not in left and "5" in left, left
   assert any(name.startswith("6.orbax-checkpoint-tmp") for name in left), left
   # 2. Resumed from 5 (the iteration's end again), killed in the final
   # search after its DNAS's first checkpoint.
-  out = _killed_at("final_search", flags)
+  out = killed_at("saved=dnas/final", flags)
   assert "resuming radars search at iteration 1, sample 2" in out, out[-3000:]
   assert _search_dirs(path) == ["5", "6"]   # (the temporary directory removed)
   assert [p.name for p in (path / "checkpoints" / "dnas" / "final").iterdir()] == ["2"]
@@ -458,7 +458,7 @@ def test_sigkilled_search_resumes_to_the_uninterrupted_result(uninterrupted, tmp
     if f.is_file() and "meta" not in str(f):
       f.write_bytes(b"garbage")
   result = subprocess.run([sys.executable, "-m", "radars_jax.main", *flags], cwd=ROOT,
-                          env=_env(), text=True, capture_output=True, timeout=600)
+                          env=subprocess_env(), text=True, capture_output=True, timeout=600)
   assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
   assert "checkpoint step 6" in result.stderr and "unreadable" in result.stderr
   assert "resuming radars search at iteration 1, sample 2" in result.stdout

@@ -76,13 +76,13 @@ def a2d_loss(teacher: nn.Module | None, weights: A2DWeights,
 def search_trainer(env: Environment, space: spaces_lib.SearchSpace, agents_config: Any,
                    dnas_config: Any, hp: ppo.PPOHParams, teacher: nn.Module | None,
                    weights: A2DWeights, reference_macs: float, unroll: bool | None = None,
-                   depthwise_impl: str = "xla"):
-  """(the PPO trainer of a `SearchAgent` over the whole of `space`, its
-  `AgentMacs`)."""
-  net = agent_supernet.build_agent_supernet(space, space.full_subspace(), agents_config,
+                   depthwise_impl: str = "xla", subspace: spaces_lib.Subspace | None = None):
+  """(the PPO trainer of a `SearchAgent` over `subspace` of `space` (default
+  the whole space), its `AgentMacs`)."""
+  subspace = space.full_subspace() if subspace is None else subspace
+  net = agent_supernet.build_agent_supernet(space, subspace, agents_config,
                                             env.num_actions, depthwise_impl=depthwise_impl)
-  agent = agent_supernet.search_agent(net, space.full_subspace(),
-                                      float(dnas_config.alpha_init_scale))
+  agent = agent_supernet.search_agent(net, subspace, float(dnas_config.alpha_init_scale))
   macs = agent_supernet.AgentMacs.of(net, env.obs_shape)
   tx = optax.multi_transform({"weights": ppo.optimizer(hp),
                               "alphas": dnas_steps.alpha_optimizer(dnas_config)},
@@ -100,11 +100,14 @@ def retrain_trainer(env: Environment, agent: nn.Module, hp: ppo.PPOHParams,
   return ppo.PPO(env, agent, hp, unroll=unroll, extra_loss=extra)
 
 
-def derive(space: spaces_lib.SearchSpace, params) -> tuple[dict, list[np.ndarray]]:
-  """(the genotype of a `SearchAgent`'s alphas: the strongest op per edge,
-  as NAS-Bench-201's rule; the alphas on the host)."""
+def derive(space: spaces_lib.SearchSpace, params,
+           subspace: spaces_lib.Subspace | None = None) -> tuple[dict, list[np.ndarray]]:
+  """(the genotype of a `SearchAgent`'s alphas over `subspace` (default the
+  whole space): the strongest op per edge, as NAS-Bench-201's rule; the
+  alphas on the host)."""
+  subspace = space.full_subspace() if subspace is None else subspace
   alphas = [np.asarray(a) for a in jax.device_get(agent_supernet.split_params(params)[1])]
-  return spaces_lib.derive_genotype(space, space.full_subspace(), alphas), alphas
+  return spaces_lib.derive_genotype(space, subspace, alphas), alphas
 
 
 def derived_agent(space: spaces_lib.SearchSpace, genotype: dict, agents_config: Any,

@@ -169,6 +169,16 @@ class PPO:
     `constants` for `extra_loss`."""
     return self._init_jit(key, constants)
 
+  def abstract_state(self, constants=None) -> RunnerState:
+    """The runner state's shapes and dtypes (nothing is computed): what the
+    update is lowered on to compile it ahead (`jax.jit(self.update_fn)`)."""
+    return jax.eval_shape(self._init, jax.random.key(0), constants)
+
+  @property
+  def update_fn(self):
+    """The update as a pure function of the runner state (not jitted)."""
+    return self._update
+
   def _init(self, key, constants):
     key, init_key, env_key = jax.random.split(key, 3)
     params = self.agent.init(init_key, jnp.zeros((1, *self.env.obs_shape)))["params"]
@@ -266,18 +276,30 @@ class PPO:
 
 
 def train(trainer: PPO, key: jax.Array, num_updates: int,
-          checkpoint_dir: str | Path | None = None, checkpoint_every: int = 50,
+          checkpoint_dir=None, checkpoint_every: int = 50,
           writer: metrics_lib.MetricWriter | None = None, progress: bool = True,
-          constants=None, name: str = "teacher"):
+          constants=None, name: str = "teacher", warm_start=None, update=None):
   """Runs `num_updates` updates from a fresh state (`trainer.init(key,
-  constants)`), or from the latest checkpoint in `checkpoint_dir` (saved
-  every `checkpoint_every` updates and at the end); (final state, [metrics
-  of each update run here, with its wall seconds as "seconds"]). `name`:
-  the progress bar's and the metrics' prefix."""
+  constants)`; `warm_start`: a function of its parameters giving those to
+  start from, with a fresh optimiser state), or from the latest checkpoint
+  in `checkpoint_dir` (a directory or an open `checkpointing.Checkpointer`;
+  saved every `checkpoint_every` updates and at the end); (final state,
+  [metrics of each update run here, with its wall seconds as "seconds"]).
+  `name`: the progress bar's and the metrics' prefix. `update`: the
+  trainer's update compiled ahead (on `trainer.abstract_state`), else
+  `trainer.update`."""
   if num_updates < 1:
     raise UserError(f"num_updates must be at least 1, got {num_updates}")
+  update_fn = trainer.update if update is None else update
   state = trainer.init(key, constants)
-  ckpt = checkpointing.Checkpointer(checkpoint_dir) if checkpoint_dir is not None else None
+  if warm_start is not None:
+    params = jax.device_put(warm_start(state.params))
+    state = state.replace(params=params, opt_state=trainer.tx.init(params))
+  if isinstance(checkpoint_dir, checkpointing.Checkpointer):   # (the caller's: it closes it)
+    ckpt, owned = checkpoint_dir, False
+  else:
+    ckpt = checkpointing.Checkpointer(checkpoint_dir) if checkpoint_dir is not None else None
+    owned = ckpt is not None
   history = []
   try:
     if ckpt is not None:
@@ -290,7 +312,7 @@ def train(trainer: PPO, key: jax.Array, num_updates: int,
                                   enabled=progress) as bar:
       for update in range(start, num_updates):
         started = time.perf_counter()
-        state, metrics = trainer.update(state)
+        state, metrics = update_fn(state)
         metrics = {name: float(v) for name, v in jax.device_get(metrics).items()}
         metrics["seconds"] = time.perf_counter() - started
         history.append(metrics)
@@ -302,6 +324,6 @@ def train(trainer: PPO, key: jax.Array, num_updates: int,
                                  or update + 1 == num_updates):
           ckpt.save(update + 1, state, {"env": trainer.env.name})
   finally:
-    if ckpt is not None:
+    if owned:
       ckpt.close()
   return state, history

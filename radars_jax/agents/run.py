@@ -58,6 +58,19 @@ def ppo_hparams(agents_config, num_updates: int) -> ppo.PPOHParams:
                         ent_coef=float(c.ent_coef), num_updates=int(num_updates))
 
 
+def a2d_weights(agents_config) -> a2d.A2DWeights:
+  """The A2D loss's weights of `config.agents`."""
+  c = agents_config
+  return a2d.A2DWeights(float(c.actor_weight), float(c.critic_weight), float(c.flops_weight))
+
+
+def search_dnas_config(config):
+  """`config.dnas` with the agents' alpha learning rate (`agents.alpha_lr`)."""
+  dnas_config = config.dnas.copy_and_resolve_references()
+  dnas_config.alpha_lr = float(config.agents.alpha_lr)
+  return dnas_config
+
+
 def small_torso(target_macs: float, env: envs.Environment) -> networks.MinAtarTorso:
   """The `MinAtarTorso` (channels x features from a small grid) whose
   agent's multiply-adds are nearest `target_macs`."""
@@ -82,6 +95,18 @@ class A2DRun:
   writer: metrics_lib.MetricWriter
   teacher: networks.ActorCritic
   teacher_macs: int
+
+  @classmethod
+  def create(cls, config, path: Path, writer: metrics_lib.MetricWriter) -> "A2DRun":
+    """The run of (resolved) `config` in workdir `path`: its environment,
+    agent space and hand-designed teacher."""
+    env = envs.make_env(config.agents.env)
+    space = spaces_lib.space_from_config(config.space)
+    agent_supernet.check_agent_space(space)
+    teacher = networks.hand_designed_agent(env)
+    (path / PHASES_DIR).mkdir(exist_ok=True)
+    return cls(config, path, env, space, writer, teacher,
+               agent_supernet.agent_macs(teacher, env.obs_shape))
 
   @property
   def agents(self):
@@ -170,10 +195,8 @@ def search_phase(run: A2DRun, name: str, weights: a2d.A2DWeights, teacher_params
   if result is not None:
     return result
   hp = ppo_hparams(run.agents, run.agents.search_updates)
-  dnas_config = run.config.dnas.copy_and_resolve_references()
-  dnas_config.alpha_lr = float(run.agents.alpha_lr)
   trainer, macs = a2d.search_trainer(
-      run.env, run.space, run.agents, dnas_config, hp,
+      run.env, run.space, run.agents, search_dnas_config(run.config), hp,
       run.teacher if weights.distills else None, weights, run.teacher_macs,
       depthwise_impl=run.config.supernet.depthwise_impl)
   state, info = run.train(name, trainer, hp.num_updates,
@@ -203,11 +226,12 @@ def retrain_phase(run: A2DRun, name: str, agent, weights: a2d.A2DWeights,
   return result
 
 
-def targets(agents: dict) -> dict:
+def targets(agents: dict, found: str = "a2d") -> dict:
   """A2D's claims on agents {name: {"mean_return", "macs"}} (one run's, or
-  means over runs): return against the teacher's, multiply-adds against
-  its, and A2D against plain DNAS."""
-  teacher, found = agents["teacher"], agents["a2d"]
+  means over runs): the return of agent `found` against the teacher's, its
+  multiply-adds against the teacher's, and it against plain DNAS (`dnas`,
+  where there is one)."""
+  teacher, found = agents["teacher"], agents[found]
   out = {"return_fraction_of_teacher": (found["mean_return"] / teacher["mean_return"]
                                         if teacher["mean_return"] else None),
          "macs_fraction_of_teacher": found["macs"] / teacher["macs"]}
@@ -224,20 +248,13 @@ def run_search(config, workdir) -> dict:
   started = time.perf_counter()
   path = workdir_lib.prepare(workdir)
   workdir_lib.write_json(path / "config.json", config.to_dict())
-  (path / PHASES_DIR).mkdir(exist_ok=True)
   config, options = performance.start_run(config)
-  env = envs.make_env(config.agents.env)
-  space = spaces_lib.space_from_config(config.space)
-  agent_supernet.check_agent_space(space)
-  teacher = networks.hand_designed_agent(env)
   writer = metrics_lib.MetricWriter(path / "tensorboard", path / "metrics.jsonl")
-  run = A2DRun(config, path, env, space, writer, teacher,
-               agent_supernet.agent_macs(teacher, env.obs_shape))
-  ac = config.agents
+  run = A2DRun.create(config, path, writer)
+  env, space, ac = run.env, run.space, config.agents
   try:
     teacher_params, teacher_result = teacher_phase(run)
-    weights = a2d.A2DWeights(float(ac.actor_weight), float(ac.critic_weight),
-                             float(ac.flops_weight))
+    weights = a2d_weights(ac)
     no_distill = dataclasses.replace(weights, actor=0.0, critic=0.0)
     searches = {"a2d_search": search_phase(run, "a2d_search", weights, teacher_params)}
     found = a2d.derived_agent(space, searches["a2d_search"]["genotype"], ac, env.num_actions,
@@ -274,7 +291,7 @@ def run_search(config, workdir) -> dict:
 
 
 def describe(config) -> dict:
-  """`mode=describe` for `method=a2d`: the environment, the agent space and
+  """`mode=describe` for `task=agents`: the environment, the agent space and
   supernet, and the multiply-adds of the teacher and of derived agents."""
   config, options = performance.resolve(config)
   env = envs.make_env(config.agents.env)
@@ -285,7 +302,7 @@ def describe(config) -> dict:
   macs = agent_supernet.AgentMacs.of(net, env.obs_shape)
   per_edge = [min(costs) for costs in macs.per_op], [max(costs) for costs in macs.per_op]
   return {
-      "method": "a2d", "env": env.name, "observation_shape": list(env.obs_shape),
+      "method": config.method, "env": env.name, "observation_shape": list(env.obs_shape),
       "num_actions": env.num_actions, "space": space.name,
       "space_ops": list(space.op_names),
       "choice_points": [cp.name for cp in space.choice_points],

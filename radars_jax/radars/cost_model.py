@@ -73,9 +73,17 @@ def traced_cost(space, subspace, supernet_config, num_classes: int, image_shape,
   bytes, and its jaxpr's equations. Traced, not compiled. `intercept`: a
   `flax.linen.intercept_methods` interceptor for the trace."""
   model = supernet_lib.build_supernet(space, subspace, supernet_config, num_classes)
+  return network_cost(model, subspace, image_shape, batch_size, intercept)
+
+
+def network_cost(model: nn.Module, subspace, input_shape, batch_size: int,
+                 intercept=None) -> tuple[int, int]:
+  """`traced_cost` of any supernet `model` of `subspace` (applied as
+  `model.apply({"params": p}, x, alphas)`) on inputs [batch_size,
+  *input_shape]."""
   alphas = tuple(jax.ShapeDtypeStruct((len(a),), jnp.float32) for a in subspace)
-  params = supernet_lib.param_shapes(model, image_shape, alphas)
-  x = jax.ShapeDtypeStruct((batch_size, *image_shape), jnp.float32)
+  params = supernet_lib.param_shapes(model, input_shape, alphas)
+  x = jax.ShapeDtypeStruct((batch_size, *input_shape), jnp.float32)
   forward = lambda p, a, x: model.apply({"params": p}, x, a)
   with nn.intercept_methods(intercept) if intercept else contextlib.nullcontext():
     jaxpr = jax.make_jaxpr(forward)(params, alphas, x)
@@ -241,16 +249,28 @@ class CostModel:
 
 def trace_cost_model(space, supernet_config, num_classes: int, image_shape,
                      batch_size: int, progress: Any = None) -> CostModel:
-  """Per-op traced costs: one trace of the empty network (per edge, as
-  `mixed_ops.MixedOp`s, whatever `supernet.scan_edges` says,
-  so that every mixed op's input is seen), then one trace of each op alone
-  per distinct mixed-op input. `progress`: optional callable(done, total)."""
+  """The cost model of the image supernets (`nas.supernet.build_supernet`;
+  traced per edge as `mixed_ops.MixedOp`s, whatever `supernet.scan_edges`
+  says, so that every mixed op's input is seen): `trace_network_cost_model`.
+  `progress`: optional callable(done, total)."""
   per_edge = supernet_config.copy_and_resolve_references() if hasattr(
       supernet_config, "copy_and_resolve_references") else dict(supernet_config)
   if "scan_edges" in per_edge:
     per_edge["scan_edges"] = False
+  return trace_network_cost_model(
+      space, lambda subspace: supernet_lib.build_supernet(space, subspace, per_edge, num_classes),
+      image_shape, batch_size, progress)
+
+
+def trace_network_cost_model(space, build, input_shape, batch_size: int,
+                             progress: Any = None) -> CostModel:
+  """Per-op traced costs of the supernets `build(subspace)` makes (their
+  mixed ops per edge; applied as `network_cost` says) on inputs
+  [batch_size, *input_shape]: one trace of the empty network, so that
+  every mixed op's input is seen, then one trace of each op alone per
+  distinct mixed-op input. `progress`: optional callable(done, total)."""
   empty_subspace = tuple(() for _ in space.choice_points)
-  probe = supernet_lib.build_supernet(space, empty_subspace, per_edge, num_classes)
+  probe = build(empty_subspace)
   inputs: list[list] = [[] for _ in space.choice_points]   # per choice point: (op, shape)
 
   def record(next_fun, args, kwargs, context):
@@ -260,8 +280,8 @@ def trace_cost_model(space, supernet_config, num_classes: int, image_shape,
       inputs[c].append((module, tuple(args[0].shape)))
     return next_fun(*args, **kwargs)
 
-  empty, empty_eqns = traced_cost(space, empty_subspace, per_edge, num_classes, image_shape,
-                                  batch_size, intercept=record)
+  empty, empty_eqns = network_cost(probe, empty_subspace, input_shape, batch_size,
+                                   intercept=record)
   # (a choice point the network never uses, e.g. the normal cell's in a
   # one-cell DARTS network whose only cell reduces, costs nothing)
   contexts = {}   # (op name, stride, channels, input shape) -> a mixed op there

@@ -40,7 +40,9 @@ steps. Rerunning the same command continues from there; the result equals
 that of an uninterrupted run.
 
 Where the parts are: the loop below (`RadarsSearch.run`: restore, prepare,
-`loop` of `iteration`s, `final`, `finish`); its state as typed records in
+`loop` of `iteration`s, `final`, `finish`; what depends on the task, images
+here, in its methods under "the task": `radars_jax.agents.radars_search`
+overrides them to search agents); its state as typed records in
 `radars_jax.radars.state`; which train step each subspace runs on, the cost
 model's calibration and each iteration's k in `radars_jax.radars.programs`;
 the background compiles in `radars_jax.radars.compile_queue`; the summary and
@@ -109,7 +111,14 @@ PLOT_REFRESH_SECONDS = 60.0
 
 
 class RadarsSearch:
-  """One `method=radars|rl|random` search in a workdir (resumable)."""
+  """One `method=radars|rl|random` search in a workdir (resumable), of
+  image classifiers. What depends on the task is in the methods marked
+  "the task" (`radars_jax.agents.radars_search` searches agents with the
+  same loop): the data, the weight pool's arrays, the cost model's trace,
+  the programs, and the search inside one subspace."""
+
+  # the fields of a subspace's record that score it (besides "reward")
+  SCORE_FIELDS = ("val_accuracy",)
 
   def __init__(self, config, path: Path, space: spaces_lib.SearchSpace):
     config_check.check_config(config)
@@ -118,7 +127,6 @@ class RadarsSearch:
     self.method = config.method
     self.time = SearchTime(compile_clock.CompileClock(), time.perf_counter())
     self.mesh = parallel.make_mesh()
-    self.data = search_lib.load_search_data(config.data, self.mesh)
     self.writer = metrics_lib.MetricWriter(path / "tensorboard", path / "metrics.jsonl")
     self.budget = search_lib.budget_bytes(config)
     self.hparams = ctrl.ControllerHParams.from_config(config.controller)
@@ -132,11 +140,67 @@ class RadarsSearch:
     self.searcher: search_lib.Searcher | None = None
     self.programs: programs.LoopPrograms | None = None
     self.sizing: programs.Sizing | None = None
+    self.load_task()
+
+  # -- the task ----------------------------------------------------------
+  def load_task(self) -> None:
+    """What the task needs before the search starts: the data."""
+    self.data = search_lib.load_search_data(self.config.data, self.mesh)
+
+  @property
+  def dataset(self) -> str:
+    return self.data.name
+
+  def full_pool(self) -> tuple[dict, dict]:
+    return full_pool(self.space, self.config, self.data.num_classes, self.data.image_shape)
+
+  def trace_cost_model(self) -> cost_lib.CostModel:
+    per_device = int(self.config.data.batch_size) // int(self.mesh.devices.size)
+    return traced_with_progress(
+        lambda progress: cost_lib.trace_cost_model(
+            self.space, self.config.supernet, self.data.num_classes, self.data.image_shape,
+            per_device, progress),
+        self.verbose)
+
+  def build_programs(self, model: cost_lib.CostModel) -> None:
+    """`searcher`, `programs` and `sizing`, once the cost model has ordered
+    the shared program's slots (`Searcher(slot_orders=...)`)."""
+    self.searcher = search_lib.Searcher(self.config, self.mesh, self.data, self.space,
+                                        self.writer, slot_orders=model.slot_orders())
+    self.programs = programs.LoopPrograms(
+        self.config, self.searcher, self.budget,
+        queue_lib.CompileQueue(bool(self.config.radars.compile_ahead)))
+    self.sizing = programs.Sizing(self.config, self.budget, self.searcher.steps_per_epoch())
+
+  def search_subspace(self, subspace, key: jax.Array, pool: PoolView, tag: str, compiled,
+                      checkpoint, final: bool = False) -> tuple[object, dict]:
+    """DNAS in `subspace` on `compiled` (resumed from and saved to
+    `checkpoint`, a Checkpointer), warm-started from `pool`: (its weights,
+    its record's fields: the genotype, steps, `SCORE_FIELDS`, and the
+    reward of a sample or the alphas of the final search)."""
+    every = int(self.config.radars.checkpoint_every_steps)
+    if final:
+      result = self.searcher.run_dnas(subspace, self.sizing.final_epochs(), key, pool=pool,
+                                      tag=tag, compiled=compiled, checkpoint=(checkpoint, every))
+      return result.weights, {"genotype": result.genotype, "val_accuracy": result.val_accuracy,
+                              "steps": result.steps,
+                              "alphas": [a.tolist() for a in result.alphas]}
+    result = self.searcher.run_dnas(
+        subspace, float(self.config.radars.subspace_epochs), key, pool=pool, tag=tag,
+        compiled=compiled, checkpoint=(checkpoint, every),
+        finetune_steps=int(self.config.radars.sample_finetune_steps))
+    reward = float(result.val_accuracy)
+    cost_weight = float(self.config.radars.cost_weight)
+    params_m = params_millions(self.searcher, result.genotype)
+    if cost_weight:
+      reward -= cost_weight * params_m
+    return result.weights, {"val_accuracy": result.val_accuracy, "reward": reward,
+                            "derived_params_millions": params_m, "genotype": result.genotype,
+                            "steps": result.steps}
 
   # -- state -------------------------------------------------------------
   def fresh(self) -> tuple[LoopState, SearchRecord]:
-    pool, trained = full_pool(self.space, self.config, self.data.num_classes,
-                              self.data.image_shape)
+    pool, trained = self.full_pool()
     key = jax.random.key(int(self.config.seed))
     controller = ctrl.init_controller(jax.random.fold_in(key, 1), self.space.num_choice_points,
                                       self.space.max_ops, self.config.controller)
@@ -166,15 +230,9 @@ class RadarsSearch:
     searcher and train steps it orders; refuses a budget one op per choice
     point does not fit."""
     fresh = record.cost_model is None
-    model = (trace_cost_model(self.space, self.config, self.data, self.mesh, self.verbose)
-             if fresh else cost_lib.CostModel.from_json(record.cost_model, self.space))
-    self.searcher = search_lib.Searcher(self.config, self.mesh, self.data, self.space,
-                                        self.writer, slot_orders=model.slot_orders())
-    self.programs = programs.LoopPrograms(
-        self.config, self.searcher, self.budget,
-        queue_lib.CompileQueue(bool(self.config.radars.compile_ahead)))
-    self.sizing = programs.Sizing(self.config, self.budget,
-                                       self.searcher.steps_per_epoch())
+    model = (self.trace_cost_model() if fresh
+             else cost_lib.CostModel.from_json(record.cost_model, self.space))
+    self.build_programs(model)
     if fresh:
       programs.calibrate(self.programs, self.sizing, model, alive, record)
     record.cost_model = model.to_json()
@@ -294,17 +352,9 @@ class RadarsSearch:
       record.first_train_step_seconds = self.time.elapsed()
     pool = PoolView(state)
     with checkpointing.Checkpointer(self.dnas_ckpt_root / tag, max_to_keep=2) as dnas_ckpt:
-      result = self.searcher.run_dnas(
-          subspace, float(self.config.radars.subspace_epochs), key, pool=pool,
-          tag=f"{self.method} {tag}", compiled=compiled,
-          checkpoint=(dnas_ckpt, int(self.config.radars.checkpoint_every_steps)),
-          finetune_steps=int(self.config.radars.sample_finetune_steps))
-    pool.write_back(result.weights)
-    reward = float(result.val_accuracy)
-    cost_weight = float(self.config.radars.cost_weight)
-    params_m = params_millions(self.searcher, result.genotype)
-    if cost_weight:
-      reward -= cost_weight * params_m
+      weights, fields = self.search_subspace(subspace, key, pool, f"{self.method} {tag}",
+                                             compiled, dnas_ckpt)
+    pool.write_back(weights)
     return {"iteration": iteration, "sample": index,
             "subspace": [list(a) for a in subspace],
             "ops_per_choice_point": [len(a) for a in subspace],
@@ -314,9 +364,7 @@ class RadarsSearch:
             # `none`): XLA removes the cell, the estimate is an upper bound
             "degenerate": not cost_lib.live_ops(self.space,
                                                 self.space.mask_from_subspace(subspace)).any(),
-            "val_accuracy": result.val_accuracy, "reward": reward,
-            "derived_params_millions": params_m, "genotype": result.genotype,
-            "steps": result.steps, "pool_hits": pool.hits, "pool_misses": pool.misses}
+            **fields, "pool_hits": pool.hits, "pool_misses": pool.misses}
 
   # -- the end -------------------------------------------------------------
   def final(self, state: LoopState, record: SearchRecord, model) -> None:
@@ -329,20 +377,19 @@ class RadarsSearch:
     key = jax.random.fold_in(state.key, 999_999)
     pool = PoolView(state)
     with checkpointing.Checkpointer(self.dnas_ckpt_root / "final", max_to_keep=2) as dnas_ckpt:
-      result = self.searcher.run_dnas(
-          subspace, self.sizing.final_epochs(), key, pool=pool, tag=f"{self.method} final",
-          compiled=compiled,
-          checkpoint=(dnas_ckpt, int(self.config.radars.checkpoint_every_steps)))
-    record.final = {"subspace": [list(a) for a in subspace], "genotype": result.genotype,
-                    "val_accuracy": result.val_accuracy, "estimated_bytes": estimate,
-                    "compiled_bytes": compiled.bytes, "steps": result.steps,
-                    "alphas": [a.tolist() for a in result.alphas]}
+      _, fields = self.search_subspace(subspace, key, pool, f"{self.method} final", compiled,
+                                       dnas_ckpt, final=True)
+    record.final = {"subspace": [list(a) for a in subspace], "estimated_bytes": estimate,
+                    "compiled_bytes": compiled.bytes, **fields}
     record.runs.append({"iteration": "final", "program": "static",
                         "subspace": [list(a) for a in subspace],
                         "estimated_bytes": estimate, "compiled_bytes": compiled.bytes,
-                        "val_accuracy": result.val_accuracy})
+                        **{name: fields[name] for name in self.SCORE_FIELDS}})
     record.phase = "done"
     self.save((record.iteration + 1) * (self.num_samples + 1), state, record)
+
+  def summary(self, state: LoopState, record: SearchRecord, model) -> dict:
+    return loop_summary.summary(self, state, record, model)
 
   def write_plots(self, record: SearchRecord) -> None:
     """After an iteration: WORKDIR/plots refreshed, at most once every
@@ -355,7 +402,7 @@ class RadarsSearch:
   def finish(self, state: LoopState, record: SearchRecord, model) -> dict:
     """Writes genotype.json, history.json, summary.json, the report and
     the plots (the report's, drawn once); returns the summary."""
-    summary = loop_summary.summary(self, state, record, model)
+    summary = self.summary(state, record, model)
     self.writer.close()
     loop_summary.write_outputs(self.path, summary, record.history)
     self.ckpt.close()
@@ -449,11 +496,9 @@ def log_iteration(writer: metrics_lib.MetricWriter, method: str, state: LoopStat
   writer.flush()
 
 
-def trace_cost_model(space: spaces_lib.SearchSpace, config, data, mesh,
-                     verbose: bool) -> cost_lib.CostModel:
-  """The uncalibrated cost model of `space` (each op traced once per input
-  shape, for one device's share of a batch), with a progress bar."""
-  per_device = int(config.data.batch_size) // int(mesh.devices.size)
+def traced_with_progress(trace, verbose: bool) -> cost_lib.CostModel:
+  """`trace(progress)` (a cost model's trace, `progress(done, total)` after
+  each op) with a progress bar."""
   bar = metrics_lib.progress_bar(1, "cost model (tracing ops)", enabled=verbose)
 
   def progress(done, total):
@@ -461,21 +506,25 @@ def trace_cost_model(space: spaces_lib.SearchSpace, config, data, mesh,
     bar.n = done
     bar.refresh()
 
-  model = cost_lib.trace_cost_model(space, config.supernet, data.num_classes, data.image_shape,
-                                    per_device, progress)
+  model = trace(progress)
   bar.close()
   return model
 
 
 def full_pool(space: spaces_lib.SearchSpace, config, num_classes: int,
               image_shape) -> tuple[dict, dict]:
-  """Fixed-structure pool: zero arrays of every full-space parameter, none
-  of them trained."""
+  """Fixed-structure pool of the image supernet of the whole space."""
   model = supernet_lib.build_supernet(space, space.full_subspace(), config.supernet,
                                       num_classes)
+  return zero_pool(model, space, image_shape)
+
+
+def zero_pool(model, space: spaces_lib.SearchSpace, input_shape) -> tuple[dict, dict]:
+  """Fixed-structure pool of `model` (a supernet of the whole space): zero
+  arrays of every parameter, none of them trained."""
   alphas = jax.eval_shape(lambda: supernet_lib.init_alphas(jax.random.key(0),
                                                            space.full_subspace()))
-  shapes = pool_lib.canonical(supernet_lib.param_shapes(model, image_shape, alphas))
+  shapes = pool_lib.canonical(supernet_lib.param_shapes(model, input_shape, alphas))
   pool = {p: np.zeros(s.shape, np.float32) for p, s in shapes.items()}
   trained = {p: np.asarray(False) for p in shapes}
   return pool, trained

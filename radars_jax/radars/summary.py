@@ -19,10 +19,7 @@ def summary(search, state, record, model) -> dict:
   """The summary of `search` (a `radars.RadarsSearch`) ended with `state`,
   `record` and cost `model`."""
   final, best, runs = record.final, record.best, record.runs
-  if final is not None:
-    genotype, val_accuracy = final["genotype"], final["val_accuracy"]
-  else:
-    genotype, val_accuracy = best["genotype"], best["val_accuracy"]
+  result = final if final is not None else best
   clock = search.time.clock_seconds()
   budget, space = search.budget, search.space
   # (the cost model estimates static programs: shared ones are left out)
@@ -31,8 +28,11 @@ def summary(search, state, record, model) -> dict:
             and r.get("program", "static") == "static"]
   out = {
       "method": search.method, "mode": search.searcher.mode, "space": space.name,
-      "dataset": search.data.name, "seed": int(search.config.seed), "genotype": genotype,
-      "val_accuracy": val_accuracy,
+      "dataset": search.dataset, "seed": int(search.config.seed),
+      "genotype": result["genotype"],
+      # the final search's score (the best sample's without one): val_accuracy
+      # for images (`RadarsSearch.SCORE_FIELDS`)
+      **{name: result[name] for name in search.SCORE_FIELDS},
       "performance_options": search.performance_options,
       "search_seconds": search.time.elapsed(),
       # from the start of the search to its first train step (None: the

@@ -367,11 +367,12 @@ def plot_history(history: Sequence[dict], summary: dict | None,
 
 
 # --------------------------------------------------------------------------
-# Agents (method=a2d).
+# Agents (task=agents).
 
 _AGENT_LABELS = {"teacher": "teacher (hand-designed)", "small": "small hand-designed",
                  "dnas": "plain DNAS", "a2d": "A2D (distilled)",
-                 "a2d_plain": "A2D cell, retrained without distillation"}
+                 "a2d_plain": "A2D cell, retrained without distillation",
+                 "radars": "RADARS with A2D (distilled)"}
 
 
 def plot_agents(summary: dict, path: str | os.PathLike) -> Path | None:
