@@ -235,11 +235,11 @@ def targets(agents: dict, found: str = "a2d") -> dict:
   out = {"return_fraction_of_teacher": (found["mean_return"] / teacher["mean_return"]
                                         if teacher["mean_return"] else None),
          "macs_fraction_of_teacher": found["macs"] / teacher["macs"]}
-  out["a2d_at_least_90pct_return_at_most_half_macs"] = bool(
+  out["at_least_90pct_return_at_most_half_macs"] = bool(
       out["return_fraction_of_teacher"] is not None and out["return_fraction_of_teacher"] >= 0.9
       and out["macs_fraction_of_teacher"] <= 0.5)
   if "dnas" in agents:
-    out["a2d_above_plain_dnas"] = bool(found["mean_return"] > agents["dnas"]["mean_return"])
+    out["above_plain_dnas"] = bool(found["mean_return"] > agents["dnas"]["mean_return"])
   return out
 
 
