@@ -321,6 +321,9 @@ def check_config(config: ml_collections.ConfigDict, mode: str | None = None) -> 
   mode = config.mode if mode is None else mode
   if config.method == "a2d" and config.task != "agents":
     raise UserError("method=a2d searches agents: set task=agents (configs/minatar.py does)")
+  if config.task == "agents" and mode not in ("search", "describe"):
+    raise UserError(f"task=agents runs mode=search (which retrains and evaluates the agent "
+                    f"it finds) or describe, not mode={mode}")
   if mode in ("search", "describe") and config.task == "agents":
     _check_agents(config, mode)
   elif mode in ("search", "describe"):

@@ -114,6 +114,7 @@ def test_radars_on_agents_scores_samples_by_their_agents_return(whole_run):
     (dict(memory_budget_gb=None), "method=radars needs a memory budget"),
     (dict(cost_weight=0.5), "leave radars.cost_weight at 0"),
     (dict(task="images", method="a2d"), "method=a2d searches agents: set task=agents"),
+    (dict(mode="train"), "task=agents runs mode=search"),
 ])
 def test_bad_agent_radars_configs_are_one_line(override, message):
   config = tiny_config()

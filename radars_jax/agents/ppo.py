@@ -278,19 +278,19 @@ class PPO:
 def train(trainer: PPO, key: jax.Array, num_updates: int,
           checkpoint_dir=None, checkpoint_every: int = 50,
           writer: metrics_lib.MetricWriter | None = None, progress: bool = True,
-          constants=None, name: str = "teacher", warm_start=None, update=None):
+          constants=None, name: str = "teacher", warm_start=None, compiled_update=None):
   """Runs `num_updates` updates from a fresh state (`trainer.init(key,
   constants)`; `warm_start`: a function of its parameters giving those to
   start from, with a fresh optimiser state), or from the latest checkpoint
   in `checkpoint_dir` (a directory or an open `checkpointing.Checkpointer`;
   saved every `checkpoint_every` updates and at the end); (final state,
   [metrics of each update run here, with its wall seconds as "seconds"]).
-  `name`: the progress bar's and the metrics' prefix. `update`: the
-  trainer's update compiled ahead (on `trainer.abstract_state`), else
-  `trainer.update`."""
+  `name`: the progress bar's and the metrics' prefix. `compiled_update`:
+  the trainer's update compiled ahead (on `trainer.abstract_state`), run
+  instead of `trainer.update`."""
   if num_updates < 1:
     raise UserError(f"num_updates must be at least 1, got {num_updates}")
-  update_fn = trainer.update if update is None else update
+  update_fn = trainer.update if compiled_update is None else compiled_update
   state = trainer.init(key, constants)
   if warm_start is not None:
     params = jax.device_put(warm_start(state.params))

@@ -120,7 +120,8 @@ class AgentSubspaceSearch:
     state, _ = ppo.train(trainer, key, updates, checkpoint_dir=checkpoint,
                          checkpoint_every=int(run.agents.checkpoint_every), writer=run.writer,
                          progress=bool(run.config.progress_bar), constants=self.teacher_params,
-                         name=name, warm_start=from_pool, update=compiled.fn)
+                         name=name, warm_start=from_pool,
+                         compiled_update=compiled.fn)
     genotype, alphas = a2d.derive(self.space, state.params, subspace)
     weights = agent_supernet.split_params(state.params)[0]
     evaluated = self.score(genotype, weights, subspace, alphas, jax.random.fold_in(key, 1))
