@@ -209,7 +209,9 @@ def agents_config() -> ml_collections.ConfigDict:
   c.env = "Breakout-MinAtar"   # gymnax: Breakout-/Asterix-/SpaceInvaders-/Freeway-MinAtar
   # the workdir of an earlier method=a2d run whose teacher is loaded (None: train one)
   c.teacher = ml_collections.FieldReference(None, field_type=str)
-  c.teacher_updates = 200      # PPO updates (num_envs x num_steps environment steps each)
+  # PPO updates (num_envs x num_steps environment steps each): 1000 is 8.2M steps, near
+  # purejaxrl's 10M for MinAtar (Asterix's teacher scored 1.08 after 200; docs/performance.md)
+  c.teacher_updates = 1000
   c.search_updates = 40
   c.retrain_updates = 200
   c.num_envs = 64              # PPO (purejaxrl's MinAtar settings, but for the passes:
