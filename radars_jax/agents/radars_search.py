@@ -30,15 +30,12 @@ What differs from the image search:
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from radars_jax import memory as memory_lib
 from radars_jax.agents import a2d
 from radars_jax.agents import ppo
 from radars_jax.agents import run as agents_run
@@ -95,15 +92,9 @@ class AgentSubspaceSearch:
     learning rate's schedule is compiled in), compiled on abstract inputs;
     refused (`dnas.ProgramTooLarge`) over `dnas.max_program_ops`."""
     trainer, _ = self.trainer(subspace, updates)
-    start = time.perf_counter()
-    lowered = jax.jit(trainer.update_fn).lower(trainer.abstract_state(self.teacher_params))
-    ops = dnas_steps.program_ops(lowered)
-    limit = self.run.config.dnas.max_program_ops
-    if limit and ops > int(limit):
-      raise dnas_steps.ProgramTooLarge(ops, int(limit))
-    compiled = lowered.compile(dnas_steps.bytes_only_compiler_options() if bytes_only else None)
-    return dnas_steps.CompiledStep(compiled, time.perf_counter() - start,
-                                   memory_lib.compiled_bytes(compiled), ops=ops)
+    return dnas_steps.compile_ahead(jax.jit(trainer.update_fn),
+                                    (trainer.abstract_state(self.teacher_params),),
+                                    self.run.config.dnas.max_program_ops, bytes_only)
 
   def search(self, subspace, updates: int, key: jax.Array, pool: pool_lib.WeightPool,
              name: str, compiled: dnas_steps.CompiledStep, checkpoint) -> tuple[object, dict]:

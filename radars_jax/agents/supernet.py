@@ -32,7 +32,6 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from radars_jax.agents.networks import orthogonal_dense
 from radars_jax.errors import UserError

@@ -376,15 +376,24 @@ class DnasProgram:
     (`bytes_only_compiler_options`)."""
     jitted = jax.jit(self.step_fn, donate_argnums=(0,),
                      out_shardings=(self.replicated, self.replicated))
-    start = time.perf_counter()
-    lowered = jitted.lower(state, batch_w, batch_a)
-    ops = program_ops(lowered)
-    limit = self.dnas_config.max_program_ops
-    if limit and ops > int(limit):
-      raise ProgramTooLarge(ops, int(limit))
-    compiled = lowered.compile(bytes_only_compiler_options() if bytes_only else None)
-    seconds = time.perf_counter() - start
-    return CompiledStep(compiled, seconds, memory_lib.compiled_bytes(compiled), ops=ops)
+    return compile_ahead(jitted, (state, batch_w, batch_a), self.dnas_config.max_program_ops,
+                         bytes_only)
+
+
+def compile_ahead(jitted, args, max_program_ops: int | None,
+                  bytes_only: bool = False) -> CompiledStep:
+  """`jitted` lowered on `args` (abstract or not) and compiled, timed and
+  its bytes read; refused (`ProgramTooLarge`) before XLA compiles it if it
+  has more than `max_program_ops` operations (None or 0: no limit).
+  `bytes_only`: compiled only to read its bytes (`bytes_only_compiler_options`)."""
+  start = time.perf_counter()
+  lowered = jitted.lower(*args)
+  ops = program_ops(lowered)
+  if max_program_ops and ops > int(max_program_ops):
+    raise ProgramTooLarge(ops, int(max_program_ops))
+  compiled = lowered.compile(bytes_only_compiler_options() if bytes_only else None)
+  seconds = time.perf_counter() - start
+  return CompiledStep(compiled, seconds, memory_lib.compiled_bytes(compiled), ops=ops)
 
 
 class Evaluator:
