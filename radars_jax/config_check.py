@@ -360,15 +360,19 @@ def check_fields(config: ml_collections.ConfigDict, prefix: str = "") -> None:
 
 def _check_search(config, mode: str) -> None:
   """Combinations of method, budget, supernet and DNAS settings."""
-  method, supernet = config.method, config.supernet
-  if mode == "search" and method == "radars" and config.memory_budget_gb is None:
-    raise UserError("method=radars needs a memory budget: set --config.memory_budget_gb=GB")
+  supernet = config.supernet
+  _check_radars_budget(config, mode)
   check_performance_options(config)
   space = spaces_lib.make_space(config.space.name, config.space.ops, config.space.num_ops)
   if space.kind == "darts_cell" and supernet.steps != spaces_lib.DARTS_STEPS:
     raise UserError(f"supernet.steps={supernet.steps}: space {space.name!r} is built for "
                     f"DARTS cells of {spaces_lib.DARTS_STEPS} nodes: set "
                     f"supernet.steps={spaces_lib.DARTS_STEPS}")
+
+
+def _check_radars_budget(config, mode: str) -> None:
+  if mode == "search" and config.method == "radars" and config.memory_budget_gb is None:
+    raise UserError("method=radars needs a memory budget: set --config.memory_budget_gb=GB")
 
 
 def check_performance_options(config) -> None:
@@ -422,12 +426,10 @@ def _check_agents(config, mode: str) -> None:
   if config.method == "a2d" and config.memory_budget_gb is not None:
     raise UserError("method=a2d searches the whole agent space and takes no memory budget: "
                     "leave memory_budget_gb unset")
-  if config.method == "radars":
-    if mode == "search" and config.memory_budget_gb is None:
-      raise UserError("method=radars needs a memory budget: set --config.memory_budget_gb=GB")
-    if float(config.radars.cost_weight):
-      raise UserError("task=agents costs multiply-adds inside each subspace's search "
-                      "(agents.flops_weight): leave radars.cost_weight at 0")
+  _check_radars_budget(config, mode)
+  if config.method == "radars" and float(config.radars.cost_weight):
+    raise UserError("task=agents costs multiply-adds inside each subspace's search "
+                    "(agents.flops_weight): leave radars.cost_weight at 0")
   agent_supernet.check_agent_space(
       spaces_lib.make_space(config.space.name, config.space.ops, config.space.num_ops))
   a = config.agents

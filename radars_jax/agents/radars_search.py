@@ -115,10 +115,14 @@ class AgentSubspaceSearch:
                          compiled_update=compiled.fn)
     genotype, alphas = a2d.derive(self.space, state.params, subspace)
     weights = agent_supernet.split_params(state.params)[0]
-    evaluated = self.score(genotype, weights, subspace, alphas, jax.random.fold_in(key, 1))
+    chosen = spaces_lib.genotype_subspace(self.space, genotype)
+    derived = agent_supernet.build_agent_supernet(self.space, chosen, run.agents,
+                                                  run.env.num_actions,
+                                                  depthwise_impl=self.depthwise_impl)
+    evaluated = self.score(derived, chosen, weights, subspace, alphas,
+                           jax.random.fold_in(key, 1))
     fraction = (evaluated["mean_return"] / self.teacher_return if self.teacher_return > 0
                 else evaluated["mean_return"])
-    derived = a2d.derived_agent(self.space, genotype, run.agents, run.env.num_actions)
     return weights, {
         "genotype": genotype, "alphas": [a.tolist() for a in alphas],
         "mean_return": evaluated["mean_return"], "return_fraction": float(fraction),
@@ -126,16 +130,15 @@ class AgentSubspaceSearch:
         "derived_macs": agent_supernet.agent_macs(derived, run.env.obs_shape),
         "steps": updates}
 
-  def score(self, genotype: dict, weights, subspace, alphas, key: jax.Array) -> dict:
-    """`ppo.PPO.evaluate` of `genotype`'s agent on the supernet's `weights`
-    (`InheritedAgent`) over `agents.reward_episodes` episodes."""
+  def score(self, model: agent_supernet.AgentSupernet, chosen, weights, subspace, alphas,
+            key: jax.Array) -> dict:
+    """`ppo.PPO.evaluate` of the derived agent `model` (the supernet of the
+    one-op-per-edge subspace `chosen`) on the supernet's `weights`
+    (`InheritedAgent`: each op scaled by its softmax weight under `alphas`
+    over `subspace`) over `agents.reward_episodes` episodes."""
     run = self.run
-    derived = spaces_lib.genotype_subspace(self.space, genotype)
     probs = spaces_lib.op_weights(self.space, subspace, alphas)
-    scales = tuple(tuple(float(probs[c, o]) for o in ops) for c, ops in enumerate(derived))
-    model = agent_supernet.build_agent_supernet(self.space, derived, run.agents,
-                                                run.env.num_actions,
-                                                depthwise_impl=self.depthwise_impl)
+    scales = tuple(tuple(float(probs[c, o]) for o in ops) for c, ops in enumerate(chosen))
     template = supernet_lib.param_shapes(model, run.env.obs_shape)
     inherited = pool_lib.restack(pool_lib.canonical(jax.device_get(weights)), template)
     evaluator = ppo.PPO(run.env, InheritedAgent(model, scales),
