@@ -3,7 +3,6 @@
 devices, with their reports shown."""
 import importlib.util
 import json
-import os
 from pathlib import Path
 
 import pytest

@@ -351,7 +351,7 @@ def test_corrupt_latest_checkpoint_falls_back(uninterrupted, tmp_path):
     if f.is_file() and "meta" not in str(f):
       f.write_bytes(b"garbage")
   search_obj = radars_loop.RadarsSearch(config, ref_path, spaces.make_space("nb201"))
-  state, _ = search_obj.fresh()
+  state = radars_loop.fresh_state(search_obj.space, config, *search_obj.task.full_pool())
   restored = search_obj.ckpt.restore_latest(state.tree())
   assert restored is not None and restored[0] == steps[0]
   assert (ckpt_dir / f"{steps[-1]}.corrupt").exists()

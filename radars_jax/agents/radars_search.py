@@ -40,7 +40,6 @@ from radars_jax.agents import a2d
 from radars_jax.agents import ppo
 from radars_jax.agents import run as agents_run
 from radars_jax.agents import supernet as agent_supernet
-from radars_jax.dnas import search as search_lib
 from radars_jax.dnas import steps as dnas_steps
 from radars_jax.nas import spaces as spaces_lib
 from radars_jax.nas import supernet as supernet_lib
@@ -49,6 +48,7 @@ from radars_jax.radars import compile_queue as queue_lib
 from radars_jax.radars import cost_model as cost_lib
 from radars_jax.radars import loop
 from radars_jax.radars import programs
+from radars_jax.radars import tasks
 
 
 class InheritedAgent(nn.Module):
@@ -72,9 +72,10 @@ class AgentSubspaceSearch:
   mode = "single_level"
   switched = False
 
-  def __init__(self, run: agents_run.A2DRun, teacher_params, teacher_return: float):
+  def __init__(self, run: agents_run.A2DRun, teacher_params, teacher_result: dict):
     self.run, self.space = run, run.space
-    self.teacher_params, self.teacher_return = teacher_params, float(teacher_return)
+    self.teacher_params, self.teacher_result = teacher_params, teacher_result
+    self.teacher_return = float(teacher_result["mean_return"])
     self.weights = agents_run.a2d_weights(run.agents)
     self.dnas_config = agents_run.search_dnas_config(run.config)
     self.depthwise_impl = run.config.supernet.depthwise_impl
@@ -167,49 +168,49 @@ class AgentSizing(programs.Sizing):
     return int(self.config.agents.search_updates)
 
 
-class AgentRadarsSearch(loop.RadarsSearch):
-  """`method=radars` over the agent space (see the module's docstring)."""
+class AgentTask:
+  """The agent space as a RADARS task (`radars_jax.radars.tasks`; see the
+  module's docstring)."""
+  score_fields = ("mean_return", "return_fraction")
 
-  SCORE_FIELDS = ("mean_return", "return_fraction")
-
-  # -- the task ----------------------------------------------------------
-  def load_task(self) -> None:
-    self.run_ = agents_run.A2DRun.create(self.config, self.path, self.writer)
-    self.agents = None   # (the teacher's and the found agent's results, by `finish`)
-
-  @property
-  def dataset(self) -> str:
-    return self.run_.env.name
+  def __init__(self, config, path: Path, space: spaces_lib.SearchSpace, mesh, writer):
+    del mesh   # (one device: the agents' PPO runs unsharded)
+    self.config, self.space = config, space
+    self.run = agents_run.A2DRun.create(config, path, writer)
+    self.name = self.run.env.name
+    # set by `build`
+    self.searcher: AgentSubspaceSearch | None = None
+    self.sizing: AgentSizing | None = None
 
   def supernet(self, subspace) -> agent_supernet.AgentSupernet:
-    run = self.run_
+    run = self.run
     return agent_supernet.build_agent_supernet(
         self.space, subspace, run.agents, run.env.num_actions,
         depthwise_impl=self.config.supernet.depthwise_impl)
 
   def full_pool(self) -> tuple[dict, dict]:
-    return loop.zero_pool(self.supernet(self.space.full_subspace()), self.space,
-                          self.run_.env.obs_shape)
+    return tasks.zero_pool(self.supernet(self.space.full_subspace()), self.space,
+                           self.run.env.obs_shape)
 
   def trace_cost_model(self) -> cost_lib.CostModel:
-    a = self.run_.agents
+    a = self.run.agents
     minibatch = int(a.num_envs) * int(a.num_steps) // int(a.num_minibatches)
-    return loop.traced_with_progress(
+    return tasks.traced_with_progress(
         lambda progress: cost_lib.trace_network_cost_model(
-            self.space, self.supernet, self.run_.env.obs_shape, minibatch, progress),
-        self.verbose)
+            self.space, self.supernet, self.run.env.obs_shape, minibatch, progress),
+        bool(self.config.progress_bar))
 
-  def prepare(self, record, alive) -> cost_lib.CostModel:
-    """The teacher first (trained, loaded or read back), then as for images."""
-    self.teacher_params, self.teacher_result = agents_run.teacher_phase(self.run_)
-    return super().prepare(record, alive)
-
-  def build_programs(self, model: cost_lib.CostModel) -> None:
-    self.searcher = AgentSubspaceSearch(self.run_, self.teacher_params,
-                                        self.teacher_result["mean_return"])
-    self.programs = AgentPrograms(self.config, self.searcher, self.budget,
-                                  queue_lib.CompileQueue(bool(self.config.radars.compile_ahead)))
-    self.sizing = AgentSizing(self.config, self.budget, 1)
+  def build(self, model: cost_lib.CostModel,
+            budget: float | None) -> tuple[AgentPrograms, AgentSizing]:
+    """The teacher (trained, loaded or read back), then the programs that
+    search each subspace against it."""
+    del model   # (no shared programs: nothing to order)
+    teacher_params, teacher_result = agents_run.teacher_phase(self.run)
+    self.searcher = AgentSubspaceSearch(self.run, teacher_params, teacher_result)
+    self.sizing = AgentSizing(self.config, budget, 1)
+    return (AgentPrograms(self.config, self.searcher, budget,
+                          queue_lib.CompileQueue(bool(self.config.radars.compile_ahead))),
+            self.sizing)
 
   def search_subspace(self, subspace, key, pool, tag, compiled, checkpoint,
                       final: bool = False) -> tuple[object, dict]:
@@ -221,33 +222,22 @@ class AgentRadarsSearch(loop.RadarsSearch):
       del fields["alphas"]
     return weights, fields
 
-  # -- the end -------------------------------------------------------------
-  def finish(self, state, record, model) -> dict:
+  def finish(self, record) -> dict:
     """The found agent retrained from scratch with distillation and
-    evaluated (phase `radars`, resumable), then the outputs as for images."""
-    run = self.run_
+    evaluated (phase `radars`, resumable) beside the teacher."""
+    run, searcher = self.run, self.searcher
     genotype = (record.final or record.best)["genotype"]
     found = a2d.derived_agent(self.space, genotype, run.agents, run.env.num_actions,
                               depthwise_impl=self.config.supernet.depthwise_impl)
-    self.agents = {"teacher": self.teacher_result,
-                   "radars": agents_run.retrain_phase(run, "radars", found,
-                                                      agents_run.a2d_weights(run.agents),
-                                                      self.teacher_params)}
-    return super().finish(state, record, model)
-
-  def summary(self, state, record, model) -> dict:
-    out = super().summary(state, record, model)
-    out.update(env=self.run_.env.name, agents=self.agents, teacher_macs=self.run_.teacher_macs,
-               targets=agents_run.targets(self.agents, found="radars"))
-    return out
-
-
-def run(config, path: Path, space: spaces_lib.SearchSpace) -> dict:
-  return AgentRadarsSearch(config, path, space).run()
+    agents = {"teacher": searcher.teacher_result,
+              "radars": agents_run.retrain_phase(run, "radars", found,
+                                                 agents_run.a2d_weights(run.agents),
+                                                 searcher.teacher_params)}
+    return {"env": run.env.name, "agents": agents, "teacher_macs": run.teacher_macs,
+            "targets": agents_run.targets(agents, found="radars")}
 
 
 def run_search(config, workdir: str) -> dict:
-  """`mode=search`, `task=agents`, `method=radars`: `run` in `workdir` (made,
-  with its config.json, as for every search)."""
-  path, space = search_lib.prepare_search(config, workdir)
-  return run(config, path, space)
+  """`mode=search`, `task=agents`, `method=radars`: the RADARS loop
+  (`radars.loop.run_search`) of `AgentTask`."""
+  return loop.run_search(config, workdir, make_task=AgentTask)

@@ -40,9 +40,10 @@ steps. Rerunning the same command continues from there; the result equals
 that of an uninterrupted run.
 
 Where the parts are: the loop below (`RadarsSearch.run`: restore, prepare,
-`loop` of `iteration`s, `final`, `finish`; what depends on the task, images
-here, in its methods under "the task": `radars_jax.agents.radars_search`
-overrides them to search agents); its state as typed records in
+`loop` of `iteration`s, `final`, `finish`); what depends on the task (the
+data, the networks, the search inside one subspace) in
+`radars_jax.radars.tasks` (`ImageTask`; `radars_jax.agents.radars_search.AgentTask`
+searches agents with this loop); its state as typed records in
 `radars_jax.radars.state`; which train step each subspace runs on, the cost
 model's calibration and each iteration's k in `radars_jax.radars.programs`;
 the background compiles in `radars_jax.radars.compile_queue`; the summary and
@@ -61,21 +62,19 @@ import numpy as np
 
 from radars_jax import checkpointing
 from radars_jax import compile_clock
-from radars_jax.radars import compile_queue as queue_lib
 from radars_jax import config_check
 from radars_jax.radars import controller as ctrl
 from radars_jax.radars import ppo
 from radars_jax.radars import cost_model as cost_lib
 from radars_jax.radars import programs
 from radars_jax.radars import summary as loop_summary
+from radars_jax.radars import tasks as tasks_lib
 from radars_jax import memory as memory_lib
 from radars_jax import metrics as metrics_lib
 from radars_jax import parallel
 from radars_jax import performance
 from radars_jax.dnas import search as search_lib
 from radars_jax.nas import spaces as spaces_lib
-from radars_jax.nas import supernet as supernet_lib
-from radars_jax.nas import weight_pool as pool_lib
 from radars_jax.errors import UserError
 from radars_jax.radars.state import (Batch, LoopState, PoolView, SearchRecord, SearchTime,
                                    ops_of, subspace_of)
@@ -87,17 +86,19 @@ LOOP_METHODS = ("radars", "rl", "random")
 # Entry points
 # ---------------------------------------------------------------------------
 
-def run(config, path: Path, space: spaces_lib.SearchSpace) -> dict:
-  """`method=radars|rl|random` in workdir `path` (resumes if it holds a
-  checkpoint of the same search)."""
-  return RadarsSearch(config, path, space).run()
+def run(config, path: Path, space: spaces_lib.SearchSpace,
+        make_task=tasks_lib.ImageTask) -> dict:
+  """`method=radars|rl|random` of `make_task(config, path, space, mesh,
+  writer)` (a `tasks.SearchTask`; image classifiers by default) in workdir
+  `path` (resumes if it holds a checkpoint of the same search)."""
+  return RadarsSearch(config, path, space, make_task).run()
 
 
-def run_search(config, workdir: str) -> dict:
+def run_search(config, workdir: str, make_task=tasks_lib.ImageTask) -> dict:
   """`mode=search` for `method=radars|rl|random`: `run` in `workdir`
   (made, with its config.json, as for every search)."""
   path, space = search_lib.prepare_search(config, workdir)
-  return run(config, path, space)
+  return run(config, path, space, make_task)
 
 
 # ---------------------------------------------------------------------------
@@ -111,16 +112,12 @@ PLOT_REFRESH_SECONDS = 60.0
 
 
 class RadarsSearch:
-  """One `method=radars|rl|random` search in a workdir (resumable), of
-  image classifiers. What depends on the task is in the methods marked
-  "the task" (`radars_jax.agents.radars_search` searches agents with the
-  same loop): the data, the weight pool's arrays, the cost model's trace,
-  the programs, and the search inside one subspace."""
+  """One `method=radars|rl|random` search in a workdir (resumable). What
+  depends on the task (the data, the networks, the search inside one
+  subspace) is in `self.task` (`radars_jax.radars.tasks`)."""
 
-  # the fields of a subspace's record that score it (besides "reward")
-  SCORE_FIELDS = ("val_accuracy",)
-
-  def __init__(self, config, path: Path, space: spaces_lib.SearchSpace):
+  def __init__(self, config, path: Path, space: spaces_lib.SearchSpace,
+               make_task=tasks_lib.ImageTask):
     config_check.check_config(config)
     config, self.performance_options = performance.start_run(config)
     self.config, self.path, self.space = config, path, space
@@ -135,83 +132,16 @@ class RadarsSearch:
     self.dnas_ckpt_root = path / "checkpoints" / "dnas"
     self.verbose = bool(config.progress_bar)
     self.plots_refreshed_at = time.monotonic()
-    # Built by `prepare`, once the cost model has ordered the shared
-    # program's slots (`Searcher(slot_orders=...)`).
-    self.searcher: search_lib.Searcher | None = None
+    self.task: tasks_lib.SearchTask = make_task(config, path, space, self.mesh, self.writer)
+    # Built by `prepare`, once the cost model exists.
     self.programs: programs.LoopPrograms | None = None
     self.sizing: programs.Sizing | None = None
-    self.load_task()
-
-  # -- the task ----------------------------------------------------------
-  def load_task(self) -> None:
-    """What the task needs before the search starts: the data."""
-    self.data = search_lib.load_search_data(self.config.data, self.mesh)
-
-  @property
-  def dataset(self) -> str:
-    return self.data.name
-
-  def full_pool(self) -> tuple[dict, dict]:
-    return full_pool(self.space, self.config, self.data.num_classes, self.data.image_shape)
-
-  def trace_cost_model(self) -> cost_lib.CostModel:
-    per_device = int(self.config.data.batch_size) // int(self.mesh.devices.size)
-    return traced_with_progress(
-        lambda progress: cost_lib.trace_cost_model(
-            self.space, self.config.supernet, self.data.num_classes, self.data.image_shape,
-            per_device, progress),
-        self.verbose)
-
-  def build_programs(self, model: cost_lib.CostModel) -> None:
-    """`searcher`, `programs` and `sizing`, once the cost model has ordered
-    the shared program's slots (`Searcher(slot_orders=...)`)."""
-    self.searcher = search_lib.Searcher(self.config, self.mesh, self.data, self.space,
-                                        self.writer, slot_orders=model.slot_orders())
-    self.programs = programs.LoopPrograms(
-        self.config, self.searcher, self.budget,
-        queue_lib.CompileQueue(bool(self.config.radars.compile_ahead)))
-    self.sizing = programs.Sizing(self.config, self.budget, self.searcher.steps_per_epoch())
-
-  def search_subspace(self, subspace, key: jax.Array, pool: PoolView, tag: str, compiled,
-                      checkpoint, final: bool = False) -> tuple[object, dict]:
-    """DNAS in `subspace` on `compiled` (resumed from and saved to
-    `checkpoint`, a Checkpointer), warm-started from `pool`: (its weights,
-    its record's fields: the genotype, steps, `SCORE_FIELDS`, and the
-    reward of a sample or the alphas of the final search)."""
-    every = int(self.config.radars.checkpoint_every_steps)
-    if final:
-      result = self.searcher.run_dnas(subspace, self.sizing.final_epochs(), key, pool=pool,
-                                      tag=tag, compiled=compiled, checkpoint=(checkpoint, every))
-      return result.weights, {"genotype": result.genotype, "val_accuracy": result.val_accuracy,
-                              "steps": result.steps,
-                              "alphas": [a.tolist() for a in result.alphas]}
-    result = self.searcher.run_dnas(
-        subspace, float(self.config.radars.subspace_epochs), key, pool=pool, tag=tag,
-        compiled=compiled, checkpoint=(checkpoint, every),
-        finetune_steps=int(self.config.radars.sample_finetune_steps))
-    reward = float(result.val_accuracy)
-    cost_weight = float(self.config.radars.cost_weight)
-    params_m = params_millions(self.searcher, result.genotype)
-    if cost_weight:
-      reward -= cost_weight * params_m
-    return result.weights, {"val_accuracy": result.val_accuracy, "reward": reward,
-                            "derived_params_millions": params_m, "genotype": result.genotype,
-                            "steps": result.steps}
 
   # -- state -------------------------------------------------------------
-  def fresh(self) -> tuple[LoopState, SearchRecord]:
-    pool, trained = self.full_pool()
-    key = jax.random.key(int(self.config.seed))
-    controller = ctrl.init_controller(jax.random.fold_in(key, 1), self.space.num_choice_points,
-                                      self.space.max_ops, self.config.controller)
-    alive = np.zeros((self.space.num_choice_points, self.space.max_ops), bool)
-    for c, cp in enumerate(self.space.choice_points):
-      alive[c, :len(cp.ops)] = True
-    return LoopState(pool, trained, controller, alive, key), SearchRecord()
-
   def restore(self) -> tuple[LoopState, SearchRecord]:
     """The latest checkpoint's state and record, else a fresh search's."""
-    state, record = self.fresh()
+    state = fresh_state(self.space, self.config, *self.task.full_pool())
+    record = SearchRecord()
     restored = self.ckpt.restore_latest(state.tree())
     if restored is not None:
       _, tree, meta = restored
@@ -227,12 +157,12 @@ class RadarsSearch:
 
   def prepare(self, record: SearchRecord, alive) -> cost_lib.CostModel:
     """The cost model (traced and calibrated, or the checkpoint's), and the
-    searcher and train steps it orders; refuses a budget one op per choice
-    point does not fit."""
+    task's programs and sizing; refuses a budget one op per choice point
+    does not fit."""
     fresh = record.cost_model is None
-    model = (self.trace_cost_model() if fresh
+    model = (self.task.trace_cost_model() if fresh
              else cost_lib.CostModel.from_json(record.cost_model, self.space))
-    self.build_programs(model)
+    self.programs, self.sizing = self.task.build(model, self.budget)
     if fresh:
       programs.calibrate(self.programs, self.sizing, model, alive, record)
     record.cost_model = model.to_json()
@@ -275,7 +205,8 @@ class RadarsSearch:
         record.phase = "done"
         break
       if record.batch is None:
-        record.batch, record.sample = self.sample(state, it, k), 0
+        record.batch, record.sample = (
+            sample_batch(state, it, k, self.method, self.num_samples), 0)
       batch = record.batch
       state = self.iteration(state, record, model)
       if self.method == "radars" and (it + 1 >= max_iterations
@@ -326,19 +257,6 @@ class RadarsSearch:
     return state
 
   # -- one sample ------------------------------------------------------------
-  def sample(self, state: LoopState, iteration: int, k: int) -> Batch:
-    """The iteration's subspaces of `k` ops per choice point, from the
-    controller (uniform for `method=random`)."""
-    key = jax.random.fold_in(jax.random.fold_in(state.key, iteration), 0)
-    # (host arrays: the logits of a fresh controller and of an updated one
-    # are placed differently, and would each compile the sampler)
-    logits = np.asarray(state.controller.logits)
-    if self.method == "random":
-      logits = np.zeros_like(logits)
-    ops, logp = ctrl.sample_subspaces(key, logits, np.asarray(state.alive), k,
-                                      self.num_samples, per_choice_point=True)
-    return Batch(np.asarray(ops, np.int32), np.asarray(logp, np.float32), int(k))
-
   def run_sample(self, state: LoopState, record: SearchRecord, iteration: int, index: int,
                  subspace, model, k: int) -> dict:
     """DNAS in one sampled subspace (of at most `k` ops per choice point),
@@ -352,7 +270,7 @@ class RadarsSearch:
       record.first_train_step_seconds = self.time.elapsed()
     pool = PoolView(state)
     with checkpointing.Checkpointer(self.dnas_ckpt_root / tag, max_to_keep=2) as dnas_ckpt:
-      weights, fields = self.search_subspace(subspace, key, pool, f"{self.method} {tag}",
+      weights, fields = self.task.search_subspace(subspace, key, pool, f"{self.method} {tag}",
                                              compiled, dnas_ckpt)
     pool.write_back(weights)
     return {"iteration": iteration, "sample": index,
@@ -377,19 +295,16 @@ class RadarsSearch:
     key = jax.random.fold_in(state.key, 999_999)
     pool = PoolView(state)
     with checkpointing.Checkpointer(self.dnas_ckpt_root / "final", max_to_keep=2) as dnas_ckpt:
-      _, fields = self.search_subspace(subspace, key, pool, f"{self.method} final", compiled,
+      _, fields = self.task.search_subspace(subspace, key, pool, f"{self.method} final", compiled,
                                        dnas_ckpt, final=True)
     record.final = {"subspace": [list(a) for a in subspace], "estimated_bytes": estimate,
                     "compiled_bytes": compiled.bytes, **fields}
     record.runs.append({"iteration": "final", "program": "static",
                         "subspace": [list(a) for a in subspace],
                         "estimated_bytes": estimate, "compiled_bytes": compiled.bytes,
-                        **{name: fields[name] for name in self.SCORE_FIELDS}})
+                        **{name: fields[name] for name in self.task.score_fields}})
     record.phase = "done"
     self.save((record.iteration + 1) * (self.num_samples + 1), state, record)
-
-  def summary(self, state: LoopState, record: SearchRecord, model) -> dict:
-    return loop_summary.summary(self, state, record, model)
 
   def write_plots(self, record: SearchRecord) -> None:
     """After an iteration: WORKDIR/plots refreshed, at most once every
@@ -402,7 +317,8 @@ class RadarsSearch:
   def finish(self, state: LoopState, record: SearchRecord, model) -> dict:
     """Writes genotype.json, history.json, summary.json, the report and
     the plots (the report's, drawn once); returns the summary."""
-    summary = self.summary(state, record, model)
+    summary = {**loop_summary.summary(self, state, record, model),
+               **self.task.finish(record)}
     self.writer.close()
     loop_summary.write_outputs(self.path, summary, record.history)
     self.ckpt.close()
@@ -454,6 +370,34 @@ def update_controller(state: LoopState, batch: Batch, iteration: int, method: st
 # Helpers
 # ---------------------------------------------------------------------------
 
+def fresh_state(space: spaces_lib.SearchSpace, config, pool: dict,
+                trained: dict) -> LoopState:
+  """A new search's state: the (untrained) weight pool, a fresh controller,
+  every op alive."""
+  key = jax.random.key(int(config.seed))
+  controller = ctrl.init_controller(jax.random.fold_in(key, 1), space.num_choice_points,
+                                    space.max_ops, config.controller)
+  alive = np.zeros((space.num_choice_points, space.max_ops), bool)
+  for c, cp in enumerate(space.choice_points):
+    alive[c, :len(cp.ops)] = True
+  return LoopState(pool, trained, controller, alive, key)
+
+
+def sample_batch(state: LoopState, iteration: int, k: int, method: str,
+                 num_samples: int) -> Batch:
+  """The iteration's `num_samples` subspaces of `k` ops per choice point,
+  from the controller (uniform for `method=random`)."""
+  key = jax.random.fold_in(jax.random.fold_in(state.key, iteration), 0)
+  # (host arrays: the logits of a fresh controller and of an updated one
+  # are placed differently, and would each compile the sampler)
+  logits = np.asarray(state.controller.logits)
+  if method == "random":
+    logits = np.zeros_like(logits)
+  ops, logp = ctrl.sample_subspaces(key, logits, np.asarray(state.alive), k, num_samples,
+                                    per_choice_point=True)
+  return Batch(np.asarray(ops, np.int32), np.asarray(logp, np.float32), int(k))
+
+
 def final_subspace(sizing: programs.Sizing, space: spaces_lib.SearchSpace,
                    state: LoopState, model) -> spaces_lib.Subspace:
   """The alive space, cut to the k most probable ops per choice point if
@@ -494,44 +438,3 @@ def log_iteration(writer: metrics_lib.MetricWriter, method: str, state: LoopStat
   writer.histogram(record.iteration, f"{method}/alive_per_choice_point", state.alive.sum(-1))
   writer.histogram(record.iteration, f"{method}/rewards", rewards)
   writer.flush()
-
-
-def traced_with_progress(trace, verbose: bool) -> cost_lib.CostModel:
-  """`trace(progress)` (a cost model's trace, `progress(done, total)` after
-  each op) with a progress bar."""
-  bar = metrics_lib.progress_bar(1, "cost model (tracing ops)", enabled=verbose)
-
-  def progress(done, total):
-    bar.total = total
-    bar.n = done
-    bar.refresh()
-
-  model = trace(progress)
-  bar.close()
-  return model
-
-
-def full_pool(space: spaces_lib.SearchSpace, config, num_classes: int,
-              image_shape) -> tuple[dict, dict]:
-  """Fixed-structure pool of the image supernet of the whole space."""
-  model = supernet_lib.build_supernet(space, space.full_subspace(), config.supernet,
-                                      num_classes)
-  return zero_pool(model, space, image_shape)
-
-
-def zero_pool(model, space: spaces_lib.SearchSpace, input_shape) -> tuple[dict, dict]:
-  """Fixed-structure pool of `model` (a supernet of the whole space): zero
-  arrays of every parameter, none of them trained."""
-  alphas = jax.eval_shape(lambda: supernet_lib.init_alphas(jax.random.key(0),
-                                                           space.full_subspace()))
-  shapes = pool_lib.canonical(supernet_lib.param_shapes(model, input_shape, alphas))
-  pool = {p: np.zeros(s.shape, np.float32) for p, s in shapes.items()}
-  trained = {p: np.asarray(False) for p in shapes}
-  return pool, trained
-
-
-def params_millions(searcher: search_lib.Searcher, genotype) -> float:
-  """Millions of parameters of `genotype`'s derived network."""
-  model = searcher.model(spaces_lib.genotype_subspace(searcher.space, genotype))
-  return supernet_lib.count_params(
-      supernet_lib.param_shapes(model, searcher.data.image_shape)) / 1e6

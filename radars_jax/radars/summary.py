@@ -27,12 +27,12 @@ def summary(search, state, record, model) -> dict:
             if r.get("compiled_bytes") and not r.get("degenerate")
             and r.get("program", "static") == "static"]
   out = {
-      "method": search.method, "mode": search.searcher.mode, "space": space.name,
-      "dataset": search.dataset, "seed": int(search.config.seed),
+      "method": search.method, "mode": search.programs.searcher.mode, "space": space.name,
+      "dataset": search.task.name, "seed": int(search.config.seed),
       "genotype": result["genotype"],
       # the final search's score (the best sample's without one): val_accuracy
-      # for images (`RadarsSearch.SCORE_FIELDS`)
-      **{name: result[name] for name in search.SCORE_FIELDS},
+      # for images (the task's `score_fields`)
+      **{name: result[name] for name in search.task.score_fields},
       "performance_options": search.performance_options,
       "search_seconds": search.time.elapsed(),
       # from the start of the search to its first train step (None: the

@@ -1,0 +1,158 @@
+"""What the RADARS loop (`radars_jax.radars.loop`) searches: a task.
+
+The loop (budget, cost model, controller, pruning, weight pool,
+checkpoints) is the same for every task; a task says what a subspace's
+network is and how it is trained and scored:
+  * `name`, `score_fields`: the dataset or environment, and the fields of a
+    subspace's record that score it (besides "reward");
+  * `full_pool()`: the weight pool's zero arrays for the whole space;
+  * `trace_cost_model()`: the cost model traced on the task's supernet;
+  * `build(model, budget)`: the programs each subspace runs on and the
+    sizing of its runs (`radars.programs`), once the cost model exists;
+  * `search_subspace(...)`: the search inside one subspace, warm-started
+    from the pool: its weights and its record's fields;
+  * `finish(record)`: what the task does with the found architecture, as
+    extra fields of summary.json.
+`ImageTask` below searches image classifiers with DNAS;
+`radars_jax.agents.radars_search.AgentTask` searches deep-RL agents with A2D.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import jax
+import numpy as np
+
+from radars_jax import metrics as metrics_lib
+from radars_jax.dnas import search as search_lib
+from radars_jax.nas import spaces as spaces_lib
+from radars_jax.nas import supernet as supernet_lib
+from radars_jax.nas import weight_pool as pool_lib
+from radars_jax.radars import compile_queue as queue_lib
+from radars_jax.radars import cost_model as cost_lib
+from radars_jax.radars import programs
+from radars_jax.radars.state import PoolView, SearchRecord
+
+
+class SearchTask(Protocol):
+  """The task-specific half of a RADARS search (see the module's docstring)."""
+  name: str
+  score_fields: tuple[str, ...]
+
+  def full_pool(self) -> tuple[dict, dict]: ...
+
+  def trace_cost_model(self) -> cost_lib.CostModel: ...
+
+  def build(self, model: cost_lib.CostModel,
+            budget: float | None) -> tuple[programs.LoopPrograms, programs.Sizing]: ...
+
+  def search_subspace(self, subspace, key: jax.Array, pool: PoolView, tag: str, compiled,
+                      checkpoint, final: bool = False) -> tuple[object, dict]: ...
+
+  def finish(self, record: SearchRecord) -> dict: ...
+
+
+class ImageTask:
+  """Image classifiers on `config.data`: DNAS inside each subspace
+  (`radars_jax.dnas.search.Searcher`), scored by the holdout accuracy of
+  the derived cell (minus `radars.cost_weight` x millions of parameters)."""
+  score_fields = ("val_accuracy",)
+
+  def __init__(self, config, path: Path, space: spaces_lib.SearchSpace, mesh, writer):
+    del path   # (images write nothing of their own)
+    self.config, self.space, self.mesh, self.writer = config, space, mesh, writer
+    self.data = search_lib.load_search_data(config.data, mesh)
+    self.name = self.data.name
+    # set by `build`
+    self.searcher: search_lib.Searcher | None = None
+    self.sizing: programs.Sizing | None = None
+
+  def full_pool(self) -> tuple[dict, dict]:
+    model = supernet_lib.build_supernet(self.space, self.space.full_subspace(),
+                                        self.config.supernet, self.data.num_classes)
+    return zero_pool(model, self.space, self.data.image_shape)
+
+  def trace_cost_model(self) -> cost_lib.CostModel:
+    per_device = int(self.config.data.batch_size) // int(self.mesh.devices.size)
+    return traced_with_progress(
+        lambda progress: cost_lib.trace_cost_model(
+            self.space, self.config.supernet, self.data.num_classes, self.data.image_shape,
+            per_device, progress),
+        bool(self.config.progress_bar))
+
+  def build(self, model: cost_lib.CostModel,
+            budget: float | None) -> tuple[programs.LoopPrograms, programs.Sizing]:
+    """The searcher, its programs and the sizing; the cost model orders
+    the shared program's slots (`Searcher(slot_orders=...)`)."""
+    self.searcher = search_lib.Searcher(self.config, self.mesh, self.data, self.space,
+                                        self.writer, slot_orders=model.slot_orders())
+    self.sizing = programs.Sizing(self.config, budget, self.searcher.steps_per_epoch())
+    loop_programs = programs.LoopPrograms(
+        self.config, self.searcher, budget,
+        queue_lib.CompileQueue(bool(self.config.radars.compile_ahead)))
+    return loop_programs, self.sizing
+
+  def search_subspace(self, subspace, key: jax.Array, pool: PoolView, tag: str, compiled,
+                      checkpoint, final: bool = False) -> tuple[object, dict]:
+    """DNAS in `subspace` on `compiled` (resumed from and saved to
+    `checkpoint`, a Checkpointer), warm-started from `pool`: (its weights,
+    its record's fields: the genotype, steps, val_accuracy, and the reward
+    of a sample or the alphas of the final search)."""
+    radars = self.config.radars
+    checkpoint = (checkpoint, int(radars.checkpoint_every_steps))
+    if final:
+      result = self.searcher.run_dnas(subspace, self.sizing.final_epochs(), key, pool=pool,
+                                      tag=tag, compiled=compiled, checkpoint=checkpoint)
+      return result.weights, {"genotype": result.genotype, "val_accuracy": result.val_accuracy,
+                              "steps": result.steps,
+                              "alphas": [a.tolist() for a in result.alphas]}
+    result = self.searcher.run_dnas(
+        subspace, float(radars.subspace_epochs), key, pool=pool, tag=tag, compiled=compiled,
+        checkpoint=checkpoint, finetune_steps=int(radars.sample_finetune_steps))
+    params_m = params_millions(self.searcher, result.genotype)
+    reward = float(result.val_accuracy) - float(radars.cost_weight) * params_m
+    return result.weights, {"val_accuracy": result.val_accuracy, "reward": reward,
+                            "derived_params_millions": params_m, "genotype": result.genotype,
+                            "steps": result.steps}
+
+  def finish(self, record: SearchRecord) -> dict:
+    del record   # (the found cell is retrained by `mode=train`)
+    return {}
+
+
+# ---------------------------------------------------------------------------
+# Pieces every task uses
+# ---------------------------------------------------------------------------
+
+def traced_with_progress(trace, verbose: bool) -> cost_lib.CostModel:
+  """`trace(progress)` (a cost model's trace, `progress(done, total)` after
+  each op) with a progress bar."""
+  bar = metrics_lib.progress_bar(1, "cost model (tracing ops)", enabled=verbose)
+
+  def progress(done, total):
+    bar.total = total
+    bar.n = done
+    bar.refresh()
+
+  model = trace(progress)
+  bar.close()
+  return model
+
+
+def zero_pool(model, space: spaces_lib.SearchSpace, input_shape) -> tuple[dict, dict]:
+  """Fixed-structure pool of `model` (a supernet of the whole space): zero
+  arrays of every parameter, none of them trained."""
+  alphas = jax.eval_shape(lambda: supernet_lib.init_alphas(jax.random.key(0),
+                                                           space.full_subspace()))
+  shapes = pool_lib.canonical(supernet_lib.param_shapes(model, input_shape, alphas))
+  pool = {p: np.zeros(s.shape, np.float32) for p, s in shapes.items()}
+  trained = {p: np.asarray(False) for p in shapes}
+  return pool, trained
+
+
+def params_millions(searcher: search_lib.Searcher, genotype) -> float:
+  """Millions of parameters of `genotype`'s derived network."""
+  model = searcher.model(spaces_lib.genotype_subspace(searcher.space, genotype))
+  return supernet_lib.count_params(
+      supernet_lib.param_shapes(model, searcher.data.image_shape)) / 1e6
