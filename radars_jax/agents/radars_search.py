@@ -1,7 +1,8 @@
-"""RADARS on the agent space (`task=agents`, `method=radars`): the image
-search's loop (`radars_jax.radars.loop.RadarsSearch`: the memory budget and
-cost model, the controller, pruning, the weight pool, checkpoints after
-every sample) with A2D inside each subspace.
+"""RADARS on the agent space (`task=agents`, `method=radars`): the RADARS
+loop (`radars_jax.radars.loop`: the memory budget and cost model, the
+controller, pruning, the weight pool, checkpoints after every sample) of
+`AgentTask` (a `radars_jax.radars.tasks.SearchTask`), A2D inside each
+subspace.
 
     python -m radars_jax.main --config configs/minatar_radars.py --workdir runs/radars_agents
 
