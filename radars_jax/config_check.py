@@ -372,7 +372,9 @@ def _check_search(config, mode: str) -> None:
 
 def _check_radars_budget(config, mode: str) -> None:
   if mode == "search" and config.method == "radars" and config.memory_budget_gb is None:
-    raise UserError("method=radars needs a memory budget: set --config.memory_budget_gb=GB")
+    raise UserError("method=radars needs a memory budget: set --config.memory_budget_gb=GB "
+                    "(left unset, the command line takes a GPU's or TPU's own limit; "
+                    "this device reports none)")
 
 
 def check_performance_options(config) -> None:

@@ -1,15 +1,19 @@
 """config_check: every config field, walked with bad values (wrong type,
 out of range, unknown name), is refused with one line naming it; the
-checks that span fields, the data's size and the files a run reads."""
+checks that span fields, the data's size and the files a run reads; the
+budget a search gets from its device when none is set."""
 import importlib.util
 import math
+import types
 from pathlib import Path
 
+import chex
 import ml_collections
 import pytest
 
 from radars_jax import config_check
 from radars_jax import config_defaults
+from radars_jax import memory
 from radars_jax.retrain import train
 from radars_jax.errors import UserError
 
@@ -182,3 +186,51 @@ def test_tabular_needs_its_table(table_path):
                                ("table.methods", "ppo,hillclimb", "unknown method")]:
     with pytest.raises(UserError, match=needle):
       config_check.check_config(with_value(good, field, value), mode="tabular")
+
+
+# ---------------------------------------------------------------------------
+# The memory budget a search gets when none is set: the device's own limit
+# less a margin, or none where the device reports no limit
+# ---------------------------------------------------------------------------
+
+def digits_without_budget() -> ml_collections.ConfigDict:
+  config = _config_file("digits")
+  config.memory_budget_gb = None
+  return config
+
+
+def fake_device(bytes_limit):
+  stats = None if bytes_limit is None else {"bytes_limit": bytes_limit, "bytes_in_use": 0}
+  return types.SimpleNamespace(memory_stats=lambda: stats)
+
+
+def test_the_limit_is_the_smallest_device_s_and_none_if_any_reports_none():
+  assert memory.device_memory_limit([fake_device(8e9), fake_device(6e9)]) == 6e9
+  assert memory.device_memory_limit([fake_device(8e9), fake_device(None)]) is None
+  # this machine's CPU devices report none
+  assert memory.device_memory_limit() is None
+
+
+def test_an_unset_budget_becomes_the_device_limit_less_the_margin(monkeypatch, capsys):
+  monkeypatch.setattr(memory, "device_memory_limit", lambda devices=None: 20 * 10**9)
+  config = digits_without_budget()
+  config.method = "radars"
+  memory.fill_budget_from_device(config)
+  chex.assert_trees_all_close(config.memory_budget_gb, 20 * (1 - memory.DEVICE_BUDGET_MARGIN))
+  assert "device's limit of 20.0 GB less 10%" in capsys.readouterr().out
+  config_check.check_config(config)   # radars has its budget now
+  # a budget that is set is kept; A2D and non-search modes take none
+  for field, value in (("memory_budget_gb", 3.0), ("method", "a2d"), ("mode", "describe")):
+    other = digits_without_budget()
+    setattr(other, field, value)
+    memory.fill_budget_from_device(other)
+    assert other.memory_budget_gb == (3.0 if field == "memory_budget_gb" else None)
+
+
+def test_radars_without_a_budget_on_a_device_without_a_limit_says_to_set_one():
+  config = digits_without_budget()
+  config.method = "radars"
+  memory.fill_budget_from_device(config)   # the CPU: no limit
+  assert config.memory_budget_gb is None
+  with pytest.raises(UserError, match="set --config.memory_budget_gb=GB"):
+    config_check.check_config(config)
