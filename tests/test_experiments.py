@@ -158,3 +158,29 @@ def test_ppo_teacher_small_runs_and_writes_its_figures(tmp_path):
                         "--env", "Pong"], capture_output=True, text=True, cwd=ROOT, env=env,
                        timeout=300)
   assert bad.returncode == 2 and "unknown environment 'Pong'" in bad.stderr
+
+
+def test_accelerator_check_small_reports_the_device_and_each_subspace_s_bytes(tmp_path):
+  """Its device and memory parts on this CPU (no memory limit, so no peak):
+  the parts' JSON, XLA's bytes of each subspace and the cost model's
+  estimate near them (the throughput and cifar parts run the scripts
+  tested above and the quickstart)."""
+  out = tmp_path / "check.json"
+  result = subprocess.run(
+      [sys.executable, str(ROOT / "experiments" / "accelerator_check.py"), "--small",
+       "--parts", "device,memory", "--limits", "memory=400", "--json", str(out)],
+      capture_output=True, text=True, cwd=ROOT, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  parts = json.loads(out.read_text())["parts"]
+  assert parts["device"]["ok"], parts["device"]
+  device = parts["device"]["result"]
+  assert device["backend"] == "cpu" and device["bytes_limit"] is None
+  assert parts["memory"]["ok"], parts["memory"]
+  rows = parts["memory"]["result"]["rows"]
+  assert [r["subspace"] for r in rows] == ["worst case, 1 op", "worst case, 2 ops",
+                                           "worst case, 3 ops", "random, 2 ops", "whole space"]
+  for row in rows:
+    assert row["ok"], row
+    assert row["result"]["compiled_bytes"] > 0 and row["result"]["peak_bytes"] is None
+    assert abs(row["estimate_vs_compiled"]) < 0.25, row
+  assert "2 of 2 parts ok" in result.stdout
