@@ -359,6 +359,23 @@ class Checkpointer:
                       "Use a new workdir to start afresh")
     return None
 
+  def read_latest_arrays(self) -> tuple[int, dict[str, np.ndarray], dict] | None:
+    """`(step, {leaf path: host array}, metadata)` of the newest step, read
+    without a template (PRNG keys as their data), or None if there is no
+    checkpoint: for reading part of another run's state."""
+    steps = self.all_steps()
+    errors = []
+    for step in reversed(steps):
+      meta = self._read_meta(step, errors)
+      if meta is None:
+        continue
+      stored = meta["leaves"]
+      template = [np.zeros(d["shape"], np.dtype(d["dtype"])) for d in stored]
+      with _READ_REPORTS.reading(self.directory / str(step)):
+        values = self._read_state(step, template)
+      return step, {d["path"]: v for d, v in zip(stored, values)}, meta.get("metadata", {})
+    return None
+
   def _read_meta(self, step: int, errors: list) -> dict | None:
     try:
       with _READ_REPORTS.reading(self.directory / str(step)):

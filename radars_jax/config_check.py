@@ -244,6 +244,8 @@ FIELDS: dict[str, Rule] = {
                                        noun="use of the uncertainty"),
     "controller.uncertainty_scale": _positive(),
     "controller.prune_threshold": _fraction(),
+    "controller.transfer_from": _OPTIONAL_STR,   # checked further by `_check_files`
+    "controller.transfer_policy": _BOOL,
     # agents (method=a2d)
     "agents.env": _choice(*agent_envs.ENV_NAMES, noun="environment"),
     "agents.teacher": _OPTIONAL_STR,   # checked further by `_check_agents`
@@ -495,3 +497,12 @@ def _check_files(config) -> None:
                     "an arch_str column)")
   if isinstance(table, ml_collections.ConfigDict):
     tabular_strategies.parse_methods(table.methods)
+  controller = config.get("controller")
+  source = None if controller is None else controller.transfer_from
+  if source is not None:
+    if config.method not in ("radars", "rl", "random"):
+      raise UserError(f"controller.transfer_from carries a controller into method=radars, rl "
+                      f"or random, not method={config.method}")
+    if not os.path.isfile(os.path.join(os.path.expanduser(source), "config.json")):
+      raise UserError(f"config.controller.transfer_from={source!r}: not the workdir of a "
+                      "search (no config.json there)")

@@ -197,6 +197,11 @@ def controller_config() -> ml_collections.ConfigDict:
   c.uncertainty_scale = 0.5       # spread (in reward stds) at which confidence = 1/2
   # pruning
   c.prune_threshold = 0.05        # drop ops with probability below this
+  # knowledge from an earlier search (`radars_jax.radars.knowledge`): the
+  # WORKDIR of a radars / rl / random search whose critic (and, with
+  # transfer_policy, whose policy as the prior) a new search starts from
+  c.transfer_from = ml_collections.FieldReference(None, field_type=str)
+  c.transfer_policy = False
   return c
 
 

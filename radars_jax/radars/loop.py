@@ -66,6 +66,7 @@ from radars_jax import config_check
 from radars_jax.radars import controller as ctrl
 from radars_jax.radars import ppo
 from radars_jax.radars import cost_model as cost_lib
+from radars_jax.radars import knowledge
 from radars_jax.radars import programs
 from radars_jax.radars import summary as loop_summary
 from radars_jax.radars import tasks as tasks_lib
@@ -149,6 +150,8 @@ class RadarsSearch:
       self.time.resume_from(record)
       print(f"radars_jax: resuming {self.method} search at iteration {record.iteration}, "
             f"sample {record.sample} from {self.ckpt.directory}", flush=True)
+    elif self.config.controller.transfer_from is not None:
+      state = with_transferred_knowledge(state, self.space, self.config.controller)
     return state, record
 
   def save(self, step: int, state: LoopState, record: SearchRecord) -> None:
@@ -381,6 +384,21 @@ def fresh_state(space: spaces_lib.SearchSpace, config, pool: dict,
   for c, cp in enumerate(space.choice_points):
     alive[c, :len(cp.ops)] = True
   return LoopState(pool, trained, controller, alive, key)
+
+
+def with_transferred_knowledge(state: LoopState, space: spaces_lib.SearchSpace,
+                               controller_config) -> LoopState:
+  """A fresh `state` whose controller starts from the search in
+  `controller_config.transfer_from` (`radars_jax.radars.knowledge`)."""
+  source = knowledge.load_source(controller_config.transfer_from)
+  names = knowledge.space_names(space)
+  controller = knowledge.carry(source, state.controller, names,
+                               bool(controller_config.transfer_policy))
+  shared = len(knowledge.matches(source.names, names))
+  print(f"radars_jax: the controller starts from {controller_config.transfer_from}'s critic"
+        f"{' and policy' if controller_config.transfer_policy else ''} ({shared} of "
+        f"{sum(len(ops) for _, ops in names)} ops known there)", flush=True)
+  return dataclasses.replace(state, controller=controller)
 
 
 def sample_batch(state: LoopState, iteration: int, k: int, method: str,
