@@ -32,4 +32,10 @@ def get_config():
   config.table.queries = 100              # distinct architectures per run
   config.table.seeds = 30                 # runs per method (seeds 0..seeds-1)
   config.table.methods = "ppo,reinforce,evolution,random"
+  # ppo_transfer (add it to methods): PPO first searches this earlier task,
+  # then carries its critic and policy here (FNAS), e.g. the same cells'
+  # CIFAR-100 accuracies: ../shared/data/nb201_cifar100.csv, cifar100-val
+  config.table.transfer_path = None
+  config.table.transfer_metric = None
+  config.table.transfer_queries = None   # None: as many as `queries`
   return config

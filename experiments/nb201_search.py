@@ -14,6 +14,13 @@ run (the first PPO/REINFORCE run includes jit compiles); `--json`
 writes the same with every run's best-so-far trajectory (`--plot` a PNG of
 the mean trajectories). Strategies: `radars_jax/tabular/`; the same
 comparison runs as `python -m radars_jax.main --config configs/nb201_table.py`.
+
+Knowledge carried from an earlier task (FNAS): `--transfer-table T2
+--transfer-metric M2 --transfer-queries Q2` adds the method `ppo_transfer`,
+which first searches T2 on M2 for Q2 queries, then starts PPO on `--table`
+from what its controller learned (critic and policy); only `--table`'s
+queries count. `../shared/data/nb201_cifar100.csv` holds the same cells'
+CIFAR-100 accuracies: a second task.
 Bad input: one line `nb201_search: error: ...` on stderr, exit status 2.
 """
 import argparse
@@ -41,8 +48,16 @@ def parse_args(argv=None):
   parser.add_argument("--queries", type=int, default=100,
                       help="budget: distinct architectures looked up per run")
   parser.add_argument("--seeds", type=int, default=30, help="runs per method (seeds 0..S-1)")
-  parser.add_argument("--methods", default="ppo,reinforce,evolution,random",
-                      help="comma-separated subset of ppo,reinforce,evolution,random")
+  parser.add_argument("--methods", default=None,
+                      help="comma-separated subset of ppo,reinforce,evolution,random,"
+                      "ppo_transfer (default: the first four, and ppo_transfer with "
+                      "--transfer-table)")
+  parser.add_argument("--transfer-table", default=None,
+                      help="ppo_transfer's earlier task: a NAS-Bench-201 CSV")
+  parser.add_argument("--transfer-metric", default=None,
+                      help="the column maximised there (default: --metric)")
+  parser.add_argument("--transfer-queries", type=int, default=None,
+                      help="queries spent there (default: --queries)")
   parser.add_argument("--json", default=None, help="write every result here")
   parser.add_argument("--plot", default=None, help="write the best-so-far plot (PNG) here")
   parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -55,9 +70,13 @@ def main(argv=None) -> int:
   from radars_jax.tabular import run as tabular_run  # pylint: disable=import-outside-toplevel
   from radars_jax.errors import UserError  # pylint: disable=import-outside-toplevel
   try:
+    methods = args.methods or ("ppo,reinforce,evolution,random"
+                               + (",ppo_transfer" if args.transfer_table else ""))
     payload = tabular_run.run_comparison(args.table, args.metric, args.report, args.queries,
-                                         args.seeds, args.methods,
-                                         progress=not args.no_progress)
+                                         args.seeds, methods, progress=not args.no_progress,
+                                         transfer_path=args.transfer_table,
+                                         transfer_metric=args.transfer_metric,
+                                         transfer_queries=args.transfer_queries)
     if args.json:
       tabular_run.write_payload(args.json, payload)
     if args.plot:

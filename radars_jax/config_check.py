@@ -297,6 +297,9 @@ FIELDS: dict[str, Rule] = {
     "table.queries": _int(1, tabular_table.NUM_ARCHS),
     "table.seeds": _int(1),
     "table.methods": _STR,
+    "table.transfer_path": _OPTIONAL_STR,   # ppo_transfer's earlier task (a table)
+    "table.transfer_metric": _OPTIONAL_STR,
+    "table.transfer_queries": _int(1, tabular_table.NUM_ARCHS, optional=True),
 }
 
 
@@ -496,7 +499,13 @@ def _check_files(config) -> None:
     raise UserError(f"config.{field}={path!r}: no such file (a NAS-Bench-201 CSV with "
                     "an arch_str column)")
   if isinstance(table, ml_collections.ConfigDict):
-    tabular_strategies.parse_methods(table.methods)
+    methods = tabular_strategies.parse_methods(table.methods)
+    transfer = table.get("transfer_path")
+    if transfer is None and "ppo_transfer" in methods:
+      raise UserError("table.methods has ppo_transfer: set table.transfer_path (the earlier "
+                      "task's table) and table.transfer_metric")
+    if transfer is not None and not os.path.isfile(os.path.expanduser(transfer)):
+      raise UserError(f"config.table.transfer_path={transfer!r}: no such file")
   controller = config.get("controller")
   source = None if controller is None else controller.transfer_from
   if source is not None:

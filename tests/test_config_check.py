@@ -38,7 +38,8 @@ def good_config(table_path: str) -> ml_collections.ConfigDict:
     del config["table"]               # the training's CSV path: the block instead
     config.table = ml_collections.ConfigDict({
         "path": table_path, "metric": "cifar10-val", "report": "cifar10-test",
-        "queries": 100, "seeds": 2, "methods": "ppo,random"})
+        "queries": 100, "seeds": 2, "methods": "ppo,random", "transfer_path": None,
+        "transfer_metric": None, "transfer_queries": None})
   return config
 
 

@@ -30,9 +30,8 @@ How the critic's uncertainty is used (`config.uncertainty`):
     UCB-like bonus for subspaces the critic knows little about.
   * 'trust_critic' (FNAS transfer): baseline_i = confidence_i * critic_i +
     (1 - confidence_i) * batch mean reward: a critic carried over from an
-    earlier search (copy `critic_params`, `critic_opt_state`, `reward_mean`,
-    `reward_std` from its state into a new one) is trusted only where it is
-    sure.
+    earlier search (`radars_jax.radars.knowledge`,
+    `controller.transfer_from`) is trusted only where it is sure.
   * 'none': critic mean is the baseline, spread unused.
 Until the critic has seen any data (first update) the baseline is the batch
 mean reward and confidence is 1.

@@ -25,10 +25,10 @@ from radars_jax.errors import UserError
 from radars_jax.tabular import strategies
 from radars_jax.tabular.table import SearchResult, Table, check_search, load_table
 
-def compare(table: Table, methods, queries: int, seeds: int,
-            progress: bool = False) -> dict[str, list[SearchResult]]:
+def compare(table: Table, methods, queries: int, seeds: int, progress: bool = False,
+            transfer: strategies.TransferSource | None = None) -> dict[str, list[SearchResult]]:
   """Every method in `methods` once per seed 0..seeds-1, each with a budget
-  of `queries` distinct architectures."""
+  of `queries` distinct architectures (`ppo_transfer` from `transfer`)."""
   methods = strategies.parse_methods(methods)
   check_search(table, queries)
   if int(seeds) < 1:
@@ -39,7 +39,8 @@ def compare(table: Table, methods, queries: int, seeds: int,
     for method in methods:
       bar.set_postfix_str(method)
       for seed in range(int(seeds)):
-        results[method].append(strategies.run_strategy(method, table, queries, seed))
+        results[method].append(strategies.run_strategy(method, table, queries, seed,
+                                                       transfer=transfer))
         bar.update()
   return results
 
@@ -70,8 +71,8 @@ def summarize(results: dict[str, list[SearchResult]]) -> dict[str, dict]:
   return summary
 
 
-def comparison_payload(table: Table, queries: int,
-                       results: dict[str, list[SearchResult]]) -> dict:
+def comparison_payload(table: Table, queries: int, results: dict[str, list[SearchResult]],
+                       transfer: strategies.TransferSource | None = None) -> dict:
   """Everything about a comparison as one JSON-able dict: the setting,
   per-method statistics (`summary`), the mean best-so-far curve and every
   run (`runs`, with its trajectory)."""
@@ -91,14 +92,29 @@ def comparison_payload(table: Table, queries: int,
       table_best_report=float(table.report_values[int(np.nanargmax(table.metric_values))]),
       std="sample standard deviation over seeds (ddof=1)",
       ppo_controller=strategies.tabular_controller_config().to_dict(),
+      transfer=None if transfer is None else dict(
+          table=os.path.abspath(transfer.table.path), metric=transfer.table.metric,
+          queries=int(transfer.queries), policy=bool(transfer.policy)),
       summary=summary, methods=methods)
 
 
 def run_comparison(path: str, metric: str, report: str, queries: int, seeds: int,
-                   methods=strategies.METHODS, progress: bool = False) -> dict:
-  """Load the table, run `compare`, return `comparison_payload`."""
+                   methods=strategies.METHODS, progress: bool = False,
+                   transfer_path: str | None = None, transfer_metric: str | None = None,
+                   transfer_queries: int | None = None) -> dict:
+  """Load the table (and the transfer table, if any), run `compare`,
+  return `comparison_payload`."""
   table = load_table(path, metric, report)
-  return comparison_payload(table, queries, compare(table, methods, queries, seeds, progress))
+  transfer = None
+  if transfer_path is not None:
+    source = load_table(transfer_path, transfer_metric or metric, transfer_metric or metric)
+    transfer = strategies.TransferSource(source, int(transfer_queries or queries))
+  elif "ppo_transfer" in strategies.parse_methods(methods):
+    raise UserError("ppo_transfer needs an earlier task: --transfer-table "
+                    "(experiments/nb201_search.py) or table.transfer_path")
+  return comparison_payload(table, queries,
+                            compare(table, methods, queries, seeds, progress, transfer),
+                            transfer)
 
 
 def format_summary(payload: dict) -> str:
@@ -183,7 +199,11 @@ def run_from_config(config: ml_collections.ConfigDict, workdir) -> dict:
   out = workdir_lib.prepare(workdir)
   payload = run_comparison(os.path.expanduser(str(t.path)), str(t.metric), str(t.report),
                            int(t.queries), int(t.seeds), t.methods,
-                           progress=bool(config.progress_bar))
+                           progress=bool(config.progress_bar),
+                           transfer_path=(None if t.get("transfer_path") is None
+                                          else os.path.expanduser(str(t.transfer_path))),
+                           transfer_metric=t.get("transfer_metric"),
+                           transfer_queries=t.get("transfer_queries"))
   write_payload(out / "tabular_results.json", payload)
   plot = plot_best_so_far(payload, out / "plots" / "nb201_best_so_far.png")
   summary = dict(

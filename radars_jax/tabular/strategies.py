@@ -13,6 +13,11 @@ the best queried architecture by the search metric, with its report value:
     tournament of 3, the child mutates one edge of the winner to another op,
     the oldest member dies.
   * `random`: uniform random architectures.
+  * `ppo_transfer`: `ppo` started from the knowledge of an earlier task
+    (FNAS): first `ppo` searches another table (`TransferSource`: its own
+    metric and query budget), then its critic and policy
+    (`radars_jax.radars.knowledge`) start the search on this one. Only
+    this table's queries count against the budget.
 Policy-based strategies can collapse on architectures already queried (no
 new query comes); after `stall_patience` samples without a new query they
 sample at twice the temperature (doubling again while stalled, back to 1 at
@@ -21,6 +26,7 @@ tempered behaviour log-probabilities.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from typing import Callable
@@ -35,10 +41,16 @@ from radars_jax import config_defaults
 from radars_jax.radars import controller as controller_lib
 from radars_jax.radars import ppo
 from radars_jax.errors import UserError
-from radars_jax.tabular.table import (NUM_ARCHS, NUM_EDGES, NUM_OPS, QueryBudget, SearchResult,
-                                      Table, arch_index, check_search, search_result)
+from radars_jax.radars import knowledge as knowledge_lib
+from radars_jax.tabular.table import (NB201_OPS, NUM_ARCHS, NUM_EDGES, NUM_OPS, QueryBudget,
+                                      SearchResult, Table, arch_index, check_search,
+                                      search_result)
 
 METHODS = ("ppo", "reinforce", "evolution", "random")
+# methods that need an earlier task (`TransferSource`)
+TRANSFER_METHODS = ("ppo_transfer",)
+# the NB-201 cell's edges and ops, as the controller's knowledge names them
+TABLE_NAMES = tuple((f"edge{e}", NB201_OPS) for e in range(NUM_EDGES))
 
 
 # ---------------------------------------------------------------------------
@@ -185,12 +197,22 @@ def tabular_controller_config() -> ml_collections.ConfigDict:
 
 
 def search_ppo(table: Table, queries: int, seed: int,
-               config: ml_collections.ConfigDict | None = None,
-               stall_patience: int = 20, max_samples_factor: int = 100) -> SearchResult:
-  """The RADARS PPO controller with k = 1 over the 6 edges x 5 ops. Each
-  iteration samples `samples_per_iteration` cells, looks them up (repeats
-  are free and still train the controller; cells beyond the budget are left
-  unscored) and runs one `controller_update`."""
+               config: ml_collections.ConfigDict | None = None, **kwargs) -> SearchResult:
+  """The RADARS PPO controller with k = 1 over the 6 edges x 5 ops
+  (`run_ppo`)."""
+  return run_ppo(table, queries, seed, config, **kwargs)[0]
+
+
+def run_ppo(table: Table, queries: int, seed: int,
+            config: ml_collections.ConfigDict | None = None, stall_patience: int = 20,
+            max_samples_factor: int = 100,
+            prior: knowledge_lib.ControllerKnowledge | None = None, prior_policy: bool = True,
+            method: str = "ppo") -> tuple[SearchResult, controller_lib.ControllerState]:
+  """`search_ppo`'s run and the controller it ends with. Each iteration
+  samples `samples_per_iteration` cells, looks them up (repeats are free
+  and still train the controller; cells beyond the budget are left
+  unscored) and runs one `controller_update`. `prior`: knowledge carried
+  into the fresh controller (its critic; with `prior_policy` its logits)."""
   check_search(table, queries)
   start = time.time()
   config = tabular_controller_config() if config is None else config
@@ -199,6 +221,8 @@ def search_ppo(table: Table, queries: int, seed: int,
   budget = QueryBudget(table, queries)
   key, init_key = jax.random.split(jax.random.PRNGKey(seed))
   state = controller_lib.init_controller(init_key, NUM_EDGES, NUM_OPS, config)
+  if prior is not None:
+    state = knowledge_lib.carry(prior, state, TABLE_NAMES, prior_policy)
   alive = jnp.ones((NUM_EDGES, NUM_OPS), bool)
   stall = _Stall(stall_patience)
   while not budget.exhausted and budget.lookups < max_samples_factor * queries:
@@ -216,7 +240,31 @@ def search_ppo(table: Table, queries: int, seed: int,
     state, _ = ppo.controller_update(
         state, update_key, ops, behaviour_logp, rewards, alive, hparams)
   _fill_randomly(budget, seed)
-  return search_result("ppo", seed, budget, start)
+  return search_result(method, seed, budget, start), state
+
+
+@dataclasses.dataclass(frozen=True)
+class TransferSource:
+  """The earlier task `ppo_transfer` learns on first: a table (with its own
+  metric), the queries spent there, and whether the policy is carried
+  besides the critic."""
+  table: Table
+  queries: int
+  policy: bool = True
+
+
+def search_ppo_transfer(table: Table, queries: int, seed: int,
+                        transfer: TransferSource | None = None,
+                        config: ml_collections.ConfigDict | None = None) -> SearchResult:
+  """`ppo` on `transfer.table` for `transfer.queries` queries (seed + 10,007),
+  then `ppo` on `table` from what its controller learned."""
+  if transfer is None:
+    raise UserError("ppo_transfer needs an earlier task: --transfer-table "
+                    "(experiments/nb201_search.py) or table.transfer_path")
+  _, learned = run_ppo(transfer.table, transfer.queries, seed + 10_007, config)
+  prior = knowledge_lib.from_state(learned, TABLE_NAMES)
+  return run_ppo(table, queries, seed, config, prior=prior, prior_policy=transfer.policy,
+                 method="ppo_transfer")[0]
 
 
 # ---------------------------------------------------------------------------
@@ -233,9 +281,10 @@ def parse_methods(methods) -> tuple[str, ...]:
   names = list(dict.fromkeys(n for n in names if n))
   if not names:
     raise UserError(f"no methods given: choose from {', '.join(METHODS)}")
-  unknown = [n for n in names if n not in METHODS]
+  known = METHODS + TRANSFER_METHODS
+  unknown = [n for n in names if n not in known]
   if unknown:
-    raise UserError(f"unknown method {unknown[0]!r}: choose from {', '.join(METHODS)}")
+    raise UserError(f"unknown method {unknown[0]!r}: choose from {', '.join(known)}")
   return tuple(names)
 
 
@@ -244,11 +293,16 @@ STRATEGIES: dict[str, Callable[..., SearchResult]] = {
     "reinforce": search_reinforce,
     "evolution": search_evolution,
     "random": search_random,
+    "ppo_transfer": search_ppo_transfer,
 }
 
 
-def run_strategy(method: str, table: Table, queries: int, seed: int, **kwargs) -> SearchResult:
-  """Run strategy `method` (one of METHODS) once."""
+def run_strategy(method: str, table: Table, queries: int, seed: int,
+                 transfer: TransferSource | None = None, **kwargs) -> SearchResult:
+  """Run strategy `method` (one of METHODS) once (`ppo_transfer` from
+  `transfer`)."""
   if method not in STRATEGIES:
-    raise UserError(f"unknown method {method!r}: choose from {', '.join(METHODS)}")
+    raise UserError(f"unknown method {method!r}: choose from {', '.join(STRATEGIES)}")
+  if method in TRANSFER_METHODS:
+    kwargs["transfer"] = transfer
   return STRATEGIES[method](table, queries, seed, **kwargs)
