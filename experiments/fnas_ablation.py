@@ -38,8 +38,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
-TASKS = {"cifar10": (SHARED / "nb201_cifar10.csv", "cifar10-val", "cifar10-test"),
-         "cifar100": (SHARED / "nb201_cifar100.csv", "cifar100-val", "cifar100-test")}
+TASKS = {"cifar10": ("nb201_cifar10.csv", "cifar10-val", "cifar10-test"),
+         "cifar100": ("nb201_cifar100.csv", "cifar100-val", "cifar100-test")}
 OTHER = {"cifar10": "cifar100", "cifar100": "cifar10"}
 VARIANTS = {   # controller fields over `tabular_controller_config()`, and transfer
     "plain": ({"uncertainty": "none", "replay_weight": 0.0}, False),
@@ -55,6 +55,7 @@ TOP_FRACTION = 0.001
 def parse_args(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--tasks", default="cifar10,cifar100")
+  ap.add_argument("--data-dir", default=str(SHARED), help="where the two NB-201 CSVs are")
   ap.add_argument("--queries", type=int, default=300)
   ap.add_argument("--transfer-queries", type=int, default=300)
   ap.add_argument("--seeds", type=int, default=30)
@@ -114,7 +115,7 @@ def main(argv=None) -> dict:
   args = parse_args(argv)
   from radars_jax.tabular import table as table_lib  # pylint: disable=import-outside-toplevel
   tasks = [t for t in args.tasks.split(",") if t]
-  tables = {name: table_lib.load_table(str(path), metric, report)
+  tables = {name: table_lib.load_table(str(Path(args.data_dir) / path), metric, report)
             for name, (path, metric, report) in TASKS.items()}
   result = {"queries": args.queries, "transfer_queries": args.transfer_queries,
             "seeds": args.seeds, "top_fraction": TOP_FRACTION, "variants": {
