@@ -220,6 +220,7 @@ FIELDS: dict[str, Rule] = {
     "radars.checkpoint_every_steps": _int(0),
     "radars.compile_ahead": _BOOL,
     "radars.shared_programs": _BOOL,
+    "radars.pool_similarity": _BOOL,
     # controller
     "controller.seed": _int(0),
     "controller.samples_per_iteration": _int(1),

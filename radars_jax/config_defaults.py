@@ -163,6 +163,12 @@ def radars_config() -> ml_collections.ConfigDict:
   # k, used where its bytes fit the budget; same numbers as each subspace's own program)
   # why: quickstart, 8 of its 9 DNAS runs on one compiled program (docs/performance.md)
   c.shared_programs = True
+  # The knowledge pool (FNAS): a weight never trained starts from the most
+  # similar trained one (the same op on another cell or edge, another kernel
+  # size of its family; `radars_jax.nas.weight_pool`) instead of afresh.
+  # why off: on the digits quickstart it lowered the final accuracy over 3 seeds
+  # (docs/performance.md, "Knowledge pool")
+  c.pool_similarity = False
   return c
 
 

@@ -271,7 +271,7 @@ class RadarsSearch:
     if record.first_train_step_seconds is None:
       # (the search's start-up: cost model, calibration, the first program)
       record.first_train_step_seconds = self.time.elapsed()
-    pool = PoolView(state)
+    pool = PoolView(state, bool(self.config.radars.pool_similarity))
     with checkpointing.Checkpointer(self.dnas_ckpt_root / tag, max_to_keep=2) as dnas_ckpt:
       weights, fields = self.task.search_subspace(subspace, key, pool, f"{self.method} {tag}",
                                              compiled, dnas_ckpt)
@@ -285,7 +285,9 @@ class RadarsSearch:
             # `none`): XLA removes the cell, the estimate is an upper bound
             "degenerate": not cost_lib.live_ops(self.space,
                                                 self.space.mask_from_subspace(subspace)).any(),
-            **fields, "pool_hits": pool.hits, "pool_misses": pool.misses}
+            **fields, "pool_hits": pool.hits, "pool_misses": pool.misses,
+            # weights the pool lacked, inherited from similar ones, by kind
+            "pool_inherited": dict(pool.inherited)}
 
   # -- the end -------------------------------------------------------------
   def final(self, state: LoopState, record: SearchRecord, model) -> None:
@@ -296,7 +298,7 @@ class RadarsSearch:
         self.sizing.final_steps(),
         what="static step, final search")
     key = jax.random.fold_in(state.key, 999_999)
-    pool = PoolView(state)
+    pool = PoolView(state, bool(self.config.radars.pool_similarity))
     with checkpointing.Checkpointer(self.dnas_ckpt_root / "final", max_to_keep=2) as dnas_ckpt:
       _, fields = self.task.search_subspace(subspace, key, pool, f"{self.method} final", compiled,
                                        dnas_ckpt, final=True)

@@ -60,12 +60,15 @@ class PoolView(pool_lib.WeightPool):
   trained entries are read (`select`), and what is written back
   (`write_back`) is marked trained."""
 
-  def __init__(self, state: LoopState):
-    super().__init__()
+  def __init__(self, state: LoopState, similarity: bool = False):
+    super().__init__(similarity=similarity)
     self.state = state
 
   def stored(self, path: str):
     return self.state.pool[path] if bool(self.state.trained.get(path, False)) else None
+
+  def trained_paths(self) -> list[str]:
+    return [path for path, trained in self.state.trained.items() if bool(trained)]
 
   def store(self, path: str, value) -> None:
     if path in self.state.pool:
