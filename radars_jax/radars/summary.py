@@ -62,6 +62,9 @@ def summary(search, state, record, model) -> dict:
       "max_estimate_error": max(errors) if errors else None,
       "median_estimate_error": float(np.median(errors)) if errors else None,
       "iterations": record.iteration, "subspace_runs": runs,
+      # the sampled subspaces' weights that started from trained ones
+      # (the pool's, exact or inherited from similar ones)
+      "pool_hit_ratio": pool_hit_ratio(runs),
       # (None when the whole space fit the budget: nothing was sampled)
       "best_sample": (None if best is None else
                       {k: v for k, v in best.items() if k != "genotype"}),
@@ -114,3 +117,12 @@ def copy_report_plots(path: Path, history: list, space: spaces_lib.SearchSpace,
   (path / "plots").mkdir(exist_ok=True)
   for png in drawn:
     shutil.copyfile(png, path / "plots" / png.name)
+
+
+def pool_hit_ratio(runs: list) -> float | None:
+  """Of the weights the sampled subspaces used, the fraction that started
+  from trained ones (None before any sample)."""
+  hits = sum(r.get("pool_hits") or 0 for r in runs)
+  inherited = sum(sum((r.get("pool_inherited") or {}).values()) for r in runs)
+  total = hits + inherited + sum(r.get("pool_misses") or 0 for r in runs)
+  return (hits + inherited) / total if total else None

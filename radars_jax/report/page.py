@@ -192,6 +192,27 @@ def _compiles_table(compiles: list) -> str:
                      rows)
 
 
+def _runs_table(runs: list) -> str:
+  """RADARS' subspace runs (summary.json `subspace_runs`), one row each:
+  the score and where each run's weights came from (the weight pool)."""
+  rows = []
+  for r in runs:
+    hits, fresh = r.get("pool_hits"), r.get("pool_misses")
+    inherited = sum((r.get("pool_inherited") or {}).values())
+    total = (hits or 0) + (fresh or 0) + inherited
+    rows.append((r.get("iteration", "?"), "" if r.get("sample") is None else r["sample"],
+                 "/".join(map(str, r.get("ops_per_choice_point", []))),
+                 "" if r.get("reward") is None else f"{r['reward']:.4f}",
+                 "-" if r.get("compiled_bytes") is None
+                 else memory_lib.format_gb(r["compiled_bytes"]),
+                 "-" if hits is None else f"{hits} / {inherited} / {fresh}",
+                 "-" if not total else f"{(hits + inherited) / total:.0%}",
+                 ", ".join(f"{k} {v}" for k, v in (r.get("pool_inherited") or {}).items())))
+  return _html_table(("iteration", "sample", "ops per choice point", "reward", "step bytes",
+                      "pool: trained / inherited / fresh", "from trained weights",
+                      "inherited from"), rows)
+
+
 def _figures(items: list[tuple[Path, str]]) -> str:
   parts = []
   for path, caption in items:
@@ -232,6 +253,11 @@ def _write_html(data: WorkdirData, sections: list[tuple[str, list]], outdir: Pat
         out += ["<h2>Train-step compiles</h2>", _compiles_table(summary["compiles"])]
       except (AttributeError, TypeError, ValueError) as e:
         data.problems.append(f"compiles table: {type(e).__name__}: {e}")
+    if isinstance(summary.get("subspace_runs"), list) and summary["subspace_runs"]:
+      try:
+        out += ["<h2>Subspace runs</h2>", _runs_table(summary["subspace_runs"])]
+      except (AttributeError, TypeError, ValueError) as e:
+        data.problems.append(f"subspace runs table: {type(e).__name__}: {e}")
   if data.eval is not None:
     out += ["<h2>Evaluation (retraining)</h2>", _table(_scalar_rows(ev))]
   if data.genotype is not None:
