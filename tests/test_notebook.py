@@ -20,18 +20,18 @@ def test_notebook_is_stored_clean_with_a_parameters_cell():
   assert all(not c.outputs and c.execution_count is None for c in code), "clear the outputs"
   params = [c for c in code if "parameters" in c.metadata.get("tags", [])]
   assert len(params) == 1
-  for name in ("SMALL", "REPO_URL", "RADARS_SMALL", "WORKDIR"):
+  for name in ("SMALL", "REPO_URL", "RADARS_SMALL", "WORKDIR", "USE_DRIVE"):
     assert name in params[0].source, name
 
-def test_notebook_radars_alternative_is_a_valid_radars_config():
-  """The search cell's commented lines (the real run's RADARS alternative),
-  uncommented, turn its single_darts config into a RADARS search that passes
-  the config check: radars, with the memory budget it needs."""
+def test_notebook_search_is_radars_and_its_alternative_a_valid_darts_config():
+  """The search cell runs RADARS with the parameters' budget (None on a TPU:
+  the core's own limit); its commented lines (the whole-space alternative),
+  uncommented, give a single_darts search that passes the config check."""
   from radars_jax import config_check  # pylint: disable=import-outside-toplevel
   from radars_jax.errors import UserError  # pylint: disable=import-outside-toplevel
   nb = nbformat.read(NOTEBOOK, as_version=4)
   (cell,) = [c for c in nb.cells if c.cell_type == "code"
-             and 'config.method = "single_darts"' in c.source]
+             and 'config.method = "radars"' in c.source]
   lines = cell.source.splitlines()
   active = [l for l in lines if l.startswith(("config.method =", "config.memory_budget_gb ="))]
   alternative = [l[2:] for l in lines if l.startswith("# config.")]
@@ -42,16 +42,16 @@ def test_notebook_radars_alternative_is_a_valid_radars_config():
   config = module.get_config()   # what the cell loads: load_config("cifar")
   config.mode = "search"
   for line in active:
-    exec(line, {"config": config})   # pylint: disable=exec-used
-  assert (config.method, config.memory_budget_gb) == ("single_darts", None)
+    exec(line, {"config": config, "SEARCH": {"budget_gb": 0.008}})   # pylint: disable=exec-used
+  assert (config.method, config.memory_budget_gb) == ("radars", 0.008)
   config_check.check_config(config)
-  for line in alternative:
-    exec(line, {"config": config})   # pylint: disable=exec-used
-  assert config.method == "radars" and (config.memory_budget_gb or 0) > 0, alternative
-  config_check.check_config(config)
-  config.memory_budget_gb = None   # (the budget line is the one RADARS cannot do without)
+  config.memory_budget_gb = None   # (on a CPU, which reports no limit, RADARS needs one)
   with pytest.raises(UserError, match="memory budget"):
     config_check.check_config(config)
+  for line in alternative:
+    exec(line, {"config": config})   # pylint: disable=exec-used
+  assert config.method == "single_darts" and config.memory_budget_gb is None, alternative
+  config_check.check_config(config)
 
 
 def test_notebook_runs_small_on_cpu(tmp_path, monkeypatch):
@@ -69,7 +69,8 @@ def test_notebook_runs_small_on_cpu(tmp_path, monkeypatch):
     assert path.is_file(), path
   summary = json.loads((search / "summary.json").read_text())
   result = json.loads((train / "eval.json").read_text())
-  assert summary["method"] == "single_darts" and summary["dataset"] == "cifar10"
+  assert summary["method"] == "radars" and summary["dataset"] == "cifar10"
+  assert summary["over_budget_steps"] == 0 and summary["iterations"] == 1
   assert summary["devices"] == result["devices"] == 4   # data-parallel over 4 CPU devices
   assert result["genotype"] == summary["genotype"]      # the searched cell was retrained
   assert 0.0 <= result["test_accuracy"] <= 1.0
