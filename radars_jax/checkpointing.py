@@ -333,36 +333,14 @@ class Checkpointer:
     self._manager.reload()
     return sorted(int(s) for s in self._manager.all_steps())
 
-  def restore_latest(self, template_pytree) -> tuple[int, Any, dict] | None:
+  def restore_latest(self, template_pytree=None) -> tuple[int, Any, dict] | None:
     """`(step, state, metadata)` of the newest readable step, or None if
     there is no checkpoint. `template_pytree` fixes the structure and the
     kind, shape, dtype and sharding of every leaf (arrays or
-    `jax.ShapeDtypeStruct`s). A step whose files cannot be read is moved
-    aside with a warning and the one before it is tried."""
-    steps = self.all_steps()
-    errors = []
-    for step in reversed(steps):
-      meta = self._read_meta(step, errors)
-      if meta is None:
-        continue
-      _check_structure(meta, template_pytree, step, self.directory)
-      try:
-        with _READ_REPORTS.reading(self.directory / str(step)):
-          state = self._read_state(step, template_pytree)
-      except Exception as e:  # pylint: disable=broad-except  # any read error = corrupt
-        self._set_aside(step, e, errors)
-        continue
-      return step, state, meta.get("metadata", {})
-    if errors:
-      raise UserError(f"no checkpoint in {self.directory} could be read (steps "
-                      f"{', '.join(map(str, steps))}); the last error: {errors[-1]}. "
-                      "Use a new workdir to start afresh")
-    return None
-
-  def read_latest_arrays(self) -> tuple[int, dict[str, np.ndarray], dict] | None:
-    """`(step, {leaf path: host array}, metadata)` of the newest step, read
-    without a template (PRNG keys as their data), or None if there is no
-    checkpoint: for reading part of another run's state."""
+    `jax.ShapeDtypeStruct`s); without one, the state is {leaf path: host
+    array} as stored (PRNG keys as their data: for reading part of another
+    run's state). A step whose files cannot be read is moved aside with a
+    warning and the one before it is tried."""
     steps = self.all_steps()
     errors = []
     for step in reversed(steps):
@@ -370,10 +348,24 @@ class Checkpointer:
       if meta is None:
         continue
       stored = meta["leaves"]
-      template = [np.zeros(d["shape"], np.dtype(d["dtype"])) for d in stored]
-      with _READ_REPORTS.reading(self.directory / str(step)):
-        values = self._read_state(step, template)
-      return step, {d["path"]: v for d, v in zip(stored, values)}, meta.get("metadata", {})
+      if template_pytree is None:
+        template = [np.zeros(d["shape"], np.dtype(d["dtype"])) for d in stored]
+      else:
+        _check_structure(meta, template_pytree, step, self.directory)
+        template = template_pytree
+      try:
+        with _READ_REPORTS.reading(self.directory / str(step)):
+          state = self._read_state(step, template)
+      except Exception as e:  # pylint: disable=broad-except  # any read error = corrupt
+        self._set_aside(step, e, errors)
+        continue
+      if template_pytree is None:
+        state = {d["path"]: value for d, value in zip(stored, state)}
+      return step, state, meta.get("metadata", {})
+    if errors:
+      raise UserError(f"no checkpoint in {self.directory} could be read (steps "
+                      f"{', '.join(map(str, steps))}); the last error: {errors[-1]}. "
+                      "Use a new workdir to start afresh")
     return None
 
   def _read_meta(self, step: int, errors: list) -> dict | None:

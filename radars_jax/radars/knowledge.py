@@ -79,7 +79,7 @@ def load_source(workdir: str) -> ControllerKnowledge:
   space = spaces_lib.make_space(source_config["space"]["name"], source_config["space"]["ops"],
                                 source_config["space"]["num_ops"])
   with checkpointing.Checkpointer(search_dir) as ckpt:
-    read = ckpt.read_latest_arrays()
+    read = ckpt.restore_latest()
   if read is None:
     raise UserError(f"controller.transfer_from={workdir!r} has no checkpoint yet")
   _, arrays, _ = read
