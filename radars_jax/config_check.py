@@ -221,6 +221,7 @@ FIELDS: dict[str, Rule] = {
     "radars.compile_ahead": _BOOL,
     "radars.shared_programs": _BOOL,
     "radars.pool_similarity": _BOOL,
+    "radars.fair_pool": _BOOL,
     # controller
     "controller.seed": _int(0),
     "controller.samples_per_iteration": _int(1),

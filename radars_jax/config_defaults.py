@@ -169,6 +169,11 @@ def radars_config() -> ml_collections.ConfigDict:
   # why off: on the digits quickstart it lowered the final accuracy over 3 seeds
   # (docs/performance.md, "Knowledge pool")
   c.pool_similarity = False
+  # Every sample of an iteration starts from the pool as the iteration
+  # began (FNAS's strict fairness); their weights are written back when it
+  # ends, in the order they ran. Off: each sample starts from its
+  # predecessors' weights too
+  c.fair_pool = False
   return c
 
 

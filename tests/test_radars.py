@@ -164,7 +164,8 @@ def uninterrupted(tmp_path_factory, full_step_bytes):
   path = workdir_lib.prepare(tmp_path_factory.mktemp("radars") / "run")
   config = budgeted(full_step_bytes)
   config.radars.final_epochs = 2.0   # (the samples run 1 epoch)
-  config.radars.pool_similarity = True   # (the resumed runs below use it too)
+  # (the resumed runs below use them too)
+  config.radars.pool_similarity = config.radars.fair_pool = True
   assert config.radars.compile_ahead
   compiles, steps_compiled, loop_compile_calls = [], [], []
   original = programs.LoopPrograms.compile_static_now
@@ -210,12 +211,16 @@ def test_radars_prunes_within_budget_and_writes_outputs(uninterrupted):
                "plots/radars_alive.png", "plots/radars_policy.png", "report/index.html"):
     assert (path / name).exists(), name
   assert len(summary["genotype"]["ops"]) == 6 and 0.0 <= summary["val_accuracy"] <= 1.0
-  # The knowledge pool: after the first sample every weight starts from a
-  # trained one, the same op's or its family's (NB-201's two convolutions)
-  assert sampled[0]["pool_hits"] == 0
-  assert all(r["pool_misses"] == 0 for r in sampled[1:]), [r["pool_misses"] for r in sampled]
-  assert any(r["pool_inherited"] for r in sampled[1:])
-  assert summary["pool_hit_ratio"] > 0.5
+  # The knowledge pool, fair: every sample of the first iteration starts
+  # from the same (empty) pool; after it every weight starts from a trained
+  # one, the same op's or its family's (NB-201's two convolutions)
+  first = [r for r in sampled if r["iteration"] == 0]
+  later = [r for r in sampled if r["iteration"] != 0]
+  assert len(first) == 2 and later
+  assert all(r["pool_hits"] == 0 and not r["pool_inherited"] for r in first)
+  assert all(r["pool_misses"] == 0 for r in later), [r["pool_misses"] for r in later]
+  assert any(r["pool_inherited"] for r in later)
+  assert summary["pool_hit_ratio"] > 0.3
   assert "Subspace runs" in (path / "report" / "index.html").read_text()
 
 

@@ -253,6 +253,7 @@ class RadarsSearch:
       self.save(it * (self.num_samples + 1) + i + 1, state, record)
       shutil.rmtree(self.dnas_ckpt_root / f"it{it}_s{i}", ignore_errors=True)
     self.programs.queue.forget("static")   # (a batch's steps are not needed after it)
+    state.merge_pending()
     state, probs, metrics = update_controller(state, batch, it, self.method, self.hparams,
                                               float(self.config.controller.prune_threshold))
     log_iteration(self.writer, self.method, state, record, batch, probs, metrics,
@@ -377,15 +378,19 @@ def update_controller(state: LoopState, batch: Batch, iteration: int, method: st
 
 def fresh_state(space: spaces_lib.SearchSpace, config, pool: dict,
                 trained: dict) -> LoopState:
-  """A new search's state: the (untrained) weight pool, a fresh controller,
-  every op alive."""
+  """A new search's state: the (untrained) weight pool (and with
+  `radars.fair_pool` its pending half), a fresh controller, every op alive."""
   key = jax.random.key(int(config.seed))
   controller = ctrl.init_controller(jax.random.fold_in(key, 1), space.num_choice_points,
                                     space.max_ops, config.controller)
   alive = np.zeros((space.num_choice_points, space.max_ops), bool)
   for c, cp in enumerate(space.choice_points):
     alive[c, :len(cp.ops)] = True
-  return LoopState(pool, trained, controller, alive, key)
+  pending = pending_trained = None
+  if config.radars.fair_pool:
+    pending = {path: np.zeros_like(value) for path, value in pool.items()}
+    pending_trained = {path: np.asarray(False) for path in pool}
+  return LoopState(pool, trained, controller, alive, key, pending, pending_trained)
 
 
 def with_transferred_knowledge(state: LoopState, space: spaces_lib.SearchSpace,

@@ -36,29 +36,51 @@ class LoopState:
   pool: {param path: float32 array} every op's weights in the full space;
   trained: {param path: bool array ()} whether the pool entry was trained
   (untrained entries start from their fresh initialisation);
-  controller: ctrl.ControllerState; alive: bool [C, M]; key: PRNG key."""
+  controller: ctrl.ControllerState; alive: bool [C, M]; key: PRNG key;
+  pending, pending_trained: with `radars.fair_pool`, the weights this
+  iteration's samples wrote back, held apart until the iteration ends
+  (`merge_pending`) so that every sample of an iteration starts from the
+  same pool (None without)."""
   pool: dict
   trained: dict
   controller: Any
   alive: np.ndarray
   key: jax.Array
+  pending: dict | None = None
+  pending_trained: dict | None = None
 
   def tree(self):
-    return {"pool": self.pool, "trained": self.trained, "controller": self.controller,
+    tree = {"pool": self.pool, "trained": self.trained, "controller": self.controller,
             "alive": self.alive, "key": self.key}
+    if self.pending is not None:
+      tree.update(pending=self.pending, pending_trained=self.pending_trained)
+    return tree
 
   @classmethod
   def from_tree(cls, t) -> "LoopState":
     # An uncommitted key (as a fresh one is), so that it may meet arrays
     # sharded over every device.
     key = jax.random.wrap_key_data(np.asarray(jax.random.key_data(t["key"])))
-    return cls(t["pool"], t["trained"], t["controller"], np.asarray(t["alive"], bool), key)
+    return cls(t["pool"], t["trained"], t["controller"], np.asarray(t["alive"], bool), key,
+               t.get("pending"), t.get("pending_trained"))
+
+  def merge_pending(self) -> None:
+    """The iteration's write-backs into the pool, in the order the samples
+    ran (a later sample's weight replaces an earlier one's)."""
+    if self.pending is None:
+      return
+    for path, written in self.pending_trained.items():
+      if bool(written):
+        self.pool[path] = self.pending[path]
+        self.trained[path] = np.asarray(True)
+        self.pending_trained[path] = np.asarray(False)
 
 
 class PoolView(pool_lib.WeightPool):
   """A `WeightPool` over the fixed full-space arrays of a LoopState: only
   trained entries are read (`select`), and what is written back
-  (`write_back`) is marked trained."""
+  (`write_back`) is marked trained: in the pool, or with `fair_pool` in
+  `pending` (read by the next iteration)."""
 
   def __init__(self, state: LoopState, similarity: bool = False):
     super().__init__(similarity=similarity)
@@ -71,9 +93,11 @@ class PoolView(pool_lib.WeightPool):
     return [path for path, trained in self.state.trained.items() if bool(trained)]
 
   def store(self, path: str, value) -> None:
-    if path in self.state.pool:
-      self.state.pool[path] = np.asarray(value, np.float32)
-      self.state.trained[path] = np.asarray(True)
+    pool, trained = ((self.state.pool, self.state.trained) if self.state.pending is None
+                     else (self.state.pending, self.state.pending_trained))
+    if path in pool:
+      pool[path] = np.asarray(value, np.float32)
+      trained[path] = np.asarray(True)
 
 
 def subspace_of(ops_row) -> spaces_lib.Subspace:
