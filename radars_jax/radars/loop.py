@@ -247,7 +247,7 @@ class RadarsSearch:
       batch.records.append(run)
       if record.best is None or run["reward"] > record.best["reward"]:
         record.best = run
-      record.runs.append({name: v for name, v in run.items() if name != "genotype"})
+      record.runs.append(dict(run))
       record.sample = i + 1
       record.cost_model = model.to_json()
       self.save(it * (self.num_samples + 1) + i + 1, state, record)
