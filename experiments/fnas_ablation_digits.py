@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+import fnas_ablation
+
 ROOT = Path(__file__).resolve().parents[1]
 PLAIN = {"controller.uncertainty": "none", "controller.replay_weight": "0.0"}
 VARIANTS = {   # overrides of configs/digits.py, and whether the controller is carried
@@ -37,16 +39,22 @@ VARIANTS = {   # overrides of configs/digits.py, and whether the controller is c
 }
 
 
-def search(workdir: Path, seed: int, overrides: dict) -> dict:
-  flags = [f"--config.{k}={v}" for k, v in overrides.items()]
+def run_main(config: str, workdir: Path, *flags: str) -> dict:
+  """`python -m radars_jax.main --config configs/CONFIG` in `workdir` with
+  `flags`: its summary.json (a search) or eval.json (a training)."""
   done = subprocess.run([sys.executable, "-m", "radars_jax.main",
-                         f"--config={ROOT / 'configs' / 'digits.py'}", f"--workdir={workdir}",
-                         f"--config.seed={seed}", "--config.progress_bar=False", *flags],
-                        capture_output=True, text=True, cwd=ROOT, timeout=1800,
-                        env={**os.environ, "PYTHONPATH": str(ROOT)})
+                         f"--config={ROOT / 'configs' / config}", f"--workdir={workdir}",
+                         "--config.progress_bar=False", *flags], capture_output=True, text=True,
+                        cwd=ROOT, timeout=1800, env={**os.environ, "PYTHONPATH": str(ROOT)})
   if done.returncode != 0:
     raise RuntimeError(f"{workdir}: exit {done.returncode}: {done.stderr[-2000:]}")
-  s = json.loads((workdir / "summary.json").read_text())
+  name = "summary.json" if (workdir / "summary.json").exists() else "eval.json"
+  return json.loads((workdir / name).read_text())
+
+
+def search(workdir: Path, seed: int, overrides: dict) -> dict:
+  s = run_main("digits.py", workdir, f"--config.seed={seed}",
+               *(f"--config.{k}={v}" for k, v in overrides.items()))
   return {"seed": seed, "val_accuracy": s["val_accuracy"], "genotype": s["genotype"],
           "best_sample_reward": (s["best_sample"] or {}).get("reward"),
           "search_seconds": s["search_seconds"], "pool_hit_ratio": s.get("pool_hit_ratio")}
@@ -78,8 +86,7 @@ def main(argv=None) -> dict:
             f"{entry['best_sample_reward_mean']:.4f}  search {entry['search_seconds_mean']:.1f} s"
             f"  ({', '.join(format(r['val_accuracy'], '.4f') for r in runs)})", flush=True)
       if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+        fnas_ablation.write_json(args.json, result)
   return result
 
 

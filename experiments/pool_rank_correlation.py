@@ -14,27 +14,13 @@ with the search's final accuracy and seconds.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def run_main(config: str, workdir: Path, *flags: str) -> dict:
-  done = subprocess.run([sys.executable, "-m", "radars_jax.main",
-                         f"--config={ROOT / 'configs' / config}", f"--workdir={workdir}",
-                         "--config.progress_bar=False", *flags], capture_output=True, text=True,
-                        cwd=ROOT, timeout=1800, env={**os.environ, "PYTHONPATH": str(ROOT)})
-  if done.returncode != 0:
-    raise RuntimeError(f"{workdir}: exit {done.returncode}: {done.stderr[-2000:]}")
-  name = "summary.json" if (workdir / "summary.json").exists() else "eval.json"
-  return json.loads((workdir / name).read_text())
+import fnas_ablation
+from fnas_ablation_digits import run_main
 
 
 def spearman(x, y) -> float:
@@ -92,8 +78,7 @@ def main(argv=None) -> dict:
       print(f"{name:10s} spearman over all samples {result['settings'][name]['spearman_all']:+.2f}",
             flush=True)
       if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+        fnas_ablation.write_json(args.json, result)
   return result
 
 
