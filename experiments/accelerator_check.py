@@ -149,7 +149,6 @@ def throughput_part(small: bool, limit: float, peer: str | None) -> dict:
 
 
 def memory_setting(small: bool):
-  sys.path.insert(0, str(ROOT / "experiments"))
   import memory_scaling  # pylint: disable=import-outside-toplevel
   from radars_jax.nas import spaces  # pylint: disable=import-outside-toplevel
   config, image_shape, batch = memory_scaling.settings(small)
@@ -161,7 +160,6 @@ def memory_part(small: bool, limit: float) -> dict:
   import numpy as np  # pylint: disable=import-outside-toplevel
   from radars_jax import parallel  # pylint: disable=import-outside-toplevel
   from radars_jax.radars import cost_model as cost_lib  # pylint: disable=import-outside-toplevel
-  sys.path.insert(0, str(ROOT / "experiments"))
   import memory_scaling  # pylint: disable=import-outside-toplevel
   start = time.perf_counter()
   config, image_shape, batch, space = memory_setting(small)

@@ -79,7 +79,6 @@ def median_queries(counts: list[int | None], queries: int) -> float:
 
 
 def run_variant(name: str, task: str, args, tables: dict) -> list[list[float]]:
-  from radars_jax.radars import knowledge  # pylint: disable=import-outside-toplevel
   from radars_jax.tabular import strategies  # pylint: disable=import-outside-toplevel
   table = tables[task]
   if name in ("evolution", "random"):
@@ -88,16 +87,10 @@ def run_variant(name: str, task: str, args, tables: dict) -> list[list[float]]:
   fields, transfer = VARIANTS[name]
   config = strategies.tabular_controller_config()
   config.update(fields)
-  curves = []
-  for seed in range(args.seeds):
-    prior = None
-    if transfer:
-      _, learned = strategies.run_ppo(tables[OTHER[task]], args.transfer_queries,
-                                      seed + 10_007, config)
-      prior = knowledge.from_state(learned, strategies.TABLE_NAMES)
-    result, _ = strategies.run_ppo(table, args.queries, seed, config, prior=prior)
-    curves.append(result.trajectory)
-  return curves
+  source = strategies.TransferSource(tables[OTHER[task]], args.transfer_queries)
+  return [(strategies.search_ppo_transfer(table, args.queries, seed, source, config) if transfer
+           else strategies.search_ppo(table, args.queries, seed, config)).trajectory
+          for seed in range(args.seeds)]
 
 
 def summarise(curves: list[list[float]], target: float, queries: int) -> dict:

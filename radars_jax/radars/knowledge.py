@@ -118,16 +118,14 @@ def carry(knowledge: ControllerKnowledge, state: ControllerState, names: Names,
   for path, leaf in flat:
     name = jax.tree_util.keystr(path)
     value = source.get(name)
-    if value is None or (name != first_kernel and value.shape != leaf.shape):
-      raise UserError(f"controller.transfer_from: its critic has another shape ({name}); "
-                      "give this search the same controller.critic_hidden and critic_members")
-    if name == first_kernel:
-      if value.shape[0] != leaf.shape[0] or value.shape[-1] != leaf.shape[-1]:
-        raise UserError("controller.transfer_from: its critic has another shape; give this "
-                        "search the same controller.critic_hidden and critic_members")
+    if (name == first_kernel and value is not None and value.shape[0] == leaf.shape[0]
+        and value.shape[-1] == leaf.shape[-1]):   # the same members and width
       kernel = np.zeros(leaf.shape, leaf.dtype)
       kernel[:, rows_t] = value[:, rows_s]
       value = kernel
+    if value is None or value.shape != leaf.shape:
+      raise UserError(f"controller.transfer_from: its critic has another shape ({name}); "
+                      "give this search the same controller.critic_hidden and critic_members")
     leaves.append(np.asarray(value, leaf.dtype))
   out = state.replace(critic_params=jax.tree_util.tree_unflatten(treedef, leaves),
                       reward_mean=np.float32(knowledge.reward_mean),

@@ -110,8 +110,7 @@ def run_comparison(path: str, metric: str, report: str, queries: int, seeds: int
     source = load_table(transfer_path, transfer_metric or metric, transfer_metric or metric)
     transfer = strategies.TransferSource(source, int(transfer_queries or queries))
   elif "ppo_transfer" in strategies.parse_methods(methods):
-    raise UserError("ppo_transfer needs an earlier task: --transfer-table "
-                    "(experiments/nb201_search.py) or table.transfer_path")
+    raise UserError(strategies.NO_TRANSFER_SOURCE)
   return comparison_payload(table, queries,
                             compare(table, methods, queries, seeds, progress, transfer),
                             transfer)

@@ -49,6 +49,8 @@ from radars_jax.tabular.table import (NB201_OPS, NUM_ARCHS, NUM_EDGES, NUM_OPS, 
 METHODS = ("ppo", "reinforce", "evolution", "random")
 # methods that need an earlier task (`TransferSource`)
 TRANSFER_METHODS = ("ppo_transfer",)
+NO_TRANSFER_SOURCE = ("ppo_transfer needs an earlier task: --transfer-table "
+                      "(experiments/nb201_search.py) or table.transfer_path")
 # the NB-201 cell's edges and ops, as the controller's knowledge names them
 TABLE_NAMES = tuple((f"edge{e}", NB201_OPS) for e in range(NUM_EDGES))
 
@@ -259,8 +261,7 @@ def search_ppo_transfer(table: Table, queries: int, seed: int,
   """`ppo` on `transfer.table` for `transfer.queries` queries (seed + 10,007),
   then `ppo` on `table` from what its controller learned."""
   if transfer is None:
-    raise UserError("ppo_transfer needs an earlier task: --transfer-table "
-                    "(experiments/nb201_search.py) or table.transfer_path")
+    raise UserError(NO_TRANSFER_SOURCE)
   _, learned = run_ppo(transfer.table, transfer.queries, seed + 10_007, config)
   prior = knowledge_lib.from_state(learned, TABLE_NAMES)
   return run_ppo(table, queries, seed, config, prior=prior, prior_policy=transfer.policy,
