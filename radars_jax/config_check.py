@@ -222,6 +222,7 @@ FIELDS: dict[str, Rule] = {
     "radars.shared_programs": _BOOL,
     "radars.pool_similarity": _BOOL,
     "radars.fair_pool": _BOOL,
+    "radars.devices_per_sample": _int(0),   # checked further by `_check_parallel_samples`
     # controller
     "controller.seed": _int(0),
     "controller.samples_per_iteration": _int(1),
@@ -331,13 +332,15 @@ def check_config(config: ml_collections.ConfigDict, mode: str | None = None) -> 
   if config.task == "agents" and mode not in ("search", "describe"):
     raise UserError(f"task=agents runs mode=search (which retrains and evaluates the agent "
                     f"it finds) or describe, not mode={mode}")
-  if mode in ("search", "describe") and config.task == "agents":
-    _check_agents(config, mode)
-  elif mode in ("search", "describe"):
-    _check_search(config, mode)
-    _check_divisible(int(config.data.batch_size), "data.batch_size")
-    if mode == "search":
-      _check_search_data(config)
+  if mode in ("search", "describe"):
+    if config.task == "agents":
+      _check_agents(config, mode)
+    else:
+      _check_search(config, mode)
+      _check_divisible(int(config.data.batch_size), "data.batch_size")
+      if mode == "search":
+        _check_search_data(config)
+    _check_parallel_samples(config)
   if mode == "train":
     _check_train(config)
   # (`table` and `genotype` are optional: only training and tabular configs have them)
@@ -375,6 +378,29 @@ def _check_search(config, mode: str) -> None:
     raise UserError(f"supernet.steps={supernet.steps}: space {space.name!r} is built for "
                     f"DARTS cells of {spaces_lib.DARTS_STEPS} nodes: set "
                     f"supernet.steps={spaces_lib.DARTS_STEPS}")
+
+
+def _check_parallel_samples(config) -> None:
+  """`radars.devices_per_sample`: RADARS's loop on images, its shared
+  programs and fair pool, rows that divide the devices and the batch."""
+  per_sample = int(config.radars.devices_per_sample)
+  if not per_sample:
+    return
+  where = f"radars.devices_per_sample={per_sample}"
+  if config.method in dnas_lib.DNAS_METHODS or config.task == "agents":
+    raise UserError(f"{where} trains the samples of method=radars, rl or random on images "
+                    "at the same time; set it to 0 here")
+  if not config.radars.shared_programs:
+    raise UserError(f"{where} trains the samples on the shared program: set "
+                    "radars.shared_programs=True")
+  if not config.radars.fair_pool:
+    raise UserError(f"{where}: samples trained at the same time all start from the pool as "
+                    "the iteration began: set radars.fair_pool=True")
+  n = jax.device_count()
+  if n % per_sample:
+    raise UserError(f"{where} does not divide the {n} devices")
+  if int(config.data.batch_size) % per_sample:
+    raise UserError(f"data.batch_size={config.data.batch_size} is not divisible by {where}")
 
 
 def _check_radars_budget(config, mode: str) -> None:

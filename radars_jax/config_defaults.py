@@ -174,6 +174,11 @@ def radars_config() -> ml_collections.ConfigDict:
   # ends, in the order they ran. Off: each sample starts from its
   # predecessors' weights too
   c.fair_pool = False
+  # The samples of an iteration train at the same time, one per row of
+  # this many devices (a `(sample, data)` mesh, `radars_jax.parallel`), on
+  # the shared program; needs fair_pool. 0: one after another, each on
+  # every device
+  c.devices_per_sample = 0
   return c
 
 

@@ -56,11 +56,13 @@ def tiny_config(method="radars"):
   return config
 
 
-def whole_space_step_bytes() -> int:
-  """Compiled bytes of the tiny whole-space step as the subspace searches
-  compile steps (`xla` kernels, one mixed op per edge: what their cost
-  model adds up; `auto` picks others for whole-space DNAS on the CPU)."""
-  config = tiny_config("single_darts")
+def whole_space_step_bytes(config=None) -> int:
+  """Compiled bytes of the whole-space step of `config` (default
+  `tiny_config()`) as the subspace searches compile steps (`xla` kernels,
+  one mixed op per edge: what their cost model adds up; `auto` picks
+  others for whole-space DNAS on the CPU)."""
+  config = copy.deepcopy(config or tiny_config())
+  config.method = "single_darts"
   config.supernet.update(depthwise_impl="xla", scan_edges=False)
   return search.describe(config)["full_space_step_bytes"]
 

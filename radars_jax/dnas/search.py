@@ -148,13 +148,32 @@ class SwitchedSupernet:
 
   def compile_step(self, program: dnas_lib.DnasProgram, k: int) -> dnas_lib.CompiledStep:
     """Compiles `program(k, ...)` on abstract inputs (nothing runs)."""
-    c = self.space.num_choice_points
-    alphas = tuple(jax.ShapeDtypeStruct((k,), jnp.float32) for _ in range(c))
-    slots = jax.ShapeDtypeStruct((c, k), jnp.int32)
-    compiled = program.compile_train_step(*program.abstract_inputs(
-        self.shapes, alphas, self.batch_size, self.data.image_shape, slots))
+    compiled = program.compile_train_step(*program.abstract_inputs(*self._abstract(k)))
     compiled.slots = k
     return compiled
+
+  def sample_mesh(self):
+    """The `(sample, data)` mesh of `radars.devices_per_sample`."""
+    return parallel.make_sample_mesh(int(self.config.radars.devices_per_sample),
+                                     self.mesh.devices.flat)
+
+  def compile_group_step(self, program: dnas_lib.DnasProgram, k: int) -> dnas_lib.CompiledStep:
+    """Compiles `program.group_step` of `k` (one sample per row of
+    `sample_mesh`) on abstract inputs; its bytes are per device."""
+    mesh = self.sample_mesh()
+    compiled = dnas_lib.compile_ahead(
+        program.group_step(mesh), program.group_abstract_inputs(mesh, *self._abstract(k)),
+        self.config.dnas.max_program_ops)
+    compiled.slots, compiled.samples = k, mesh.shape[parallel.SAMPLE_AXIS]
+    return compiled
+
+  def _abstract(self, k: int) -> tuple:
+    """`DnasProgram.abstract_inputs`'s arguments for `k` slots per choice point."""
+    c = self.space.num_choice_points
+    self.model()
+    alphas = tuple(jax.ShapeDtypeStruct((k,), jnp.float32) for _ in range(c))
+    slots = jax.ShapeDtypeStruct((c, k), jnp.int32)
+    return self.shapes, alphas, self.batch_size, self.data.image_shape, slots
 
   def slots(self, subspace, k: int):
     """The slot of each op of `subspace` in the supernet's `k` slots per
@@ -237,15 +256,22 @@ class Searcher:
     self.compile_seconds += compiled.seconds
     return compiled
 
-  def batch_fn(self, split_name: str):
-    if split_name not in self._batch_fns:
+  def batch_fn(self, split_name: str, sample_mesh=None):
+    """`dnas_lib.make_batch_fn` of a split ("weights" or "alphas"); with
+    `sample_mesh`, stacked: one batch per key, for a group step."""
+    if (split_name, sample_mesh) not in self._batch_fns:
       split = {"weights": self.train_split(), "alphas": self.data.alpha_split}[split_name]
       aug = self.config.data
-      self._batch_fns[split_name] = dnas_lib.make_batch_fn(
+      sharding = parallel.batch_sharded(self.mesh)
+      if sample_mesh is not None:
+        # (one mesh for a program's inputs and outputs: the same devices)
+        split = jax.device_put(split, parallel.replicated(sample_mesh))
+        sharding = parallel.sample_batch_sharded(sample_mesh)
+      self._batch_fns[(split_name, sample_mesh)] = dnas_lib.make_batch_fn(
           split, self.batch_size, self.data.mean, self.data.std,
-          pad=int(aug.crop_padding), flip=bool(aug.flip),
-          sharding=parallel.batch_sharded(self.mesh))
-    return self._batch_fns[split_name]
+          pad=int(aug.crop_padding), flip=bool(aug.flip), sharding=sharding,
+          stacked=sample_mesh is not None)
+    return self._batch_fns[(split_name, sample_mesh)]
 
   def init_weights(self, model, subspace, key, pool: pool_lib.WeightPool | None):
     alphas = supernet_lib.init_alphas(jax.random.fold_in(key, 1), subspace,
@@ -279,45 +305,97 @@ class Searcher:
     else:
       program = self.program(subspace, steps)
       compiled = compiled or self.compile_step(program, subspace)
+    state, slots = self._initial_state(program, subspace, key, pool, k)
+    key_w, key_a = _data_keys(key)
+    state, loss, accuracy = self._train(compiled.fn, state, program, key_w, key_a, None,
+                                        steps, epochs, tag, checkpoint)
+    return self._result(state.weights, state.alphas, subspace, slots, compiled, steps,
+                        float(loss[0]), float(accuracy[0]), finetune_steps)
+
+  def run_dnas_group(self, subspaces, epochs: float, keys, *, pools, tag: str,
+                     compiled: dnas_lib.CompiledStep, checkpoint: tuple[Any, int] | None = None,
+                     finetune_steps: int | None = None) -> list[DnasResult]:
+    """`run_dnas` of each of `subspaces` (with its key and pool) on a group
+    step (`SwitchedSupernet.compile_group_step`): they train at the same
+    time, one per row of the sample mesh (at most `compiled.samples` of
+    them; rows left over train a copy of the last one, discarded), then
+    are scored one after another. Each result is the one `run_dnas` gives
+    on the shared step of the same k (to float rounding)."""
+    subspaces = [self.space.check_subspace(s) for s in subspaces]
+    if not 0 < len(subspaces) <= compiled.samples:
+      raise ValueError(f"{len(subspaces)} subspaces for a group step of {compiled.samples}")
+    steps = max(1, int(epochs * self.steps_per_epoch()))
+    k, mesh = compiled.slots, self.shared.sample_mesh()
+    program = self.shared.program(k, steps)
+    starts = [self._initial_state(program, sub, key, pool, k)
+              for sub, key, pool in zip(subspaces, keys, pools)]
+    rows = [state for state, _ in starts]
+    rows += [rows[-1]] * (compiled.samples - len(rows))
+    state = jax.device_put(jax.tree_util.tree_map(lambda *x: np.stack(x), *jax.device_get(rows)),
+                           parallel.sample_sharded(mesh))
+    data_keys = [_data_keys(key) for key in keys]
+    data_keys += [data_keys[-1]] * (compiled.samples - len(data_keys))
+    key_w, key_a = (jax.device_put(jnp.stack([pair[i] for pair in data_keys]),
+                                   parallel.replicated(mesh)) for i in (0, 1))
+    state, loss, accuracy = self._train(compiled.fn, state, program, key_w, key_a, mesh,
+                                        steps, epochs, tag, checkpoint, samples=len(subspaces))
+    trained = jax.device_get((state.weights, state.alphas))
+    return [self._result(*jax.tree_util.tree_map(lambda x, i=i: x[i], trained), sub, slots,
+                         compiled, steps, float(loss[i]), float(accuracy[i]), finetune_steps)
+            for i, (sub, (_, slots)) in enumerate(zip(subspaces, starts))]
+
+  def _initial_state(self, program: dnas_lib.DnasProgram, subspace, key: jax.Array,
+                     pool: pool_lib.WeightPool | None, k: int):
+    """(A DNAS run's step-0 state, warm-started from `pool`; the slots of
+    `subspace` in a switched supernet's `k`, None if static)."""
     weights, alphas = self.init_weights(program.model, subspace, key, pool)
-    if k:
-      slots = self.shared.slots(subspace, k)
-      state = program.init_state(weights, supernet_lib.to_slots(alphas, subspace, slots), slots)
-    else:
-      state = program.init_state(weights, alphas)
+    if not k:
+      return program.init_state(weights, alphas), None
+    slots = self.shared.slots(subspace, k)
+    return program.init_state(weights, supernet_lib.to_slots(alphas, subspace, slots),
+                              slots), slots
+
+  def _train(self, step_fn, state, program: dnas_lib.DnasProgram, key_w, key_a, sample_mesh,
+             steps: int, epochs: float, tag: str, checkpoint, samples: int = 1):
+    """`steps` of `step_fn` from `state` (resumed from `checkpoint=(checkpointer,
+    every)`'s latest step if it has one, saved every `every` steps), with
+    a progress bar and logs; `sample_mesh`: a group step's, whose first
+    `samples` rows are real. Returns (state, the last logged loss and
+    accuracy, per row)."""
     first_step = 0
     ckpt, every = checkpoint if checkpoint is not None else (None, 0)
     if ckpt is not None:
       restored = ckpt.restore_latest(state)
       if restored is not None:
         first_step, state, _ = restored
-    key_w, key_a = _data_keys(key)
-    gather_w = self.batch_fn("weights")
-    gather_a = self.batch_fn("alphas") if program.bilevel else None
+    gather_w = self.batch_fn("weights", sample_mesh)
+    gather_a = self.batch_fn("alphas", sample_mesh) if program.bilevel else None
     log_every = max(1, int(self.config.log_every))
     steps_per_epoch = self.steps_per_epoch()
     # The metrics of the steps since the last log, summed on the host when
     # read (no program of its own: a jitted sum compiled in every process).
     pending = []
-    loss = accuracy = float("nan")
+    loss = accuracy = np.full(samples, np.nan)
     bar = metrics_lib.progress_bar(steps, tag, initial=first_step,
                                    enabled=self.config.progress_bar)
     for step in range(first_step, steps):
       batch_w = gather_w(key_w, step)
       batch_a = gather_a(key_a, step) if gather_a is not None else None
-      state, step_metrics = compiled.fn(state, batch_w, batch_a)
+      state, step_metrics = step_fn(state, batch_w, batch_a)
       pending.append(step_metrics)
       bar.update(1)
       if (step + 1) % log_every == 0 or step + 1 == steps:
         fetched = jax.device_get(pending)
-        means = {k: sum(float(m[k]) for m in fetched) / len(fetched) for k in fetched[0]}
+        rows = {k: np.mean([np.ravel(m[k])[:samples] for m in fetched], axis=0)
+                for k in fetched[0]}
+        means = {k: float(v.mean()) for k, v in rows.items()}
         if not np.isfinite(means["loss"]):
           bar.close()
           raise FloatingPointError(f"{tag}: loss is {means['loss']} at step {step + 1}; "
                                    "lower dnas.weight_lr or check the data")
-        loss, accuracy = means["loss"], means["accuracy"]
+        loss, accuracy = rows["loss"], rows["accuracy"]
         bar.set_postfix(epoch=f"{step // steps_per_epoch + 1}/{epochs}",
-                        loss=f"{loss:.3f}", acc=f"{accuracy:.3f}")
+                        loss=f"{means['loss']:.3f}", acc=f"{means['accuracy']:.3f}")
         self.writer.scalars(self.global_step + step + 1,
                             {**means, "weight_lr": program.learning_rate(step)}, prefix="dnas/")
         pending = []
@@ -325,13 +403,21 @@ class Searcher:
         ckpt.save(step + 1, state)
     bar.close()
     self.global_step += steps
-    alphas_np = [np.asarray(a) for a in jax.device_get(state.alphas)]
-    if k:
+    return state, loss, accuracy
+
+  def _result(self, weights, alphas, subspace, slots, compiled, steps: int, loss: float,
+              accuracy: float, finetune_steps: int | None) -> DnasResult:
+    """The result of a DNAS run that ended with `weights` and `alphas`
+    (on a switched supernet where `slots` is not None): its genotype,
+    scored."""
+    alphas_np = [np.asarray(a) for a in jax.device_get(alphas)]
+    shared = slots is not None
+    if shared:
       alphas_np = supernet_lib.from_slots(alphas_np, subspace, slots)
-    weights = self.shared.subspace_weights(state.weights, subspace) if k else state.weights
+      weights = self.shared.subspace_weights(weights, subspace)
     genotype = spaces_lib.derive_genotype(self.space, subspace, alphas_np)
     val_accuracy = self.score(genotype, weights, subspace, alphas_np, finetune_steps,
-                              shared=bool(k))
+                              shared=shared)
     return DnasResult(subspace, alphas_np, weights, genotype, val_accuracy,
                       loss, accuracy, compiled.bytes, compiled.seconds, steps)
 

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import PartitionSpec as P
 
 from radars_jax import data as data_lib
 from radars_jax import memory as memory_lib
@@ -248,9 +249,11 @@ def _first_order_passes_in_loop(model: nn.Module, alpha_tx, weights, alphas, alp
 
 
 def make_batch_fn(split: data_lib.DeviceSplit, batch_size: int, mean, std, *,
-                  pad: int, flip: bool, sharding) -> Callable:
+                  pad: int, flip: bool, sharding, stacked: bool = False) -> Callable:
   """Jitted `(key, step) -> batch`: the step's shuffled, augmented, normalised
-  batch, gathered on device and sharded over the mesh."""
+  batch, gathered on device and sharded over the mesh. `stacked`: `key`
+  holds one key per sample, and the batch one batch per sample (leading
+  axis; for `DnasProgram.group_step`)."""
   num_examples = int(split.labels.shape[0])
 
   def gather(split, key, step):
@@ -260,6 +263,9 @@ def make_batch_fn(split: data_lib.DeviceSplit, batch_size: int, mean, std, *,
     return {"image": images, "label": split.labels[idx]}
 
   batch_sharding = {"image": sharding, "label": sharding}
+  if stacked:
+    # (the same values as one call per key: the random draws are per key)
+    gather = jax.vmap(gather, in_axes=(None, 0, None))
   gather_jit = jax.jit(gather, out_shardings=batch_sharding)
   return lambda key, step: gather_jit(split, key, step)
 
@@ -271,6 +277,7 @@ class CompiledStep:
   bytes: int
   slots: int = 0   # k of a switched supernet's step (any subspace of <= k ops), 0: static
   ops: int = 0     # StableHLO operations of the program (`program_ops`)
+  samples: int = 0   # samples trained at once (`DnasProgram.group_step`), 0: one
 
 
 class ProgramTooLarge(UserError):
@@ -367,6 +374,38 @@ class DnasProgram:
              "label": jax.ShapeDtypeStruct((batch_size,), jnp.int32,
                                            sharding=self.batch_sharding)}
     return state, batch, (batch if self.bilevel else None)
+
+  def group_step(self, sample_mesh) -> Callable:
+    """The jitted train step of one sample per row of `sample_mesh`
+    (`parallel.make_sample_mesh`): state, batches and metrics stacked on a
+    leading sample axis. Each row runs `step_fn` on its own sample,
+    data-parallel over its `data` devices (`jax.shard_map`, manual over
+    `sample` only), so each sample's numbers are those of its own step."""
+    spec = P(parallel.SAMPLE_AXIS)
+
+    def one_sample(state, batch_w, batch_a):
+      first = lambda tree: jax.tree_util.tree_map(lambda x: x[0], tree)
+      out = self.step_fn(first(state), first(batch_w), first(batch_a))
+      return jax.tree_util.tree_map(lambda x: x[None], out)
+
+    mapped = jax.shard_map(one_sample, mesh=sample_mesh, in_specs=(spec, spec, spec),
+                           out_specs=spec, axis_names={parallel.SAMPLE_AXIS})
+    stacked = parallel.sample_sharded(sample_mesh)
+    return jax.jit(mapped, donate_argnums=(0,), out_shardings=(stacked, stacked))
+
+  def group_abstract_inputs(self, sample_mesh, *args):
+    """`abstract_inputs(*args)` stacked for `group_step(sample_mesh)`: one
+    entry per row of the mesh."""
+    samples = sample_mesh.shape[parallel.SAMPLE_AXIS]
+    state, batch_w, batch_a = self.abstract_inputs(*args)
+
+    def stack(tree, sharding):
+      return jax.tree_util.tree_map(
+          lambda s: jax.ShapeDtypeStruct((samples, *s.shape), s.dtype, sharding=sharding), tree)
+
+    batches = parallel.sample_batch_sharded(sample_mesh)
+    return (stack(state, parallel.sample_sharded(sample_mesh)), stack(batch_w, batches),
+            stack(batch_a, batches))
 
   def compile_train_step(self, state, batch_w, batch_a, bytes_only: bool = False
                          ) -> CompiledStep:

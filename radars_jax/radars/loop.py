@@ -241,17 +241,25 @@ class RadarsSearch:
     if self.method != "random":
       self.programs.queue_controller_update(state.controller, self.num_samples,
                                             batch.ops.shape[-1], self.hparams)
+    group = self.programs.group_step(batch.k, steps, record, model)
     while record.sample < len(batch.ops):
-      i = record.sample
-      run = self.run_sample(state, record, it, i, batch.subspace(i), model, batch.k)
-      batch.records.append(run)
-      if record.best is None or run["reward"] > record.best["reward"]:
-        record.best = run
-      record.runs.append(dict(run))
-      record.sample = i + 1
+      if group is not None:
+        indices = list(range(record.sample, min(record.sample + group.samples, len(batch.ops))))
+        tag, runs = self.run_group(state, record, it, indices, model, group)
+      else:
+        indices = [record.sample]
+        tag = f"it{it}_s{record.sample}"
+        runs = [self.run_sample(state, record, it, record.sample,
+                                batch.subspace(record.sample), model, batch.k)]
+      for run in runs:
+        batch.records.append(run)
+        if record.best is None or run["reward"] > record.best["reward"]:
+          record.best = run
+        record.runs.append(dict(run))
+      record.sample = indices[-1] + 1
       record.cost_model = model.to_json()
-      self.save(it * (self.num_samples + 1) + i + 1, state, record)
-      shutil.rmtree(self.dnas_ckpt_root / f"it{it}_s{i}", ignore_errors=True)
+      self.save(it * (self.num_samples + 1) + record.sample, state, record)
+      shutil.rmtree(self.dnas_ckpt_root / tag, ignore_errors=True)
     self.programs.queue.forget("static")   # (a batch's steps are not needed after it)
     state.merge_pending()
     state, probs, metrics = update_controller(state, batch, it, self.method, self.hparams,
@@ -268,20 +276,54 @@ class RadarsSearch:
     tag = f"it{iteration}_s{index}"
     subspace, compiled, estimate = self.programs.fit_budget(
         subspace, model, record, k, self.sizing.run_steps(), what=f"static step, sample {tag}")
-    key = jax.random.fold_in(jax.random.fold_in(state.key, iteration), index + 1)
-    if record.first_train_step_seconds is None:
-      # (the search's start-up: cost model, calibration, the first program)
-      record.first_train_step_seconds = self.time.elapsed()
+    self.first_train_step(record)
     pool = PoolView(state, bool(self.config.radars.pool_similarity))
     with checkpointing.Checkpointer(self.dnas_ckpt_root / tag, max_to_keep=2) as dnas_ckpt:
-      weights, fields = self.task.search_subspace(subspace, key, pool, f"{self.method} {tag}",
-                                             compiled, dnas_ckpt)
+      weights, fields = self.task.search_subspace(
+          subspace, sample_key(state, iteration, index), pool, f"{self.method} {tag}",
+          compiled, dnas_ckpt)
     pool.write_back(weights)
+    return self.run_record(iteration, index, subspace, compiled, estimate, fields, pool)
+
+  def run_group(self, state: LoopState, record: SearchRecord, iteration: int, indices: list,
+                model, compiled) -> tuple[str, list[dict]]:
+    """DNAS in the samples `indices` of the iteration's batch at the same
+    time, on the group step `compiled` (`programs.LoopPrograms.group_step`;
+    the fair pool: each starts from the pool as the iteration began, their
+    weights are written back in sample order); resumable mid-run. Returns
+    (its DNAS checkpoints' tag, their run records)."""
+    tag = f"it{iteration}_s{indices[0]}-{indices[-1]}"
+    subspaces = [record.batch.subspace(i) for i in indices]
+    self.first_train_step(record)
+    pools = [PoolView(state, bool(self.config.radars.pool_similarity)) for _ in indices]
+    with checkpointing.Checkpointer(self.dnas_ckpt_root / tag, max_to_keep=2) as dnas_ckpt:
+      results = self.task.search_group(subspaces, [sample_key(state, iteration, i)
+                                                   for i in indices],
+                                       pools, f"{self.method} {tag}", compiled, dnas_ckpt)
+    runs = []
+    for index, subspace, pool, (weights, fields) in zip(indices, subspaces, pools, results):
+      pool.write_back(weights)
+      estimate = model.estimate(self.space.mask_from_subspace(subspace))
+      runs.append(self.run_record(iteration, index, subspace, compiled, estimate, fields, pool))
+    return tag, runs
+
+  def first_train_step(self, record: SearchRecord) -> None:
+    """Notes the search's start-up time (cost model, calibration, the
+    first program) before its first train step."""
+    if record.first_train_step_seconds is None:
+      record.first_train_step_seconds = self.time.elapsed()
+
+  def run_record(self, iteration: int, index: int, subspace, compiled, estimate: float,
+                 fields: dict, pool: PoolView) -> dict:
+    """The record of sample `index` of `iteration`, searched on `compiled`
+    with `pool`; `fields`: the task's."""
     return {"iteration": iteration, "sample": index,
             "subspace": [list(a) for a in subspace],
             "ops_per_choice_point": [len(a) for a in subspace],
             "estimated_bytes": estimate, "compiled_bytes": compiled.bytes,
             "program": "shared" if compiled.slots else "static",
+            # samples trained at once with this one (`radars.devices_per_sample`)
+            "parallel_samples": compiled.samples or 1,
             # every op dead (e.g. an NB201 cell whose output node gets only
             # `none`): XLA removes the cell, the estimate is an upper bound
             "degenerate": not cost_lib.live_ops(self.space,
@@ -406,6 +448,11 @@ def with_transferred_knowledge(state: LoopState, space: spaces_lib.SearchSpace,
         f"{' and policy' if controller_config.transfer_policy else ''} ({shared} of "
         f"{sum(len(ops) for _, ops in names)} ops known there)", flush=True)
   return dataclasses.replace(state, controller=controller)
+
+
+def sample_key(state: LoopState, iteration: int, index: int) -> jax.Array:
+  """The PRNG key of sample `index` of `iteration`'s DNAS run."""
+  return jax.random.fold_in(jax.random.fold_in(state.key, iteration), index + 1)
 
 
 def sample_batch(state: LoopState, iteration: int, k: int, method: str,

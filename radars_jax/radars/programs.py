@@ -125,6 +125,7 @@ class LoopPrograms:
     self.config, self.searcher, self.budget, self.queue = config, searcher, budget, queue
     self.space = searcher.space
     self._shared: dict = {}   # (k, steps) -> the switched supernet's compiled step
+    self._groups: dict = {}   # (k, steps) -> its group step, or None (over the budget)
 
   def compile_static_now(self, subspace, steps: int, bytes_only: bool = False):
     """Compiles the static train step of `subspace` for a run of `steps`
@@ -224,6 +225,32 @@ class LoopPrograms:
         return None
       decided.fits[key] = self.budget is None or compiled.bytes <= self.budget
     return self.compile_shared(k, steps, record) if decided.fits[key] else None
+
+  def group_step(self, k: int, steps: int, record: SearchRecord, model: cost_lib.CostModel):
+    """The group step of `k` (`radars.devices_per_sample`: the samples of
+    an iteration trained at the same time, one per row of the sample
+    mesh), or None: parallel samples off, no shared program for `k`
+    (`shared_step`), or the group step's bytes per device over the budget
+    (each row splits its batch over fewer devices than the shared step;
+    said once): the samples train one after another."""
+    if not int(self.config.radars.devices_per_sample):
+      return None
+    if self.shared_step(k, steps, record, model) is None:
+      return None
+    if (k, steps) not in self._groups:
+      start = time.perf_counter()
+      shared = self.searcher.shared
+      compiled = record.compiles.count(
+          shared.compile_group_step(shared.program(k, steps), k), start,
+          f"group step, {k} ops per choice point")
+      if self.budget is not None and compiled.bytes > self.budget:
+        print(f"radars_jax: {compiled.samples} samples at once need "
+              f"{memory_lib.format_gb(compiled.bytes)} per device, budget "
+              f"{memory_lib.format_gb(self.budget)}: they train one after another",
+              flush=True)
+        compiled = None
+      self._groups[(k, steps)] = compiled
+    return self._groups[(k, steps)]
 
   def _shared_refused_ahead(self) -> int:
     """The operations of a shared program the queue refused

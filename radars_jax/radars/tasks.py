@@ -10,7 +10,9 @@ network is and how it is trained and scored:
   * `build(model, budget)`: the programs each subspace runs on and the
     sizing of its runs (`radars.programs`), once the cost model exists;
   * `search_subspace(...)`: the search inside one subspace, warm-started
-    from the pool: its weights and its record's fields;
+    from the pool: its weights and its record's fields; `search_group(...)`
+    (image tasks only, `radars.devices_per_sample`): the same for several
+    subspaces trained at the same time;
   * `finish(record)`: what the task does with the found architecture, as
     extra fields of summary.json.
 `ImageTask` below searches image classifiers with DNAS;
@@ -110,8 +112,26 @@ class ImageTask:
     result = self.searcher.run_dnas(
         subspace, float(radars.subspace_epochs), key, pool=pool, tag=tag, compiled=compiled,
         checkpoint=checkpoint, finetune_steps=int(radars.sample_finetune_steps))
+    return self.scored(result)
+
+  def search_group(self, subspaces, keys, pools, tag: str, compiled,
+                   checkpoint) -> list[tuple[object, dict]]:
+    """`search_subspace` of each sample of `subspaces` (with its key and
+    pool), trained at the same time on a group step
+    (`Searcher.run_dnas_group`)."""
+    radars = self.config.radars
+    results = self.searcher.run_dnas_group(
+        subspaces, float(radars.subspace_epochs), keys, pools=pools, tag=tag,
+        compiled=compiled, checkpoint=(checkpoint, int(radars.checkpoint_every_steps)),
+        finetune_steps=int(radars.sample_finetune_steps))
+    return [self.scored(result) for result in results]
+
+  def scored(self, result: search_lib.DnasResult) -> tuple[object, dict]:
+    """A sample's DNAS result as (its weights, its record's fields): the
+    reward is the holdout accuracy less `radars.cost_weight` x millions of
+    parameters of the derived network."""
     params_m = params_millions(self.searcher, result.genotype)
-    reward = float(result.val_accuracy) - float(radars.cost_weight) * params_m
+    reward = float(result.val_accuracy) - float(self.config.radars.cost_weight) * params_m
     return result.weights, {"val_accuracy": result.val_accuracy, "reward": reward,
                             "derived_params_millions": params_m, "genotype": result.genotype,
                             "steps": result.steps}
