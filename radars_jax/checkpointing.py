@@ -76,7 +76,17 @@ def _key_impl(x):
 
 
 def _default_sharding():
-  return jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  return jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+
+
+def _host_local(sharding) -> bool:
+  """Whether an array placed by `sharding` lies on this process's devices
+  only, in a run of several processes (`radars_jax.distributed`): every
+  process holds its own copy of the same values (the controller's state,
+  computed alike everywhere). orbax writes only arrays that span the
+  processes, so these are stored as numpy arrays (by process 0) and each
+  process puts what it reads back on its own devices."""
+  return jax.process_count() > 1 and sharding.is_fully_addressable
 
 
 def _describe_leaf(x) -> _Leaf:
@@ -103,10 +113,9 @@ def _describe_leaf(x) -> _Leaf:
 
 def _to_storable(x, plan: _Leaf):
   """A state leaf as what orbax writes: an array (keys as their data)."""
-  if plan.kind == "key":
-    return jax.random.key_data(x)
-  if plan.kind == "array":
-    return x
+  if plan.kind in ("key", "array"):
+    x = jax.random.key_data(x) if plan.kind == "key" else x
+    return np.asarray(x) if _host_local(plan.sharding) else x
   return np.asarray(x, plan.dtype)
 
 
@@ -387,7 +396,7 @@ class Checkpointer:
     item, restore_args = {}, {}
     for i, plan in enumerate(plans):
       name = _leaf_name(i)
-      if plan.kind in ("array", "key"):
+      if plan.kind in ("array", "key") and not _host_local(plan.sharding):
         item[name] = jax.ShapeDtypeStruct(plan.shape, plan.dtype, sharding=plan.sharding)
         restore_args[name] = ocp.ArrayRestoreArgs(sharding=plan.sharding,
                                                   global_shape=plan.shape, dtype=plan.dtype)
@@ -402,6 +411,8 @@ class Checkpointer:
       value = arrays[_leaf_name(i)]
       if tuple(value.shape) != plan.shape:
         raise ValueError(f"leaf {i} has shape {value.shape}, expected {plan.shape}")
+      if plan.kind in ("array", "key") and _host_local(plan.sharding):
+        value = jax.device_put(np.asarray(value), plan.sharding)
       if plan.kind == "key":
         value = jax.random.wrap_key_data(value, impl=plan.impl)
       elif plan.kind == "numpy":

@@ -180,6 +180,11 @@ FIELDS: dict[str, Rule] = {
     "data.image_size": _int(1),
     "data.channels": _int(1),
     "data.num_classes": _int(2),
+    # distributed (radars_jax.distributed)
+    "distributed.coordinator": _OPTIONAL_STR,
+    "distributed.num_processes": _int(1, optional=True),
+    "distributed.process_id": _int(0, optional=True),
+    "distributed.auto": _BOOL,
     # space
     "space.name": _choice(*spaces_lib.SPACE_NAMES, noun="space"),
     "space.ops": _OPTIONAL_STR,

@@ -29,6 +29,7 @@ def base_config() -> ml_collections.ConfigDict:
   # ~/.cache/radars_jax/xla); delete it to free the space.
   config.compilation_cache = True
   config.compilation_cache_dir = ml_collections.FieldReference(None, field_type=str)
+  config.distributed = distributed_config()
 
   config.data = data_config()
   config.space = space_config()
@@ -50,6 +51,17 @@ def complete(block: ml_collections.ConfigDict, name: str) -> ml_collections.Conf
   with full.unlocked():
     full.update(block)
   return full
+
+
+def distributed_config() -> ml_collections.ConfigDict:
+  """The `config.distributed` block: one run over several processes
+  (hosts), `radars_jax.distributed`. Unset: one process."""
+  c = ml_collections.ConfigDict()
+  c.coordinator = ml_collections.FieldReference(None, field_type=str)  # "host:port" of process 0
+  c.num_processes = ml_collections.FieldReference(None, field_type=int)
+  c.process_id = ml_collections.FieldReference(None, field_type=int)   # this process's, from 0
+  c.auto = False   # JAX detects the processes (Cloud TPU, SLURM, Open MPI, Kubernetes)
+  return c
 
 
 def data_config() -> ml_collections.ConfigDict:

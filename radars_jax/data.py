@@ -277,6 +277,10 @@ def _load_tfds_cifar(name: str, data_dir: str | None, download: bool,
 
   train_split = "train" if train_size is None else f"train[:{train_size}]"
   test_split = "test" if test_size is None else f"test[:{test_size}]"
+  processes = jax.process_count()
+  if processes > 1:   # (each process reads its part; `gather_from_processes` joins them)
+    train_split, test_split = (tfds.even_splits(split, n=processes)[jax.process_index()]
+                               for split in (train_split, test_split))
   tfds_errors = (AssertionError, OSError, ImportError,
                  tfds.download.DownloadError, tf.errors.OpError)
   try:
@@ -309,6 +313,9 @@ def _load_tfds_cifar(name: str, data_dir: str | None, download: bool,
       reason = f"could not download it ({type(e).__name__}: {e})"
     raise UserError(_tfds_missing_message(name, data_dir, reason)) from e
 
+  if processes > 1:
+    train_images, train_labels, test_images, test_labels = (
+        gather_from_processes(a) for a in (train_images, train_labels, test_images, test_labels))
   mean, std = CIFAR_STATS[name]
   return ImageDataset(
       name=name,
@@ -317,6 +324,19 @@ def _load_tfds_cifar(name: str, data_dir: str | None, download: bool,
       test_images=np.asarray(test_images, np.uint8),
       test_labels=np.asarray(test_labels, np.int32),
       num_classes=CIFAR_NUM_CLASSES[name], mean=mean, std=std)
+
+
+def gather_from_processes(rows: np.ndarray) -> np.ndarray:
+  """Every process's `rows`, concatenated in process order, on every
+  process of a run of several (`radars_jax.distributed`): each reads its
+  part of a dataset once, and the search holds all of it on every device.
+  Parts may differ in length by some rows (padded for the exchange)."""
+  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+  lengths = np.asarray(multihost_utils.process_allgather(np.asarray(len(rows), np.int64)))
+  padded = np.zeros((int(lengths.max()), *rows.shape[1:]), rows.dtype)
+  padded[:len(rows)] = rows
+  parts = np.asarray(multihost_utils.process_allgather(padded))
+  return np.concatenate([part[:n] for part, n in zip(parts, lengths)])
 
 
 def _concatenate_batches(batches) -> tuple[np.ndarray, np.ndarray]:

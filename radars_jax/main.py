@@ -35,7 +35,9 @@ def run(config, workdir):
   here, not at the top: `--help` and bad flags answer without loading JAX,
   and a mode loads only what it runs.)"""
   from radars_jax import config_check  # pylint: disable=import-outside-toplevel
+  from radars_jax import distributed  # pylint: disable=import-outside-toplevel
   from radars_jax import memory  # pylint: disable=import-outside-toplevel
+  distributed.initialize(config)   # (before anything asks JAX for its devices)
   memory.fill_budget_from_device(config)
   config_check.check_config(config)
   if config.mode == "tabular":  # table look-ups only: no supernet, no data

@@ -10,14 +10,20 @@ from typing import Mapping
 import numpy as np
 import tqdm
 
+from radars_jax import distributed
+
 
 class MetricWriter:
   """Scalars to TensorBoard event files in `logdir` and, one JSON object a
-  line (`{"step", "name", "value"}`), to `jsonl_path`; a no-op for None."""
+  line (`{"step", "name", "value"}`), to `jsonl_path`; a no-op for None
+  (and in every process but the first of a run of several,
+  `radars_jax.distributed`)."""
 
   def __init__(self, logdir: str | Path | None, jsonl_path: str | Path | None = None):
     self._writer = None
     self._jsonl = None
+    if not distributed.is_primary():
+      logdir = jsonl_path = None
     if logdir is not None:
       from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
       self._writer = SummaryWriter(str(logdir), flush_secs=10)

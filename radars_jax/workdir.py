@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from radars_jax import distributed
 from radars_jax.errors import UserError
 
 
@@ -38,7 +39,11 @@ def _default(obj):
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-  """Writes JSON via a temporary file and a rename: never half a file."""
+  """Writes JSON via a temporary file and a rename: never half a file.
+  In a run of several processes only process 0 writes
+  (`radars_jax.distributed`)."""
+  if not distributed.is_primary():
+    return
   path = Path(path)
   tmp = path.with_name(path.name + ".tmp")
   tmp.write_text(json.dumps(obj, indent=2, default=_default) + "\n")

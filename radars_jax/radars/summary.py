@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from radars_jax import distributed
 from radars_jax import report
 from radars_jax.report import page as report_page
 from radars_jax.report import plots as report_plots
@@ -92,7 +93,10 @@ def write_outputs(path: Path, summary_: dict, history: list) -> None:
 def write_plots(path: Path, history: list, space: spaces_lib.SearchSpace,
                 budget: float | None) -> None:
   """The loop's plots (rewards, alive ops, policy) in `path`/plots; a plot
-  that fails is a warning, never the end of a search."""
+  that fails is a warning, never the end of a search. (Process 0's only,
+  in a run of several.)"""
+  if not distributed.is_primary():
+    return
   stub = {"choice_points": [cp.name for cp in space.choice_points],
           "space_ops": list(space.op_names), "memory_budget_bytes": budget}
   try:
@@ -109,7 +113,9 @@ def write_report(path: Path) -> None:
 def copy_report_plots(path: Path, history: list, space: spaces_lib.SearchSpace,
                       budget: float | None) -> None:
   """The loop's plots in `path`/plots, as the report (`write_report`) drew
-  them; drawn here where the report has none of them."""
+  them; drawn here where the report has none of them. (Process 0's only.)"""
+  if not distributed.is_primary():
+    return
   drawn = sorted((path / report_page.REPORT_DIR).glob("radars_*.png"))   # (plot_history's names)
   if not history or not drawn:
     write_plots(path, history, space, budget)

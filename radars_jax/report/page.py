@@ -18,6 +18,7 @@ from typing import Sequence
 
 import matplotlib
 
+from radars_jax import distributed
 from radars_jax import memory as memory_lib
 from radars_jax.errors import UserError
 from radars_jax.report import cells
@@ -296,7 +297,10 @@ def _attempt(data: WorkdirData, what: str, fn, *args) -> list:
 
 
 def write_report(workdir: str | os.PathLike) -> Path:
-  """Writes WORKDIR/report/ (PNGs and index.html); returns the report dir."""
+  """Writes WORKDIR/report/ (PNGs and index.html); returns the report dir.
+  In a run of several processes only process 0 writes it."""
+  if not distributed.is_primary():
+    return Path(workdir) / REPORT_DIR
   data = load_workdir(workdir)
   outdir = data.path / REPORT_DIR
   try:
