@@ -401,6 +401,10 @@ def _check_parallel_samples(config) -> None:
   if not config.radars.fair_pool:
     raise UserError(f"{where}: samples trained at the same time all start from the pool as "
                     "the iteration began: set radars.fair_pool=True")
+  if jax.process_count() > 1:
+    raise UserError(f"{where} trains samples in parallel on one process's devices; a run of "
+                    f"{jax.process_count()} processes trains them one after another: set it "
+                    "to 0")
   n = jax.device_count()
   if n % per_sample:
     raise UserError(f"{where} does not divide the {n} devices")

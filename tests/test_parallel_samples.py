@@ -6,6 +6,7 @@ train one after another. (The four devices share two cores here: this tests
 correctness, not speed.)"""
 import copy
 
+import jax
 import numpy as np
 import pytest
 
@@ -94,3 +95,9 @@ def test_parallel_samples_refuse_what_they_cannot_run(change, message):
   config.radars.update(change)
   with pytest.raises(UserError, match=message):
     config_check.check_config(config)
+
+
+def test_parallel_samples_refuse_several_processes(monkeypatch):
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  with pytest.raises(UserError, match="one process's devices"):
+    config_check.check_config(parallel_config(2))
