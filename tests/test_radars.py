@@ -213,6 +213,11 @@ def test_radars_prunes_within_budget_and_writes_outputs(uninterrupted):
                "plots/radars_alive.png", "plots/radars_policy.png", "report/index.html"):
     assert (path / name).exists(), name
   assert len(summary["genotype"]["ops"]) == 6 and 0.0 <= summary["val_accuracy"] <= 1.0
+  # how clearly the final search's and each sample's alphas decided
+  margins = [m for m in summary["decision_margins"] if m is not None]
+  assert summary["decision_margin_median"] == pytest.approx(np.median(margins))
+  assert all(0.0 <= r["decision_margin"] <= 1.0 for r in sampled
+             if max(r["ops_per_choice_point"]) > 1)
   # The knowledge pool, fair: every sample of the first iteration starts
   # from the same (empty) pool; after it every weight starts from a trained
   # one, the same op's or its family's (NB-201's two convolutions)

@@ -126,6 +126,8 @@ def test_run_search_writes_outputs(tmp_path):
   # batches; the summary's loss is the last one logged to metrics.jsonl.
   names = saved["space_ops"]
   assert saved["genotype"]["ops"] == [names[int(np.argmax(a))] for a in saved["alphas"]]
+  top2 = [np.sort(np.exp(a) / np.exp(a).sum())[-2:] for a in map(np.asarray, saved["alphas"])]
+  np.testing.assert_allclose(saved["decision_margins"], [hi - lo for lo, hi in top2], atol=1e-6)
   holdout = config.data.holdout_size
   assert abs(saved["val_accuracy"] * holdout - round(saved["val_accuracy"] * holdout)) < 1e-9
   weight_half = (config.data.train_size - holdout) // 2

@@ -105,6 +105,18 @@ def test_nb201_genotype_is_argmax_per_edge():
   assert g["arch_str"].count("~") == 6
 
 
+def test_decision_margins_are_the_lead_of_the_strongest_op():
+  space = spaces.make_space("nb201")
+  sub = ((0, 1, 2), (3,), (1, 4), (0, 1, 2, 3, 4), (2,), (0, 2))
+  alphas = [np.log([0.5, 0.3, 0.2]), np.zeros(1), np.zeros(2), np.log([0.1, 0.4, 0.1, 0.3, 0.1]),
+            np.zeros(1), np.log([0.25, 0.75])]
+  margins = spaces.decision_margins(space, sub, alphas)
+  np.testing.assert_allclose(margins, [0.2, np.nan, 0.0, 0.1, np.nan, 0.5], atol=1e-12)
+  summary = spaces.margin_summary(space, sub, alphas)
+  assert summary["decision_margins"][1] is None
+  assert summary["decision_margin_median"] == pytest.approx(0.15)
+
+
 def test_derived_subspace_network_equals_unweighted_sum():
   """With alphas=None the supernet computes the plain sum of active ops: for a
   single op per edge it is the discrete network."""

@@ -569,6 +569,7 @@ def _run_dnas_search(config, path: Path, space: spaces_lib.SearchSpace,
       "space_ops": list(space.op_names),
       "subspace": [list(a) for a in subspace],
       "alphas": [a.tolist() for a in result.alphas],
+      **spaces_lib.margin_summary(space, subspace, result.alphas),
       "performance_options": options,
   }
   workdir_lib.write_json(path / "genotype.json", result.genotype)

@@ -168,6 +168,28 @@ def op_weights(space: SearchSpace, subspace: Subspace, alphas) -> np.ndarray:
   return out
 
 
+def decision_margins(space: SearchSpace, subspace: Subspace, alphas) -> np.ndarray:
+  """Per choice point, how clearly the alphas decided it: the strongest
+  op's softmax weight less the runner-up's (0: a tie; NaN where fewer than
+  two ops were searched)."""
+  weights = op_weights(space, subspace, alphas)
+  out = np.full(space.num_choice_points, np.nan)
+  for c, active in enumerate(subspace):
+    if len(active) >= 2:
+      top = np.sort(weights[c, list(active)])[::-1]
+      out[c] = top[0] - top[1]
+  return out
+
+
+def margin_summary(space: SearchSpace, subspace: Subspace, alphas) -> dict:
+  """`decision_margins` for summary.json: per choice point (None where
+  undecided by the alphas) and their median (None if none)."""
+  margins = decision_margins(space, subspace, alphas)
+  searched = margins[~np.isnan(margins)]
+  return {"decision_margins": [None if np.isnan(m) else float(m) for m in margins],
+          "decision_margin_median": float(np.median(searched)) if searched.size else None}
+
+
 def derive_genotype(space: SearchSpace, subspace: Subspace, alphas) -> dict:
   """The discrete architecture from the alphas of a search in `subspace`.
 

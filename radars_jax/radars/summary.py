@@ -80,6 +80,8 @@ def summary(search, state, record, model) -> dict:
   if final is not None:
     out["subspace"] = final["subspace"]
     out["alphas"] = final["alphas"]
+    out.update(spaces_lib.margin_summary(space, tuple(tuple(a) for a in final["subspace"]),
+                                         [np.asarray(a) for a in final["alphas"]]))
   return out
 
 

@@ -132,9 +132,11 @@ class ImageTask:
     parameters of the derived network."""
     params_m = params_millions(self.searcher, result.genotype)
     reward = float(result.val_accuracy) - float(self.config.radars.cost_weight) * params_m
+    margins = spaces_lib.margin_summary(self.space, result.subspace, result.alphas)
     return result.weights, {"val_accuracy": result.val_accuracy, "reward": reward,
                             "derived_params_millions": params_m, "genotype": result.genotype,
-                            "steps": result.steps}
+                            "steps": result.steps,
+                            "decision_margin": margins["decision_margin_median"]}
 
   def finish(self, record: SearchRecord) -> dict:
     del record   # (the found cell is retrained by `mode=train`)

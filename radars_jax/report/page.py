@@ -195,7 +195,8 @@ def _compiles_table(compiles: list) -> str:
 
 def _runs_table(runs: list) -> str:
   """RADARS' subspace runs (summary.json `subspace_runs`), one row each:
-  the score and where each run's weights came from (the weight pool)."""
+  the score, how clearly its alphas decided (`spaces.decision_margins`)
+  and where its weights came from (the weight pool)."""
   rows = []
   for r in runs:
     hits, fresh = r.get("pool_hits"), r.get("pool_misses")
@@ -204,12 +205,14 @@ def _runs_table(runs: list) -> str:
     rows.append((r.get("iteration", "?"), "" if r.get("sample") is None else r["sample"],
                  "/".join(map(str, r.get("ops_per_choice_point", []))),
                  "" if r.get("reward") is None else f"{r['reward']:.4f}",
+                 "-" if r.get("decision_margin") is None else f"{r['decision_margin']:.3f}",
                  "-" if r.get("compiled_bytes") is None
                  else memory_lib.format_gb(r["compiled_bytes"]),
                  "-" if hits is None else f"{hits} / {inherited} / {fresh}",
                  "-" if not total else f"{(hits + inherited) / total:.0%}",
                  ", ".join(f"{k} {v}" for k, v in (r.get("pool_inherited") or {}).items())))
-  return _html_table(("iteration", "sample", "ops per choice point", "reward", "step bytes",
+  return _html_table(("iteration", "sample", "ops per choice point", "reward",
+                      "decision margin (median)", "step bytes",
                       "pool: trained / inherited / fresh", "from trained weights",
                       "inherited from"), rows)
 
