@@ -221,13 +221,19 @@ FIELDS: dict[str, Rule] = {
     "radars.k": _int(1, optional=True),
     "radars.budget_margin": _fraction(),
     "radars.sample_finetune_steps": _int(0),
-    "radars.cost_weight": _float(),
     "radars.checkpoint_every_steps": _int(0),
     "radars.compile_ahead": _BOOL,
     "radars.shared_programs": _BOOL,
     "radars.pool_similarity": _BOOL,
     "radars.fair_pool": _BOOL,
     "radars.devices_per_sample": _int(0),   # checked further by `_check_parallel_samples`
+    # hardware (radars_jax.radars.hardware)
+    "hardware.metric": _choice("params", "flops", "latency", noun="metric"),
+    "hardware.target": _positive(optional=True),   # checked further by `_check_hardware`
+    "hardware.form": _choice("mnas", "tunas", noun="form"),
+    "hardware.weight": _float(high=0.0, high_closed=True),
+    "hardware.dnas_weight": _float(0.0),
+    "hardware.batch_size": _int(1),
     # controller
     "controller.seed": _int(0),
     "controller.samples_per_iteration": _int(1),
@@ -346,6 +352,7 @@ def check_config(config: ml_collections.ConfigDict, mode: str | None = None) -> 
       if mode == "search":
         _check_search_data(config)
     _check_parallel_samples(config)
+    _check_hardware(config)
   if mode == "train":
     _check_train(config)
   # (`table` and `genotype` are optional: only training and tabular configs have them)
@@ -383,6 +390,24 @@ def _check_search(config, mode: str) -> None:
     raise UserError(f"supernet.steps={supernet.steps}: space {space.name!r} is built for "
                     f"DARTS cells of {spaces_lib.DARTS_STEPS} nodes: set "
                     f"supernet.steps={spaces_lib.DARTS_STEPS}")
+
+
+def _check_hardware(config) -> None:
+  """`hardware.target`: the samples of radars, rl or random on images, and
+  DNAS steps that take the expected cost's term."""
+  if config.hardware.target is None:
+    return
+  where = f"hardware.target={config.hardware.target}"
+  if config.task == "agents":
+    raise UserError(f"{where}: task=agents costs multiply-adds inside each subspace's search "
+                    "(agents.flops_weight): leave hardware.target unset")
+  if config.method in dnas_lib.DNAS_METHODS:
+    raise UserError(f"{where} aims the samples of method=radars, rl or random; "
+                    f"method={config.method} has none: leave it unset")
+  if config.dnas.passes_in_loop and float(config.hardware.dnas_weight):
+    raise UserError(f"{where} adds the expected cost to the DNAS loss, which "
+                    "dnas.passes_in_loop=True does not take: set hardware.dnas_weight=0 or "
+                    "passes_in_loop=False")
 
 
 def _check_parallel_samples(config) -> None:
@@ -471,9 +496,6 @@ def _check_agents(config, mode: str) -> None:
     raise UserError("method=a2d searches the whole agent space and takes no memory budget: "
                     "leave memory_budget_gb unset")
   _check_radars_budget(config, mode)
-  if config.method == "radars" and float(config.radars.cost_weight):
-    raise UserError("task=agents costs multiply-adds inside each subspace's search "
-                    "(agents.flops_weight): leave radars.cost_weight at 0")
   agent_supernet.check_agent_space(
       spaces_lib.make_space(config.space.name, config.space.ops, config.space.num_ops))
   a = config.agents

@@ -36,6 +36,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.supernet = supernet_config()
   config.dnas = dnas_config()
   config.radars = radars_config()
+  config.hardware = hardware_config()
   config.controller = controller_config()
   config.agents = agents_config()
   return config
@@ -165,7 +166,6 @@ def radars_config() -> ml_collections.ConfigDict:
   # Fine-tune steps of each sample's derived network before scoring it
   # (dnas.derived_finetune_steps applies to the final search).
   c.sample_finetune_steps = 0
-  c.cost_weight = 0.0       # reward -= cost_weight * derived weights (millions)
   c.checkpoint_every_steps = 200  # DNAS state checkpoints inside long runs
   # Compile each batch's later subspaces in a background thread while earlier ones train, and
   # the first shared program while the cost model calibrates (same programs, same results)
@@ -191,6 +191,21 @@ def radars_config() -> ml_collections.ConfigDict:
   # the shared program; needs fair_pool. 0: one after another, each on
   # every device
   c.devices_per_sample = 0
+  return c
+
+
+def hardware_config() -> ml_collections.ConfigDict:
+  """The `config.hardware` block: the hardware-aware objective of
+  method=radars | rl | random on images (`radars_jax.radars.hardware`)."""
+  c = ml_collections.ConfigDict()
+  c.metric = "params"       # params (weights) | flops (one image) | latency (seconds, this device)
+  # The cost the found network should have, in the metric's unit; None:
+  # the reward is the accuracy alone
+  c.target = ml_collections.FieldReference(None, field_type=float)
+  c.form = "tunas"          # mnas: acc * (cost/target)^weight; tunas: acc + weight * |cost/target - 1|
+  c.weight = -0.07          # MNAS's and TuNAS's
+  c.dnas_weight = 1.0       # the expected cost's term in each DNAS loss, times this (0: none)
+  c.batch_size = 1          # images per timed forward pass (latency)
   return c
 
 

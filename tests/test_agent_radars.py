@@ -112,15 +112,15 @@ def test_radars_on_agents_scores_samples_by_their_agents_return(whole_run):
 @pytest.mark.parametrize("override, message", [
     (dict(method="rl"), "task=agents searches with method=a2d or radars"),
     (dict(memory_budget_gb=None), "method=radars needs a memory budget"),
-    (dict(cost_weight=0.5), "leave radars.cost_weight at 0"),
+    (dict(target=1e6), "leave hardware.target unset"),
     (dict(task="images", method="a2d"), "method=a2d searches agents: set task=agents"),
     (dict(mode="train"), "task=agents runs mode=search"),
 ])
 def test_bad_agent_radars_configs_are_one_line(override, message):
   config = tiny_config()
   for name, value in override.items():
-    if name == "cost_weight":
-      config.radars.cost_weight = value
+    if name == "target":
+      config.hardware.target = value
     else:
       config[name] = value
   with pytest.raises(UserError, match=message):

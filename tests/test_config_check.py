@@ -158,6 +158,9 @@ def test_a_field_no_rule_knows_is_refused(table_path):
      "no such directory"),
     ({"data.name": "cifar10", "data.archive": "/no/such/cifar-10-binary.tar.gz"},
      "config.data.archive="),
+    ({"hardware.target": 1e5}, "method=single_darts has none"),
+    ({"method": "radars", "memory_budget_gb": 1.0, "dnas.inner_mode": "first_order",
+      "dnas.passes_in_loop": True, "hardware.target": 1e5}, "hardware.dnas_weight=0"),
 ])
 def test_checks_across_fields_data_and_files(change, needle):
   config = config_defaults.base_config()

@@ -117,6 +117,7 @@ class SwitchedSupernet:
     supernet's slots leave them out (`cost_model.CostModel.slot_orders`)."""
     self.config, self.mesh, self.data, self.space = config, mesh, data, space
     self.mode, self.batch_size, self.slot_orders = mode, batch_size, slot_orders
+    self.alpha_penalty = None   # set with the Searcher's
     self._model = None
     self._lock = threading.Lock()
     self.shapes = None        # the weight shapes, once the model is built
@@ -143,7 +144,9 @@ class SwitchedSupernet:
     if (k, total_steps) not in self._programs:
       self._programs[(k, total_steps)] = dnas_lib.DnasProgram(
           self.model(), self.mode, self.config.dnas, total_steps, self.mesh,
-          self.data.mean, self.data.std, owners=self._owners)
+          self.data.mean, self.data.std, owners=self._owners,
+          alpha_penalty=(None if self.alpha_penalty is None else
+                         lambda alphas, slots: self.alpha_penalty(alphas, None, slots)))
     return self._programs[(k, total_steps)]
 
   def compile_step(self, program: dnas_lib.DnasProgram, k: int) -> dnas_lib.CompiledStep:
@@ -209,10 +212,13 @@ class Searcher:
   the metric writer and the compile / memory bookkeeping."""
 
   def __init__(self, config, mesh, data: SearchData, space: spaces_lib.SearchSpace,
-               writer: metrics_lib.MetricWriter | None = None, slot_orders=None):
+               writer: metrics_lib.MetricWriter | None = None, slot_orders=None,
+               alpha_penalty=None):
     """`slot_orders`: per choice point, its ops in the order the switched
     supernet's slots leave them out (`cost_model.CostModel.slot_orders`;
-    the RADARS loop's shared programs)."""
+    the RADARS loop's shared programs). `alpha_penalty(alphas, subspace,
+    slots)`: a term of the alphas added to every DNAS loss
+    (`radars_jax.radars.hardware.penalty_fn`)."""
     self.config, self.mesh, self.data, self.space = config, mesh, data, space
     self.writer = writer or metrics_lib.MetricWriter(None)
     self.mode = dnas_lib.dnas_mode(config)
@@ -227,6 +233,7 @@ class Searcher:
                      and bool(config.radars.shared_programs))
     self.shared = SwitchedSupernet(config, mesh, data, space, self.mode, self.batch_size,
                                    slot_orders)
+    self.alpha_penalty = self.shared.alpha_penalty = alpha_penalty
     self._finetune_fns: dict = {}
 
   # -- sizes ---------------------------------------------------------------
@@ -246,8 +253,11 @@ class Searcher:
                                        self.data.num_classes)
 
   def program(self, subspace, total_steps: int) -> dnas_lib.DnasProgram:
-    return dnas_lib.DnasProgram(self.model(subspace), self.mode, self.config.dnas,
-                                total_steps, self.mesh, self.data.mean, self.data.std)
+    penalty = self.alpha_penalty
+    return dnas_lib.DnasProgram(
+        self.model(subspace), self.mode, self.config.dnas, total_steps, self.mesh,
+        self.data.mean, self.data.std,
+        alpha_penalty=None if penalty is None else lambda alphas, _: penalty(alphas, subspace))
 
   def compile_step(self, program: dnas_lib.DnasProgram, subspace) -> dnas_lib.CompiledStep:
     """Compiles the train step on abstract inputs: nothing runs."""

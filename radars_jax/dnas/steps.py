@@ -120,7 +120,8 @@ def make_train_step(model: nn.Module, mode: str, weight_tx, alpha_tx,
                     schedule: optax.Schedule, weight_decay: float,
                     update_mask: Callable | None = None,
                     with_train_alpha_grad: bool | None = None,
-                    passes_in_loop: bool = False) -> Callable:
+                    passes_in_loop: bool = False,
+                    alpha_penalty: Callable | None = None) -> Callable:
   """The pure train step `(state, batch_w, batch_a) -> (state, metrics)`.
 
   `batch_a` is the alpha-half batch (bi-level modes); single-level ignores it.
@@ -147,6 +148,11 @@ def make_train_step(model: nn.Module, mode: str, weight_tx, alpha_tx,
   which is dropped. Same state as without it (to float rounding, tested);
   the train alpha gradient is reported as with `with_train_alpha_grad`.
   Needs equal batch shapes for both halves.
+
+  `alpha_penalty(alphas, slots)`: a term of the alphas alone added to the
+  loss their gradient descends (the hardware objective's expected cost,
+  `radars_jax.radars.hardware`); the reported loss leaves it out. Not with
+  `passes_in_loop`.
   """
   if mode not in MODES:
     raise ValueError(f"unknown DNAS mode {mode!r}")
@@ -155,6 +161,14 @@ def make_train_step(model: nn.Module, mode: str, weight_tx, alpha_tx,
   with_train_alpha_grad = with_train_alpha_grad and mode != "single_level"
   if passes_in_loop and mode != "first_order":
     raise ValueError(f"passes_in_loop is for the first-order mode, not {mode!r}")
+  if passes_in_loop and alpha_penalty is not None:
+    raise ValueError("passes_in_loop takes no alpha_penalty")
+
+  def penalised(grad_a, alphas, slots):
+    if alpha_penalty is None:
+      return grad_a
+    extra = jax.grad(lambda a: alpha_penalty(a, slots))(alphas)
+    return jax.tree_util.tree_map(jnp.add, grad_a, extra)
 
   def step(state: DnasState, batch_w: Batch, batch_a: Batch | None = None):
     weights, alphas, slots = state.weights, state.alphas, state.slots
@@ -164,6 +178,7 @@ def make_train_step(model: nn.Module, mode: str, weight_tx, alpha_tx,
       (loss, acc), (grad_w, grad_a) = jax.value_and_grad(
           lambda w, a: loss_and_accuracy(model, w, a, batch_w, slots), argnums=(0, 1),
           has_aux=True)(weights, alphas)
+      grad_a = penalised(grad_a, alphas, slots)
       alphas, alpha_opt_state = _apply_updates(alphas, grad_a, alpha_opt_state, alpha_tx)
     elif passes_in_loop:
       (loss, acc), grad_w, alphas, alpha_opt_state, grad_a_train = _first_order_passes_in_loop(
@@ -171,6 +186,7 @@ def make_train_step(model: nn.Module, mode: str, weight_tx, alpha_tx,
       extra["alpha_grad_norm_train"] = optax.tree.norm(grad_a_train)
     else:
       grad_a = _alpha_gradient(model, mode, schedule, weight_decay, state, batch_w, batch_a)
+      grad_a = penalised(grad_a, alphas, slots)
       alphas, alpha_opt_state = _apply_updates(alphas, grad_a, alpha_opt_state, alpha_tx)
       (loss, acc), grad_w, extra = _weight_pass(model, weights, alphas, batch_w, slots,
                                                 with_train_alpha_grad)
@@ -321,10 +337,12 @@ def bytes_only_compiler_options() -> dict | None:
 
 class DnasProgram:
   """The supernet of one subspace (or a switched supernet: `owners` from
-  `supernet.param_owners`) with its optimisers and compiled steps."""
+  `supernet.param_owners`) with its optimisers and compiled steps;
+  `alpha_penalty`: see `make_train_step`."""
 
   def __init__(self, model: nn.Module, mode: str, dnas_config, total_steps: int,
-               mesh, mean, std, owners: dict | None = None):
+               mesh, mean, std, owners: dict | None = None,
+               alpha_penalty: Callable | None = None):
     self.model, self.mode, self.mesh = model, mode, mesh
     self.schedule = weight_schedule(dnas_config, total_steps)
     self.dnas_config, self.total_steps = dnas_config, total_steps
@@ -335,7 +353,8 @@ class DnasProgram:
       mask = lambda weights, slots: supernet.active_params(owners, weights, slots)
     self.step_fn = make_train_step(
         model, mode, self.weight_tx, self.alpha_tx, self.schedule, dnas_config.weight_decay,
-        mask, passes_in_loop=mode == "first_order" and bool(dnas_config.passes_in_loop))
+        mask, passes_in_loop=mode == "first_order" and bool(dnas_config.passes_in_loop),
+        alpha_penalty=alpha_penalty)
     self.mean, self.std = mean, std
     self.replicated = parallel.replicated(mesh)
     self.batch_sharding = parallel.batch_sharded(mesh)

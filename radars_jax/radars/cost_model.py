@@ -262,6 +262,32 @@ def trace_cost_model(space, supernet_config, num_classes: int, image_shape,
       image_shape, batch_size, progress)
 
 
+def mixed_op_inputs(space, probe: nn.Module, trace) -> tuple[Any, list, dict]:
+  """What `trace(record)` (a trace of `probe`, a supernet of no op, with
+  `record` as its `flax.linen.intercept_methods` interceptor) returns, the
+  mixed ops it met per choice point `[(mixed op, input shape), ...]`, and
+  the distinct places of each op of the space `{(op name, stride,
+  channels, input shape): a mixed op there}`. (A choice point the network
+  never uses, e.g. the normal cell's in a one-cell DARTS network whose only
+  cell reduces, has none.)"""
+  inputs: list[list] = [[] for _ in space.choice_points]
+
+  def record(next_fun, args, kwargs, context):
+    module = context.module
+    if isinstance(module, mixed_ops_lib.MixedOp) and context.method_name == "__call__":
+      c = supernet_lib.choice_point_of(probe, space, module.path)
+      inputs[c].append((module, tuple(args[0].shape)))
+    return next_fun(*args, **kwargs)
+
+  result = trace(record)
+  contexts = {}
+  for c, cp in enumerate(space.choice_points):
+    for module, shape in inputs[c]:
+      for name in cp.ops:
+        contexts.setdefault((name, module.stride, module.channels, shape), module)
+  return result, inputs, contexts
+
+
 def trace_network_cost_model(space, build, input_shape, batch_size: int,
                              progress: Any = None) -> CostModel:
   """Per-op traced costs of the supernets `build(subspace)` makes (their
@@ -271,24 +297,9 @@ def trace_network_cost_model(space, build, input_shape, batch_size: int,
   distinct mixed-op input. `progress`: optional callable(done, total)."""
   empty_subspace = tuple(() for _ in space.choice_points)
   probe = build(empty_subspace)
-  inputs: list[list] = [[] for _ in space.choice_points]   # per choice point: (op, shape)
-
-  def record(next_fun, args, kwargs, context):
-    module = context.module
-    if isinstance(module, mixed_ops_lib.MixedOp) and context.method_name == "__call__":
-      c = supernet_lib.choice_point_of(probe, space, module.path)
-      inputs[c].append((module, tuple(args[0].shape)))
-    return next_fun(*args, **kwargs)
-
-  empty, empty_eqns = network_cost(probe, empty_subspace, input_shape, batch_size,
-                                   intercept=record)
-  # (a choice point the network never uses, e.g. the normal cell's in a
-  # one-cell DARTS network whose only cell reduces, costs nothing)
-  contexts = {}   # (op name, stride, channels, input shape) -> a mixed op there
-  for c, cp in enumerate(space.choice_points):
-    for module, shape in inputs[c]:
-      for name in cp.ops:
-        contexts.setdefault((name, module.stride, module.channels, shape), module)
+  (empty, empty_eqns), inputs, contexts = mixed_op_inputs(
+      space, probe, lambda record: network_cost(probe, empty_subspace, input_shape,
+                                                batch_size, intercept=record))
   done, total = 0, len(contexts)
   costs, without_op = {}, {}   # -> (bytes, equations) of the op; of no op
   for key, module in contexts.items():

@@ -17,8 +17,8 @@
      later samples compile in a background thread while the earlier ones
      train, `radars.compile_ahead`). DNAS is warm-started from the weight
      pool and its weights are written back; its reward is the holdout
-     accuracy of the architecture derived from it (minus
-     `radars.cost_weight` x millions of parameters);
+     accuracy of the architecture derived from it (aimed at
+     `hardware.target` where set, `radars_jax.radars.hardware`);
   4. the controller's critic and policy are updated, and ops whose policy
      probability is below `controller.prune_threshold` are pruned (never the
      last op of a choice point).

@@ -33,6 +33,7 @@ from radars_jax.nas import supernet as supernet_lib
 from radars_jax.nas import weight_pool as pool_lib
 from radars_jax.radars import compile_queue as queue_lib
 from radars_jax.radars import cost_model as cost_lib
+from radars_jax.radars import hardware
 from radars_jax.radars import programs
 from radars_jax.radars.state import PoolView, SearchRecord
 
@@ -58,7 +59,9 @@ class SearchTask(Protocol):
 class ImageTask:
   """Image classifiers on `config.data`: DNAS inside each subspace
   (`radars_jax.dnas.search.Searcher`), scored by the holdout accuracy of
-  the derived cell (minus `radars.cost_weight` x millions of parameters)."""
+  the derived cell, aimed at `hardware.target` where one is set
+  (`radars_jax.radars.hardware`: the reward's factor and the DNAS loss's
+  expected cost)."""
   score_fields = ("val_accuracy",)
 
   def __init__(self, config, path: Path, space: spaces_lib.SearchSpace, mesh, writer):
@@ -69,6 +72,7 @@ class ImageTask:
     # set by `build`
     self.searcher: search_lib.Searcher | None = None
     self.sizing: programs.Sizing | None = None
+    self.costs: hardware.HardwareCosts | None = None   # (with hardware.target)
 
   def full_pool(self) -> tuple[dict, dict]:
     model = supernet_lib.build_supernet(self.space, self.space.full_subspace(),
@@ -87,8 +91,19 @@ class ImageTask:
             budget: float | None) -> tuple[programs.LoopPrograms, programs.Sizing]:
     """The searcher, its programs and the sizing; the cost model orders
     the shared program's slots (`Searcher(slot_orders=...)`)."""
+    hw = self.config.hardware
+    penalty = None
+    if hw.target is not None:
+      self.costs = hardware.measure(
+          self.space, self.model, self.data.image_shape, hw.metric, int(hw.batch_size))
+      print(f"radars_jax: hardware.target={hw.target:g} ({hw.metric}; the derived networks "
+            f"cost {self.costs.of(self.cheapest()):.4g} to "
+            f"{self.costs.of(self.costliest()):.4g})", flush=True)
+      if float(hw.dnas_weight):
+        penalty = hardware.penalty_fn(self.costs, hw)
     self.searcher = search_lib.Searcher(self.config, self.mesh, self.data, self.space,
-                                        self.writer, slot_orders=model.slot_orders())
+                                        self.writer, slot_orders=model.slot_orders(),
+                                        alpha_penalty=penalty)
     self.sizing = programs.Sizing(self.config, budget, self.searcher.steps_per_epoch())
     loop_programs = programs.LoopPrograms(
         self.config, self.searcher, budget,
@@ -128,19 +143,52 @@ class ImageTask:
 
   def scored(self, result: search_lib.DnasResult) -> tuple[object, dict]:
     """A sample's DNAS result as (its weights, its record's fields): the
-    reward is the holdout accuracy less `radars.cost_weight` x millions of
-    parameters of the derived network."""
+    reward is the holdout accuracy, with `hardware.target` combined with
+    the derived network's cost (`hardware.reward`)."""
     params_m = params_millions(self.searcher, result.genotype)
-    reward = float(result.val_accuracy) - float(self.config.radars.cost_weight) * params_m
+    reward = float(result.val_accuracy)
+    fields = {}
+    if self.costs is not None:
+      hw = self.config.hardware
+      cost = self.costs.of(spaces_lib.genotype_subspace(self.space, result.genotype))
+      reward = float(hardware.reward(reward, cost, float(hw.target), hw.form, float(hw.weight)))
+      fields["hardware_cost"] = cost
     margins = spaces_lib.margin_summary(self.space, result.subspace, result.alphas)
     return result.weights, {"val_accuracy": result.val_accuracy, "reward": reward,
                             "derived_params_millions": params_m, "genotype": result.genotype,
-                            "steps": result.steps,
+                            "steps": result.steps, **fields,
                             "decision_margin": margins["decision_margin_median"]}
 
+  def model(self, subspace):
+    """The search supernet of `subspace` (per edge)."""
+    return supernet_lib.build_supernet(self.space, subspace, self.config.supernet,
+                                       self.data.num_classes)
+
+  def cheapest(self) -> spaces_lib.Subspace:
+    """The derived network of the cheapest op at every choice point (by
+    `self.costs`); `costliest` likewise."""
+    return tuple((int(np.argmin(self.costs.per_op[c, :len(cp.ops)])),)
+                 for c, cp in enumerate(self.space.choice_points))
+
+  def costliest(self) -> spaces_lib.Subspace:
+    return tuple((int(np.argmax(self.costs.per_op[c, :len(cp.ops)])),)
+                 for c, cp in enumerate(self.space.choice_points))
+
   def finish(self, record: SearchRecord) -> dict:
-    del record   # (the found cell is retrained by `mode=train`)
-    return {}
+    """With `hardware.target`: the found network's cost by the per-op
+    table and measured whole (`hardware.network_cost`: its weights, XLA's
+    FLOPs, its timed forward pass), against the target. (The found cell is
+    retrained by `mode=train`.)"""
+    if self.costs is None:
+      return {}
+    hw = self.config.hardware
+    result = record.final if record.final is not None else record.best
+    chosen = spaces_lib.genotype_subspace(self.space, result["genotype"])
+    out = {"metric": hw.metric, "target": float(hw.target), "form": hw.form,
+           "cost": self.costs.of(chosen), "costs": self.costs.to_json()}
+    out["measured"] = hardware.whole_network_cost(self.model(chosen), self.data.image_shape,
+                                                  hw.metric, int(hw.batch_size))
+    return {"hardware": out}
 
 
 # ---------------------------------------------------------------------------
