@@ -24,6 +24,7 @@ network's cost) to its loss, times `hardware.dnas_weight`.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import time
@@ -209,13 +210,19 @@ def _module_cost(module, shape, metric: str, table, key) -> float:
 
 
 def network_cost(model, params, x, metric: str, table=None) -> float:
-  """`metric` of a whole network `model` (its abstract `params`, input `x`)."""
+  """`metric` of a whole network `model` (its abstract `params`, input `x`);
+  latency from `table` where it has the network (a `LatencyTable`: a
+  search's calibration networks, timed once, so that a rerun sees the
+  same costs)."""
   if metric == "params":
     return _count(params.get("params", {}))
   forward = jax.jit(lambda p, x: _apply(model, p, x))
   if metric == "flops":
     return _flops(forward, params, x)
-  return _time(forward, params, x)
+  if table is None:
+    return _time(forward, params, x)
+  name = hashlib.sha1(repr(model).encode()).hexdigest()[:16]
+  return table.get(("network", name, tuple(x.shape)), lambda: _time(forward, params, x))
 
 
 def whole_network_cost(model, input_shape, metric: str, batch_size: int = 1) -> float:
