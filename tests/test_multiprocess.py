@@ -5,7 +5,6 @@ the other, as a job scheduler ends a job that lost a process) and started
 again, they resume from the checkpoint and end with the genotype of one
 process with 4 devices; only process 0 writes the workdir's logs."""
 import json
-import os
 import socket
 import subprocess
 import sys

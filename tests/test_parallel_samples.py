@@ -17,7 +17,7 @@ from radars_jax.nas import spaces
 from radars_jax.radars import loop as radars_loop
 from radars_jax import workdir as workdir_lib
 
-from test_radars import Crash, tiny_config, whole_space_step_bytes
+from test_radars import crash_after_dnas_checkpoint, tiny_config, whole_space_step_bytes
 
 
 def parallel_config(devices_per_sample: int):
@@ -47,18 +47,7 @@ def test_parallel_samples_equal_the_sequential_search(tmp_path, monkeypatch):
   sequential = radars_loop.run(config, workdir_lib.prepare(tmp_path / "sequential"), space)
   config = parallel_config(2)
   path = workdir_lib.prepare(tmp_path / "parallel")
-  original_save = checkpointing.Checkpointer.save
-
-  def crashing_save(self, step, state, metadata=None):
-    original_save(self, step, state, metadata)
-    if "it0_s0-1" in str(self.directory):
-      self.wait()
-      raise Crash("killed inside the first group's DNAS")
-
-  monkeypatch.setattr(checkpointing.Checkpointer, "save", crashing_save)
-  with pytest.raises(Crash):
-    radars_loop.run(config, path, space)
-  monkeypatch.setattr(checkpointing.Checkpointer, "save", original_save)
+  crash_after_dnas_checkpoint(monkeypatch, config, path, space, "it0_s0-1")   # (the first group)
   parallel = radars_loop.run(copy.deepcopy(config), path, space)
 
   sampled = lambda summary: [r for r in summary["subspace_runs"] if r["iteration"] != "final"]

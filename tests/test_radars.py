@@ -316,6 +316,26 @@ class Crash(Exception):
   pass
 
 
+def crash_after_dnas_checkpoint(monkeypatch, config, path, space, run_tag: str) -> None:
+  """Runs the search in `path` until the first mid-run DNAS checkpoint of
+  the run `run_tag` (e.g. "it0_s1") is written, and crashes it there."""
+  original_save = checkpointing.Checkpointer.save
+  saves = []
+
+  def crashing_save(self, step, state, metadata=None):
+    original_save(self, step, state, metadata)
+    if "dnas" in str(self.directory) and self.directory.name == run_tag:
+      saves.append(step)
+      self.wait()
+      raise Crash(f"killed inside DNAS run {run_tag}")
+
+  monkeypatch.setattr(checkpointing.Checkpointer, "save", crashing_save)
+  with pytest.raises(Crash):
+    radars_loop.run(config, path, space)
+  monkeypatch.setattr(checkpointing.Checkpointer, "save", original_save)
+  assert len(saves) == 1
+
+
 def test_crashed_and_resumed_run_ends_with_the_same_genotype(uninterrupted, tmp_path,
                                                              monkeypatch):
   config, ref_path, ref = uninterrupted
@@ -326,21 +346,7 @@ def test_crashed_and_resumed_run_ends_with_the_same_genotype(uninterrupted, tmp_
   path = workdir_lib.prepare(tmp_path / "run")
   space = spaces.make_space("nb201")
   # Crash 1: inside the second sample's DNAS run, just after its mid-run checkpoint.
-  original_save = checkpointing.Checkpointer.save
-  saves = {"dnas": 0}
-
-  def crashing_save(self, step, state, metadata=None):
-    original_save(self, step, state, metadata)
-    if "dnas" in str(self.directory) and "it0_s1" in str(self.directory):
-      saves["dnas"] += 1
-      self.wait()
-      raise Crash("killed mid-DNAS")
-
-  monkeypatch.setattr(checkpointing.Checkpointer, "save", crashing_save)
-  with pytest.raises(Crash):
-    radars_loop.run(config, path, space)
-  monkeypatch.setattr(checkpointing.Checkpointer, "save", original_save)
-  assert saves["dnas"] == 1
+  crash_after_dnas_checkpoint(monkeypatch, config, path, space, "it0_s1")
   # Crash 2: right after the first iteration's checkpoint.
   original_end = radars_loop.RadarsSearch.write_plots
 

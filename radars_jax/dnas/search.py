@@ -9,7 +9,6 @@ over the whole space (refused up front if its step does not fit
 from __future__ import annotations
 
 import dataclasses
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from radars_jax import compile_clock
 from radars_jax import config_check
 from radars_jax import data as data_lib
 from radars_jax.dnas import steps as dnas_lib
+from radars_jax.dnas import switched as switched_lib
 from radars_jax import memory as memory_lib
 from radars_jax import metrics as metrics_lib
 from radars_jax import parallel
@@ -104,109 +104,6 @@ def _data_keys(key: jax.Array) -> tuple[jax.Array, jax.Array]:
   return key_w, key_a
 
 
-class SwitchedSupernet:
-  """The RADARS loop's shared programs (`radars.shared_programs`): one
-  switched supernet for every subspace, its train step per k, one evaluator
-  for every derived genotype, and the conversions between its weight tree
-  and a subspace's. Built on first use: a search without shared programs
-  never builds it."""
-
-  def __init__(self, config, mesh, data: SearchData, space: spaces_lib.SearchSpace,
-               mode: str, batch_size: int, slot_orders=None):
-    """`slot_orders`: per choice point, its ops in the order the switched
-    supernet's slots leave them out (`cost_model.CostModel.slot_orders`)."""
-    self.config, self.mesh, self.data, self.space = config, mesh, data, space
-    self.mode, self.batch_size, self.slot_orders = mode, batch_size, slot_orders
-    self.alpha_penalty = None   # set with the Searcher's
-    self._model = None
-    self._lock = threading.Lock()
-    self.shapes = None        # the weight shapes, once the model is built
-    self._owners = None       # {param path: (choice point, op)}
-    self._evaluator = None
-    self._programs: dict = {}
-
-  def model(self):
-    """The switched supernet, built (with its weight shapes and owners) on
-    the first call."""
-    with self._lock:   # (RADARS may build it in its compile thread)
-      if self._model is None:
-        self._model = supernet_lib.build_supernet(
-            self.space, None, self.config.supernet, self.data.num_classes, switched=True,
-            slot_orders=self.slot_orders)
-        self.shapes = supernet_lib.param_shapes(self._model, self.data.image_shape)
-        self._owners = supernet_lib.param_owners(self._model, self.space,
-                                                 pool_lib.flatten(self.shapes))
-      return self._model
-
-  def program(self, k: int, total_steps: int) -> dnas_lib.DnasProgram:
-    """The train step of every subspace with at most `k` ops per choice
-    point (one object per k and length of run: its functions compile once)."""
-    if (k, total_steps) not in self._programs:
-      self._programs[(k, total_steps)] = dnas_lib.DnasProgram(
-          self.model(), self.mode, self.config.dnas, total_steps, self.mesh,
-          self.data.mean, self.data.std, owners=self._owners,
-          alpha_penalty=(None if self.alpha_penalty is None else
-                         lambda alphas, slots: self.alpha_penalty(alphas, None, slots)))
-    return self._programs[(k, total_steps)]
-
-  def compile_step(self, program: dnas_lib.DnasProgram, k: int) -> dnas_lib.CompiledStep:
-    """Compiles `program(k, ...)` on abstract inputs (nothing runs)."""
-    compiled = program.compile_train_step(*program.abstract_inputs(*self._abstract(k)))
-    compiled.slots = k
-    return compiled
-
-  def sample_mesh(self):
-    """The `(sample, data)` mesh of `radars.devices_per_sample`."""
-    return parallel.make_sample_mesh(int(self.config.radars.devices_per_sample),
-                                     self.mesh.devices.flat)
-
-  def compile_group_step(self, program: dnas_lib.DnasProgram, k: int) -> dnas_lib.CompiledStep:
-    """Compiles `program.group_step` of `k` (one sample per row of
-    `sample_mesh`) on abstract inputs; its bytes are per device."""
-    mesh = self.sample_mesh()
-    compiled = dnas_lib.compile_ahead(
-        program.group_step(mesh), program.group_abstract_inputs(mesh, *self._abstract(k)),
-        self.config.dnas.max_program_ops)
-    compiled.slots, compiled.samples = k, mesh.shape[parallel.SAMPLE_AXIS]
-    return compiled
-
-  def _abstract(self, k: int) -> tuple:
-    """`DnasProgram.abstract_inputs`'s arguments for `k` slots per choice point."""
-    c = self.space.num_choice_points
-    self.model()
-    alphas = tuple(jax.ShapeDtypeStruct((k,), jnp.float32) for _ in range(c))
-    slots = jax.ShapeDtypeStruct((c, k), jnp.int32)
-    return self.shapes, alphas, self.batch_size, self.data.image_shape, slots
-
-  def slots(self, subspace, k: int):
-    """The slot of each op of `subspace` in the supernet's `k` slots per
-    choice point."""
-    return supernet_lib.subspace_slots(subspace, k, self.slot_orders)
-
-  def full_weights(self, weights):
-    """`weights` of some ops, completed with zeros to the switched supernet's
-    tree (the zeros are never used: the slots do not pick those ops)."""
-    self.model()
-    flat = pool_lib.flatten(weights)
-    return pool_lib.unflatten({p: flat[p] if p in flat else np.zeros(s.shape, s.dtype)
-                               for p, s in pool_lib.flatten(self.shapes).items()})
-
-  def subspace_weights(self, weights, subspace):
-    """The weights of the switched supernet that the static supernet of
-    `subspace` has (the ops of the subspace and everything outside the
-    choice points)."""
-    return pool_lib.unflatten({
-        p: v for p, v in pool_lib.flatten(weights).items()
-        if p not in self._owners or self._owners[p][1] in subspace[self._owners[p][0]]})
-
-  def evaluator(self) -> dnas_lib.Evaluator:
-    """The holdout evaluator of every genotype (one program for all)."""
-    if self._evaluator is None:
-      self._evaluator = dnas_lib.Evaluator(dnas_lib.search_logits(self.model()), self.mesh,
-                                           self.data.mean, self.data.std)
-    return self._evaluator
-
-
 class Searcher:
   """What every DNAS run of one search shares: config, mesh, data, space,
   the metric writer and the compile / memory bookkeeping."""
@@ -231,8 +128,8 @@ class Searcher:
     # then `shared` trains and scores every subspace.
     self.switched = (config.method not in dnas_lib.DNAS_METHODS
                      and bool(config.radars.shared_programs))
-    self.shared = SwitchedSupernet(config, mesh, data, space, self.mode, self.batch_size,
-                                   slot_orders)
+    self.shared = switched_lib.SwitchedSupernet(config, mesh, data, space, self.mode,
+                                                self.batch_size, slot_orders)
     self.alpha_penalty = self.shared.alpha_penalty = alpha_penalty
     self._finetune_fns: dict = {}
 

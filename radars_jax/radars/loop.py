@@ -276,14 +276,14 @@ class RadarsSearch:
     tag = f"it{iteration}_s{index}"
     subspace, compiled, estimate = self.programs.fit_budget(
         subspace, model, record, k, self.sizing.run_steps(), what=f"static step, sample {tag}")
-    self.first_train_step(record)
+    note_first_train_step(record, self.time)
     pool = PoolView(state, bool(self.config.radars.pool_similarity))
     with checkpointing.Checkpointer(self.dnas_ckpt_root / tag, max_to_keep=2) as dnas_ckpt:
       weights, fields = self.task.search_subspace(
           subspace, sample_key(state, iteration, index), pool, f"{self.method} {tag}",
           compiled, dnas_ckpt)
     pool.write_back(weights)
-    return self.run_record(iteration, index, subspace, compiled, estimate, fields, pool)
+    return run_record(self.space, iteration, index, subspace, compiled, estimate, fields, pool)
 
   def run_group(self, state: LoopState, record: SearchRecord, iteration: int, indices: list,
                 model, compiled) -> tuple[str, list[dict]]:
@@ -294,7 +294,7 @@ class RadarsSearch:
     (its DNAS checkpoints' tag, their run records)."""
     tag = f"it{iteration}_s{indices[0]}-{indices[-1]}"
     subspaces = [record.batch.subspace(i) for i in indices]
-    self.first_train_step(record)
+    note_first_train_step(record, self.time)
     pools = [PoolView(state, bool(self.config.radars.pool_similarity)) for _ in indices]
     with checkpointing.Checkpointer(self.dnas_ckpt_root / tag, max_to_keep=2) as dnas_ckpt:
       results = self.task.search_group(subspaces, [sample_key(state, iteration, i)
@@ -304,33 +304,9 @@ class RadarsSearch:
     for index, subspace, pool, (weights, fields) in zip(indices, subspaces, pools, results):
       pool.write_back(weights)
       estimate = model.estimate(self.space.mask_from_subspace(subspace))
-      runs.append(self.run_record(iteration, index, subspace, compiled, estimate, fields, pool))
+      runs.append(run_record(self.space, iteration, index, subspace, compiled, estimate, fields,
+                             pool))
     return tag, runs
-
-  def first_train_step(self, record: SearchRecord) -> None:
-    """Notes the search's start-up time (cost model, calibration, the
-    first program) before its first train step."""
-    if record.first_train_step_seconds is None:
-      record.first_train_step_seconds = self.time.elapsed()
-
-  def run_record(self, iteration: int, index: int, subspace, compiled, estimate: float,
-                 fields: dict, pool: PoolView) -> dict:
-    """The record of sample `index` of `iteration`, searched on `compiled`
-    with `pool`; `fields`: the task's."""
-    return {"iteration": iteration, "sample": index,
-            "subspace": [list(a) for a in subspace],
-            "ops_per_choice_point": [len(a) for a in subspace],
-            "estimated_bytes": estimate, "compiled_bytes": compiled.bytes,
-            "program": "shared" if compiled.slots else "static",
-            # samples trained at once with this one (`radars.devices_per_sample`)
-            "parallel_samples": compiled.samples or 1,
-            # every op dead (e.g. an NB201 cell whose output node gets only
-            # `none`): XLA removes the cell, the estimate is an upper bound
-            "degenerate": not cost_lib.live_ops(self.space,
-                                                self.space.mask_from_subspace(subspace)).any(),
-            **fields, "pool_hits": pool.hits, "pool_misses": pool.misses,
-            # weights the pool lacked, inherited from similar ones, by kind
-            "pool_inherited": dict(pool.inherited)}
 
   # -- the end -------------------------------------------------------------
   def final(self, state: LoopState, record: SearchRecord, model) -> None:
@@ -448,6 +424,33 @@ def with_transferred_knowledge(state: LoopState, space: spaces_lib.SearchSpace,
         f"{' and policy' if controller_config.transfer_policy else ''} ({shared} of "
         f"{sum(len(ops) for _, ops in names)} ops known there)", flush=True)
   return dataclasses.replace(state, controller=controller)
+
+
+def note_first_train_step(record: SearchRecord, clock: SearchTime) -> None:
+  """Notes the search's start-up time (cost model, calibration, the first
+  program) before its first train step."""
+  if record.first_train_step_seconds is None:
+    record.first_train_step_seconds = clock.elapsed()
+
+
+def run_record(space: spaces_lib.SearchSpace, iteration: int, index: int, subspace, compiled,
+               estimate: float, fields: dict, pool: PoolView) -> dict:
+  """The record of sample `index` of `iteration`, searched on `compiled`
+  with `pool`; `fields`: the task's."""
+  return {"iteration": iteration, "sample": index,
+          "subspace": [list(a) for a in subspace],
+          "ops_per_choice_point": [len(a) for a in subspace],
+          "estimated_bytes": estimate, "compiled_bytes": compiled.bytes,
+          "program": "shared" if compiled.slots else "static",
+          # samples trained at once with this one (`radars.devices_per_sample`)
+          "parallel_samples": compiled.samples or 1,
+          # every op dead (e.g. an NB201 cell whose output node gets only
+          # `none`): XLA removes the cell, the estimate is an upper bound
+          "degenerate": not cost_lib.live_ops(space,
+                                              space.mask_from_subspace(subspace)).any(),
+          **fields, "pool_hits": pool.hits, "pool_misses": pool.misses,
+          # weights the pool lacked, inherited from similar ones, by kind
+          "pool_inherited": dict(pool.inherited)}
 
 
 def sample_key(state: LoopState, iteration: int, index: int) -> jax.Array:
