@@ -2,8 +2,8 @@
 and DNAS term that aim it at a target (`config.hardware`).
 
 Three costs of a derived network (one op per choice point), each the cost
-of the network with no op at all plus that of each chosen op where it sits
-(`HardwareCosts`):
+of its fixed part (stem, reductions, head: a whole network's measured cost
+less its ops') plus that of each chosen op where it sits (`HardwareCosts`):
   * `params`: its weights (exact: the ops' own parameter counts);
   * `flops`: floating-point operations of one forward pass of one image,
     XLA's count (`cost_analysis`) of each op compiled alone at its input;
@@ -18,8 +18,9 @@ The reward of a sample (`reward`) combines its accuracy with its cost T and
 `hardware.target`, in MNAS's form acc * (T / target)^w or TuNAS's absolute
 form acc + w * |T / target - 1| (`hardware.form`, w = `hardware.weight`,
 negative); the DNAS inside each subspace adds the same term of the expected
-cost under its alphas (`expected`: for one-hot alphas exactly the derived
-network's cost) to its loss, times `hardware.dnas_weight`.
+cost under its alphas (`expected`: for one-hot alphas the derived
+network's cost, ops whose output nobody uses counted) to its loss, times
+`hardware.dnas_weight`.
 """
 from __future__ import annotations
 
@@ -262,9 +263,9 @@ def _time(forward, params, x) -> float:
 # ---------------------------------------------------------------------------
 
 def latency_table_path() -> Path:
-  """`$RADARS_JAX_CACHE_DIR/../latency` where set, else
-  `$XDG_CACHE_HOME/radars_jax/latency` (default `~/.cache`), one file per
-  device kind."""
+  """The latency table of this device kind: in `$RADARS_JAX_LATENCY_DIR`
+  where set, else `$XDG_CACHE_HOME/radars_jax/latency` (default
+  `~/.cache`), one file per backend and device kind."""
   root = os.environ.get("RADARS_JAX_LATENCY_DIR")
   if not root:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
