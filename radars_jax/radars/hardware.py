@@ -17,10 +17,10 @@ less its ops') plus that of each chosen op where it sits (`HardwareCosts`):
 The reward of a sample (`reward`) combines its accuracy with its cost T and
 `hardware.target`, in MNAS's form acc * (T / target)^w or TuNAS's absolute
 form acc + w * |T / target - 1| (`hardware.form`, w = `hardware.weight`,
-negative); the DNAS inside each subspace adds the same term of the expected
-cost under its alphas (`expected`: for one-hot alphas the derived
-network's cost, ops whose output nobody uses counted) to its loss, times
-`hardware.dnas_weight`.
+negative); the DNAS inside each subspace adds the same term of the cost of
+the network its alphas derive, with the gradient of the expected cost
+under them (`expected`, `penalty_fn`; ops whose output nobody uses
+counted), to its loss, times `hardware.dnas_weight`.
 """
 from __future__ import annotations
 
@@ -64,11 +64,13 @@ class HardwareCosts:
       mask = cost_lib.live_ops(self.space, mask)
     return float(self.base + self.scale * np.sum(np.where(mask, self.per_op, 0.0)))
 
-  def expected(self, alphas, subspace: spaces_lib.Subspace, slots=None) -> jax.Array:
+  def expected(self, alphas, subspace: spaces_lib.Subspace, slots=None,
+               argmax: bool = False) -> jax.Array:
     """The expected cost under softmax(`alphas`) per choice point (over the
     ops of `subspace`, or over a switched supernet's `slots`, int [C, k]:
     slot s of choice point c holds op `slots[c, s]`, -1 none);
-    differentiable in the alphas."""
+    differentiable in the alphas. `argmax`: the cost of each choice
+    point's strongest op instead (the network the alphas derive)."""
     total = jnp.asarray(self.base, jnp.float32)
     per_op = jnp.asarray(self.scale * self.per_op, jnp.float32)
     for c, alpha in enumerate(alphas):
@@ -79,7 +81,9 @@ class HardwareCosts:
         costs, valid = per_op[c, jnp.asarray(ops)], jnp.ones(len(ops), bool)
       else:
         costs, valid = per_op[c, jnp.maximum(slots[c], 0)], slots[c] >= 0
-      weights = jax.nn.softmax(jnp.where(valid, alpha, -jnp.inf))
+      logits = jnp.where(valid, alpha, -jnp.inf)
+      weights = (jax.nn.one_hot(jnp.argmax(logits), len(costs)) if argmax
+                 else jax.nn.softmax(logits))
       total = total + jnp.sum(jnp.where(valid, weights * costs, 0.0))
     return total
 
@@ -101,14 +105,20 @@ def reward(accuracy, cost, target: float, form: str, weight: float):
 
 def penalty_fn(costs: HardwareCosts, hardware_config):
   """`(alphas, subspace, slots) -> loss term`: `hardware.dnas_weight`
-  times the expected cost's distance from the target in `hardware.form`
-  (MNAS: -weight * log(E / target); TuNAS: -weight * |E / target - 1|), a
-  function of the alphas only."""
+  times the cost's distance from the target in `hardware.form` (MNAS:
+  -weight * log(T / target); TuNAS: -weight * |T / target - 1|), a
+  function of the alphas only. T is the cost of the network the alphas
+  derive (each choice point's strongest op), its gradient the expected
+  cost's (straight through): the term turns as soon as the derived network
+  crosses the target, where the expected cost's own would push on, past
+  it, until the mixture reaches the target (measured: a cell of `none`s)."""
   target, weight = float(hardware_config.target), float(hardware_config.weight)
   scale, form = float(hardware_config.dnas_weight), hardware_config.form
 
   def penalty(alphas, subspace, slots=None):
-    ratio = costs.expected(alphas, subspace, slots) / target
+    soft = costs.expected(alphas, subspace, slots)
+    derived = costs.expected(alphas, subspace, slots, argmax=True)
+    ratio = (derived + soft - jax.lax.stop_gradient(soft)) / target
     term = jnp.log(ratio) if form == "mnas" else jnp.abs(ratio - 1.0)
     return -scale * weight * term
 
