@@ -128,9 +128,9 @@ class Searcher:
     # then `shared` trains and scores every subspace.
     self.switched = (config.method not in dnas_lib.DNAS_METHODS
                      and bool(config.radars.shared_programs))
+    self.alpha_penalty = alpha_penalty
     self.shared = switched_lib.SwitchedSupernet(config, mesh, data, space, self.mode,
-                                                self.batch_size, slot_orders)
-    self.alpha_penalty = self.shared.alpha_penalty = alpha_penalty
+                                                self.batch_size, slot_orders, alpha_penalty)
     self._finetune_fns: dict = {}
 
   # -- sizes ---------------------------------------------------------------
@@ -143,6 +143,10 @@ class Searcher:
       raise UserError(f"data.batch_size={self.batch_size} is larger than the "
                       f"{n} training examples of a search step")
     return n // self.batch_size
+
+  def run_steps(self, epochs: float) -> int:
+    """Steps of a DNAS run of `epochs` (at least one)."""
+    return max(1, int(epochs * self.steps_per_epoch()))
 
   # -- building blocks -----------------------------------------------------
   def model(self, subspace):
@@ -205,7 +209,7 @@ class Searcher:
     `finetune_steps` overrides `dnas.derived_finetune_steps` for scoring.
     `compiled` may be a switched supernet's step (`SwitchedSupernet.compile_step`)."""
     subspace = self.space.check_subspace(subspace)
-    steps = max(1, int(epochs * self.steps_per_epoch()))
+    steps = self.run_steps(epochs)
     k = compiled.slots if compiled is not None else 0
     if k:
       program = self.shared.program(k, steps)
@@ -231,7 +235,7 @@ class Searcher:
     subspaces = [self.space.check_subspace(s) for s in subspaces]
     if not 0 < len(subspaces) <= compiled.samples:
       raise ValueError(f"{len(subspaces)} subspaces for a group step of {compiled.samples}")
-    steps = max(1, int(epochs * self.steps_per_epoch()))
+    steps = self.run_steps(epochs)
     k, mesh = compiled.slots, self.shared.sample_mesh()
     program = self.shared.program(k, steps)
     starts = [self._initial_state(program, sub, key, pool, k)
@@ -446,7 +450,7 @@ def _run_dnas_search(config, path: Path, space: spaces_lib.SearchSpace,
   searcher = Searcher(config, mesh, data, space, writer)
   subspace = space.full_subspace()
   epochs = int(config.dnas.epochs)
-  program = searcher.program(subspace, max(1, epochs * searcher.steps_per_epoch()))
+  program = searcher.program(subspace, searcher.run_steps(epochs))
   compiled = searcher.compile_step(program, subspace)
   budget = budget_bytes(config)
   if budget is not None and compiled.bytes > budget:

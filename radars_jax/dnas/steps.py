@@ -150,8 +150,8 @@ def make_train_step(model: nn.Module, mode: str, weight_tx, alpha_tx,
   Needs equal batch shapes for both halves.
 
   `alpha_penalty(alphas, slots)`: a term of the alphas alone added to the
-  loss their gradient descends (the hardware objective's expected cost,
-  `radars_jax.radars.hardware`); the reported loss leaves it out. Not with
+  loss their gradient descends (the hardware objective's cost term,
+  `radars_jax.radars.hardware.penalty_fn`); the reported loss leaves it out. Not with
   `passes_in_loop`.
   """
   if mode not in MODES:

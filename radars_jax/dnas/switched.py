@@ -32,12 +32,14 @@ class SwitchedSupernet:
   never builds it."""
 
   def __init__(self, config, mesh, data: SearchData, space: spaces_lib.SearchSpace,
-               mode: str, batch_size: int, slot_orders=None):
+               mode: str, batch_size: int, slot_orders=None, alpha_penalty=None):
     """`slot_orders`: per choice point, its ops in the order the switched
-    supernet's slots leave them out (`cost_model.CostModel.slot_orders`)."""
+    supernet's slots leave them out (`cost_model.CostModel.slot_orders`);
+    `alpha_penalty`: the Searcher's (its term of the alphas, through the
+    slots)."""
     self.config, self.mesh, self.data, self.space = config, mesh, data, space
     self.mode, self.batch_size, self.slot_orders = mode, batch_size, slot_orders
-    self.alpha_penalty = None   # set with the Searcher's
+    self.alpha_penalty = alpha_penalty
     self._model = None
     self._lock = threading.Lock()
     self.shapes = None        # the weight shapes, once the model is built

@@ -31,12 +31,14 @@ import os
 import time
 from pathlib import Path
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from radars_jax.radars import cost_model as cost_lib
 from radars_jax.nas import spaces as spaces_lib
+from radars_jax.nas import supernet as supernet_lib
 
 METRICS = ("params", "flops", "latency")
 FORMS = ("mnas", "tunas")
@@ -86,6 +88,14 @@ class HardwareCosts:
                  else jax.nn.softmax(logits))
       total = total + jnp.sum(jnp.where(valid, weights * costs, 0.0))
     return total
+
+  def range(self) -> tuple[float, float]:
+    """The costs of the derived networks of the cheapest and of the
+    costliest op at every choice point."""
+    def network(pick):
+      return tuple((int(pick(self.per_op[c, :len(cp.ops)])),)
+                   for c, cp in enumerate(self.space.choice_points))
+    return self.of(network(np.argmin)), self.of(network(np.argmax))
 
   def to_json(self) -> dict:
     return {"metric": self.metric, "base": self.base, "scale": self.scale,
@@ -196,15 +206,10 @@ def _abstract(model, batch: int, input_shape):
 
 
 def _apply(model, params, x, intercept=None):
-  import flax.linen as nn  # pylint: disable=import-outside-toplevel
   if intercept is None:
     return model.apply(params, x, None)
   with nn.intercept_methods(intercept):
     return model.apply(params, x, None)
-
-
-def _count(params) -> float:
-  return float(sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(params)))
 
 
 def _module_cost(module, shape, metric: str, table, key) -> float:
@@ -212,7 +217,7 @@ def _module_cost(module, shape, metric: str, table, key) -> float:
   x = jax.ShapeDtypeStruct(tuple(shape), jnp.float32)
   params = jax.eval_shape(lambda x: module.init(jax.random.key(0), x, None), x)
   if metric == "params":
-    return _count(params.get("params", {}))
+    return float(supernet_lib.count_params(params.get("params", {})))
   forward = jax.jit(lambda p, x: module.apply(p, x, None))
   if metric == "flops":
     return _flops(forward, params, x)
@@ -226,7 +231,7 @@ def network_cost(model, params, x, metric: str, table=None) -> float:
   search's calibration networks, timed once, so that a rerun sees the
   same costs)."""
   if metric == "params":
-    return _count(params.get("params", {}))
+    return float(supernet_lib.count_params(params.get("params", {})))
   forward = jax.jit(lambda p, x: _apply(model, p, x))
   if metric == "flops":
     return _flops(forward, params, x)

@@ -61,7 +61,7 @@ class ImageTask:
   (`radars_jax.dnas.search.Searcher`), scored by the holdout accuracy of
   the derived cell, aimed at `hardware.target` where one is set
   (`radars_jax.radars.hardware`: the reward's factor and the DNAS loss's
-  expected cost)."""
+  cost term)."""
   score_fields = ("val_accuracy",)
 
   def __init__(self, config, path: Path, space: spaces_lib.SearchSpace, mesh, writer):
@@ -96,9 +96,9 @@ class ImageTask:
     if hw.target is not None:
       self.costs = hardware.measure(
           self.space, self.model, self.data.image_shape, hw.metric, int(hw.batch_size))
+      low, high = self.costs.range()
       print(f"radars_jax: hardware.target={hw.target:g} ({hw.metric}; the derived networks "
-            f"cost {self.costs.of(self.cheapest()):.4g} to "
-            f"{self.costs.of(self.costliest()):.4g})", flush=True)
+            f"cost {low:.4g} to {high:.4g})", flush=True)
       if float(hw.dnas_weight):
         penalty = hardware.penalty_fn(self.costs, hw)
     self.searcher = search_lib.Searcher(self.config, self.mesh, self.data, self.space,
@@ -164,20 +164,10 @@ class ImageTask:
     return supernet_lib.build_supernet(self.space, subspace, self.config.supernet,
                                        self.data.num_classes)
 
-  def cheapest(self) -> spaces_lib.Subspace:
-    """The derived network of the cheapest op at every choice point (by
-    `self.costs`); `costliest` likewise."""
-    return tuple((int(np.argmin(self.costs.per_op[c, :len(cp.ops)])),)
-                 for c, cp in enumerate(self.space.choice_points))
-
-  def costliest(self) -> spaces_lib.Subspace:
-    return tuple((int(np.argmax(self.costs.per_op[c, :len(cp.ops)])),)
-                 for c, cp in enumerate(self.space.choice_points))
-
   def finish(self, record: SearchRecord) -> dict:
     """With `hardware.target`: the found network's cost by the per-op
-    table and measured whole (`hardware.network_cost`: its weights, XLA's
-    FLOPs, its timed forward pass), against the target. (The found cell is
+    table and measured whole (`hardware.whole_network_cost`: its weights,
+    XLA's FLOPs, its timed forward pass), against the target. (The found cell is
     retrained by `mode=train`.)"""
     if self.costs is None:
       return {}
