@@ -27,6 +27,7 @@ def get_config():
   t = config.train
   t.layers = 3
   t.channels = 8
+  t.mobile_width_mult = 0.25    # mobile genotypes (configs/digits_mobile.py) at its width
   t.batch_size = 64
   t.epochs = 15
   t.lr = 0.05

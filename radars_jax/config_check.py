@@ -185,16 +185,20 @@ FIELDS: dict[str, Rule] = {
     "distributed.num_processes": _int(1, optional=True),
     "distributed.process_id": _int(0, optional=True),
     "distributed.auto": _BOOL,
+    "search.max_seconds": _positive(optional=True),
     # space
     "space.name": _choice(*spaces_lib.SPACE_NAMES, noun="space"),
     "space.ops": _OPTIONAL_STR,
     "space.num_ops": _int(1, optional=True),
+    "space.blocks": _OPTIONAL_STR,
     # supernet
     "supernet.channels": _int(1),
     "supernet.layers": _int(1),
     "supernet.steps": _int(1),
     "supernet.stem_multiplier": _int(1),
     "supernet.cells_per_stage": _int(1),
+    "supernet.width_mult": _positive(),
+    "supernet.squeeze_excite": _BOOL,
     "supernet.depthwise_impl": _choice(*depthwise.IMPLEMENTATIONS, noun="implementation"),
     "supernet.scan_edges": Rule("bool", optional=True),      # None: auto
     "supernet.scan_switched": Rule("bool", optional=True),
@@ -299,6 +303,7 @@ FIELDS: dict[str, Rule] = {
     "train.auxiliary_weight": _float(0.0),
     "train.nb201_channels": _int(1),
     "train.nb201_cells_per_stage": _int(1),
+    "train.mobile_width_mult": _positive(),
     "train.depthwise_impl": _choice(*depthwise.IMPLEMENTATIONS, noun="implementation"),
     "train.log_every": _int(0),
     "train.eval_every": _int(0),
@@ -376,8 +381,7 @@ def check_fields(config: ml_collections.ConfigDict, prefix: str = "") -> None:
     if problem is not None:
       raise UserError(f"config.{name}={value!r}: {problem}")
   if config.get("space") is not None:   # (a block checked alone has none)
-    s = config.space
-    spaces_lib.make_space(s.name, s.ops, s.num_ops)   # unknown ops, num_ops
+    spaces_lib.space_from_config(config.space)   # unknown ops, num_ops, blocks
 
 
 def _check_search(config, mode: str) -> None:
@@ -385,7 +389,10 @@ def _check_search(config, mode: str) -> None:
   supernet = config.supernet
   _check_radars_budget(config, mode)
   check_performance_options(config)
-  space = spaces_lib.make_space(config.space.name, config.space.ops, config.space.num_ops)
+  space = spaces_lib.space_from_config(config.space)
+  if supernet.get("squeeze_excite") and space.kind != "mobile":
+    raise UserError(f"supernet.squeeze_excite is the mobile space's option; space "
+                    f"{space.name!r} has cells of the registry's ops")
   if space.kind == "darts_cell" and supernet.steps != spaces_lib.DARTS_STEPS:
     raise UserError(f"supernet.steps={supernet.steps}: space {space.name!r} is built for "
                     f"DARTS cells of {spaces_lib.DARTS_STEPS} nodes: set "
@@ -464,7 +471,7 @@ def check_performance_options(config) -> None:
         f"single_darts); method={method} runs subspaces whose edges differ: leave "
         "scan_edges off (its shared programs scan with supernet.scan_switched=True)")
   if supernet.scan_edges:
-    space = spaces_lib.make_space(config.space.name, config.space.ops, config.space.num_ops)
+    space = spaces_lib.space_from_config(config.space)
     ops_lib.check_scannable(space.op_names)
 
 
@@ -497,7 +504,7 @@ def _check_agents(config, mode: str) -> None:
                     "leave memory_budget_gb unset")
   _check_radars_budget(config, mode)
   agent_supernet.check_agent_space(
-      spaces_lib.make_space(config.space.name, config.space.ops, config.space.num_ops))
+      spaces_lib.space_from_config(config.space))
   a = config.agents
   if a.env not in agent_envs.MINATAR_GAMES:
     raise UserError(f"task=agents searches convolutional torsos for image observations: "

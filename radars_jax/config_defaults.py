@@ -30,6 +30,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.compilation_cache = True
   config.compilation_cache_dir = ml_collections.FieldReference(None, field_type=str)
   config.distributed = distributed_config()
+  config.search = search_config()
 
   config.data = data_config()
   config.space = space_config()
@@ -65,6 +66,14 @@ def distributed_config() -> ml_collections.ConfigDict:
   return c
 
 
+def search_config() -> ml_collections.ConfigDict:
+  """The `config.search` block: what bounds a search (`radars_jax.time_limit`)."""
+  c = ml_collections.ConfigDict()
+  # seconds of search (every method); past them it stops, checkpointed, and says so
+  c.max_seconds = ml_collections.FieldReference(None, field_type=float)
+  return c
+
+
 def data_config() -> ml_collections.ConfigDict:
   """The `config.data` block: which dataset, how it is split and batched,
   and the shape of the synthetic one (`radars_jax.data`)."""
@@ -95,9 +104,11 @@ def space_config() -> ml_collections.ConfigDict:
   """The `config.space` block: the search space by name, optionally cut to
   some ops (`radars_jax.nas.spaces`)."""
   c = ml_collections.ConfigDict()
-  c.name = "darts"      # darts | darts_large | nb201
+  c.name = "darts"      # darts | darts_large | nb201 | mobile
   c.ops = ml_collections.FieldReference(None, field_type=str)  # "a,b,c"
   c.num_ops = ml_collections.FieldReference(None, field_type=int)
+  # mobile: blocks per stage, "4,4,4,4,4,1" (None: that, ProxylessNAS's 21 blocks)
+  c.blocks = ml_collections.FieldReference(None, field_type=str)
   return c
 
 
@@ -110,6 +121,8 @@ def supernet_config() -> ml_collections.ConfigDict:
   c.steps = 4        # nodes per DARTS cell (the darts spaces are built for 4)
   c.stem_multiplier = 3
   c.cells_per_stage = 5  # NAS-Bench-201 skeleton
+  c.width_mult = 1.0     # mobile: every width scaled (radars_jax.nas.mobile)
+  c.squeeze_excite = False  # mobile: squeeze-and-excite in every MBConv
   # The performance options: `auto` (a string, or None for the switches) is
   # picked by platform and method (radars_jax.performance, which says why).
   # Depthwise convs and pooling: xla | shifted | auto (radars_jax.nas.depthwise)
@@ -306,6 +319,7 @@ def train_config() -> ml_collections.ConfigDict:
   t.auxiliary_weight = 0.4      # auxiliary head at 2/3 depth (0: no head)
   t.nb201_channels = 16         # NAS-Bench-201 genotypes: the NB201 skeleton
   t.nb201_cells_per_stage = 5
+  t.mobile_width_mult = 1.0     # mobile genotypes: the widths' scale (radars_jax.nas.mobile)
   t.depthwise_impl = "auto"     # radars_jax.nas.depthwise, radars_jax.performance
   t.log_every = 50              # steps between host syncs (metrics, progress)
   t.eval_every = 0              # epochs between test evaluations (0: at the end only)

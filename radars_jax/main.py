@@ -67,12 +67,22 @@ def run(config, workdir):
 
 
 def genotype_line(genotype: dict) -> str:
-  """A genotype on one line: NAS-Bench-201's arch string, or each DARTS
-  cell's nodes (`op input`, two per node, nodes split by `|`)."""
+  """A genotype on one line: NAS-Bench-201's arch string, a mobile
+  network's blocks (`k5e6`, `-` skipped; stages split by `|`), or each
+  DARTS cell's nodes (`op input`, two per node, nodes split by `|`)."""
   if "arch_str" in genotype:
     return genotype["arch_str"]
   if "ops" in genotype:
     return " ".join(genotype["ops"])
+  if "blocks" in genotype:
+    # mbconv_5x5_e6 -> k5e6
+    short = ["-" if op == "none" else f"k{op.split('_')[1].split('x')[0]}{op.split('_')[2]}"
+             for op in genotype["blocks"]]
+    stages, start = [], 0
+    for n in genotype["stage_blocks"]:
+      stages.append(" ".join(short[start:start + n]))
+      start += n
+    return " | ".join(stages)
   cells = []
   for cell in ("normal", "reduce"):
     pairs = [f"{op} {src}" for op, src in genotype.get(cell, [])]
@@ -111,6 +121,12 @@ def console_summary(mode: str, result: dict, workdir) -> str:
                    f"{stats['best_report_mean']:.3f}")
     lines.append(f"  outputs   {result['plot']}, {path}summary.json, {result['results']}")
     return "\n".join(lines)
+  if result.get("stopped"):
+    return (f"radars_jax: {result['method']} search on {result['space']} / "
+            f"{result['dataset']} stopped: {result['stop_reason']}\n"
+            f"  resume    rerun the command with a larger --config.search.max_seconds; "
+            f"it goes on from {path}checkpoints\n"
+            f"  outputs   {path}summary.json")
   if result.get("agents"):
     return agents_summary(result, path)
   lines = [f"radars_jax: {result['method']} search on {result['space']} / "

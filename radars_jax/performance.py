@@ -10,14 +10,19 @@ measurements show it wins (docs/performance.md, "Performance options" and
   backward; `xla` on GPU and TPU (`radars_jax.nas.depthwise`). Except the
   subspace searches (`radars`, `rl`, `random`): `xla` everywhere, as their
   cost model sizes subspaces from single-op traces, which add up to XLA's
-  bytes of `xla` kernels but not of `shifted` ones. Agent searches
+  bytes of `xla` kernels but not of `shifted` ones; but on the CPU in the
+  mobile space, whose MBConv blocks run their depthwise convs inside the
+  shared program's switches, `shifted`: a switched step on digits took
+  5.8 s with `xla` kernels and 0.06 s with `shifted` ones (every step's
+  compiled bytes are still checked against the budget). Agent searches
   (`task=agents`, `a2d` and `radars`) pick as whole-space DNAS: a PPO
   update with `xla` kernels took 12x as long on the CPU, and the budget
   holds whatever the estimates (every update's bytes are read from XLA).
 - `supernet.scan_edges`: on for whole-space DNAS (`darts`,
   `single_darts`) where every op of the space has a stacked form (a much
   shorter compile, a fraction of the bytes); off for the subspace
-  searches, whose sampled edges differ (they could not scan).
+  searches, whose sampled edges differ (they could not scan), and for the
+  mobile space, a chain of blocks with no cell to scan.
 - `supernet.scan_switched`: on for DARTS cells, whose shared programs
   (`radars`, `rl`, `random`) compile several times faster scanned, in
   fewer bytes; off for NB-201 cells, where scanning won nothing.
@@ -53,7 +58,8 @@ def is_agent_search(config) -> bool:
 def pick(name: str, config, backend: str) -> object:
   """What `auto` means for option `name` of `config` on `backend`."""
   if (name == "supernet.depthwise_impl" and config.method not in DNAS_METHODS
-      and not is_agent_search(config)):
+      and not is_agent_search(config)
+      and not (backend == "cpu" and spaces_lib.space_from_config(config.space).kind == "mobile")):
     return "xla"
   if name.endswith("depthwise_impl"):
     return "shifted" if backend == "cpu" else "xla"
@@ -61,7 +67,7 @@ def pick(name: str, config, backend: str) -> object:
     if config.method not in DNAS_METHODS:
       return False
     space = spaces_lib.space_from_config(config.space)
-    return not ops_lib.without_stacked_form(space.op_names)
+    return space.kind != "mobile" and not ops_lib.without_stacked_form(space.op_names)
   if name == "supernet.scan_switched":
     return spaces_lib.space_from_config(config.space).kind == "darts_cell"
   raise KeyError(f"{name} is not an auto performance option")

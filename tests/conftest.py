@@ -57,6 +57,7 @@ def pytest_unconfigure(config):
 # started last would run alone at the end while the other worker sits idle.
 SLOW_FILES_FIRST = ("test_radars.py", "test_budget.py", "test_baselines.py", "test_train.py",
                     "test_multiprocess.py", "test_experiments.py", "test_parallel_samples.py",
+                    "test_mobile.py",
                     "test_switched.py", "test_scan_edges.py",
                     "test_search.py", "test_a2d.py", "test_agent_radars.py", "test_cli.py",
                     "test_notebook.py", "test_program_size.py", "test_remat.py",

@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 
 from radars_jax import checkpointing
+from radars_jax import main
+from radars_jax import time_limit
 from radars_jax import compile_clock
 from radars_jax import config_defaults
 from radars_jax.radars import cost_model as cost_lib
@@ -364,6 +366,56 @@ def test_crashed_and_resumed_run_ends_with_the_same_genotype(uninterrupted, tmp_
   ref_rewards = [r["reward"] for r in ref["subspace_runs"] if r["iteration"] != "final"]
   np.testing.assert_allclose(rewards, ref_rewards, atol=1e-6)
   assert summary["alive"] == ref["alive"]
+
+
+def stop_at_second_log_step(monkeypatch, tag_suffix: str) -> None:
+  """Makes `search.max_seconds` count as reached at the second log step of
+  the DNAS run whose tag ends with `tag_suffix` (and never elsewhere)."""
+  seen = {"tag": "", "calls": 0}
+  original_train = search.Searcher._train
+
+  def tagged_train(self, *args, **kwargs):
+    seen["tag"], seen["calls"] = kwargs.get("tag", args[8]), 0
+    return original_train(self, *args, **kwargs)
+
+  def reached(self):
+    if seen["tag"].endswith(tag_suffix):
+      seen["calls"] += 1
+      return seen["calls"] == 2
+    return False
+
+  monkeypatch.setattr(search.Searcher, "_train", tagged_train)
+  monkeypatch.setattr(time_limit.TimeLimit, "reached", reached)
+
+
+def test_a_search_stopped_by_its_time_limit_resumes_to_the_same_result(uninterrupted, tmp_path,
+                                                                       monkeypatch):
+  """Past `search.max_seconds` inside a sample's DNAS run, the search
+  checkpoints, says where it stopped and why; rerun without the limit it
+  ends as the uninterrupted run."""
+  config, _, ref = uninterrupted
+  config = copy.deepcopy(config)
+  config.log_every = 1   # (a log step per train step; the numbers do not change)
+  config.search.max_seconds = 1000.0
+  path = workdir_lib.prepare(tmp_path / "run")
+  space = spaces.make_space("nb201")
+  with monkeypatch.context() as patch:
+    stop_at_second_log_step(patch, "it0_s1")
+    stopped = radars_loop.run(config, path, space)
+  assert stopped["stopped"] == "time" and stopped["genotype"] is None
+  assert "it0_s1 at step 2 of" in stopped["stop_reason"], stopped["stop_reason"]
+  assert [r["sample"] for r in stopped["subspace_runs"]] == [0]
+  assert workdir_lib.read_json(path / "summary.json") == json.loads(json.dumps(stopped))
+  assert not (path / "genotype.json").exists()
+  assert "stopped: search.max_seconds=1000 reached" in main.console_summary(
+      "search", stopped, path)
+  config.search.max_seconds = None
+  summary = radars_loop.run(config, path, space)
+  assert summary["genotype"] == ref["genotype"]
+  rewards = [r["reward"] for r in summary["subspace_runs"] if r["iteration"] != "final"]
+  ref_rewards = [r["reward"] for r in ref["subspace_runs"] if r["iteration"] != "final"]
+  np.testing.assert_allclose(rewards, ref_rewards, atol=1e-6)
+  assert summary["search_seconds"] > stopped["search_seconds"]
 
 
 def test_corrupt_latest_checkpoint_falls_back(uninterrupted, tmp_path):

@@ -174,3 +174,31 @@ def test_scan_edges_is_refused_for_subspace_searches(method):
   config_check.check_config(config)   # the shared programs' scan: accepted
   config.method, config.supernet.scan_edges = "single_darts", True
   config_check.check_config(config)   # whole-space DNAS: accepted
+
+
+def test_a_whole_space_search_stopped_by_its_time_limit_resumes(tmp_path, monkeypatch):
+  """`darts` past `search.max_seconds` at a log step checkpoints and
+  writes a stopped summary; rerun with a larger limit, it resumes there,
+  counts the seconds already spent and ends as an uninterrupted run."""
+  config = tiny_config(method="darts")
+  config.log_every = 1
+  config.dnas.derived_finetune_steps = 0
+  reference = search.run_search(config, str(tmp_path / "uninterrupted"))
+  config.search.max_seconds = 1000.0
+  calls = []
+
+  def reached(self):
+    calls.append(1)
+    return len(calls) == 3   # (the third log step)
+
+  with monkeypatch.context() as patch:
+    patch.setattr(search.TimeLimit, "reached", reached)
+    stopped = search.run_search(config, str(tmp_path / "run"))
+  assert stopped["stopped"] == "time" and stopped["steps_done"] == 3
+  assert "darts at step 3 of" in stopped["stop_reason"]
+  assert workdir_lib.read_json(tmp_path / "run" / "summary.json")["stopped"] == "time"
+  config.search.max_seconds = 2000.0
+  resumed = search.run_search(config, str(tmp_path / "run"))
+  assert resumed["genotype"] == reference["genotype"]
+  np.testing.assert_allclose(resumed["alphas"], reference["alphas"], atol=1e-6)
+  assert resumed["search_seconds"] > stopped["search_seconds"]

@@ -174,8 +174,11 @@ class AgentTask:
   module's docstring)."""
   score_fields = ("mean_return", "return_fraction")
 
-  def __init__(self, config, path: Path, space: spaces_lib.SearchSpace, mesh, writer):
-    del mesh   # (one device: the agents' PPO runs unsharded)
+  def __init__(self, config, path: Path, space: spaces_lib.SearchSpace, mesh, writer,
+               time_limit=None):
+    # (one device: the agents' PPO runs unsharded; the time limit stops the
+    # loop between samples, not inside a subspace's PPO)
+    del mesh, time_limit
     self.config, self.space = config, space
     self.run = agents_run.A2DRun.create(config, path, writer)
     self.name = self.run.env.name

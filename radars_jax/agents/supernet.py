@@ -37,10 +37,10 @@ from radars_jax.agents.networks import orthogonal_dense
 from radars_jax.errors import UserError
 from radars_jax.nas import ops as ops_lib
 from radars_jax.nas import spaces as spaces_lib
-from radars_jax.nas.cells import EdgeModes, NB201SearchCell
+from radars_jax.nas.cells import EdgeModes, NB201SearchCell, check_slots
 from radars_jax.nas.mixed_ops import mixing_weights
 from radars_jax.nas.ops import BatchNorm, OpSettings
-from radars_jax.nas.supernet import _check_slots, _cell_modes
+from radars_jax.nas.supernet import _cell_modes
 from radars_jax.retrain import networks as retrain_networks
 
 # Normalisation: each observation's own statistics (a layer norm per
@@ -63,7 +63,7 @@ class AgentSupernet(EdgeModes):
 
   @nn.compact
   def __call__(self, obs, alphas=None, train: bool = True, op_scales=None, slots=None):
-    _check_slots(self, slots)
+    check_slots(self, slots)
     weights = mixing_weights(alphas, op_scales, slots)
     x = nn.Conv(self.channels, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
                 name="stem_conv")(obs)

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from radars_jax import checkpointing
 from radars_jax import compile_clock
 from radars_jax import config_check
 from radars_jax import data as data_lib
@@ -30,10 +31,13 @@ from radars_jax import performance
 from radars_jax.nas import spaces as spaces_lib
 from radars_jax.nas import supernet as supernet_lib
 from radars_jax.nas import weight_pool as pool_lib
+from radars_jax.radars import cost_model as cost_lib
+from radars_jax.radars import hardware
 from radars_jax import report
 from radars_jax.retrain import train
 from radars_jax import workdir as workdir_lib
 from radars_jax.errors import UserError
+from radars_jax.time_limit import NO_LIMIT, TimeLimit, TimeLimitReached, stopped_summary
 
 
 # ---------------------------------------------------------------------------
@@ -110,13 +114,16 @@ class Searcher:
 
   def __init__(self, config, mesh, data: SearchData, space: spaces_lib.SearchSpace,
                writer: metrics_lib.MetricWriter | None = None, slot_orders=None,
-               alpha_penalty=None):
+               alpha_penalty=None, time_limit: TimeLimit = NO_LIMIT):
     """`slot_orders`: per choice point, its ops in the order the switched
     supernet's slots leave them out (`cost_model.CostModel.slot_orders`;
     the RADARS loop's shared programs). `alpha_penalty(alphas, subspace,
     slots)`: a term of the alphas added to every DNAS loss
-    (`radars_jax.radars.hardware.penalty_fn`)."""
+    (`radars_jax.radars.hardware.penalty_fn`). `time_limit`: checked at
+    every log step of a DNAS run, which past it checkpoints and raises
+    `TimeLimitReached`."""
     self.config, self.mesh, self.data, self.space = config, mesh, data, space
+    self.time_limit = time_limit
     self.writer = writer or metrics_lib.MetricWriter(None)
     self.mode = dnas_lib.dnas_mode(config)
     self.batch_size = int(config.data.batch_size)
@@ -310,6 +317,12 @@ class Searcher:
         self.writer.scalars(self.global_step + step + 1,
                             {**means, "weight_lr": program.learning_rate(step)}, prefix="dnas/")
         pending = []
+        if step + 1 < steps and self.time_limit.reached():
+          bar.close()
+          if ckpt is not None:
+            ckpt.save(step + 1, state)
+            ckpt.wait()
+          raise self.time_limit.error(f"{tag} at step {step + 1} of {steps}")
       if ckpt is not None and every > 0 and (step + 1) % every == 0 and step + 1 < steps:
         ckpt.save(step + 1, state)
     bar.close()
@@ -442,12 +455,18 @@ def run_dnas_search(config, path: Path, space: spaces_lib.SearchSpace) -> dict:
 
 def _run_dnas_search(config, path: Path, space: spaces_lib.SearchSpace,
                      clock: compile_clock.CompileClock) -> dict:
+  """The search, resumed from WORKDIR/checkpoints/dnas (saved every
+  `radars.checkpoint_every_steps` steps, and where `search.max_seconds`
+  stops it: then summary.json says so and holds its seconds, which a
+  rerun counts on from)."""
   start = time.perf_counter()
+  before = _seconds_before(path)
+  limit = TimeLimit(config.search.max_seconds, lambda: before + time.perf_counter() - start)
   config, options = performance.start_run(config)
   mesh = parallel.make_mesh()
   data = load_search_data(config.data, mesh)
   writer = metrics_lib.MetricWriter(path / "tensorboard", path / "metrics.jsonl")
-  searcher = Searcher(config, mesh, data, space, writer)
+  searcher = Searcher(config, mesh, data, space, writer, time_limit=limit)
   subspace = space.full_subspace()
   epochs = int(config.dnas.epochs)
   program = searcher.program(subspace, searcher.run_steps(epochs))
@@ -458,15 +477,29 @@ def _run_dnas_search(config, path: Path, space: spaces_lib.SearchSpace,
         f"method={config.method} on space {space.name} needs "
         f"{memory_lib.format_gb(compiled.bytes)} per step, budget "
         f"{memory_lib.format_gb(budget)}; use method=radars to search it within the budget")
-  result = searcher.run_dnas(subspace, epochs, jax.random.key(config.seed),
-                             tag=config.method, compiled=compiled)
+  with checkpointing.Checkpointer(path / "checkpoints" / "dnas", max_to_keep=2) as ckpt:
+    resumed = ckpt.latest_step()
+    if resumed is not None:
+      print(f"radars_jax: resuming {config.method} search at step {resumed} from "
+            f"{ckpt.directory}", flush=True)
+    try:
+      result = searcher.run_dnas(subspace, epochs, jax.random.key(config.seed),
+                                 tag=config.method, compiled=compiled,
+                                 checkpoint=(ckpt, int(config.radars.checkpoint_every_steps)))
+    except TimeLimitReached as stop:
+      writer.close()
+      summary = stopped_summary(config, space.name, data.name, limit.elapsed(), str(stop),
+                                steps_done=ckpt.latest_step(), steps=searcher.run_steps(epochs),
+                                step_bytes=compiled.bytes)
+      workdir_lib.write_json(path / "summary.json", summary)
+      return summary
   writer.close()
   summary = {
       "method": config.method, "mode": searcher.mode, "space": space.name,
       "dataset": data.name, "seed": int(config.seed), "genotype": result.genotype,
       "val_accuracy": result.val_accuracy, "train_loss": result.train_loss,
       "train_accuracy": result.train_accuracy,
-      "search_seconds": time.perf_counter() - start,
+      "search_seconds": limit.elapsed(),
       "compile_seconds": searcher.compile_seconds,
       # every program of the search (evaluators and small ops too)
       "compile_breakdown_seconds": dict(clock.seconds), "compile_total_seconds": clock.total,
@@ -489,6 +522,16 @@ def _run_dnas_search(config, path: Path, space: spaces_lib.SearchSpace,
   return summary
 
 
+def _seconds_before(path: Path) -> float:
+  """The seconds an earlier run in `path` spent before its time limit
+  stopped it (0 if none did)."""
+  summary_path = path / "summary.json"
+  if not summary_path.is_file():
+    return 0.0
+  earlier = workdir_lib.read_json(summary_path)
+  return float(earlier["search_seconds"]) if earlier.get("stopped") else 0.0
+
+
 def compile_subspace_step(program: dnas_lib.DnasProgram, subspace, image_shape,
                           batch_size: int, bytes_only: bool = False):
   """(the compiled train step, the weight shapes) of `program`'s supernet for
@@ -500,6 +543,20 @@ def compile_subspace_step(program: dnas_lib.DnasProgram, subspace, image_shape,
   compiled = program.compile_train_step(
       *program.abstract_inputs(weights, alphas, batch_size, image_shape), bytes_only=bytes_only)
   return compiled, weights
+
+
+def architecture_range(space: spaces_lib.SearchSpace, supernet_config, num_classes: int,
+                       image_shape) -> dict | None:
+  """The weights and FLOPs of the space's cheapest and costliest
+  architectures (`hardware.cost_ranges`), where an architecture is one op
+  per choice point (NAS-Bench-201, mobile); None for DARTS cells, whose
+  derived cells keep two edges per node."""
+  if space.kind == "darts_cell":
+    return None
+  per_edge = cost_lib.per_edge_config(supernet_config)
+  return hardware.cost_ranges(
+      space, lambda sub: supernet_lib.build_supernet(space, sub, per_edge, num_classes),
+      image_shape)
 
 
 def describe(config) -> dict:
@@ -531,6 +588,8 @@ def describe(config) -> dict:
       "choice_points": [{"name": cp.name, "ops": list(cp.ops)} for cp in space.choice_points],
       "ops_per_choice_point": [len(cp.ops) for cp in space.choice_points],
       "supernet_weights": supernet_lib.count_params(weights),
+      "architecture_range": architecture_range(space, config.supernet, num_classes,
+                                               image_shape),
       "dataset": config.data.name, "image_shape": list(image_shape),
       "num_classes": num_classes, "batch_size": batch_size, "devices": int(mesh.devices.size),
       "method": config.method, "dnas_mode": mode,

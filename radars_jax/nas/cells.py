@@ -50,6 +50,16 @@ class EdgeModes(nn.Module):
   scan_switched: bool = _keyword(False)   # switched: the same, weights per edge as unscanned
 
 
+def check_slots(module: EdgeModes, slots) -> None:
+  """Refuses `slots` a supernet cannot take: none for a switched one (it
+  would not know which ops run), some for a static one (it would ignore
+  them)."""
+  if module.switched and slots is None:
+    raise ValueError("a switched supernet needs `slots` (the ops each choice point runs)")
+  if slots is not None and not module.switched:
+    raise ValueError("`slots` given to a static supernet: build it with switched=True")
+
+
 def _edge(switched: bool, op_names, channels, stride, settings, name, x, edge_weights,
           edge_slots, e: int, train: bool, slot_orders=None):
   """Edge `e`'s mixed op on `x` (static or switched; called inside a cell)."""

@@ -156,7 +156,7 @@ def _switched_backward_step(ops, order, stride: int, train: bool):
   the edges read); edge `xs` reads its input and its target's gradient,
   adds its input's gradient to its source's and emits its weights' and
   mixing weights' gradients."""
-  branch = switched_branch(ops, stride, train)
+  branch = switched_branch(ops, stride, None, train)  # (edges keep their channels)
 
   def body(carry, xs):
     g_stack, g_sources, read = carry

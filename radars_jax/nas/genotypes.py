@@ -6,6 +6,8 @@ Genotypes are plain JSON-serialisable dicts (see `radars_jax.nas.spaces`):
   "normal_concat": [2, 3, 4, 5], "reduce": [...], "reduce_concat": [...]}`;
   pair `2k, 2k+1` feeds node `k + 2`; inputs 0 and 1 are the cell inputs.
 - NAS-Bench-201 cells: `{"space": "nb201", "ops": [6 op names], "arch_str"}`.
+- Mobile networks: `{"space": "mobile", "blocks": [an op name per block],
+  "stage_blocks": [blocks per stage]}` (`none`: the block is skipped).
 
 The DARTS cells are copied from the authors' public code: `DARTS_V1`
 (first-order DARTS, quark0/darts `cnn/genotypes.py`), `DARTS_V2`
@@ -74,9 +76,11 @@ def check_genotype(genotype, where: str = "genotype") -> dict:
     out.setdefault("space", "nb201")
     out["arch_str"] = spaces_lib.nb201_arch_str(ops)
     return out
+  if "blocks" in genotype:  # mobile
+    return _check_mobile(genotype, where)
   if "normal" not in genotype or "reduce" not in genotype:
-    raise UserError(f"{where}: a genotype needs 'normal' and 'reduce' (DARTS cells) "
-                    "or 'ops' (a NAS-Bench-201 cell)")
+    raise UserError(f"{where}: a genotype needs 'normal' and 'reduce' (DARTS cells), "
+                    "'ops' (a NAS-Bench-201 cell) or 'blocks' (a mobile network)")
   out = dict(genotype)
   out.setdefault("space", "darts")
   for cell in ("normal", "reduce"):
@@ -101,8 +105,33 @@ def check_genotype(genotype, where: str = "genotype") -> dict:
   return out
 
 
+def _check_mobile(genotype: dict, where: str) -> dict:
+  """A mobile genotype: its layout, and its blocks' ops in the mobile space."""
+  stage_blocks = spaces_lib.parse_blocks(genotype.get("stage_blocks"))
+  blocks = genotype["blocks"]
+  space = spaces_lib.make_space("mobile", blocks=stage_blocks)
+  if not isinstance(blocks, list) or len(blocks) != space.num_choice_points:
+    raise UserError(f"{where}: a mobile genotype of stage_blocks {list(stage_blocks)} has "
+                    f"{space.num_choice_points} blocks, got {blocks!r}")
+  for cp, op in zip(space.choice_points, blocks):
+    if op not in cp.ops:
+      raise UserError(f"{where}: block {cp.name} is {op!r}, not one of {', '.join(cp.ops)}")
+  return {"space": "mobile", "blocks": [str(op) for op in blocks],
+          "stage_blocks": list(stage_blocks),
+          "squeeze_excite": bool(genotype.get("squeeze_excite", False))}
+
+
 def is_nb201(genotype: dict) -> bool:
   return "ops" in genotype
+
+
+def is_mobile(genotype: dict) -> bool:
+  return "blocks" in genotype
+
+
+def network_kind(genotype: dict) -> str:
+  """Which network a genotype is retrained as: darts, nb201 or mobile."""
+  return "nb201" if is_nb201(genotype) else "mobile" if is_mobile(genotype) else "darts"
 
 
 def load_genotype(name_or_path: str) -> dict:

@@ -79,7 +79,7 @@ class MixedOp(nn.Module):
         y = weights[i].astype(y.dtype) * y
       out = y if out is None else out + y
     if out is None:
-      out = jnp.zeros_like(x[:, ::self.stride, ::self.stride, :])
+      out = zeros_out(x, self.stride, self.channels)
     return out
 
 
@@ -142,12 +142,20 @@ def slot_weight(slots, weights, op: int):
   return jnp.any(hit).astype(jnp.int32), jnp.sum(jnp.where(hit, weights, 0.0))
 
 
-def switched_branch(ops, stride: int, train: bool):
+def zeros_out(x, stride: int, channels: int | None):
+  """The zeros a choice point of no op (or `none` alone) outputs: its ops'
+  output shape, `x` subsampled by `stride`, with `channels` channels (None:
+  as many as `x`)."""
+  x = x[:, ::stride, ::stride, :]
+  return jnp.zeros(x.shape[:-1] + (channels or x.shape[-1],), x.dtype)
+
+
+def switched_branch(ops, stride: int, channels: int | None, train: bool):
   """`branch(i)`: op i of a switched choice point as `(x, its weights) ->
   output`; zeros for an absent op (i None) or `none`."""
   def branch(i):
     if i is None or ops[i] is None:
-      return lambda x, params: jnp.zeros_like(x[:, ::stride, ::stride, :])
+      return lambda x, params: zeros_out(x, stride, channels)
     return lambda x, params: ops[i].apply({"params": params}, x, train)
   return branch
 
@@ -169,7 +177,7 @@ def switched_mixed_fn(op_names, channels: int, stride: int, settings: OpSettings
   object per kind of choice point (as `edge_scan`'s scan bodies), so that
   JAX traces it once for all the choice points of that kind."""
   ops = switched_ops(op_names, channels, stride, settings)
-  branch = switched_branch(ops, stride, train)
+  branch = switched_branch(ops, stride, channels, train)
   order = order or tuple(range(len(ops)))
 
   def weighted(i):

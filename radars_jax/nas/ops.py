@@ -47,6 +47,8 @@ class OpSettings:
   remat: bool = True                 # scanned mixed ops recomputed in the backward
                                      # pass (always in supernets; False only to
                                      # measure what it saves: tests/test_remat.py)
+  squeeze_excite: bool = False       # MBConv ops squeeze and excite (the mobile
+                                     # space's option; they then have no stacked form)
 
 
 class BatchNorm(nn.Module):
@@ -191,8 +193,10 @@ class SepConv(nn.Module):
 
 class InvertedResidual(nn.Module):
   """MobileNetV2 block without its residual (the edge's `skip_connect` is
-  a candidate of its own): ReLU, 1x1 expand by `expansion`, BN, ReLU,
-  depthwise k x k, BN, ReLU, 1x1 project, BN."""
+  a candidate of its own): ReLU, 1x1 expand the input's channels by
+  `expansion`, BN, ReLU, depthwise k x k, BN, (with
+  `settings.squeeze_excite`: `SqueezeExcite`), ReLU, 1x1 project to
+  `channels`, BN."""
   channels: int
   kernel_size: int
   stride: int
@@ -201,13 +205,29 @@ class InvertedResidual(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = True):
-    hidden = self.channels * self.expansion
+    c_in = x.shape[-1]
+    hidden = c_in * self.expansion
     x = BatchNorm(self.settings)(_conv(hidden, 1, settings=self.settings)(relu(x)), train)
     x = DepthwiseConv(self.kernel_size, self.stride, 1,
                       self.settings.depthwise_impl)(relu(x))
     x = BatchNorm(self.settings)(x, train)
+    if self.settings.squeeze_excite:
+      x = SqueezeExcite(max(1, c_in // 4))(x)
     x = _conv(self.channels, 1, settings=self.settings)(relu(x))
     return BatchNorm(self.settings)(x, train)
+
+
+class SqueezeExcite(nn.Module):
+  """MnasNet's squeeze-and-excite: each channel scaled by a gate computed
+  from the globally pooled features through a `squeezed`-wide ReLU layer
+  and a sigmoid."""
+  squeezed: int
+
+  @nn.compact
+  def __call__(self, x):
+    s = relu(nn.Dense(self.squeezed, name="squeeze")(x.mean(axis=(1, 2))))
+    gate = nn.sigmoid(nn.Dense(x.shape[-1], name="excite")(s))
+    return x * gate[:, None, None, :].astype(x.dtype)
 
 
 class Pool(nn.Module):

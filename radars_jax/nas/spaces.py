@@ -12,6 +12,9 @@ Spaces:
 - `darts_large`: the same cells with all 23 registry ops (the 8 DARTS ones
   first, so `num_ops=N` takes the first N).
 - `nb201`: the NAS-Bench-201 cell: 6 edges of a 4-node DAG, 5 ops.
+- `mobile`: the MNAS / ProxylessNAS macro space (`radars_jax.nas.mobile`):
+  one choice point per MBConv block (21 by default), each of kernel 3/5/7
+  and expansion 3/6, or `none` (the block skipped) except a stage's first.
 """
 from __future__ import annotations
 
@@ -27,6 +30,9 @@ DARTS_PRIMITIVES = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
                     "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
 DARTS_LARGE_OPS = ops_lib.OP_NAMES  # the 8 DARTS primitives come first
 NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+MOBILE_OPS = ("mbconv_3x3_e3", "mbconv_3x3_e6", "mbconv_5x5_e3", "mbconv_5x5_e6",
+              "mbconv_7x7_e3", "mbconv_7x7_e6", "none")
+MOBILE_STAGE_BLOCKS = (4, 4, 4, 4, 4, 1)   # ProxylessNAS's mobile setting: 21 blocks
 
 DARTS_STEPS = 4          # intermediate nodes per DARTS cell
 NB201_NODES = 4          # nodes of the NAS-Bench-201 cell (node 0 is the input)
@@ -57,8 +63,9 @@ class ChoicePoint:
 @dataclasses.dataclass(frozen=True)
 class SearchSpace:
   name: str
-  kind: str                 # "darts_cell" or "nb201_cell": which supernet
+  kind: str                 # "darts_cell", "nb201_cell" or "mobile": which supernet
   choice_points: tuple[ChoicePoint, ...]
+  stage_blocks: tuple[int, ...] = ()   # mobile: blocks per stage
 
   @property
   def num_choice_points(self) -> int:
@@ -70,8 +77,9 @@ class SearchSpace:
 
   @property
   def op_names(self) -> tuple[str, ...]:
-    """The candidate ops (the same list at every choice point here)."""
-    return self.choice_points[0].ops
+    """The candidate ops: the longest choice point's (every other choice
+    point's ops are its first ones)."""
+    return max((cp.ops for cp in self.choice_points), key=len)
 
   def full_subspace(self) -> Subspace:
     return tuple(tuple(range(len(cp.ops))) for cp in self.choice_points)
@@ -108,7 +116,7 @@ class SearchSpace:
     return subspace
 
 
-SPACE_NAMES = ("darts", "darts_large", "nb201")
+SPACE_NAMES = ("darts", "darts_large", "nb201", "mobile")
 
 
 def _select_ops(default: Sequence[str], ops, num_ops) -> tuple[str, ...]:
@@ -123,11 +131,55 @@ def _select_ops(default: Sequence[str], ops, num_ops) -> tuple[str, ...]:
   return ops_lib.check_op_names(names)
 
 
-def make_space(name: str, ops=None, num_ops=None, steps: int | None = None) -> SearchSpace:
+def parse_blocks(blocks) -> tuple[int, ...]:
+  """The mobile space's blocks per stage: None (the default layout), a
+  sequence or a comma-separated string of one count (at least 1) per stage."""
+  if blocks is None:
+    return MOBILE_STAGE_BLOCKS
+  try:
+    counts = tuple(int(b) for b in (blocks.split(",") if isinstance(blocks, str) else blocks))
+  except ValueError:
+    counts = ()
+  stages = len(MOBILE_STAGE_BLOCKS)
+  if len(counts) != stages or min(counts) < 1:
+    raise UserError(f"space.blocks={blocks!r}: the mobile network has {stages} stages; give "
+                    f"a block count of at least 1 for each, e.g. "
+                    f"{','.join(map(str, MOBILE_STAGE_BLOCKS))}")
+  return counts
+
+
+def make_mobile_space(ops=None, num_ops=None, blocks=None) -> SearchSpace:
+  """The mobile space: per stage, its first block chooses among the ops
+  but `none` (it changes the width, so it cannot be skipped), the others
+  among all of them."""
+  names = _select_ops(MOBILE_OPS, ops, num_ops)
+  if names[-1:] == ("none",) or "none" not in names:
+    first = tuple(n for n in names if n != "none")
+  else:
+    raise UserError(f"space mobile: `none` (a skipped block) must come last in the ops, "
+                    f"got {', '.join(names)}")
+  if not first:
+    raise UserError("space mobile needs at least one op besides `none`")
+  stage_blocks = parse_blocks(blocks)
+  cps = tuple(ChoicePoint(f"stage{s + 1}/block{b + 1}", first if b == 0 else names)
+              for s, n in enumerate(stage_blocks) for b in range(n))
+  return SearchSpace("mobile", "mobile", cps, stage_blocks)
+
+
+def make_space(name: str, ops=None, num_ops=None, steps: int | None = None,
+               blocks=None) -> SearchSpace:
   """Builds a named space; `ops` (names, or comma-separated) or `num_ops`
   (the first N of the space's ops) change the candidate list; `steps`: the
   nodes of a DARTS cell (default DARTS_STEPS; the supernet's `steps` must
-  match), refused for NAS-Bench-201, whose cell is fixed."""
+  match), refused for NAS-Bench-201, whose cell is fixed; `blocks`: the
+  mobile space's blocks per stage (`parse_blocks`), refused for the cells."""
+  if blocks is not None and name != "mobile":
+    raise UserError(f"space.blocks is the mobile space's blocks per stage; space {name!r} "
+                    "has cells")
+  if name == "mobile":
+    if steps is not None:
+      raise UserError("space 'mobile' has blocks, not cells: steps is for DARTS cells")
+    return make_mobile_space(ops, num_ops, blocks)
   if name in ("darts", "darts_large"):
     default = DARTS_PRIMITIVES if name == "darts" else DARTS_LARGE_OPS
     names = _select_ops(default, ops, num_ops)
@@ -145,7 +197,8 @@ def make_space(name: str, ops=None, num_ops=None, steps: int | None = None) -> S
 
 
 def space_from_config(space_config) -> SearchSpace:
-  return make_space(space_config.name, space_config.ops, space_config.num_ops)
+  return make_space(space_config.name, space_config.ops, space_config.num_ops,
+                    blocks=space_config.get("blocks"))
 
 
 # --------------------------------------------------------------------------
@@ -199,8 +252,10 @@ def derive_genotype(space: SearchSpace, subspace: Subspace, alphas) -> dict:
   the strongest op per edge (`none` included, as in NAS-Bench-201).
   """
   weights = op_weights(space, subspace, alphas)
-  if space.kind == "nb201_cell":
+  if space.kind in ("nb201_cell", "mobile"):
     ops = [cp.ops[int(np.nanargmax(weights[c]))] for c, cp in enumerate(space.choice_points)]
+    if space.kind == "mobile":
+      return {"space": space.name, "blocks": ops, "stage_blocks": list(space.stage_blocks)}
     return {"space": space.name, "ops": ops, "arch_str": nb201_arch_str(ops)}
   edges = darts_edges()
   genotype = {"space": space.name}
@@ -239,12 +294,19 @@ def genotype_subspace(space: SearchSpace, genotype: dict) -> Subspace:
   """The derived architecture as a subspace: one op on each kept edge and
   none on dropped ones. Run with `alphas=None` the supernet computes exactly
   the discrete network, with the supernet's (inherited) weights."""
-  needed = "ops" if space.kind == "nb201_cell" else "normal"
+  needed = {"nb201_cell": "ops", "mobile": "blocks"}.get(space.kind, "normal")
   if needed not in genotype:
     raise UserError(f"genotype {genotype.get('space', '?')!r} does not fit space "
                     f"{space.name!r} (it has no {needed!r} field)")
-  if space.kind == "nb201_cell":
-    return tuple((cp.ops.index(op),) for cp, op in zip(space.choice_points, genotype["ops"]))
+  if space.kind in ("nb201_cell", "mobile"):
+    if len(genotype[needed]) != space.num_choice_points:
+      raise UserError(f"genotype has {len(genotype[needed])} {needed}, space {space.name!r} "
+                      f"has {space.num_choice_points} choice points")
+    for cp, op in zip(space.choice_points, genotype[needed]):
+      if op not in cp.ops:
+        raise UserError(f"genotype op {op!r} is not a candidate of {cp.name} in space "
+                        f"{space.name!r} ({', '.join(cp.ops)})")
+    return tuple((cp.ops.index(op),) for cp, op in zip(space.choice_points, genotype[needed]))
   edges = darts_edges()
   subspace = [() for _ in space.choice_points]
   for cell_index, cell in enumerate(("normal", "reduce")):

@@ -18,6 +18,7 @@ Networks:
   cells, reductions at 1/3 and 2/3 of the depth, 4 nodes per cell).
 - `NB201Supernet`: the NAS-Bench-201 skeleton (3 stages of
   `cells_per_stage` cells with residual reduction blocks between them).
+- `MobileSupernet` (`radars_jax.nas.mobile`): a chain of MBConv blocks.
 
 Helpers: alphas (`init_alphas`) and their slotted form (`subspace_slots`,
 `to_slots`, `from_slots`); weights (`param_shapes`, `init_params`, drawn per
@@ -40,8 +41,10 @@ from radars_jax.nas import ops as ops_lib
 from radars_jax.nas import spaces as spaces_lib
 from radars_jax.nas import weight_pool
 from radars_jax.errors import UserError
-from radars_jax.nas.cells import DartsSearchCell, EdgeModes, NB201SearchCell, ResNetBasicBlock
+from radars_jax.nas.cells import (DartsSearchCell, EdgeModes, NB201SearchCell, ResNetBasicBlock,
+                                  check_slots)
 from radars_jax.nas.mixed_ops import mixing_weights
+from radars_jax.nas.mobile import MobileSupernet
 from radars_jax.nas.ops import BatchNorm, OpSettings
 
 Alphas = Sequence[jax.Array]   # one [n_active] vector per choice point
@@ -51,16 +54,6 @@ Slots = jax.Array   # int32 [num_choice_points, k]: op index per slot, -1 = empt
 def reduction_cells(layers: int) -> tuple[int, int]:
   """The DARTS network's reduction cells: at 1/3 and 2/3 of the depth."""
   return layers // 3, 2 * layers // 3
-
-
-def _check_slots(module, slots) -> None:
-  """Refuses `slots` a supernet cannot take: none for a switched one (it
-  would not know which ops run), some for a static one (it would ignore
-  them)."""
-  if module.switched and slots is None:
-    raise ValueError("a switched supernet needs `slots` (the ops each choice point runs)")
-  if slots is not None and not module.switched:
-    raise ValueError("`slots` given to a static supernet: build it with switched=True")
 
 
 def _cell_modes(net: EdgeModes, slot_orders) -> dict:
@@ -84,7 +77,7 @@ class DartsSupernet(EdgeModes):
   @nn.compact
   def __call__(self, x, alphas: Alphas | None = None, train: bool = True,
                op_scales: Alphas | None = None, slots: Slots | None = None):
-    _check_slots(self, slots)
+    check_slots(self, slots)
     n = len(self.normal_ops)
     orders = self.slot_orders or (None,) * (2 * n)
     weights = mixing_weights(alphas, op_scales, slots)
@@ -122,7 +115,7 @@ class NB201Supernet(EdgeModes):
   @nn.compact
   def __call__(self, x, alphas: Alphas | None = None, train: bool = True,
                op_scales: Alphas | None = None, slots: Slots | None = None):
-    _check_slots(self, slots)
+    check_slots(self, slots)
     weights = mixing_weights(alphas, op_scales, slots)
     block_settings = OpSettings(affine=True,
                                 track_running_stats=self.settings.track_running_stats)
@@ -187,6 +180,13 @@ def build_supernet(space: spaces_lib.SearchSpace, subspace: spaces_lib.Subspace 
         settings=OpSettings(pool_bn=False, depthwise_impl=impl),
         switched=switched, slot_orders=slot_orders, scan_edges=scan,
         scan_switched=scan_switched)
+  if space.kind == "mobile":
+    return MobileSupernet(
+        block_ops=names, num_classes=num_classes, stage_blocks=space.stage_blocks,
+        width_mult=float(supernet_config.width_mult),
+        settings=OpSettings(pool_bn=False, depthwise_impl=impl,
+                            squeeze_excite=bool(supernet_config.squeeze_excite)),
+        switched=switched, slot_orders=slot_orders)
   raise ValueError(f"unknown space kind {space.kind!r}")
 
 
@@ -252,6 +252,8 @@ def choice_point_of(model: nn.Module, space: spaces_lib.SearchSpace, path) -> in
   """The choice point of the module or param at `path` (a sequence of
   names, `("cell_3", "edge_1_4", ...)`), None outside every edge."""
   parts = list(path)
+  if isinstance(model, MobileSupernet):
+    return next((int(part.split("_")[1]) for part in parts if part.startswith("block_")), None)
   at = next((i for i, part in enumerate(parts) if part.startswith("edge_")), None)
   if at is None:
     return None
@@ -274,7 +276,7 @@ def param_owners(model: nn.Module, space: spaces_lib.SearchSpace,
     parts = path.split("/")
     c = choice_point_of(model, space, parts)
     if c is not None:
-      at = next(i for i, part in enumerate(parts) if part.startswith("edge_"))
+      at = next(i for i, part in enumerate(parts) if part.startswith(("edge_", "block_")))
       owners[path] = (c, space.choice_points[c].ops.index(parts[at + 1]))
   return owners
 
@@ -307,6 +309,8 @@ def model_choice_points(model: nn.Module) -> tuple:
   """The per-choice-point op lists the supernet was built with."""
   if isinstance(model, DartsSupernet):
     return tuple(model.normal_ops) + tuple(model.reduce_ops)
+  if isinstance(model, MobileSupernet):
+    return tuple(model.block_ops)
   return tuple(model.edge_ops)
 
 

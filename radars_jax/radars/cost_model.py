@@ -253,13 +253,20 @@ def trace_cost_model(space, supernet_config, num_classes: int, image_shape,
   traced per edge as `mixed_ops.MixedOp`s, whatever `supernet.scan_edges`
   says, so that every mixed op's input is seen): `trace_network_cost_model`.
   `progress`: optional callable(done, total)."""
+  per_edge = per_edge_config(supernet_config)
+  return trace_network_cost_model(
+      space, lambda subspace: supernet_lib.build_supernet(space, subspace, per_edge, num_classes),
+      image_shape, batch_size, progress)
+
+
+def per_edge_config(supernet_config):
+  """A copy of `supernet_config` whose cells compute edge by edge (one
+  `MixedOp` each, which the cost models trace), not scanned."""
   per_edge = supernet_config.copy_and_resolve_references() if hasattr(
       supernet_config, "copy_and_resolve_references") else dict(supernet_config)
   if "scan_edges" in per_edge:
     per_edge["scan_edges"] = False
-  return trace_network_cost_model(
-      space, lambda subspace: supernet_lib.build_supernet(space, subspace, per_edge, num_classes),
-      image_shape, batch_size, progress)
+  return per_edge
 
 
 def mixed_op_inputs(space, probe: nn.Module, trace) -> tuple[Any, list, dict]:

@@ -189,6 +189,15 @@ def measure(space: spaces_lib.SearchSpace, build, input_shape, metric: str,
   return costs
 
 
+def cost_ranges(space: spaces_lib.SearchSpace, build, input_shape) -> dict:
+  """{"params": [cheapest, costliest], "flops": [...]}: the weights and the
+  FLOPs (one image) of the derived networks of the cheapest and of the
+  costliest op at every choice point (as the supernets `build(subspace)`
+  makes them; `HardwareCosts.range`)."""
+  return {metric: list(measure(space, build, input_shape, metric).range())
+          for metric in ("params", "flops")}
+
+
 def reference_subspaces(space: spaces_lib.SearchSpace,
                         count: int = 6) -> list[spaces_lib.Subspace]:
   """`count` networks whose every choice point has a live op (not `none`):
@@ -222,7 +231,7 @@ def _module_cost(module, shape, metric: str, table, key) -> float:
   if metric == "flops":
     return _flops(forward, params, x)
   # (the op's settings, e.g. its depthwise kernels, are part of what is timed)
-  return table.get((*key, module.settings), lambda: _time(forward, params, x))
+  return table.get((*key, module.settings), lambda: time_forward(forward, params, x))
 
 
 def network_cost(model, params, x, metric: str, table=None) -> float:
@@ -236,9 +245,9 @@ def network_cost(model, params, x, metric: str, table=None) -> float:
   if metric == "flops":
     return _flops(forward, params, x)
   if table is None:
-    return _time(forward, params, x)
+    return time_forward(forward, params, x)
   name = hashlib.sha1(repr(model).encode()).hexdigest()[:16]
-  return table.get(("network", name, tuple(x.shape)), lambda: _time(forward, params, x))
+  return table.get(("network", name, tuple(x.shape)), lambda: time_forward(forward, params, x))
 
 
 def whole_network_cost(model, input_shape, metric: str, batch_size: int = 1) -> float:
@@ -256,7 +265,7 @@ def _flops(forward, params, x) -> float:
   return float((analysis or {}).get("flops", 0.0))
 
 
-def _time(forward, params, x) -> float:
+def time_forward(forward, params, x) -> float:
   """Median seconds of `forward` on random values of `params`' and `x`'s
   shapes, after a warm-up call."""
   key = jax.random.key(0)

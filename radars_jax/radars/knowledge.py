@@ -76,8 +76,9 @@ def load_source(workdir: str) -> ControllerKnowledge:
     raise UserError(f"controller.transfer_from={workdir!r} holds no RADARS/rl/random search "
                     "(config.json and checkpoints/search)")
   source_config = workdir_lib.read_json(config_path)
-  space = spaces_lib.make_space(source_config["space"]["name"], source_config["space"]["ops"],
-                                source_config["space"]["num_ops"])
+  source_space = source_config["space"]
+  space = spaces_lib.make_space(source_space["name"], source_space["ops"], source_space["num_ops"],
+                                blocks=source_space.get("blocks"))
   with checkpointing.Checkpointer(search_dir) as ckpt:
     read = ckpt.restore_latest()
   if read is None:

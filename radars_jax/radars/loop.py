@@ -74,9 +74,11 @@ from radars_jax import memory as memory_lib
 from radars_jax import metrics as metrics_lib
 from radars_jax import parallel
 from radars_jax import performance
+from radars_jax import workdir as workdir_lib
 from radars_jax.dnas import search as search_lib
 from radars_jax.nas import spaces as spaces_lib
 from radars_jax.errors import UserError
+from radars_jax.time_limit import TimeLimit, TimeLimitReached, stopped_summary
 from radars_jax.radars.state import (Batch, LoopState, PoolView, SearchRecord, SearchTime,
                                    ops_of, subspace_of)
 
@@ -124,6 +126,7 @@ class RadarsSearch:
     self.config, self.path, self.space = config, path, space
     self.method = config.method
     self.time = SearchTime(compile_clock.CompileClock(), time.perf_counter())
+    self.limit = TimeLimit(config.search.max_seconds, self.time.elapsed)
     self.mesh = parallel.make_mesh()
     self.writer = metrics_lib.MetricWriter(path / "tensorboard", path / "metrics.jsonl")
     self.budget = search_lib.budget_bytes(config)
@@ -133,7 +136,8 @@ class RadarsSearch:
     self.dnas_ckpt_root = path / "checkpoints" / "dnas"
     self.verbose = bool(config.progress_bar)
     self.plots_refreshed_at = time.monotonic()
-    self.task: tasks_lib.SearchTask = make_task(config, path, space, self.mesh, self.writer)
+    self.task: tasks_lib.SearchTask = make_task(config, path, space, self.mesh, self.writer,
+                                                time_limit=self.limit)
     # Built by `prepare`, once the cost model exists.
     self.programs: programs.LoopPrograms | None = None
     self.sizing: programs.Sizing | None = None
@@ -182,9 +186,12 @@ class RadarsSearch:
       with self.time.clock:
         state, record = self.restore()
         model = self.prepare(record, state.alive)
-        state = self.loop(state, record, model)
-        if record.phase == "final":
-          self.final(state, record, model)
+        try:
+          state = self.loop(state, record, model)
+          if record.phase == "final":
+            self.final(state, record, model)
+        except TimeLimitReached as stop:
+          return self.stopped(record, str(stop))
         return self.finish(state, record, model)
     finally:
       if self.programs is not None:
@@ -199,6 +206,7 @@ class RadarsSearch:
                                    initial=record.iteration, enabled=self.verbose)
     while record.phase == "loop":
       it = record.iteration
+      self.limit.check(f"before iteration {it}")
       k = self.sizing.subspace_size(model, state.alive)
       if self.method == "radars" and (it >= max_iterations
                                       or self.sizing.alive_fits(model, state.alive)):
@@ -243,6 +251,7 @@ class RadarsSearch:
                                             batch.ops.shape[-1], self.hparams)
     group = self.programs.group_step(batch.k, steps, record, model)
     while record.sample < len(batch.ops):
+      self.limit.check(f"before sample {record.sample} of iteration {it}")
       if group is not None:
         indices = list(range(record.sample, min(record.sample + group.samples, len(batch.ops))))
         tag, runs = self.run_group(state, record, it, indices, model, group)
@@ -329,6 +338,20 @@ class RadarsSearch:
                         **{name: fields[name] for name in self.task.score_fields}})
     record.phase = "done"
     self.save((record.iteration + 1) * (self.num_samples + 1), state, record)
+
+  def stopped(self, record: SearchRecord, reason: str) -> dict:
+    """Writes and returns the summary of a search its time limit stopped
+    (its checkpoints stay: a rerun goes on from them)."""
+    self.writer.close()
+    self.ckpt.close()
+    runs = [r for r in record.runs if r.get("compiled_bytes")]
+    summary = stopped_summary(
+        self.config, self.space.name, self.task.name, self.time.elapsed(), reason,
+        iterations_done=record.iteration, subspace_runs=record.runs, best_sample=record.best,
+        step_bytes=int(max((r["compiled_bytes"] for r in runs), default=0)))
+    workdir_lib.write_json(self.path / "history.json", {"iterations": record.history})
+    workdir_lib.write_json(self.path / "summary.json", summary)
+    return summary
 
   def write_plots(self, record: SearchRecord) -> None:
     """After an iteration: WORKDIR/plots refreshed, at most once every

@@ -36,6 +36,7 @@ from radars_jax.radars import cost_model as cost_lib
 from radars_jax.radars import hardware
 from radars_jax.radars import programs
 from radars_jax.radars.state import PoolView, SearchRecord
+from radars_jax.time_limit import NO_LIMIT, TimeLimit
 
 
 class SearchTask(Protocol):
@@ -64,9 +65,11 @@ class ImageTask:
   cost term)."""
   score_fields = ("val_accuracy",)
 
-  def __init__(self, config, path: Path, space: spaces_lib.SearchSpace, mesh, writer):
+  def __init__(self, config, path: Path, space: spaces_lib.SearchSpace, mesh, writer,
+               time_limit: TimeLimit = NO_LIMIT):
     del path   # (images write nothing of their own)
     self.config, self.space, self.mesh, self.writer = config, space, mesh, writer
+    self.time_limit = time_limit   # (its DNAS runs stop at a log step past it)
     self.data = search_lib.load_search_data(config.data, mesh)
     self.name = self.data.name
     # set by `build`
@@ -103,7 +106,7 @@ class ImageTask:
         penalty = hardware.penalty_fn(self.costs, hw)
     self.searcher = search_lib.Searcher(self.config, self.mesh, self.data, self.space,
                                         self.writer, slot_orders=model.slot_orders(),
-                                        alpha_penalty=penalty)
+                                        alpha_penalty=penalty, time_limit=self.time_limit)
     self.sizing = programs.Sizing(self.config, budget, self.searcher.steps_per_epoch())
     loop_programs = programs.LoopPrograms(
         self.config, self.searcher, budget,

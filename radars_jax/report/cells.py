@@ -1,4 +1,5 @@
-"""Drawings of a found cell: DARTS (normal, reduce) or NAS-Bench-201.
+"""Drawings of a found cell: DARTS (normal, reduce) or NAS-Bench-201; and
+of a found mobile network, its blocks in a row (`draw_mobile_network`).
 
 Nodes sit at fixed places, edges are quadratic Bezier curves bent around
 nodes, and each op label is put along its edge where it overlaps least;
@@ -287,12 +288,70 @@ def draw_nb201_cell(genotype: dict, path: str | os.PathLike, title: str | None =
   return _draw_graph(nodes, edges, Path(path), title or "NAS-Bench-201 cell", subtitle)
 
 
+_KERNEL_COLOURS = {3: "#56B4E9", 5: "#0072B2", 7: "#00385A"}
+
+
+def draw_mobile_network(genotype: dict, path: str | os.PathLike,
+                        title: str | None = None) -> Path:
+  """A mobile genotype's blocks left to right, stage by stage: each block a
+  box whose height is its expansion and whose colour its kernel, labelled
+  `k5 e6`; a skipped block (`none`) a dashed outline."""
+  blocks, stage_blocks = list(genotype["blocks"]), list(genotype["stage_blocks"])
+  box_w, gap, stage_gap = 0.55, 0.12, 0.45
+  width = len(blocks) * (box_w + gap) + len(stage_blocks) * stage_gap + 0.6
+  fig = style.new_figure(max(width, 5.0), 2.6, layout=None)
+  ax = fig.add_axes((0, 0.05, 1, 0.72))
+  ax.set_xlim(0, max(width, 5.0))
+  ax.set_ylim(-0.55, 1.35)
+  ax.set_axis_off()
+  x, c = 0.3, 0
+  for s, n in enumerate(stage_blocks):
+    start = x
+    for _ in range(n):
+      op = blocks[c]
+      if op == "none":
+        ax.add_patch(FancyBboxPatch((x, 0.1), box_w, 0.4, boxstyle="round,pad=0.02",
+                                    fill=False, linestyle="--", edgecolor="#808080"))
+        ax.text(x + box_w / 2, 0.3, "skip", ha="center", va="center", fontsize=8,
+                color="#808080")
+      else:
+        k, e = _kernel_and_expansion(op)
+        h = 0.4 + 0.1 * e
+        ax.add_patch(FancyBboxPatch((x, 0.0), box_w, h, boxstyle="round,pad=0.02",
+                                    facecolor=_KERNEL_COLOURS.get(k, "#404040"),
+                                    edgecolor="black", linewidth=0.6))
+        ax.text(x + box_w / 2, h / 2, f"k{k}\ne{e}", ha="center", va="center", fontsize=8,
+                color="white")
+      x += box_w + gap
+      c += 1
+    ax.text((start + x - gap) / 2, -0.3, f"stage {s + 1}", ha="center", va="center",
+            fontsize=9, color="#404040")
+    x += stage_gap
+  fig.text(0.5, 0.92, title or "Found mobile network", ha="center", va="center",
+           fontsize=14, weight="bold")
+  skipped = blocks.count("none")
+  fig.text(0.5, 0.82, f"{len(blocks) - skipped} MBConv blocks, {skipped} skipped; "
+           "height: expansion, colour: kernel (light 3, mid 5, dark 7)",
+           ha="center", va="center", fontsize=9, color="#404040")
+  return style.save_figure(fig, Path(path))
+
+
+def _kernel_and_expansion(op: str) -> tuple[int, int]:
+  """(kernel, expansion) of an `mbconv_KxK_eE` op."""
+  _, kernel, expansion = op.split("_")
+  return int(kernel.split("x")[0]), int(expansion[1:])
+
+
 def draw_genotype(genotype: dict, outdir: str | os.PathLike,
                   prefix: str = "cell") -> list[tuple[Path, str]]:
-  """Draws a DARTS (normal + reduce) or NAS-Bench-201 genotype: [(png, caption)]."""
+  """Draws a DARTS (normal + reduce), NAS-Bench-201 or mobile genotype:
+  [(png, caption)]."""
   outdir = Path(outdir)
   out = []
-  if "ops" in genotype:
+  if "blocks" in genotype:
+    out.append((draw_mobile_network(genotype, outdir / f"{prefix}_mobile.png"),
+                "The found mobile network, one box per MBConv block; dashed: skipped."))
+  elif "ops" in genotype:
     out.append((draw_nb201_cell(genotype, outdir / f"{prefix}.png"),
                 "The found NAS-Bench-201 cell; dashed grey edges are `none` (no connection)."))
   else:
@@ -308,7 +367,14 @@ def draw_genotype(genotype: dict, outdir: str | os.PathLike,
 
 
 def genotype_text(genotype: dict) -> str:
-  """A human-readable genotype: one line per node (DARTS) or the arch string."""
+  """A human-readable genotype: one line per node (DARTS), the arch string
+  (NAS-Bench-201) or one line per stage (mobile)."""
+  if "blocks" in genotype:
+    blocks, lines, c = genotype["blocks"], [], 0
+    for s, n in enumerate(genotype["stage_blocks"]):
+      lines.append(f"stage {s + 1}: " + " ".join(blocks[c:c + n]))
+      c += n
+    return "\n".join(lines)
   if "ops" in genotype:
     lines = [genotype.get("arch_str") or " ".join(map(str, genotype["ops"]))]
     return "\n".join(lines)

@@ -14,6 +14,8 @@
 - `NB201Network`: the NAS-Bench-201 skeleton (`TinyNetwork`) with one op per
   edge: stem, 3 stages of `cells_per_stage` cells with residual reduction
   blocks between them, BN-ReLU, pooling, classifier. `none` edges add zero.
+- `MobileNetwork` (`radars_jax.nas.mobile`): the chain of MBConv blocks,
+  one op per block (`none`: skipped).
 
 Ops use `OpSettings(affine=True, track_running_stats=True, pool_bn=False)`:
 affine BatchNorm with running averages (batch statistics in training, the
@@ -41,6 +43,7 @@ from radars_jax.nas import spaces as spaces_lib
 from radars_jax.errors import UserError
 from radars_jax.nas.ops import BatchNorm, OpSettings, relu
 from radars_jax.nas.cells import ResNetBasicBlock, preprocess_cell_inputs
+from radars_jax.nas.mobile import MobileNetwork
 
 EVAL_SETTINGS = OpSettings(affine=True, track_running_stats=True, pool_bn=False)
 AUX_NAME = "auxiliary_head"
@@ -199,12 +202,18 @@ class NB201Network(nn.Module):
 
 def build_network(genotype: dict, num_classes: int, *, channels: int = 36,
                   layers: int = 20, auxiliary: bool = False, nb201_channels: int = 16,
-                  nb201_cells_per_stage: int = 5,
+                  nb201_cells_per_stage: int = 5, mobile_width_mult: float = 1.0,
                   depthwise_impl: str = "xla") -> nn.Module:
-  """The eval network of a genotype dict (DARTS cells or a NAS-Bench-201 cell)."""
+  """The eval network of a genotype dict (DARTS cells, a NAS-Bench-201 cell
+  or a mobile network)."""
   genotype = genotypes_lib.check_genotype(genotype)
   settings = OpSettings(affine=True, track_running_stats=True, pool_bn=False,
                         depthwise_impl=depthwise_impl)
+  if genotypes_lib.is_mobile(genotype):
+    return MobileNetwork(tuple(genotype["blocks"]), num_classes,
+                         tuple(genotype["stage_blocks"]), mobile_width_mult,
+                         dataclasses.replace(settings,
+                                             squeeze_excite=genotype["squeeze_excite"]))
   if genotypes_lib.is_nb201(genotype):
     return NB201Network(tuple(genotype["ops"]), num_classes, nb201_channels,
                         nb201_cells_per_stage, settings)

@@ -11,7 +11,8 @@ momentum and weight decay, a learning rate following a cosine from `lr` to
 cutout, drop path ramped linearly from 0 to `drop_path` over the epochs, an
 auxiliary head weighted `auxiliary_weight` (0: no head). NAS-Bench-201
 genotypes train the NAS-Bench-201 network (`nb201_channels`,
-`nb201_cells_per_stage`) with the same optimiser, without drop path or head.
+`nb201_cells_per_stage`), mobile ones the mobile network
+(`mobile_width_mult`), with the same optimiser, without drop path or head.
 
 Sections: config; model; NAS-Bench-201 table; the run (data, checkpoint,
 loop, evaluation); the compiled steps are in `retrain.steps`. Data-parallel
@@ -85,7 +86,7 @@ def _train_config(config) -> ml_collections.ConfigDict:
 # ---------------------------------------------------------------------------
 
 def build_model(genotype: dict, num_classes: int, train_config, auxiliary: bool | None = None):
-  """The eval network of `genotype` (DARTS or NAS-Bench-201) at the sizes of
+  """The eval network of `genotype` (DARTS, NAS-Bench-201 or mobile) at the sizes of
   `train_config`; with the auxiliary head if `auxiliary` (by default, when
   `auxiliary_weight` > 0)."""
   if auxiliary is None:
@@ -95,6 +96,7 @@ def build_model(genotype: dict, num_classes: int, train_config, auxiliary: bool 
       layers=int(train_config.layers), auxiliary=auxiliary,
       nb201_channels=int(train_config.nb201_channels),
       nb201_cells_per_stage=int(train_config.nb201_cells_per_stage),
+      mobile_width_mult=float(train_config.mobile_width_mult),
       depthwise_impl=train_config.depthwise_impl)
 
 
@@ -112,13 +114,15 @@ def describe_genotype(config) -> dict:
     model = build_model(genotype, num_classes, train_config, auxiliary=False)
     info = networks.describe_network(model, image_shape)
     info["weights_with_auxiliary"] = None
-  is_nb201 = genotypes_lib.is_nb201(genotype)
+  kind = genotypes_lib.network_kind(genotype)
   return {
-      "genotype": genotype, "network": "nb201" if is_nb201 else "darts",
+      "genotype": genotype, "network": kind,
       "dataset": config.data.name, "image_shape": list(image_shape),
       "num_classes": num_classes,
-      "layers": None if is_nb201 else int(train_config.layers),
-      "channels": int(train_config.nb201_channels if is_nb201 else train_config.channels),
+      "layers": int(train_config.layers) if kind == "darts" else None,
+      "channels": {"darts": int(train_config.channels),
+                   "nb201": int(train_config.nb201_channels)}.get(kind),
+      "width_mult": float(train_config.mobile_width_mult) if kind == "mobile" else None,
       "weights": info["weights"],
       "weights_with_auxiliary": info["weights_with_auxiliary"],
       "flops": info["macs"],
@@ -158,21 +162,21 @@ def nb201_table_entry(path: str, genotype: dict) -> dict:
 # The run
 # ---------------------------------------------------------------------------
 
-def _setup(config, genotype: dict, dataset, mesh) -> tuple[steps_lib.TrainSpec, bool]:
+def _setup(config, genotype: dict, dataset, mesh) -> steps_lib.TrainSpec:
   """The run's spec; checks the batch against the data and the devices."""
   t = config.train
-  is_nb201 = genotypes_lib.is_nb201(genotype)
+  cells = genotypes_lib.network_kind(genotype) == "darts"   # drop path and the head
   parallel.check_divisible(int(t.batch_size), mesh, "train.batch_size")
   n = len(dataset.train_labels)
   if n // int(t.batch_size) < 1:
     raise UserError(f"train.batch_size={t.batch_size} is larger than the {n} "
                     f"training examples of {dataset.name}")
-  auxiliary = (not is_nb201) and float(t.auxiliary_weight) > 0
+  auxiliary = cells and float(t.auxiliary_weight) > 0
   model = build_model(genotype, dataset.num_classes, t, auxiliary=auxiliary)
   spec = steps_lib.TrainSpec.from_config(
-      config, model, dataset, drop_path=0.0 if is_nb201 else float(t.drop_path),
+      config, model, dataset, drop_path=float(t.drop_path) if cells else 0.0,
       auxiliary_weight=float(t.auxiliary_weight) if auxiliary else 0.0)
-  return spec, is_nb201
+  return spec
 
 
 def load_trained_state(config, workdir) -> tuple[int, steps_lib.TrainState] | None:
@@ -189,7 +193,7 @@ def load_trained_state(config, workdir) -> tuple[int, steps_lib.TrainState] | No
       config.data.name, placeholder, np.zeros(batch, np.int32), placeholder,
       np.zeros(batch, np.int32), num_classes, mean=(0.0,) * image_shape[-1],
       std=(1.0,) * image_shape[-1])
-  spec, _ = _setup(config, genotype, dataset, mesh)
+  spec = _setup(config, genotype, dataset, mesh)
   template = jax.eval_shape(steps_lib.program(spec, mesh).init,
                             jax.random.key(int(config.seed)))
   replicated = parallel.replicated(mesh)
@@ -208,7 +212,6 @@ class _Run:
   replicated: Any              # the state's sharding (replicated over the mesh)
   dataset_name: str
   spec: steps_lib.TrainSpec
-  is_nb201: bool
   prog: steps_lib.Program
   size: dict                   # `networks.describe_network`: weights, macs
   train_split: data_lib.DeviceSplit
@@ -289,12 +292,12 @@ def _build_run(config, genotype: dict) -> _Run:
   mesh = parallel.make_mesh()
   replicated = parallel.replicated(mesh)
   ds = data_lib.load_dataset(config.data)
-  spec, is_nb201 = _setup(config, genotype, ds, mesh)
+  spec = _setup(config, genotype, ds, mesh)
   prog = steps_lib.program(spec, mesh)
   size = networks.describe_network(spec.model, ds.image_shape)
   train_split = data_lib.to_device(ds.train_images, ds.train_labels, replicated)
   test_split = data_lib.to_device(ds.test_images, ds.test_labels, replicated)
-  return _Run(mesh, replicated, ds.name, spec, is_nb201, prog, size, train_split, test_split)
+  return _Run(mesh, replicated, ds.name, spec, prog, size, train_split, test_split)
 
 
 def _restore(ckpt: checkpointing.Checkpointer, path: Path, state: steps_lib.TrainState,
@@ -396,7 +399,7 @@ def _summary(config, genotype: dict, run: _Run, state: steps_lib.TrainState, res
   history."""
   spec = run.spec
   return {
-      "genotype": genotype, "network": "nb201" if run.is_nb201 else "darts",
+      "genotype": genotype, "network": genotypes_lib.network_kind(genotype),
       "dataset": run.dataset_name, "seed": int(config.seed),
       "test_accuracy": result["accuracy"], "test_loss": result["loss"],
       "train_loss": progress.train_loss, "train_accuracy": progress.train_accuracy,
