@@ -184,3 +184,33 @@ def test_accelerator_check_small_reports_the_device_and_each_subspace_s_bytes(tm
     assert row["result"]["compiled_bytes"] > 0 and row["result"]["peak_bytes"] is None
     assert abs(row["estimate_vs_compiled"]) < 0.25, row
   assert "2 of 2 parts ok" in result.stdout
+
+
+def test_compare_methods_tiny_runs_refuses_and_retrains(tmp_path):
+  """Two methods, one seed, the digits quickstart cut to one sample: the
+  whole-space Single-DARTS refused by the budget with its bytes, the random
+  search completed, retrained for one epoch, its latency timed; JSON,
+  table and plot written (the numbers are not checked: benchmarks are not
+  tests)."""
+  out = tmp_path / "compare.json"
+  result = subprocess.run(
+      [sys.executable, str(ROOT / "experiments" / "compare_methods.py"), "--setting",
+       "digits_nb201", "--methods", "single_darts,random", "--seeds", "1", "--retrain-epochs", "1",
+       "--override", "radars.max_iterations=1", "--override",
+       "controller.samples_per_iteration=1", "--override", "radars.subspace_epochs=0.5",
+       # (the kernels the quickstart's budget is sized for: just under the
+       # whole space's Single-DARTS step; scanned and recomputed it fits)
+       "--override", "supernet.scan_edges=False", "--override", "supernet.depthwise_impl=xla",
+       "--json", str(out)],
+      capture_output=True, text=True, cwd=ROOT, timeout=900,
+      env={**os.environ, "XLA_FLAGS": conftest.ONE_DEVICE_XLA_FLAGS})   # (the budget is per device)
+  assert result.returncode == 0, result.stderr[-3000:]
+  data = json.loads(out.read_text())
+  whole, random_ = data["runs"]
+  assert whole["outcome"] == "refused (memory)"
+  assert whole["step_bytes"] > data["budget_gb"] * 1e9
+  assert random_["outcome"] == "completed" and 0 <= random_["test_accuracy"] <= 1
+  assert random_["latency_s"] > 0 and random_["flops"] > 0 and random_["search_seconds"] > 0
+  assert data["methods"]["random"]["outcomes"] == {"completed": 1}
+  assert "| single_darts | 1 refused (memory) |" in result.stdout
+  assert out.with_suffix(".png").exists()
