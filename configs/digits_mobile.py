@@ -18,7 +18,7 @@ from radars_jax import config_defaults
 def get_config():
   config = config_defaults.base_config()
   config.method = "radars"
-  config.memory_budget_gb = 0.03
+  config.memory_budget_gb = 0.3
   config.radars.budget_margin = 0.02
   config.data.name = "digits"
   config.data.holdout_size = 287      # 20% of the 1,437 training digits

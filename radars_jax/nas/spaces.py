@@ -153,11 +153,10 @@ def make_mobile_space(ops=None, num_ops=None, blocks=None) -> SearchSpace:
   but `none` (it changes the width, so it cannot be skipped), the others
   among all of them."""
   names = _select_ops(MOBILE_OPS, ops, num_ops)
-  if names[-1:] == ("none",) or "none" not in names:
-    first = tuple(n for n in names if n != "none")
-  else:
+  if "none" in names[:-1]:
     raise UserError(f"space mobile: `none` (a skipped block) must come last in the ops, "
                     f"got {', '.join(names)}")
+  first = tuple(n for n in names if n != "none")
   if not first:
     raise UserError("space mobile needs at least one op besides `none`")
   stage_blocks = parse_blocks(blocks)
