@@ -75,8 +75,8 @@ def genotype_line(genotype: dict) -> str:
   if "ops" in genotype:
     return " ".join(genotype["ops"])
   if "blocks" in genotype:
-    # mbconv_5x5_e6 -> k5e6
-    short = ["-" if op == "none" else f"k{op.split('_')[1].split('x')[0]}{op.split('_')[2]}"
+    from radars_jax.report.cells import kernel_and_expansion  # pylint: disable=import-outside-toplevel
+    short = ["-" if op == "none" else "k{}e{}".format(*kernel_and_expansion(op))
              for op in genotype["blocks"]]
     stages, start = [], 0
     for n in genotype["stage_blocks"]:

@@ -49,6 +49,4 @@ def stopped_summary(config, space_name: str, dataset: str, elapsed: float, reaso
   return {"method": config.method, "space": space_name, "dataset": dataset,
           "seed": int(config.seed), "stopped": "time", "stop_reason": reason,
           "max_seconds": float(config.search.max_seconds), "search_seconds": elapsed,
-          "memory_budget_bytes": (None if config.memory_budget_gb is None
-                                  else float(config.memory_budget_gb) * 1e9),
           "genotype": None, **done}

@@ -490,7 +490,7 @@ def _run_dnas_search(config, path: Path, space: spaces_lib.SearchSpace,
       writer.close()
       summary = stopped_summary(config, space.name, data.name, limit.elapsed(), str(stop),
                                 steps_done=ckpt.latest_step(), steps=searcher.run_steps(epochs),
-                                step_bytes=compiled.bytes)
+                                step_bytes=compiled.bytes, memory_budget_bytes=budget)
       workdir_lib.write_json(path / "summary.json", summary)
       return summary
   writer.close()

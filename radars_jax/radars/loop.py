@@ -348,7 +348,8 @@ class RadarsSearch:
     summary = stopped_summary(
         self.config, self.space.name, self.task.name, self.time.elapsed(), reason,
         iterations_done=record.iteration, subspace_runs=record.runs, best_sample=record.best,
-        step_bytes=int(max((r["compiled_bytes"] for r in runs), default=0)))
+        step_bytes=int(max((r["compiled_bytes"] for r in runs), default=0)),
+        memory_budget_bytes=self.budget)
     workdir_lib.write_json(self.path / "history.json", {"iterations": record.history})
     workdir_lib.write_json(self.path / "summary.json", summary)
     return summary

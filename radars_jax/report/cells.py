@@ -315,7 +315,7 @@ def draw_mobile_network(genotype: dict, path: str | os.PathLike,
         ax.text(x + box_w / 2, 0.3, "skip", ha="center", va="center", fontsize=8,
                 color="#808080")
       else:
-        k, e = _kernel_and_expansion(op)
+        k, e = kernel_and_expansion(op)
         h = 0.4 + 0.1 * e
         ax.add_patch(FancyBboxPatch((x, 0.0), box_w, h, boxstyle="round,pad=0.02",
                                     facecolor=_KERNEL_COLOURS.get(k, "#404040"),
@@ -336,7 +336,7 @@ def draw_mobile_network(genotype: dict, path: str | os.PathLike,
   return style.save_figure(fig, Path(path))
 
 
-def _kernel_and_expansion(op: str) -> tuple[int, int]:
+def kernel_and_expansion(op: str) -> tuple[int, int]:
   """(kernel, expansion) of an `mbconv_KxK_eE` op."""
   _, kernel, expansion = op.split("_")
   return int(kernel.split("x")[0]), int(expansion[1:])
