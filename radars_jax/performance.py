@@ -13,7 +13,7 @@ measurements show it wins (docs/performance.md, "Performance options" and
   bytes of `xla` kernels but not of `shifted` ones; but on the CPU in the
   mobile space, whose MBConv blocks run their depthwise convs inside the
   shared program's switches, `shifted`: a switched step on digits took
-  5.8 s with `xla` kernels and 0.06 s with `shifted` ones (every step's
+  5.5 s with `xla` kernels and 0.08 s with `shifted` ones (every step's
   compiled bytes are still checked against the budget). Agent searches
   (`task=agents`, `a2d` and `radars`) pick as whole-space DNAS: a PPO
   update with `xla` kernels took 12x as long on the CPU, and the budget
