@@ -44,16 +44,20 @@ SETTINGS = {
 }
 
 
-def run_main(config: str, workdir: Path, flags: dict) -> tuple[int, str, dict | None]:
-  """`python -m radars_jax.main --config configs/CONFIG --workdir WORKDIR`
-  with `flags`: (exit status, stderr's last line, its summary.json or
-  eval.json, None if neither was written)."""
-  done = subprocess.run(
+def main_command(config: str, flags: dict, *extra: str) -> subprocess.CompletedProcess:
+  """`python -m radars_jax.main --config configs/CONFIG` with `extra`
+  arguments and `flags` (config fields), run to its end."""
+  return subprocess.run(
       [sys.executable, "-m", "radars_jax.main", f"--config={ROOT / 'configs' / config}",
-       f"--workdir={workdir}", "--config.progress_bar=False",
-       *(f"--config.{k}={v}" for k, v in flags.items())],
+       *extra, *(f"--config.{k}={v}" for k, v in flags.items())],
       capture_output=True, text=True, cwd=ROOT, timeout=7200,
       env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def run_main(config: str, workdir: Path, flags: dict) -> tuple[int, str, dict | None]:
+  """`main_command` in `workdir`: (exit status, stderr's last line, its
+  summary.json or eval.json, None if neither was written)."""
+  done = main_command(config, flags, f"--workdir={workdir}", "--config.progress_bar=False")
   last = (done.stderr.strip().splitlines() or [""])[-1]
   for name in ("summary.json", "eval.json"):
     if (workdir / name).exists():
@@ -62,12 +66,9 @@ def run_main(config: str, workdir: Path, flags: dict) -> tuple[int, str, dict | 
 
 
 def describe_bytes(config: str, flags: dict) -> int | None:
-  """The whole space's step bytes by `mode=describe` (nothing trains)."""
-  done = subprocess.run(
-      [sys.executable, "-m", "radars_jax.main", f"--config={ROOT / 'configs' / config}",
-       "--config.mode=describe", *(f"--config.{k}={v}" for k, v in flags.items())],
-      capture_output=True, text=True, cwd=ROOT, timeout=3600,
-      env={**os.environ, "PYTHONPATH": str(ROOT)})
+  """The whole space's step bytes by `mode=describe` (nothing trains;
+  None where the program is too large to compile)."""
+  done = main_command(config, flags, "--config.mode=describe")
   if done.returncode != 0:
     raise RuntimeError(f"describe failed: {done.stderr[-2000:]}")
   return json.loads(done.stdout[done.stdout.index("{"):])["full_space_step_bytes"]
@@ -107,7 +108,7 @@ def run_one(setting: str, method: str, seed: int, args, tmp: Path) -> dict:
   row = {"method": method, "seed": seed}
   if rc == 2 and "per step, budget" in last:
     row.update(outcome="refused (memory)", message=last,
-               step_bytes=describe_bytes(search_config, {**flags, "method": method}))
+               step_bytes=describe_bytes(search_config, flags))
     return row
   if rc != 0 or summary is None:
     raise RuntimeError(f"{workdir}: exit {rc}: {last}")
@@ -131,8 +132,8 @@ def run_one(setting: str, method: str, seed: int, args, tmp: Path) -> dict:
 
 
 def aggregate(rows: list[dict]) -> dict:
-  """Per method: outcomes counted, and mean and std over the completed
-  runs of every number."""
+  """Per method: outcomes counted, and each number's mean and std over
+  the runs that have it (a refused run has only its step's bytes)."""
   out = {}
   for method in dict.fromkeys(r["method"] for r in rows):
     mine = [r for r in rows if r["method"] == method]
