@@ -191,6 +191,7 @@ FIELDS: dict[str, Rule] = {
     "space.ops": _OPTIONAL_STR,
     "space.num_ops": _int(1, optional=True),
     "space.blocks": _OPTIONAL_STR,
+    "space.squeeze_excite": _BOOL,
     # supernet
     "supernet.channels": _int(1),
     "supernet.layers": _int(1),
@@ -198,7 +199,6 @@ FIELDS: dict[str, Rule] = {
     "supernet.stem_multiplier": _int(1),
     "supernet.cells_per_stage": _int(1),
     "supernet.width_mult": _positive(),
-    "supernet.squeeze_excite": _BOOL,
     "supernet.depthwise_impl": _choice(*depthwise.IMPLEMENTATIONS, noun="implementation"),
     "supernet.scan_edges": Rule("bool", optional=True),      # None: auto
     "supernet.scan_switched": Rule("bool", optional=True),
@@ -390,9 +390,6 @@ def _check_search(config, mode: str) -> None:
   _check_radars_budget(config, mode)
   check_performance_options(config)
   space = spaces_lib.space_from_config(config.space)
-  if supernet.get("squeeze_excite") and space.kind != "mobile":
-    raise UserError(f"supernet.squeeze_excite is the mobile space's option; space "
-                    f"{space.name!r} has cells of the registry's ops")
   if space.kind == "darts_cell" and supernet.steps != spaces_lib.DARTS_STEPS:
     raise UserError(f"supernet.steps={supernet.steps}: space {space.name!r} is built for "
                     f"DARTS cells of {spaces_lib.DARTS_STEPS} nodes: set "

@@ -109,6 +109,7 @@ def space_config() -> ml_collections.ConfigDict:
   c.num_ops = ml_collections.FieldReference(None, field_type=int)
   # mobile: blocks per stage, "4,4,4,4,4,1" (None: that, ProxylessNAS's 21 blocks)
   c.blocks = ml_collections.FieldReference(None, field_type=str)
+  c.squeeze_excite = False   # mobile: squeeze-and-excite in every MBConv block
   return c
 
 
@@ -122,7 +123,6 @@ def supernet_config() -> ml_collections.ConfigDict:
   c.stem_multiplier = 3
   c.cells_per_stage = 5  # NAS-Bench-201 skeleton
   c.width_mult = 1.0     # mobile: every width scaled (radars_jax.nas.mobile)
-  c.squeeze_excite = False  # mobile: squeeze-and-excite in every MBConv
   # The performance options: `auto` (a string, or None for the switches) is
   # picked by platform and method (radars_jax.performance, which says why).
   # Depthwise convs and pooling: xla | shifted | auto (radars_jax.nas.depthwise)

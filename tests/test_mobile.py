@@ -59,8 +59,9 @@ def test_the_space_s_choice_points_and_its_refusals():
       spaces.make_space("mobile", blocks=blocks)
   with pytest.raises(UserError, match="must come last"):
     spaces.make_space("mobile", ops="none,mbconv_3x3_e3")
-  with pytest.raises(UserError, match="mobile space"):
-    spaces.make_space("nb201", blocks="1,1,1,1,1,1")
+  for extra in ({"blocks": "1,1,1,1,1,1"}, {"squeeze_excite": True}):
+    with pytest.raises(UserError, match="the mobile space's"):
+      spaces.make_space("nb201", **extra)
 
 
 @pytest.mark.parametrize("size, reductions, last", [(224, 5, 7), (64, 4, 4), (32, 3, 4),
@@ -141,8 +142,15 @@ def test_genotypes_export_retrain_and_draw(tmp_path):
   logits, aux = model.apply(full, x, train=False)
   chex.assert_shape(logits, (2, 10))
   assert aux is None and networks.count_macs(model, variables, IMAGE) > 0
-  # with squeeze-excite every MBConv has its gates
-  se = networks.build_network(dict(loaded, squeeze_excite=True), 10, mobile_width_mult=0.25)
+  # in a space with squeeze-excite, every MBConv of the supernet and of the
+  # network its genotype retrains has its gates
+  se_space = spaces.make_space("mobile", blocks=BLOCKS, squeeze_excite=True)
+  se_genotype = spaces.derive_genotype(se_space, se_space.full_subspace(), alphas)
+  assert se_genotype["squeeze_excite"] and genotypes.check_genotype(se_genotype)["squeeze_excite"]
+  se_supernet = supernet.build_supernet(se_space, ((0,),) * 7, mobile_config().supernet, 10)
+  assert "SqueezeExcite_0" in supernet.param_shapes(se_supernet, IMAGE)["block_1"][
+      "mbconv_3x3_e3"]
+  se = networks.build_network(se_genotype, 10, mobile_width_mult=0.25)
   se_params = networks.abstract_variables(se, IMAGE)["params"]
   assert "SqueezeExcite_0" in se_params["block_1"]
   for bad, needle in (({"blocks": ["none"] * 7, "stage_blocks": [1, 2, 1, 1, 1, 1]}, "stage1"),

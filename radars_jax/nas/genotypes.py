@@ -7,7 +7,8 @@ Genotypes are plain JSON-serialisable dicts (see `radars_jax.nas.spaces`):
   pair `2k, 2k+1` feeds node `k + 2`; inputs 0 and 1 are the cell inputs.
 - NAS-Bench-201 cells: `{"space": "nb201", "ops": [6 op names], "arch_str"}`.
 - Mobile networks: `{"space": "mobile", "blocks": [an op name per block],
-  "stage_blocks": [blocks per stage]}` (`none`: the block is skipped).
+  "stage_blocks": [blocks per stage], "squeeze_excite"}` (`none`: the
+  block is skipped).
 
 The DARTS cells are copied from the authors' public code: `DARTS_V1`
 (first-order DARTS, quark0/darts `cnn/genotypes.py`), `DARTS_V2`
@@ -109,7 +110,7 @@ def _check_mobile(genotype: dict, where: str) -> dict:
   """A mobile genotype: its layout, and its blocks' ops in the mobile space."""
   stage_blocks = spaces_lib.parse_blocks(genotype.get("stage_blocks"))
   blocks = genotype["blocks"]
-  space = spaces_lib.make_space("mobile", blocks=stage_blocks)
+  space = spaces_lib.make_mobile_space(blocks=stage_blocks)
   if not isinstance(blocks, list) or len(blocks) != space.num_choice_points:
     raise UserError(f"{where}: a mobile genotype of stage_blocks {list(stage_blocks)} has "
                     f"{space.num_choice_points} blocks, got {blocks!r}")

@@ -66,6 +66,7 @@ class SearchSpace:
   kind: str                 # "darts_cell", "nb201_cell" or "mobile": which supernet
   choice_points: tuple[ChoicePoint, ...]
   stage_blocks: tuple[int, ...] = ()   # mobile: blocks per stage
+  squeeze_excite: bool = False         # mobile: every MBConv squeezes and excites
 
   @property
   def num_choice_points(self) -> int:
@@ -148,10 +149,11 @@ def parse_blocks(blocks) -> tuple[int, ...]:
   return counts
 
 
-def make_mobile_space(ops=None, num_ops=None, blocks=None) -> SearchSpace:
+def make_mobile_space(ops=None, num_ops=None, blocks=None,
+                      squeeze_excite: bool = False) -> SearchSpace:
   """The mobile space: per stage, its first block chooses among the ops
   but `none` (it changes the width, so it cannot be skipped), the others
-  among all of them."""
+  among all of them; with `squeeze_excite` every MBConv block has SE."""
   names = _select_ops(MOBILE_OPS, ops, num_ops)
   if "none" in names[:-1]:
     raise UserError(f"space mobile: `none` (a skipped block) must come last in the ops, "
@@ -162,23 +164,24 @@ def make_mobile_space(ops=None, num_ops=None, blocks=None) -> SearchSpace:
   stage_blocks = parse_blocks(blocks)
   cps = tuple(ChoicePoint(f"stage{s + 1}/block{b + 1}", first if b == 0 else names)
               for s, n in enumerate(stage_blocks) for b in range(n))
-  return SearchSpace("mobile", "mobile", cps, stage_blocks)
+  return SearchSpace("mobile", "mobile", cps, stage_blocks, bool(squeeze_excite))
 
 
 def make_space(name: str, ops=None, num_ops=None, steps: int | None = None,
-               blocks=None) -> SearchSpace:
+               blocks=None, squeeze_excite: bool = False) -> SearchSpace:
   """Builds a named space; `ops` (names, or comma-separated) or `num_ops`
   (the first N of the space's ops) change the candidate list; `steps`: the
   nodes of a DARTS cell (default DARTS_STEPS; the supernet's `steps` must
   match), refused for NAS-Bench-201, whose cell is fixed; `blocks`: the
-  mobile space's blocks per stage (`parse_blocks`), refused for the cells."""
-  if blocks is not None and name != "mobile":
-    raise UserError(f"space.blocks is the mobile space's blocks per stage; space {name!r} "
-                    "has cells")
+  mobile space's blocks per stage (`parse_blocks`) and `squeeze_excite`,
+  refused for the cells."""
+  if (blocks is not None or squeeze_excite) and name != "mobile":
+    raise UserError(f"space.blocks and space.squeeze_excite are the mobile space's; space "
+                    f"{name!r} has cells")
   if name == "mobile":
     if steps is not None:
       raise UserError("space 'mobile' has blocks, not cells: steps is for DARTS cells")
-    return make_mobile_space(ops, num_ops, blocks)
+    return make_mobile_space(ops, num_ops, blocks, squeeze_excite)
   if name in ("darts", "darts_large"):
     default = DARTS_PRIMITIVES if name == "darts" else DARTS_LARGE_OPS
     names = _select_ops(default, ops, num_ops)
@@ -197,7 +200,8 @@ def make_space(name: str, ops=None, num_ops=None, steps: int | None = None,
 
 def space_from_config(space_config) -> SearchSpace:
   return make_space(space_config.name, space_config.ops, space_config.num_ops,
-                    blocks=space_config.get("blocks"))
+                    blocks=space_config.get("blocks"),
+                    squeeze_excite=bool(space_config.get("squeeze_excite", False)))
 
 
 # --------------------------------------------------------------------------
@@ -254,7 +258,8 @@ def derive_genotype(space: SearchSpace, subspace: Subspace, alphas) -> dict:
   if space.kind in ("nb201_cell", "mobile"):
     ops = [cp.ops[int(np.nanargmax(weights[c]))] for c, cp in enumerate(space.choice_points)]
     if space.kind == "mobile":
-      return {"space": space.name, "blocks": ops, "stage_blocks": list(space.stage_blocks)}
+      return {"space": space.name, "blocks": ops, "stage_blocks": list(space.stage_blocks),
+              "squeeze_excite": space.squeeze_excite}
     return {"space": space.name, "ops": ops, "arch_str": nb201_arch_str(ops)}
   edges = darts_edges()
   genotype = {"space": space.name}

@@ -185,7 +185,7 @@ def build_supernet(space: spaces_lib.SearchSpace, subspace: spaces_lib.Subspace 
         block_ops=names, num_classes=num_classes, stage_blocks=space.stage_blocks,
         width_mult=float(supernet_config.width_mult),
         settings=OpSettings(pool_bn=False, depthwise_impl=impl,
-                            squeeze_excite=bool(supernet_config.squeeze_excite)),
+                            squeeze_excite=space.squeeze_excite),
         switched=switched, slot_orders=slot_orders)
   raise ValueError(f"unknown space kind {space.kind!r}")
 
