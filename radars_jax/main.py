@@ -75,14 +75,10 @@ def genotype_line(genotype: dict) -> str:
   if "ops" in genotype:
     return " ".join(genotype["ops"])
   if "blocks" in genotype:
-    from radars_jax.report.cells import kernel_and_expansion  # pylint: disable=import-outside-toplevel
-    short = ["-" if op == "none" else "k{}e{}".format(*kernel_and_expansion(op))
-             for op in genotype["blocks"]]
-    stages, start = [], 0
-    for n in genotype["stage_blocks"]:
-      stages.append(" ".join(short[start:start + n]))
-      start += n
-    return " | ".join(stages)
+    from radars_jax.report import cells  # pylint: disable=import-outside-toplevel
+    def short(op):   # mbconv_5x5_e6 -> k5e6
+      return "-" if op == "none" else "k{}e{}".format(*cells.kernel_and_expansion(op))
+    return " | ".join(" ".join(map(short, stage)) for stage in cells.mobile_stages(genotype))
   cells = []
   for cell in ("normal", "reduce"):
     pairs = [f"{op} {src}" for op, src in genotype.get(cell, [])]

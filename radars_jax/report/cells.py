@@ -296,19 +296,18 @@ def draw_mobile_network(genotype: dict, path: str | os.PathLike,
   """A mobile genotype's blocks left to right, stage by stage: each block a
   box whose height is its expansion and whose colour its kernel, labelled
   `k5 e6`; a skipped block (`none`) a dashed outline."""
-  blocks, stage_blocks = list(genotype["blocks"]), list(genotype["stage_blocks"])
+  blocks, stages = list(genotype["blocks"]), mobile_stages(genotype)
   box_w, gap, stage_gap = 0.55, 0.12, 0.45
-  width = len(blocks) * (box_w + gap) + len(stage_blocks) * stage_gap + 0.6
+  width = len(blocks) * (box_w + gap) + len(stages) * stage_gap + 0.6
   fig = style.new_figure(max(width, 5.0), 2.6, layout=None)
   ax = fig.add_axes((0, 0.05, 1, 0.72))
   ax.set_xlim(0, max(width, 5.0))
   ax.set_ylim(-0.55, 1.35)
   ax.set_axis_off()
-  x, c = 0.3, 0
-  for s, n in enumerate(stage_blocks):
+  x = 0.3
+  for s, stage in enumerate(stages):
     start = x
-    for _ in range(n):
-      op = blocks[c]
+    for op in stage:
       if op == "none":
         ax.add_patch(FancyBboxPatch((x, 0.1), box_w, 0.4, boxstyle="round,pad=0.02",
                                     fill=False, linestyle="--", edgecolor="#808080"))
@@ -323,7 +322,6 @@ def draw_mobile_network(genotype: dict, path: str | os.PathLike,
         ax.text(x + box_w / 2, h / 2, f"k{k}\ne{e}", ha="center", va="center", fontsize=8,
                 color="white")
       x += box_w + gap
-      c += 1
     ax.text((start + x - gap) / 2, -0.3, f"stage {s + 1}", ha="center", va="center",
             fontsize=9, color="#404040")
     x += stage_gap
@@ -334,6 +332,15 @@ def draw_mobile_network(genotype: dict, path: str | os.PathLike,
            "height: expansion, colour: kernel (light 3, mid 5, dark 7)",
            ha="center", va="center", fontsize=9, color="#404040")
   return style.save_figure(fig, Path(path))
+
+
+def mobile_stages(genotype: dict) -> list[list[str]]:
+  """A mobile genotype's block ops, one list per stage."""
+  blocks, stages = list(genotype["blocks"]), []
+  for n in genotype["stage_blocks"]:
+    stages.append(blocks[:n])
+    blocks = blocks[n:]
+  return stages
 
 
 def kernel_and_expansion(op: str) -> tuple[int, int]:
@@ -370,11 +377,8 @@ def genotype_text(genotype: dict) -> str:
   """A human-readable genotype: one line per node (DARTS), the arch string
   (NAS-Bench-201) or one line per stage (mobile)."""
   if "blocks" in genotype:
-    blocks, lines, c = genotype["blocks"], [], 0
-    for s, n in enumerate(genotype["stage_blocks"]):
-      lines.append(f"stage {s + 1}: " + " ".join(blocks[c:c + n]))
-      c += n
-    return "\n".join(lines)
+    return "\n".join(f"stage {s + 1}: " + " ".join(ops)
+                     for s, ops in enumerate(mobile_stages(genotype)))
   if "ops" in genotype:
     lines = [genotype.get("arch_str") or " ".join(map(str, genotype["ops"]))]
     return "\n".join(lines)
