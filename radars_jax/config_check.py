@@ -30,6 +30,7 @@ from radars_jax.agents import envs as agent_envs
 from radars_jax.agents import supernet as agent_supernet
 from radars_jax.radars import controller as controller_lib
 from radars_jax import data as data_lib
+from radars_jax import imagenet
 from radars_jax.nas import depthwise
 from radars_jax.dnas import steps as dnas_lib
 from radars_jax.nas import genotypes as genotypes_lib
@@ -177,7 +178,9 @@ FIELDS: dict[str, Rule] = {
     "data.eval_batch_size": _int(1),
     "data.crop_padding": _int(0),
     "data.flip": _BOOL,
-    "data.image_size": _int(1),
+    "data.image_size": _int(1, optional=True),
+    "data.manual_dir": _OPTIONAL_STR,   # checked further by `_check_files`
+    "data.reader_threads": _int(1, optional=True),
     "data.channels": _int(1),
     "data.num_classes": _int(2),
     # distributed (radars_jax.distributed)
@@ -309,6 +312,8 @@ FIELDS: dict[str, Rule] = {
     "train.eval_every": _int(0),
     "train.checkpoint_every_steps": _int(0),
     "train.max_to_keep": _int(1),
+    "train.label_smoothing": _fraction(),
+    "train.ema_decay": _fraction(),
     # table (mode=tabular)
     "table.path": _STR,
     "table.metric": _STR,
@@ -478,7 +483,10 @@ def num_train_examples(data_config) -> int:
   name, train_size = data_config.name, data_config.train_size
   if name == "synthetic":   # made to size
     return data_lib.SYNTHETIC_DEFAULTS["train_size"] if train_size is None else int(train_size)
-  n = 50_000 if name in data_lib.CIFAR_NUM_CLASSES else data_lib.DIGITS_NUM_TRAIN
+  if imagenet.is_streamed(name):
+    n = imagenet.DATASETS[name].train_examples
+  else:
+    n = 50_000 if name in data_lib.CIFAR_NUM_CLASSES else data_lib.DIGITS_NUM_TRAIN
   return n if train_size is None else min(n, int(train_size))
 
 
@@ -553,6 +561,10 @@ def _check_files(config) -> None:
                     f"data.download=False the prepared {d.name} must be there; "
                     "--config.data.archive=PATH prepares it from the downloaded archive)")
   data_lib.archive_path(d.name, d.archive)
+  if imagenet.is_streamed(d.name):
+    imagenet.manual_dir(d)
+  elif d.manual_dir is not None:
+    raise UserError(f"data.manual_dir is for imagenet2012 only (data.name={d.name}); unset it")
   if config.get("genotype") is not None and config.mode in ("describe", "train"):
     genotypes_lib.load_genotype(config.genotype)
   table = config.get("table")

@@ -78,7 +78,10 @@ def data_config() -> ml_collections.ConfigDict:
   """The `config.data` block: which dataset, how it is split and batched,
   and the shape of the synthetic one (`radars_jax.data`)."""
   c = ml_collections.ConfigDict()
-  c.name = "digits"     # cifar10 | cifar100 | digits | synthetic
+  # cifar10 | cifar100 | digits | synthetic (held on device), or read from
+  # disk per batch (radars_jax.imagenet): imagenet2012 |
+  # imagenet_resized/32x32 | imagenet_resized/64x64 | imagenette
+  c.name = "digits"
   c.data_dir = ml_collections.FieldReference(None, field_type=str)
   c.download = True
   # cifar10 / cifar100: the path of the archive tfds downloads
@@ -87,14 +90,20 @@ def data_config() -> ml_collections.ConfigDict:
   c.archive = ml_collections.FieldReference(None, field_type=str)
   c.train_size = ml_collections.FieldReference(None, field_type=int)
   c.test_size = ml_collections.FieldReference(None, field_type=int)
+  # imagenet2012: the directory holding ILSVRC2012_img_train.tar and
+  # ILSVRC2012_img_val.tar, which tfds prepares it from
+  c.manual_dir = ml_collections.FieldReference(None, field_type=str)
+  c.reader_threads = ml_collections.FieldReference(None, field_type=int)  # None: CPUs, <= 32
   c.holdout_size = 5000  # training examples kept out of search steps, for scoring
   c.split_seed = 0
   c.batch_size = 64
   c.eval_batch_size = 500
   c.crop_padding = 4     # DARTS augmentation: pad-and-crop, flip
   c.flip = True
-  # synthetic data only
-  c.image_size = 8
+  # synthetic: the images' side (None: 8); imagenet2012 / imagenette: the
+  # side images are cropped to (None: 224)
+  c.image_size = ml_collections.FieldReference(None, field_type=int)
+  # synthetic only
   c.channels = 3
   c.num_classes = 10
   return c
@@ -325,4 +334,6 @@ def train_config() -> ml_collections.ConfigDict:
   t.eval_every = 0              # epochs between test evaluations (0: at the end only)
   t.checkpoint_every_steps = 1000
   t.max_to_keep = 3             # checkpoints kept
+  t.label_smoothing = 0.0       # share of each target spread over all classes
+  t.ema_decay = 0.0             # tested weights: their moving average (0: the last)
   return t

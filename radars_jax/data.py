@@ -10,6 +10,8 @@ Host side (numpy, loaded once):
 - `split_in_halves`, `eval_batches`: index bookkeeping.
 - `to_device` puts a split on the accelerator(s) as a `DeviceSplit`, so that
   every batch is gathered inside jit with no host transfer per step.
+The ImageNet family does not fit on a device: `radars_jax.imagenet` reads
+it from disk batch by batch, behind the same `(key, step) -> batch` contract.
 
 Device side (pure, jittable, explicit PRNG keys):
 - `batch_indices(key, step, ...)`: the shuffled batch of a global step, a
@@ -29,9 +31,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from radars_jax import imagenet
 from radars_jax.errors import UserError
 
-DATASET_NAMES = ("cifar10", "cifar100", "digits", "synthetic")
+# Held on device whole (this module), or read from disk per batch (`imagenet`).
+IN_MEMORY_DATASETS = ("cifar10", "cifar100", "digits", "synthetic")
+DATASET_NAMES = IN_MEMORY_DATASETS + tuple(imagenet.DATASETS)
 
 # Per-channel statistics of the CIFAR training splits in [0, 1] pixel scale,
 # the values DARTS normalises with.
@@ -82,6 +87,10 @@ class DeviceSplit:
   @property
   def num_examples(self) -> int:
     return int(self.labels.shape[0])
+
+
+# A split of a search or a training run: on device, or on disk.
+Split = DeviceSplit | imagenet.RecordSplit
 
 
 # ---------------------------------------------------------------------------
@@ -144,6 +153,9 @@ def dataset_spec(data_config) -> tuple[tuple[int, int, int], int]:
     return (32, 32, 3), CIFAR_NUM_CLASSES[name]
   if name == "digits":
     return (8, 8, 1), 10
+  if imagenet.is_streamed(name):
+    size = imagenet.image_size(data_config)
+    return (size, size, 3), imagenet.DATASETS[name].num_classes
   s = _synthetic_settings(data_config)
   return (s["image_size"], s["image_size"], s["channels"]), s["num_classes"]
 
@@ -167,6 +179,9 @@ def load_dataset(data_config) -> ImageDataset:
       downloadable (one line, saying how to prepare it).
   """
   name = _check_name(data_config.name)
+  if imagenet.is_streamed(name):
+    raise UserError(f"data.name={name} is read from disk per batch: open it with "
+                    "radars_jax.imagenet.open_dataset")
   train_size = _optional_size(data_config, "train_size")
   test_size = _optional_size(data_config, "test_size")
   archive = archive_path(name, data_config.get("archive", None))

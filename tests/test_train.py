@@ -51,9 +51,16 @@ def _weights(genotype, auxiliary=False, image_shape=(32, 32, 3), **kwargs):
 def test_published_genotypes_load_by_name():
   for name in genotypes.GENOTYPE_NAMES:
     g = genotypes.load_genotype(name)
+    assert g == genotypes.check_genotype(g)
+    if name == "MOBILENET_V2_LIKE":
+      # MobileNetV2's depths per stage, every block MBConv 3x3 x6
+      depths = [sum(op != "none" for op in stage) for stage in
+                np.split(g["blocks"], np.cumsum(g["stage_blocks"])[:-1])]
+      assert depths == [2, 3, 4, 3, 3, 1]
+      assert set(g["blocks"]) == {"mbconv_3x3_e6", "none"}
+      continue
     assert g["space"] == "darts" and len(g["normal"]) == 8 and len(g["reduce"]) == 8
     assert g["normal_concat"] == [2, 3, 4, 5] == g["reduce_concat"]
-    assert g == genotypes.check_genotype(g)
   v2 = genotypes.load_genotype("DARTS_V2")
   assert v2["normal"][-1] == ["dil_conv_3x3", 2] and v2["reduce"][-1] == ["max_pool_3x3", 1]
   v2["normal"][0][0] = "changed"  # a copy: the published one stays intact

@@ -22,6 +22,7 @@ from radars_jax import checkpointing
 from radars_jax import compile_clock
 from radars_jax import config_check
 from radars_jax import data as data_lib
+from radars_jax import imagenet
 from radars_jax.dnas import steps as dnas_lib
 from radars_jax.dnas import switched as switched_lib
 from radars_jax import memory as memory_lib
@@ -46,7 +47,8 @@ from radars_jax.time_limit import NO_LIMIT, TimeLimit, TimeLimitReached, stopped
 
 @dataclasses.dataclass
 class SearchData:
-  """The training split cut for search, on device.
+  """The training split cut for search, on device (`data.DeviceSplit`) or
+  on disk (`imagenet.RecordSplit`; `Split` is either).
 
   `weight_split` / `alpha_split`: the two halves of the training split
   (DARTS); `joint_split`: both (single-level); `holdout_split`: examples no
@@ -57,15 +59,23 @@ class SearchData:
   num_classes: int
   mean: tuple[float, ...]
   std: tuple[float, ...]
-  weight_split: data_lib.DeviceSplit
-  alpha_split: data_lib.DeviceSplit
-  joint_split: data_lib.DeviceSplit
-  holdout_split: data_lib.DeviceSplit
+  weight_split: data_lib.Split
+  alpha_split: data_lib.Split
+  joint_split: data_lib.Split
+  holdout_split: data_lib.Split
 
 
 def load_search_data(data_config, mesh) -> SearchData:
-  ds = data_lib.load_dataset(data_config)
-  n = len(ds.train_labels)
+  """The dataset's training split cut into the search's splits: on device
+  (`data.DeviceSplit`), or on disk for the ImageNet family
+  (`imagenet.RecordSplit`: the holdout is read with the evaluation
+  transform)."""
+  if imagenet.is_streamed(data_config.name):
+    ds = imagenet.open_dataset(data_config)
+    n, num_classes = ds.train.num_examples, ds.num_classes
+  else:
+    ds = data_lib.load_dataset(data_config)
+    n, num_classes = len(ds.train_labels), ds.num_classes
   holdout = int(data_config.holdout_size)
   if not 0 < holdout < n - 2:
     raise UserError(f"data.holdout_size={holdout} must be between 1 and {n - 3} "
@@ -74,9 +84,12 @@ def load_search_data(data_config, mesh) -> SearchData:
   hold, rest = order[:holdout], order[holdout:]
   half_a, half_b = data_lib.split_in_halves(len(rest), data_config.split_seed)
   idx_w, idx_a = rest[half_a], rest[half_b]
-  put = lambda idx: data_lib.to_device(ds.train_images[idx], ds.train_labels[idx],
-                                       parallel.replicated(mesh))
-  return SearchData(ds.name, tuple(ds.image_shape), ds.num_classes, tuple(ds.mean),
+  if imagenet.is_streamed(data_config.name):
+    put = ds.train.subset
+  else:
+    put = lambda idx: data_lib.to_device(ds.train_images[idx], ds.train_labels[idx],
+                                         parallel.replicated(mesh))
+  return SearchData(ds.name, tuple(ds.image_shape), num_classes, tuple(ds.mean),
                     tuple(ds.std), put(idx_w), put(idx_a),
                     put(np.concatenate([idx_w, idx_a])), put(hold))
 
@@ -141,11 +154,11 @@ class Searcher:
     self._finetune_fns: dict = {}
 
   # -- sizes ---------------------------------------------------------------
-  def train_split(self) -> data_lib.DeviceSplit:
+  def train_split(self) -> data_lib.Split:
     return self.data.weight_split if self.mode != "single_level" else self.data.joint_split
 
   def steps_per_epoch(self) -> int:
-    n = int(self.train_split().labels.shape[0])
+    n = self.train_split().num_examples
     if n < self.batch_size:
       raise UserError(f"data.batch_size={self.batch_size} is larger than the "
                       f"{n} training examples of a search step")
@@ -183,7 +196,8 @@ class Searcher:
       sharding = parallel.batch_sharded(self.mesh)
       if sample_mesh is not None:
         # (one mesh for a program's inputs and outputs: the same devices)
-        split = jax.device_put(split, parallel.replicated(sample_mesh))
+        if isinstance(split, data_lib.DeviceSplit):
+          split = jax.device_put(split, parallel.replicated(sample_mesh))
         sharding = parallel.sample_batch_sharded(sample_mesh)
       self._batch_fns[(split_name, sample_mesh)] = dnas_lib.make_batch_fn(
           split, self.batch_size, self.data.mean, self.data.std,

@@ -22,6 +22,7 @@ of the slotted ops (and those outside the choice points) are updated.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 import time
@@ -264,12 +265,16 @@ def _first_order_passes_in_loop(model: nn.Module, alpha_tx, weights, alphas, alp
   return (loss[1], acc[1]), second(grad_w), alphas, alpha_opt_state, second(grad_a)
 
 
-def make_batch_fn(split: data_lib.DeviceSplit, batch_size: int, mean, std, *,
+def make_batch_fn(split: data_lib.Split, batch_size: int, mean, std, *,
                   pad: int, flip: bool, sharding, stacked: bool = False) -> Callable:
   """Jitted `(key, step) -> batch`: the step's shuffled, augmented, normalised
   batch, gathered on device and sharded over the mesh. `stacked`: `key`
   holds one key per sample, and the batch one batch per sample (leading
-  axis; for `DnasProgram.group_step`)."""
+  axis; for `DnasProgram.group_step`). A split on disk is read on the host
+  (`imagenet.RecordSplit.batch_fn`), the same batch of the same indices."""
+  if not isinstance(split, data_lib.DeviceSplit):
+    return split.batch_fn(batch_size, mean, std, pad=pad, flip=flip, sharding=sharding,
+                          stacked=stacked)
   num_examples = int(split.labels.shape[0])
 
   def gather(split, key, step):
@@ -468,31 +473,49 @@ class Evaluator:
     self.mesh = mesh
     batch_sharding = parallel.batch_sharded(mesh)
 
-    def eval_step(inputs, split: data_lib.DeviceSplit, start, first_counted, batch_size: int):
-      images = jax.lax.dynamic_slice_in_dim(split.images, start, batch_size)
-      labels = jax.lax.dynamic_slice_in_dim(split.labels, start, batch_size)
+    def score(inputs, images, labels, start, first_counted):
       images = jax.lax.with_sharding_constraint(images, batch_sharding)
       labels = jax.lax.with_sharding_constraint(labels, batch_sharding)
       logits = logits_fn(inputs, data_lib.normalise(images, mean, std))
-      counted = (start + jnp.arange(batch_size)) >= first_counted
+      counted = (start + jnp.arange(labels.shape[0])) >= first_counted
       losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
       correct = ((jnp.argmax(logits, -1) == labels) & counted).sum()
       return correct, jnp.where(counted, losses, 0.0).sum(), counted.sum()
 
-    self._step = jax.jit(eval_step, static_argnums=(4,))
+    def eval_step(inputs, split: data_lib.DeviceSplit, start, first_counted, batch_size: int):
+      images = jax.lax.dynamic_slice_in_dim(split.images, start, batch_size)
+      labels = jax.lax.dynamic_slice_in_dim(split.labels, start, batch_size)
+      return score(inputs, images, labels, start, first_counted)
 
-  def evaluate(self, inputs, split: data_lib.DeviceSplit, batch_size: int) -> dict:
+    self._step = jax.jit(eval_step, static_argnums=(4,))
+    self._score = jax.jit(score)
+
+  def _batches(self, split: data_lib.Split, batch_size: int, inputs):
+    """Each batch's `(correct, loss, counted)`: sliced on device, or read
+    from disk with the evaluation transform."""
+    n = split.num_examples
+    if isinstance(split, data_lib.DeviceSplit):
+      for start in range(0, n, batch_size):
+        start = min(start, n - batch_size)
+        yield start, functools.partial(self._step, inputs, split, start,
+                                       batch_size=batch_size)
+    else:
+      sharding = parallel.batch_sharded(self.mesh)
+      for start, images, labels in split.eval_batches(batch_size):
+        images, labels = jax.device_put((images, labels), sharding)
+        yield start, functools.partial(self._score, inputs, images, labels, start)
+
+  def evaluate(self, inputs, split: data_lib.Split, batch_size: int) -> dict:
     """`{"accuracy", "loss"}` over `split`, in batches of at most `batch_size`."""
-    n = int(split.labels.shape[0])
+    n = split.num_examples
     batch_size = parallel.largest_divisible(n, batch_size, self.mesh)
     # One placement for every call: inputs fresh from the host and inputs
     # out of a replicated program would otherwise compile the step twice.
     inputs = jax.device_put(inputs, parallel.replicated(self.mesh))
     correct = loss = counted = 0
     previous_end = 0
-    for start in range(0, n, batch_size):
-      start = min(start, n - batch_size)
-      c, l, k = self._step(inputs, split, start, previous_end, batch_size)
+    for start, scored in self._batches(split, batch_size, inputs):
+      c, l, k = scored(previous_end)
       correct, loss, counted = correct + c, loss + l, counted + k
       previous_end = start + batch_size
     correct, loss, counted = jax.device_get((correct, loss, counted))

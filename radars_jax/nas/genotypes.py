@@ -51,10 +51,23 @@ PC_DARTS = _darts(
     reduce=[("sep_conv_5x5", 1), ("max_pool_3x3", 0), ("sep_conv_5x5", 1), ("sep_conv_5x5", 2),
             ("sep_conv_3x3", 0), ("sep_conv_3x3", 3), ("sep_conv_3x3", 1), ("sep_conv_3x3", 2)])
 
+
+def _mobilenet_v2_like() -> dict:
+  """A hand-designed reference in the mobile space's 21 blocks: MobileNetV2's
+  depth per stage (2, 3, 4, 3, 3, 1) of MBConv 3x3 blocks of expansion 6,
+  the other blocks skipped, at this space's (ProxylessNAS's) widths."""
+  depths = (2, 3, 4, 3, 3, 1)
+  blocks = [op for depth, size in zip(depths, spaces_lib.MOBILE_STAGE_BLOCKS)
+            for op in ["mbconv_3x3_e6"] * depth + ["none"] * (size - depth)]
+  return {"space": "mobile", "blocks": blocks,
+          "stage_blocks": list(spaces_lib.MOBILE_STAGE_BLOCKS), "squeeze_excite": False}
+
+
 GENOTYPES: dict[str, dict] = {
     "DARTS_V1": DARTS_V1,
     "DARTS_V2": DARTS_V2,
     "PC_DARTS": PC_DARTS,
+    "MOBILENET_V2_LIKE": _mobilenet_v2_like(),
 }
 GENOTYPE_NAMES = tuple(GENOTYPES)
 

@@ -46,6 +46,9 @@ class TrainState:
   opt_state: Any
   metrics: dict            # sums since the last log: loss, accuracy, count
   key: jax.Array           # the run's PRNG key (constant; steps fold into it)
+  # the weights' exponential moving average, `{"params", "batch_stats"}`,
+  # evaluated in their place (`TrainSpec.ema_decay`; {} when off)
+  ema: Any = dataclasses.field(default_factory=dict)
 
 
 def zero_metrics() -> dict:
@@ -76,18 +79,21 @@ class TrainSpec:
   crop_padding: int
   flip: bool
   cutout: int
+  label_smoothing: float = 0.0
+  ema_decay: float = 0.0       # 0: no weight averaging
 
   @classmethod
-  def from_config(cls, config, model, dataset, drop_path: float, auxiliary_weight: float):
+  def from_config(cls, config, model, image_shape, num_examples: int, mean, std,
+                  drop_path: float, auxiliary_weight: float):
     t = config.train
-    n = len(dataset.train_labels)
+    n = int(num_examples)
     batch_size = int(t.batch_size)
-    return cls(model, tuple(dataset.image_shape), tuple(dataset.mean), tuple(dataset.std),
+    return cls(model, tuple(image_shape), tuple(mean), tuple(std),
                n, batch_size, n // batch_size, int(t.epochs), float(t.lr), float(t.lr_min),
                float(t.momentum), float(t.weight_decay), float(t.grad_clip),
                float(drop_path), float(auxiliary_weight),
                int(config.data.crop_padding), bool(config.data.flip),
-               int(t.cutout))
+               int(t.cutout), float(t.label_smoothing), float(t.ema_decay))
 
   @property
   def total_steps(self) -> int:
@@ -130,31 +136,47 @@ def make_init(spec: TrainSpec, tx) -> Callable:
     variables = spec.model.init({"params": init_key, networks.DROP_PATH_RNG: init_key}, x,
                                 train=False)
     params, batch_stats = variables["params"], variables.get("batch_stats", {})
+    ema = {"params": params, "batch_stats": batch_stats} if spec.ema_decay > 0 else {}
     return TrainState(jnp.zeros((), jnp.int32), params, batch_stats, tx.init(params),
-                      zero_metrics(), key)
+                      zero_metrics(), key, ema)
 
   return init
 
 
-def make_retrain_step(spec: TrainSpec, tx, batch_sharding) -> Callable:
+def _augment_keys(state: TrainState) -> tuple[jax.Array, jax.Array]:
+  """The step's crop-and-flip key and cutout key."""
+  return jax.random.split(jax.random.fold_in(jax.random.fold_in(state.key, _AUGMENT),
+                                             state.step))
+
+
+def data_key(key: jax.Array) -> jax.Array:
+  """The key of the run's batch order (`data.batch_indices(data_key, step)`)."""
+  return jax.random.fold_in(key, _DATA)
+
+
+def make_retrain_step(spec: TrainSpec, tx, batch_sharding) -> tuple[Callable, Callable]:
   """`(state, split) -> state`: gathers and augments the step's batch on
   device (DARTS: crop, flip, then cutout), one SGD step, adds the loss and
-  accuracy to `state.metrics`. The weights-only step of a fixed network,
-  with BatchNorm statistics, drop path and the auxiliary head; the search's
-  step (weights and alphas) is `dnas.make_train_step`."""
+  accuracy to `state.metrics`; and `(state, batch) -> state`, the same step
+  on a batch read elsewhere (normalised, cropped and flipped:
+  `imagenet.RecordSplit`). The weights-only step of a fixed network, with
+  BatchNorm statistics, drop path, the auxiliary head, label smoothing and
+  the weights' moving average; the search's step (weights and alphas) is
+  `dnas.make_train_step`."""
   model = spec.model
 
-  def train_step(state: TrainState, split: data_lib.DeviceSplit) -> TrainState:
+  def cross_entropy(logits, labels):
+    if spec.label_smoothing <= 0:
+      return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]),
+                                  spec.label_smoothing)
+    return optax.softmax_cross_entropy(logits, targets).mean()
+
+  def step_on_batch(state: TrainState, batch: dict) -> TrainState:
     step = state.step
-    idx = data_lib.batch_indices(jax.random.fold_in(state.key, _DATA), step,
-                                 spec.num_examples, spec.batch_size)
-    aug_key = jax.random.fold_in(jax.random.fold_in(state.key, _AUGMENT), step)
-    crop_key, cutout_key = jax.random.split(aug_key)
-    images = data_lib.normalise(split.images[idx], spec.mean, spec.std)
-    images = data_lib.random_crop_and_flip(crop_key, images, spec.crop_padding, spec.flip)
-    images = data_lib.cutout(cutout_key, images, spec.cutout)
+    images = data_lib.cutout(_augment_keys(state)[1], batch["image"], spec.cutout)
     images = jax.lax.with_sharding_constraint(images, batch_sharding)
-    labels = jax.lax.with_sharding_constraint(split.labels[idx], batch_sharding)
+    labels = jax.lax.with_sharding_constraint(batch["label"], batch_sharding)
     drop_key = jax.random.fold_in(jax.random.fold_in(state.key, _DROP_PATH), step)
 
     def loss_fn(params):
@@ -162,10 +184,9 @@ def make_retrain_step(spec: TrainSpec, tx, batch_sharding) -> Callable:
           {"params": params, "batch_stats": state.batch_stats}, images, train=True,
           drop_prob=spec.drop_prob(step), rngs={networks.DROP_PATH_RNG: drop_key},
           mutable=["batch_stats"])
-      loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+      loss = cross_entropy(logits, labels)
       if aux_logits is not None and spec.auxiliary_weight > 0:
-        loss = loss + spec.auxiliary_weight * optax.softmax_cross_entropy_with_integer_labels(
-            aux_logits, labels).mean()
+        loss = loss + spec.auxiliary_weight * cross_entropy(aux_logits, labels)
       accuracy = (jnp.argmax(logits, -1) == labels).mean()
       return loss, (accuracy, updates["batch_stats"])
 
@@ -173,13 +194,33 @@ def make_retrain_step(spec: TrainSpec, tx, batch_sharding) -> Callable:
         loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    ema = state.ema
+    if spec.ema_decay > 0:
+      ema = optax.incremental_update({"params": params, "batch_stats": batch_stats}, ema,
+                                     1.0 - spec.ema_decay)
     m = state.metrics
     metrics = {"loss": m["loss"] + loss, "accuracy": m["accuracy"] + accuracy,
                "count": m["count"] + 1}
     return state.replace(step=step + 1, params=params, batch_stats=batch_stats,
-                         opt_state=opt_state, metrics=metrics)
+                         opt_state=opt_state, metrics=metrics, ema=ema)
 
-  return train_step
+  def train_step(state: TrainState, split: data_lib.DeviceSplit) -> TrainState:
+    idx = data_lib.batch_indices(data_key(state.key), state.step, spec.num_examples,
+                                 spec.batch_size)
+    images = data_lib.normalise(split.images[idx], spec.mean, spec.std)
+    images = data_lib.random_crop_and_flip(_augment_keys(state)[0], images,
+                                           spec.crop_padding, spec.flip)
+    return step_on_batch(state, {"image": images, "label": split.labels[idx]})
+
+  return train_step, step_on_batch
+
+
+def evaluated_weights(state: TrainState) -> tuple[Any, Any]:
+  """`(params, batch_stats)` a test evaluation uses: the moving average
+  where there is one."""
+  if state.ema:
+    return state.ema["params"], state.ema["batch_stats"]
+  return state.params, state.batch_stats
 
 
 def eval_logits(model) -> Callable:
@@ -198,7 +239,8 @@ class Program:
   """The jitted init, train step and evaluator of one `TrainSpec`."""
   tx: optax.GradientTransformation
   init: Callable
-  train_step: Callable
+  train_step: Callable          # (state, device split) -> state
+  train_on_batch: Callable      # (state, batch) -> state
   evaluator: dnas_lib.Evaluator
 
 
@@ -209,7 +251,8 @@ def program(spec: TrainSpec, mesh) -> Program:
   replicated = parallel.replicated(mesh)
   tx = spec.optimizer()
   init = jax.jit(make_init(spec, tx), out_shardings=replicated)
-  train_step = jax.jit(make_retrain_step(spec, tx, parallel.batch_sharded(mesh)),
-                       donate_argnums=(0,), out_shardings=replicated)
-  return Program(tx, init, train_step,
+  train_step, train_on_batch = (
+      jax.jit(fn, donate_argnums=(0,), out_shardings=replicated)
+      for fn in make_retrain_step(spec, tx, parallel.batch_sharded(mesh)))
+  return Program(tx, init, train_step, train_on_batch,
                  dnas_lib.Evaluator(eval_logits(spec.model), mesh, spec.mean, spec.std))

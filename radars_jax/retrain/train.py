@@ -30,7 +30,7 @@ import csv
 import dataclasses
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import ml_collections
@@ -40,6 +40,7 @@ from radars_jax import checkpointing
 from radars_jax import config_check
 from radars_jax import config_defaults
 from radars_jax import data as data_lib
+from radars_jax import imagenet
 from radars_jax.nas import genotypes as genotypes_lib
 from radars_jax import metrics as metrics_lib
 from radars_jax.retrain import networks
@@ -162,21 +163,31 @@ def nb201_table_entry(path: str, genotype: dict) -> dict:
 # The run
 # ---------------------------------------------------------------------------
 
-def _setup(config, genotype: dict, dataset, mesh) -> steps_lib.TrainSpec:
+@dataclasses.dataclass(frozen=True)
+class DataFacts:
+  """What the spec needs to know of a dataset."""
+  name: str
+  image_shape: tuple[int, ...]
+  num_classes: int
+  num_examples: int            # training examples
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+
+
+def _setup(config, genotype: dict, facts: DataFacts, mesh) -> steps_lib.TrainSpec:
   """The run's spec; checks the batch against the data and the devices."""
   t = config.train
   cells = genotypes_lib.network_kind(genotype) == "darts"   # drop path and the head
   parallel.check_divisible(int(t.batch_size), mesh, "train.batch_size")
-  n = len(dataset.train_labels)
-  if n // int(t.batch_size) < 1:
-    raise UserError(f"train.batch_size={t.batch_size} is larger than the {n} "
-                    f"training examples of {dataset.name}")
+  if facts.num_examples // int(t.batch_size) < 1:
+    raise UserError(f"train.batch_size={t.batch_size} is larger than the "
+                    f"{facts.num_examples} training examples of {facts.name}")
   auxiliary = cells and float(t.auxiliary_weight) > 0
-  model = build_model(genotype, dataset.num_classes, t, auxiliary=auxiliary)
-  spec = steps_lib.TrainSpec.from_config(
-      config, model, dataset, drop_path=float(t.drop_path) if cells else 0.0,
+  model = build_model(genotype, facts.num_classes, t, auxiliary=auxiliary)
+  return steps_lib.TrainSpec.from_config(
+      config, model, facts.image_shape, facts.num_examples, facts.mean, facts.std,
+      drop_path=float(t.drop_path) if cells else 0.0,
       auxiliary_weight=float(t.auxiliary_weight) if auxiliary else 0.0)
-  return spec
 
 
 def load_trained_state(config, workdir) -> tuple[int, steps_lib.TrainState] | None:
@@ -187,13 +198,11 @@ def load_trained_state(config, workdir) -> tuple[int, steps_lib.TrainState] | No
   genotype = genotypes_lib.load_genotype(config.genotype)
   mesh = parallel.make_mesh()
   image_shape, num_classes = data_lib.dataset_spec(config.data)
-  batch = int(config.train.batch_size)
-  placeholder = np.zeros((batch, *image_shape), np.uint8)  # only shapes matter here
-  dataset = data_lib.ImageDataset(
-      config.data.name, placeholder, np.zeros(batch, np.int32), placeholder,
-      np.zeros(batch, np.int32), num_classes, mean=(0.0,) * image_shape[-1],
-      std=(1.0,) * image_shape[-1])
-  spec = _setup(config, genotype, dataset, mesh)
+  # (only shapes matter here)
+  facts = DataFacts(config.data.name, image_shape, num_classes,
+                    int(config.train.batch_size), (0.0,) * image_shape[-1],
+                    (1.0,) * image_shape[-1])
+  spec = _setup(config, genotype, facts, mesh)
   template = jax.eval_shape(steps_lib.program(spec, mesh).init,
                             jax.random.key(int(config.seed)))
   replicated = parallel.replicated(mesh)
@@ -206,7 +215,8 @@ def load_trained_state(config, workdir) -> tuple[int, steps_lib.TrainState] | No
 
 @dataclasses.dataclass
 class _Run:
-  """The fixed parts of one training run: the mesh, the data on device, the
+  """The fixed parts of one training run: the mesh, the data (on device or
+  on disk), the
   spec and its compiled program."""
   mesh: Any
   replicated: Any              # the state's sharding (replicated over the mesh)
@@ -214,8 +224,19 @@ class _Run:
   spec: steps_lib.TrainSpec
   prog: steps_lib.Program
   size: dict                   # `networks.describe_network`: weights, macs
-  train_split: data_lib.DeviceSplit
-  test_split: data_lib.DeviceSplit
+  train_split: data_lib.Split    # on device, or on disk (`imagenet.RecordSplit`)
+  test_split: data_lib.Split
+  batches: Callable | None       # `(key, step) -> batch` of a split on disk
+  data_key: jax.Array            # the key of the batch order
+
+  def train_step(self, state: steps_lib.TrainState, step: int) -> steps_lib.TrainState:
+    if self.batches is None:
+      return self.prog.train_step(state, self.train_split)
+    return self.prog.train_on_batch(state, self.batches(self.data_key, step))
+
+  def evaluate(self, state: steps_lib.TrainState, batch_size: int) -> dict:
+    return self.prog.evaluator.evaluate(steps_lib.evaluated_weights(state), self.test_split,
+                                        batch_size)
 
 
 @dataclasses.dataclass
@@ -291,13 +312,27 @@ def _build_run(config, genotype: dict) -> _Run:
   """The mesh, the dataset on device (replicated), the spec and its program."""
   mesh = parallel.make_mesh()
   replicated = parallel.replicated(mesh)
-  ds = data_lib.load_dataset(config.data)
-  spec = _setup(config, genotype, ds, mesh)
+  if imagenet.is_streamed(config.data.name):
+    ds = imagenet.open_dataset(config.data)
+    train_split, test_split, n = ds.train, ds.test, ds.train.num_examples
+  else:
+    ds = data_lib.load_dataset(config.data)
+    train_split = data_lib.to_device(ds.train_images, ds.train_labels, replicated)
+    test_split = data_lib.to_device(ds.test_images, ds.test_labels, replicated)
+    n = len(ds.train_labels)
+  facts = DataFacts(ds.name, tuple(ds.image_shape), ds.num_classes, n, tuple(ds.mean),
+                    tuple(ds.std))
+  spec = _setup(config, genotype, facts, mesh)
   prog = steps_lib.program(spec, mesh)
   size = networks.describe_network(spec.model, ds.image_shape)
-  train_split = data_lib.to_device(ds.train_images, ds.train_labels, replicated)
-  test_split = data_lib.to_device(ds.test_images, ds.test_labels, replicated)
-  return _Run(mesh, replicated, ds.name, spec, prog, size, train_split, test_split)
+  batches = None
+  if not isinstance(train_split, data_lib.DeviceSplit):
+    batches = train_split.batch_fn(spec.batch_size, spec.mean, spec.std,
+                                   pad=spec.crop_padding, flip=spec.flip,
+                                   sharding=parallel.batch_sharded(mesh))
+  data_key = steps_lib.data_key(jax.random.key(int(config.seed)))
+  return _Run(mesh, replicated, ds.name, spec, prog, size, train_split, test_split, batches,
+              data_key)
 
 
 def _restore(ckpt: checkpointing.Checkpointer, path: Path, state: steps_lib.TrainState,
@@ -344,14 +379,13 @@ def _train_loop(config, run: _Run, state: steps_lib.TrainState, start_step: int,
                                  enabled=config.progress_bar)
   try:
     for step in range(start_step, total_steps):
-      state = run.prog.train_step(state, run.train_split)
+      state = run.train_step(state, step)
       done = step + 1
       bar.update(1)
       if done % log_every == 0 or done == total_steps:
         state = _log_window(state, run, step, progress, writer, bar)
       if eval_every_steps and done % eval_every_steps == 0 and done < total_steps:
-        result = run.prog.evaluator.evaluate((state.params, state.batch_stats), run.test_split,
-                                             eval_batch)
+        result = run.evaluate(state, eval_batch)
         progress.history.append({"step": done, "epoch": done // steps_per_epoch,
                                  "test_accuracy": result["accuracy"],
                                  "test_loss": result["loss"]})
@@ -359,8 +393,7 @@ def _train_loop(config, run: _Run, state: steps_lib.TrainState, start_step: int,
         bar.write(f"epoch {done // steps_per_epoch}: test accuracy {result['accuracy']:.4f}")
       if ckpt_every and done % ckpt_every == 0 and done < total_steps:
         ckpt.save(done, state, progress.metadata(done, steps_per_epoch))
-    result = run.prog.evaluator.evaluate((state.params, state.batch_stats), run.test_split,
-                                         eval_batch)
+    result = run.evaluate(state, eval_batch)
     if start_step < total_steps:
       progress.history.append({"step": total_steps, "epoch": spec.epochs,
                                "test_accuracy": result["accuracy"], "test_loss": result["loss"]})
