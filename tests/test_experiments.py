@@ -214,3 +214,16 @@ def test_compare_methods_tiny_runs_refuses_and_retrains(tmp_path):
   assert data["methods"]["random"]["outcomes"] == {"completed": 1}
   assert "| single_darts | 1 refused (memory) |" in result.stdout
   assert out.with_suffix(".png").exists()
+
+
+def test_imagenet_input_prepares_reads_and_writes_its_figures(tmp_path):
+  out = tmp_path / "input.json"
+  result = subprocess.run(
+      [sys.executable, str(ROOT / "experiments" / "imagenet_input.py"), "--classes", "2",
+       "--per-class", "8", "--val", "8", "--height", "40", "--width", "50", "--size", "32",
+       "--batch", "8", "--steps", "2", "--threads", "1", "--json", str(out)],
+      capture_output=True, text=True, cwd=ROOT, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  data = json.loads(out.read_text())
+  assert data["images"] == {"train": 16, "val": 8, "jpeg": "50x40"}
+  assert data["reader_threads"] == 1 and data["train_images_per_s"] > 0

@@ -2,16 +2,15 @@
 tfds's real preparation of imagenet2012 from tiny archives, the transforms,
 batches that are a function of (key, step) read once per process, and a
 search and a retraining on `tfds.testing.mock_data`."""
-import io
 import json
-import tarfile
+import sys
+from pathlib import Path
 
 import chex
 import jax
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from PIL import Image
 
 from radars_jax import config_defaults
 from radars_jax import data as data_lib
@@ -23,38 +22,21 @@ from radars_jax.errors import UserError
 from radars_jax.retrain import steps as retrain_steps
 from radars_jax.retrain import train
 
-SYNSETS = ("n01440764", "n01443537")   # labels 0 and 1 of tfds's imagenet2012
-
-
-def _jpeg(seed: int, height: int, width: int) -> bytes:
-  pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
-  buffer = io.BytesIO()
-  Image.fromarray(pixels).save(buffer, "JPEG")
-  return buffer.getvalue()
-
-
-def _add(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
-  info = tarfile.TarInfo(name)
-  info.size = len(payload)
-  tar.addfile(info, io.BytesIO(payload))
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def manual_dir(tmp_path_factory):
-  """ILSVRC2012_img_train.tar (a tar of one tar per synset, 3 JPEGs each)
-  and ILSVRC2012_img_val.tar (3 JPEGs named as ImageNet's), as image-net.org
-  ships them."""
+  """ILSVRC2012_img_train.tar (2 synsets of 3 JPEGs) and ILSVRC2012_img_val.tar
+  (3 JPEGs), as image-net.org ships them (`experiments/imagenet_input.py`)."""
+  sys.path.insert(0, str(ROOT / "experiments"))
+  try:
+    import imagenet_input  # pylint: disable=import-outside-toplevel
+  finally:
+    sys.path.remove(str(ROOT / "experiments"))
   path = tmp_path_factory.mktemp("manual")
-  with tarfile.open(path / "ILSVRC2012_img_train.tar", "w") as outer:
-    for c, synset in enumerate(SYNSETS):
-      inner = io.BytesIO()
-      with tarfile.open(fileobj=inner, mode="w") as tar:
-        for i in range(3):
-          _add(tar, f"{synset}_{i}.JPEG", _jpeg(10 * c + i, 40 + i, 50))
-      _add(outer, f"{synset}.tar", inner.getvalue())
-  with tarfile.open(path / "ILSVRC2012_img_val.tar", "w") as tar:
-    for i in range(1, 4):
-      _add(tar, f"ILSVRC2012_val_{i:08d}.JPEG", _jpeg(100 + i, 60, 45))
+  imagenet_input.write_ilsvrc_archives(path, classes=2, per_class=3, val=3, height=40,
+                                       width=50)
   return path
 
 
