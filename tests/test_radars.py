@@ -405,6 +405,9 @@ def test_a_search_stopped_by_its_time_limit_resumes_to_the_same_result(uninterru
   assert stopped["stopped"] == "time" and stopped["genotype"] is None
   assert "it0_s1 at step 2 of" in stopped["stop_reason"], stopped["stop_reason"]
   assert [r["sample"] for r in stopped["subspace_runs"]] == [0]
+  # the worst step counts the stopped sample's, which ran
+  assert stopped["subspace_runs"][0]["compiled_bytes"] <= stopped["step_bytes"] \
+      <= stopped["memory_budget_bytes"]
   assert workdir_lib.read_json(path / "summary.json") == json.loads(json.dumps(stopped))
   assert not (path / "genotype.json").exists()
   assert "stopped: search.max_seconds=1000 reached" in main.console_summary(

@@ -130,6 +130,7 @@ class RadarsSearch:
     self.mesh = parallel.make_mesh()
     self.writer = metrics_lib.MetricWriter(path / "tensorboard", path / "metrics.jsonl")
     self.budget = search_lib.budget_bytes(config)
+    self.running_bytes = 0   # the largest train step this process has run
     self.hparams = ctrl.ControllerHParams.from_config(config.controller)
     self.num_samples = int(config.controller.samples_per_iteration)
     self.ckpt = checkpointing.Checkpointer(path / "checkpoints" / "search", max_to_keep=2)
@@ -286,6 +287,7 @@ class RadarsSearch:
     subspace, compiled, estimate = self.programs.fit_budget(
         subspace, model, record, k, self.sizing.run_steps(), what=f"static step, sample {tag}")
     note_first_train_step(record, self.time)
+    self.running_bytes = max(self.running_bytes, compiled.bytes)
     pool = PoolView(state, bool(self.config.radars.pool_similarity))
     with checkpointing.Checkpointer(self.dnas_ckpt_root / tag, max_to_keep=2) as dnas_ckpt:
       weights, fields = self.task.search_subspace(
@@ -304,6 +306,7 @@ class RadarsSearch:
     tag = f"it{iteration}_s{indices[0]}-{indices[-1]}"
     subspaces = [record.batch.subspace(i) for i in indices]
     note_first_train_step(record, self.time)
+    self.running_bytes = max(self.running_bytes, compiled.bytes)
     pools = [PoolView(state, bool(self.config.radars.pool_similarity)) for _ in indices]
     with checkpointing.Checkpointer(self.dnas_ckpt_root / tag, max_to_keep=2) as dnas_ckpt:
       results = self.task.search_group(subspaces, [sample_key(state, iteration, i)
@@ -326,6 +329,7 @@ class RadarsSearch:
         self.sizing.final_steps(),
         what="static step, final search")
     key = jax.random.fold_in(state.key, 999_999)
+    self.running_bytes = max(self.running_bytes, compiled.bytes)
     pool = PoolView(state, bool(self.config.radars.pool_similarity))
     with checkpointing.Checkpointer(self.dnas_ckpt_root / "final", max_to_keep=2) as dnas_ckpt:
       _, fields = self.task.search_subspace(subspace, key, pool, f"{self.method} final", compiled,
@@ -345,10 +349,12 @@ class RadarsSearch:
     self.writer.close()
     self.ckpt.close()
     runs = [r for r in record.runs if r.get("compiled_bytes")]
+    # (the run it stopped in is not in `record.runs`, but its steps ran)
+    ran = max([r["compiled_bytes"] for r in runs] + [self.running_bytes])
     summary = stopped_summary(
         self.config, self.space.name, self.task.name, self.time.elapsed(), reason,
         iterations_done=record.iteration, subspace_runs=record.runs, best_sample=record.best,
-        step_bytes=int(max((r["compiled_bytes"] for r in runs), default=0)),
+        step_bytes=int(ran),
         memory_budget_bytes=self.budget)
     workdir_lib.write_json(self.path / "history.json", {"iterations": record.history})
     workdir_lib.write_json(self.path / "summary.json", summary)
