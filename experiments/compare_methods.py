@@ -5,6 +5,8 @@ one memory budget and one time limit, each found architecture retrained.
         --json experiments/results/compare_digits_nb201.json
     python experiments/compare_methods.py --setting digits_mobile --seeds 3 \\
         --json experiments/results/compare_digits_mobile.json
+    python experiments/compare_methods.py --setting imagenet_synthetic --seeds 1 \\
+        --max-seconds 1200 --json experiments/results/compare_imagenet_synthetic.json
 
 Each (method, seed) is the command a user runs, `python -m radars_jax.main
 --config configs/CONFIG --config.method=METHOD --config.seed=SEED`, with
@@ -22,6 +24,16 @@ test accuracy, weights, FLOPs (multiply-adds, one image) and latency (the
 retrained network's jitted forward of `--latency-batch` images, median on
 this machine). Per method: means and standard deviations over seeds. The
 JSON holds every run; the PNG plots test accuracy against search seconds.
+
+`cifar_synthetic` and `imagenet_synthetic` are the paper's CIFAR-10 and
+ImageNet settings (`configs/cifar.py`, `configs/imagenet_mobile.py`: their
+spaces, image sizes, batches and 12 GB budget) on synthetic images, for
+memory and time only: nothing is retrained, accuracy there means nothing,
+and the found network's weights, FLOPs and latency are those of the
+retraining config's network. Where a whole-space step is refused for its
+program size (`dnas.max_program_ops`) rather than its bytes, its bytes are
+`mode=describe`'s with `supernet.depthwise_impl=xla` (the kernels GPUs and
+TPUs use: one grouped convolution per depthwise op).
 """
 from __future__ import annotations
 
@@ -37,10 +49,18 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("radars", "rl", "random", "darts", "single_darts")
-# setting: (search config, its flags, retraining config, its flags)
+# setting: (search config, its flags, retraining config, its flags, retrain?)
+_SYNTHETIC = {"data.name": "synthetic", "data.channels": 3, "data.test_size": 64}
 SETTINGS = {
-    "digits_nb201": ("digits.py", {}, "digits_train.py", {}),
-    "digits_mobile": ("digits_mobile.py", {}, "digits_train.py", {}),
+    "digits_nb201": ("digits.py", {}, "digits_train.py", {}, True),
+    "digits_mobile": ("digits_mobile.py", {}, "digits_train.py", {}, True),
+    "cifar_synthetic": ("cifar.py", {**_SYNTHETIC, "data.image_size": 32, "data.num_classes": 10,
+                                     "data.train_size": 10_000, "data.holdout_size": 1000},
+                        "cifar_train.py", {}, False),
+    "imagenet_synthetic": ("imagenet_mobile.py",
+                           {**_SYNTHETIC, "data.image_size": 224, "data.num_classes": 1000,
+                            "data.train_size": 2048, "data.holdout_size": 256},
+                           "imagenet_train.py", {}, False),
 }
 
 
@@ -74,21 +94,25 @@ def describe_bytes(config: str, flags: dict) -> int | None:
   return json.loads(done.stdout[done.stdout.index("{"):])["full_space_step_bytes"]
 
 
-def latency_seconds(genotype: dict, train_config: str, batch: int) -> float:
-  """Median seconds of the retrained network's jitted forward pass (test
-  mode) of `batch` images, timed here, at `train_config`'s sizes."""
+def network_costs(genotype: dict, train_config: str, train_flags: dict, batch: int) -> dict:
+  """The retrained network's weights, FLOPs (multiply-adds, one image) and
+  latency (median seconds of its jitted forward pass, test mode, of
+  `batch` images, timed here), at `train_config`'s sizes; nothing trains."""
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   from radars_jax import data as data_lib  # pylint: disable=import-outside-toplevel
   from radars_jax.radars import hardware  # pylint: disable=import-outside-toplevel
   from radars_jax.retrain import networks, train  # pylint: disable=import-outside-toplevel
   config = config_file(train_config)
+  config.update_from_flattened_dict(train_flags)
   image_shape, num_classes = data_lib.dataset_spec(config.data)
   model = train.build_model(genotype, num_classes, config.train, auxiliary=False)
+  size = networks.describe_network(model, image_shape)
   variables = networks.abstract_variables(model, image_shape)
   forward = jax.jit(lambda v, x: model.apply(v, x, train=False)[0])
-  return hardware.time_forward(forward, variables,
-                               jax.ShapeDtypeStruct((batch, *image_shape), jnp.float32))
+  latency = hardware.time_forward(forward, variables,
+                                  jax.ShapeDtypeStruct((batch, *image_shape), jnp.float32))
+  return {"weights": size["weights"], "flops": size["macs"], "latency_s": latency}
 
 
 def config_file(name: str):
@@ -99,7 +123,7 @@ def config_file(name: str):
 
 def run_one(setting: str, method: str, seed: int, args, tmp: Path) -> dict:
   """One search and, if it completed, its retraining."""
-  search_config, search_flags, train_config, train_flags = SETTINGS[setting]
+  search_config, search_flags, train_config, train_flags, retrain = SETTINGS[setting]
   flags = {**search_flags, **dict(o.split("=", 1) for o in args.override), "method": method,
            "seed": seed, "memory_budget_gb": args.budget_gb,
            "search.max_seconds": args.max_seconds}
@@ -110,6 +134,11 @@ def run_one(setting: str, method: str, seed: int, args, tmp: Path) -> dict:
     row.update(outcome="refused (memory)", message=last,
                step_bytes=describe_bytes(search_config, flags))
     return row
+  if rc == 2 and "dnas.max_program_ops" in last:
+    row.update(outcome="refused (program size)", message=last,
+               step_bytes=describe_bytes(search_config,
+                                         {**flags, "supernet.depthwise_impl": "xla"}))
+    return row
   if rc != 0 or summary is None:
     raise RuntimeError(f"{workdir}: exit {rc}: {last}")
   row.update(search_seconds=summary["search_seconds"], step_bytes=summary.get("step_bytes"),
@@ -117,17 +146,25 @@ def run_one(setting: str, method: str, seed: int, args, tmp: Path) -> dict:
   if summary.get("stopped"):
     row.update(outcome="stopped (time)", message=summary["stop_reason"])
     return row
+  if not retrain:
+    row.update(outcome="completed", genotype=summary["genotype"],
+               **network_costs(summary["genotype"], train_config,
+                               {**train_flags, "data.name": search_flags["data.name"],
+                                "data.image_size": search_flags["data.image_size"],
+                                "data.num_classes": search_flags["data.num_classes"]},
+                               args.latency_batch))
+    return row
   genotype_path = workdir / "genotype.json"
   rc, last, evaluated = run_main(train_config, tmp / f"{workdir.name}_train",
                                  {**train_flags, "genotype": genotype_path, "seed": seed,
                                   "train.epochs": args.retrain_epochs})
   if rc != 0 or evaluated is None:
     raise RuntimeError(f"retraining {workdir}: exit {rc}: {last}")
+  costs = network_costs(summary["genotype"], train_config, train_flags, args.latency_batch)
   row.update(outcome="completed", genotype=summary["genotype"],
              search_val_accuracy=summary["val_accuracy"],
              test_accuracy=evaluated["test_accuracy"], weights=evaluated["weights"],
-             flops=evaluated["flops"],
-             latency_s=latency_seconds(summary["genotype"], train_config, args.latency_batch))
+             flops=evaluated["flops"], latency_s=costs["latency_s"])
   return row
 
 
@@ -170,22 +207,35 @@ def table(result: dict) -> str:
 
 
 def plot(result: dict, path: Path) -> None:
-  """Test accuracy against search seconds, one colour per method."""
+  """Retrained test accuracy against search seconds, one colour per method;
+  without retraining, each run's worst step (GB) against its search
+  seconds beside the budget (a refused run at 0 s, with what it needs)."""
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")
   from radars_jax.report import style  # pylint: disable=import-outside-toplevel
   fig = style.new_figure(6.0, 4.0)
   ax = fig.add_subplot()
+  accuracy = any("test_accuracy" in r for r in result["runs"])
+  markers = {"completed": "o", "stopped (time)": "s"}
   for i, method in enumerate(result["methods"]):
-    done = [r for r in result["runs"] if r["method"] == method and r["outcome"] == "completed"]
     colour = style.SERIES_COLOURS[i % len(style.SERIES_COLOURS)]
-    if done:
-      ax.scatter([r["search_seconds"] for r in done], [100 * r["test_accuracy"] for r in done],
-                 color=colour, label=method, s=30)
+    mine = [r for r in result["runs"] if r["method"] == method]
+    if accuracy:
+      done = [r for r in mine if r["outcome"] == "completed"]
+      points = [(r["search_seconds"], 100 * r["test_accuracy"], "o") for r in done]
     else:
-      ax.scatter([], [], color=colour, label=f"{method} (none completed)")
+      points = [(r.get("search_seconds", 0.0), r["step_bytes"] / 1e9,
+                 markers.get(r["outcome"], "x")) for r in mine if r.get("step_bytes")]
+    for x, y, marker in points:
+      ax.scatter([x], [y], color=colour, marker=marker, s=30)
+    ax.scatter([], [], color=colour, label=method if points else f"{method} (none completed)")
   ax.set_xlabel("search seconds")
-  ax.set_ylabel("retrained test accuracy (%)")
+  if accuracy:
+    ax.set_ylabel("retrained test accuracy (%)")
+  else:
+    ax.axhline(result["budget_gb"], color="grey", linestyle="--", label="budget")
+    ax.set_yscale("log")
+    ax.set_ylabel("worst train step (GB; x: refused, s: stopped by time)")
   ax.set_title(f"{result['setting']}: budget {result['budget_gb']} GB, "
                f"limit {result['max_seconds']:g} s")
   ax.legend(fontsize=8)

@@ -18,6 +18,19 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 SESSION_CACHE = "RADARS_JAX_TEST_SESSION_CACHE"
 
 
+def import_experiment(name: str):
+  """The module experiments/NAME.py (the benchmark scripts are not a package)."""
+  import importlib  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  folder = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "experiments")
+  sys.path.insert(0, folder)
+  try:
+    return importlib.import_module(name)
+  finally:
+    sys.path.remove(folder)
+
+
 def pytest_configure(config):
   """A persistent compilation cache for the session, one directory for all
   of its pytest-xdist workers (made by the controller before it starts

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from radars_jax.nas import genotypes
+
 import conftest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,11 +100,7 @@ def test_throughput_interleaves_ours_with_every_peer_run():
   """The ratio's two sides are interleaved (ours, peer, ours, peer, ours) so
   a drifting machine speed moves both; each round's ratio takes our blocks
   on either side of its peer run."""
-  sys.path.insert(0, str(ROOT / "experiments"))
-  try:
-    import throughput  # pylint: disable=import-outside-toplevel
-  finally:
-    sys.path.remove(str(ROOT / "experiments"))
+  throughput = conftest.import_experiment("throughput")
   calls, speed = [], iter([1.0, 2.0, 4.0])   # our step seconds, block by block
 
   def run_ours(n):
@@ -127,11 +125,7 @@ def test_throughput_interleaves_ours_with_every_peer_run():
 def test_throughput_peer_runs_on_the_backend_of_ours():
   """On a GPU the peer must run on CUDA too (a CPU peer would flatter the
   ratio); an explicit --peer-device wins."""
-  sys.path.insert(0, str(ROOT / "experiments"))
-  try:
-    import throughput  # pylint: disable=import-outside-toplevel
-  finally:
-    sys.path.remove(str(ROOT / "experiments"))
+  throughput = conftest.import_experiment("throughput")
   assert throughput.peer_device("auto", "gpu") == "cuda"
   assert throughput.peer_device("auto", "cpu") == "cpu"
   assert throughput.peer_device("auto", "tpu") == "cpu"
@@ -227,3 +221,23 @@ def test_imagenet_input_prepares_reads_and_writes_its_figures(tmp_path):
   data = json.loads(out.read_text())
   assert data["images"] == {"train": 16, "val": 8, "jpeg": "50x40"}
   assert data["reader_threads"] == 1 and data["train_images_per_s"] > 0
+
+
+def test_compare_methods_without_retraining_sizes_the_network_and_plots_bytes(tmp_path):
+  """The synthetic CIFAR / ImageNet settings retrain nothing: a found
+  genotype gets its network's weights, FLOPs and latency at the setting's
+  image size, and the plot shows each run's worst step against the budget."""
+  compare = conftest.import_experiment("compare_methods")
+  costs = compare.network_costs(
+      genotypes.load_genotype("MOBILENET_V2_LIKE"), "imagenet_train.py",
+      {"data.name": "synthetic", "data.image_size": 32, "data.num_classes": 10}, 1)
+  assert costs["weights"] > 10**6 and costs["flops"] > 0 and costs["latency_s"] > 0
+  runs = [{"method": "radars", "seed": 0, "outcome": "stopped (time)", "search_seconds": 60.0,
+           "step_bytes": 5e9},
+          {"method": "single_darts", "seed": 0, "outcome": "refused (memory)",
+           "step_bytes": 3e10}]
+  result = {"setting": "imagenet_synthetic", "budget_gb": 12.0, "max_seconds": 600.0,
+            "methods": compare.aggregate(runs), "runs": runs}
+  compare.plot(result, tmp_path / "plot.png")
+  assert (tmp_path / "plot.png").stat().st_size > 0
+  assert "| single_darts | 1 refused (memory) | - | 30000.0 ± 0.0 |" in compare.table(result)

@@ -3,8 +3,6 @@ tfds's real preparation of imagenet2012 from tiny archives, the transforms,
 batches that are a function of (key, step) read once per process, and a
 search and a retraining on `tfds.testing.mock_data`."""
 import json
-import sys
-from pathlib import Path
 
 import chex
 import jax
@@ -12,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+import conftest
 from radars_jax import config_defaults
 from radars_jax import data as data_lib
 from radars_jax import imagenet
@@ -22,20 +21,12 @@ from radars_jax.errors import UserError
 from radars_jax.retrain import steps as retrain_steps
 from radars_jax.retrain import train
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
 @pytest.fixture(scope="module")
 def manual_dir(tmp_path_factory):
   """ILSVRC2012_img_train.tar (2 synsets of 3 JPEGs) and ILSVRC2012_img_val.tar
   (3 JPEGs), as image-net.org ships them (`experiments/imagenet_input.py`)."""
-  sys.path.insert(0, str(ROOT / "experiments"))
-  try:
-    import imagenet_input  # pylint: disable=import-outside-toplevel
-  finally:
-    sys.path.remove(str(ROOT / "experiments"))
   path = tmp_path_factory.mktemp("manual")
-  imagenet_input.write_ilsvrc_archives(path, classes=2, per_class=3, val=3, height=40,
+  conftest.import_experiment("imagenet_input").write_ilsvrc_archives(path, classes=2, per_class=3, val=3, height=40,
                                        width=50)
   return path
 
