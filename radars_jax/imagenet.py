@@ -202,20 +202,50 @@ class RecordSplit:
                stacked: bool = False) -> Callable:
     return _RecordBatches(self, batch_size, mean, std, pad, flip, sharding, stacked)
 
-  def eval_batches(self, batch_size: int):
+  def eval_batches(self, batch_size: int, sharding):
     """`(start, images, labels)` of fixed-size batches in order (the last
-    overlaps the one before), each read while the one before is scored."""
+    overlaps the one before), global uint8 arrays with `sharding` (each
+    process reads the rows its devices hold), each read while the one
+    before is scored."""
     n = self.num_examples
     starts = [min(start, n - batch_size) for start in range(0, n, batch_size)]
     with concurrent.futures.ThreadPoolExecutor(self.threads) as pool, \
         concurrent.futures.ThreadPoolExecutor(1) as ahead:
-      read = lambda start: self.read(range(start, start + batch_size), None, pool)
+      read = lambda start: read_global(self, np.arange(start, start + batch_size)[None],
+                                       [None], sharding, pool, stacked=False)
       pending = ahead.submit(read, starts[0]) if starts else None
       for i, start in enumerate(starts):
         images, labels = pending.result()
         if i + 1 < len(starts):
           pending = ahead.submit(read, starts[i + 1])
         yield start, images, labels
+
+
+def read_global(split: RecordSplit, rows: np.ndarray, seeds: list, sharding, pool,
+                stacked: bool) -> tuple[jax.Array, jax.Array]:
+  """Global uint8 images and int32 labels of the split's `rows`
+  ([samples, batch]; `stacked=False`: one sample, and the arrays drop that
+  axis), sample `s` transformed with `seeds[s]` (None: for evaluation).
+  This process reads only the rows its devices hold."""
+  read: dict = {}
+
+  def part(index):
+    """`(images, labels)` of one device's slice."""
+    samples, batch = (index[0], index[1]) if stacked else (slice(0, 1), index[0])
+    samples = range(*samples.indices(rows.shape[0]))
+    batch = range(*batch.indices(rows.shape[1]))
+    if (samples, batch) not in read:
+      parts = [split.read(rows[s][batch.start:batch.stop], seeds[s], pool) for s in samples]
+      images, labels = (np.stack(a) for a in zip(*parts))
+      read[(samples, batch)] = (images, labels) if stacked else (images[0], labels[0])
+    return read[(samples, batch)]
+
+  label_shape = rows.shape if stacked else rows.shape[1:]
+  size = split.image_size
+  images = jax.make_array_from_callback((*label_shape, size, size, 3), sharding,
+                                        lambda index: part(index)[0])
+  labels = jax.make_array_from_callback(label_shape, sharding, lambda index: part(index)[1])
+  return images, labels
 
 
 def _key_seed(key: jax.Array, step: int) -> list[int]:
@@ -252,34 +282,10 @@ class _RecordBatches:
     self._lock = threading.Lock()
 
   def _global_arrays(self, key, step: int) -> tuple[jax.Array, jax.Array]:
-    """The batch's uint8 images and labels as global arrays; this process
-    reads only the rows its devices hold."""
     rows = np.asarray(jax.device_get(self._indices(key, step)))
-    stacked_rows = rows if self.stacked else rows[None]
-    seeds = [_key_seed(key[s] if self.stacked else key, step)
-             for s in range(len(stacked_rows))]
-    read: dict = {}
-
-    def part(index):
-      """`(images, labels)` of one device's slice of the batch."""
-      samples, batch = (index[0], index[1]) if self.stacked else (slice(0, 1), index[0])
-      samples = range(*samples.indices(len(stacked_rows)))
-      batch = range(*batch.indices(stacked_rows.shape[1]))
-      at = (samples, batch)
-      if at not in read:
-        parts = [self.split.read(stacked_rows[s][batch.start:batch.stop], seeds[s], self._pool)
-                 for s in samples]
-        images, labels = (np.stack(a) for a in zip(*parts))
-        read[at] = (images, labels) if self.stacked else (images[0], labels[0])
-      return read[at]
-
-    size = self.split.image_size
-    label_shape = rows.shape
-    images = jax.make_array_from_callback((*label_shape, size, size, 3), self.sharding,
-                                          lambda index: part(index)[0])
-    labels = jax.make_array_from_callback(label_shape, self.sharding,
-                                          lambda index: part(index)[1])
-    return images, labels
+    rows = rows if self.stacked else rows[None]
+    seeds = [_key_seed(key[s] if self.stacked else key, step) for s in range(len(rows))]
+    return read_global(self.split, rows, seeds, self.sharding, self._pool, self.stacked)
 
   def _batch(self, key, step: int) -> dict:
     images, labels = self._global_arrays(key, step)

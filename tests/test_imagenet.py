@@ -140,6 +140,10 @@ def test_each_row_of_a_sharded_batch_is_read_once(mock_imagenette):
   assert batch["image"].sharding.is_equivalent_to(parallel.batch_sharded(mesh), 4)
   batches._pending[1].result()   # the next step's batch, read ahead
   assert counting.reads == 16
+  counting.reads = 0
+  evaluated = list(split.subset(np.arange(16)).eval_batches(8, parallel.batch_sharded(mesh)))
+  assert [start for start, _, _ in evaluated] == [0, 8] and counting.reads == 16
+  assert evaluated[1][1].sharding.is_equivalent_to(parallel.batch_sharded(mesh), 4)
   # one batch per sample, each split over its row of the (sample, data) mesh
   sample_mesh = parallel.make_sample_mesh(2, jax.devices()[:4])
   stacked = split.batch_fn(8, (0.5,) * 3, (0.25,) * 3, pad=0, flip=False,

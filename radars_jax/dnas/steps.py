@@ -500,9 +500,8 @@ class Evaluator:
         yield start, functools.partial(self._step, inputs, split, start,
                                        batch_size=batch_size)
     else:
-      sharding = parallel.batch_sharded(self.mesh)
-      for start, images, labels in split.eval_batches(batch_size):
-        images, labels = jax.device_put((images, labels), sharding)
+      for start, images, labels in split.eval_batches(batch_size,
+                                                      parallel.batch_sharded(self.mesh)):
         yield start, functools.partial(self._score, inputs, images, labels, start)
 
   def evaluate(self, inputs, split: data_lib.Split, batch_size: int) -> dict:
