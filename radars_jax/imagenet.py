@@ -90,12 +90,11 @@ def image_size(data_config) -> int:
 # ---------------------------------------------------------------------------
 
 def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+  """Bilinear resize of uint8 [H, W, 3] (PIL)."""
   from PIL import Image  # pylint: disable=import-outside-toplevel
   if image.shape[:2] == (height, width):
     return image
-  pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
-  out = np.asarray(pil.resize((width, height), Image.BILINEAR))
-  return out.reshape(height, width, image.shape[-1])
+  return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
 
 
 def random_resized_crop_box(rng: np.random.Generator, height: int, width: int,
@@ -145,8 +144,11 @@ def eval_transform(image: np.ndarray, size: int,
 
 
 def _as_rgb(image: np.ndarray) -> np.ndarray:
+  """uint8 [H, W, 3] (a grey image's one channel repeated)."""
   image = np.asarray(image, np.uint8)
-  return image[..., None] if image.ndim == 2 else image
+  if image.ndim == 2:
+    image = image[..., None]
+  return np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image
 
 
 # ---------------------------------------------------------------------------
@@ -156,9 +158,9 @@ def _as_rgb(image: np.ndarray) -> np.ndarray:
 @dataclasses.dataclass(frozen=True, eq=False)
 class RecordSplit:
   """One split on disk: `source[indices[i]]` is its example `i` (a dict with
-  `image` uint8 [H, W, C] and `label`). `train` picks the transform;
-  `full_size` whether the host crops and resizes (else images are used as
-  stored, and augmented on device). Not a pytree: it never enters jit."""
+  `image` uint8 [H, W, C] and `label`). `full_size`: the host crops and
+  resizes to `image_size` (else images are used as stored, and augmented
+  on device). Not a pytree: it never enters jit."""
   source: Any
   indices: np.ndarray
   image_size: int
@@ -173,9 +175,9 @@ class RecordSplit:
     return dataclasses.replace(self, indices=self.indices[np.asarray(rows)])
 
   def read(self, rows, seed=None, pool=None) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 images [len(rows), S, S, C] and int32 labels of the split's
-    `rows`: the training transform seeded by `seed` (a list of ints) (one generator per
-    row, so a row's crop does not depend on which process reads it), or the
+    """uint8 images [len(rows), S, S, 3] and int32 labels of the split's
+    `rows`: the training transform seeded by `seed` (a list of ints) and
+    the row, so a row's crop does not depend on which process reads it; the
     evaluation transform when `seed` is None."""
     rows = [int(r) for r in rows]
     size = self.image_size
@@ -194,8 +196,7 @@ class RecordSplit:
 
     mapped = pool.map(one, rows) if pool is not None else map(one, rows)
     images, labels = zip(*mapped) if rows else ((), ())
-    channels = 3 if not images else images[0].shape[-1]
-    return (np.stack(images) if images else np.zeros((0, size, size, channels), np.uint8),
+    return (np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8),
             np.asarray(labels, np.int32))
 
   def batch_fn(self, batch_size: int, mean, std, *, pad: int, flip: bool, sharding,

@@ -89,6 +89,15 @@ def test_transforms_shapes_and_the_centre_crop():
                                 image[16:240, 38:262])
 
 
+def test_a_grey_record_is_read_as_three_channels():
+  grey = np.arange(30 * 40, dtype=np.uint8).reshape(30, 40, 1)
+  split = imagenet.RecordSplit([{"image": grey, "label": 3}], np.arange(1), 16, True, 1)
+  images, labels = split.read([0])
+  chex.assert_shape(images, (1, 16, 16, 3))
+  np.testing.assert_array_equal(images[..., 0], images[..., 2])
+  assert labels.tolist() == [3]
+
+
 @pytest.fixture(scope="module")
 def mock_imagenette():
   with tfds.testing.mock_data(num_examples=48):
