@@ -3,6 +3,9 @@ tfds's real preparation of imagenet2012 from tiny archives, the transforms,
 batches that are a function of (key, step) read once per process, and a
 search and a retraining on `tfds.testing.mock_data`."""
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import chex
 import jax
@@ -124,7 +127,7 @@ def test_batches_are_a_function_of_key_and_step(mock_imagenette):
   np.testing.assert_array_equal(batches[2]["label"], expected)
 
 
-class _CountingSource:
+class CountingSource:
   """A record source that counts the records read."""
 
   def __init__(self, source):
@@ -140,7 +143,7 @@ class _CountingSource:
 
 def test_each_row_of_a_sharded_batch_is_read_once(mock_imagenette):
   assert len(jax.devices()) >= 4, "tests run with 4 host devices (conftest)"
-  counting = _CountingSource(mock_imagenette.train.source)
+  counting = CountingSource(mock_imagenette.train.source)
   split = imagenet.RecordSplit(counting, mock_imagenette.train.indices, 16, True, 2)
   mesh = parallel.make_mesh(jax.devices()[:4])
   batches = split.batch_fn(8, (0.5,) * 3, (0.25,) * 3, pad=0, flip=False,
@@ -227,3 +230,29 @@ def test_every_dataset_opens_at_its_size(name):
                    "imagenet_resized/64x64": (64, 64, 3)}[name]
   images, _ = ds.test.read(range(2))
   chex.assert_shape(images, (2, *shape))
+
+
+def test_two_processes_each_read_their_half_of_a_batch(manual_dir, tmp_path):
+  """Two processes of 2 CPU devices each, one mesh of 4: each reads the 2
+  rows of a batch of 4 its devices hold (and 2 of the next, read ahead),
+  and the batch they hold together is the one process's batch of 4."""
+  from test_multiprocess import env_with_devices, free_port, wait_all  # pylint: disable=import-outside-toplevel
+  data_dir = str(tmp_path / "tfds")
+  config = _data_config("imagenet2012", manual_dir=str(manual_dir), data_dir=data_dir,
+                        image_size=16, reader_threads=1)
+  train = imagenet.open_dataset(config).train   # (prepared here, read there)
+  mesh = parallel.make_mesh(jax.devices()[:4])
+  reference = train.batch_fn(4, (0.5,) * 3, (0.25,) * 3, pad=0, flip=False,
+                             sharding=parallel.batch_sharded(mesh))(jax.random.key(0), 0)
+  coordinator = f"127.0.0.1:{free_port()}"
+  runner = Path(__file__).with_name("record_reader_process.py")
+  procs = [subprocess.Popen([sys.executable, str(runner), coordinator, str(i), data_dir,
+                             str(tmp_path / f"p{i}.json")], cwd=runner.parent,
+                            env=env_with_devices(2), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL) for i in range(2)]
+  assert wait_all(procs, 240) == [0, 0]
+  for i in range(2):
+    result = json.loads((tmp_path / f"p{i}.json").read_text())
+    assert result["devices"] == 4 and result["reads"] == 4
+    np.testing.assert_allclose(result["image"], reference["image"], atol=1e-6)
+    np.testing.assert_array_equal(result["label"], reference["label"])
