@@ -561,10 +561,7 @@ def _check_files(config) -> None:
                     f"data.download=False the prepared {d.name} must be there; "
                     "--config.data.archive=PATH prepares it from the downloaded archive)")
   data_lib.archive_path(d.name, d.archive)
-  if imagenet.is_streamed(d.name):
-    imagenet.manual_dir(d)
-  elif d.manual_dir is not None:
-    raise UserError(f"data.manual_dir is for imagenet2012 only (data.name={d.name}); unset it")
+  imagenet.manual_dir(d)
   if config.get("genotype") is not None and config.mode in ("describe", "train"):
     genotypes_lib.load_genotype(config.genotype)
   table = config.get("table")
