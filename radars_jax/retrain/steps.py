@@ -7,10 +7,13 @@ DARTS evaluation protocol (`TrainSpec`): SGD with momentum and weight decay,
 a learning rate following a cosine from `lr` to `lr_min` over the epochs
 (set per epoch, as in DARTS), gradient clipping, cutout, drop path ramped
 linearly from 0 to `drop_path` over the epochs, an auxiliary head weighted
-`auxiliary_weight`. Each step gathers its batch on device from the step
-number (`data.batch_indices`), and every random draw is `fold_in(key,
-step)`, so that a step's result depends only on the state: a run restored
-from a checkpoint ends with exactly the weights of an uninterrupted one.
+`auxiliary_weight`; for ImageNet also label smoothing and the weights'
+moving average, tested in their place. Each step gathers its batch on
+device from the step number (`data.batch_indices`; a dataset on disk is
+read on the host by the same indices, `imagenet.RecordSplit`), and every
+random draw is `fold_in(key, step)`, so that a step's result depends only
+on the state: a run restored from a checkpoint ends with exactly the
+weights of an uninterrupted one.
 """
 from __future__ import annotations
 
