@@ -2,6 +2,7 @@
 tfds's real preparation of imagenet2012 from tiny archives, the transforms,
 batches that are a function of (key, step) read once per process, and a
 search and a retraining on `tfds.testing.mock_data`."""
+import dataclasses
 import json
 import subprocess
 import sys
@@ -186,6 +187,56 @@ def _tiny(config):
   return config
 
 
+def _tiny_training(genotype: str):
+  config = _tiny(config_defaults.base_config())
+  train.add_train_config(config)
+  config.mode = "train"
+  config.genotype = genotype
+  config.data.test_size = 8
+  config.train.update(batch_size=8, epochs=1, nb201_channels=4, nb201_cells_per_stage=1,
+                      cutout=0, drop_path=0.0, auxiliary_weight=0.0, label_smoothing=0.1,
+                      ema_decay=0.5, checkpoint_every_steps=2)
+  return config
+
+
+class Killed(Exception):
+  pass
+
+
+def test_retraining_from_disk_killed_and_resumed_equals_uninterrupted(tmp_path, monkeypatch):
+  """Killed after step 3 (its checkpoint at step 2), then run again: the
+  same final weights, moving average and test accuracy as an uninterrupted
+  run (the batches are read again by step, not from where a reader was)."""
+  config = _tiny_training("|nor_conv_3x3~0|+|skip_connect~0|avg_pool_3x3~1|+|none~0|"
+                          "nor_conv_1x1~1|nor_conv_3x3~2|")
+  with tfds.testing.mock_data(num_examples=40):
+    uninterrupted = train.run_training(config, str(tmp_path / "whole"))
+    original_program = retrain_steps.program
+
+    def killed_after_step_3(spec, mesh):
+      prog = original_program(spec, mesh)
+      calls = [0]
+
+      def train_on_batch(state, batch):
+        calls[0] += 1
+        if calls[0] > 3:
+          raise Killed("after step 3")
+        return prog.train_on_batch(state, batch)
+      return dataclasses.replace(prog, train_on_batch=train_on_batch)
+
+    monkeypatch.setattr(retrain_steps, "program", killed_after_step_3)
+    with pytest.raises(Killed):
+      train.run_training(config, str(tmp_path / "resumed"))
+    monkeypatch.setattr(retrain_steps, "program", original_program)
+    resumed = train.run_training(config, str(tmp_path / "resumed"))
+  assert resumed["resumed_from_step"] == 2
+  assert resumed["test_accuracy"] == uninterrupted["test_accuracy"]
+  assert resumed["test_loss"] == pytest.approx(uninterrupted["test_loss"], rel=1e-6)
+  _, whole = train.load_trained_state(config, str(tmp_path / "whole"))
+  _, again = train.load_trained_state(config, str(tmp_path / "resumed"))
+  chex.assert_trees_all_close((again.params, again.ema), (whole.params, whole.ema), atol=1e-6)
+
+
 def test_a_search_and_a_retraining_run_on_imagenette(tmp_path):
   config = _tiny(config_defaults.base_config())
   config.method = "single_darts"
@@ -198,14 +249,7 @@ def test_a_search_and_a_retraining_run_on_imagenette(tmp_path):
     summary = search.run_search(config, str(tmp_path / "search"))
     assert summary["dataset"] == "imagenette"
     genotype = json.loads((tmp_path / "search" / "genotype.json").read_text())
-    trained = _tiny(config_defaults.base_config())
-    train.add_train_config(trained)
-    trained.mode = "train"
-    trained.genotype = str(tmp_path / "search" / "genotype.json")
-    trained.data.test_size = 8
-    trained.train.update(batch_size=8, epochs=1, nb201_channels=4, nb201_cells_per_stage=1,
-                         cutout=0, drop_path=0.0, auxiliary_weight=0.0, label_smoothing=0.1,
-                         ema_decay=0.5)
+    trained = _tiny_training(str(tmp_path / "search" / "genotype.json"))
     result = train.run_training(trained, str(tmp_path / "train"))
   assert result["genotype"] == genotype and result["steps"] == 5   # 40 mock examples, batches of 8
   assert 0.0 <= result["test_accuracy"] <= 1.0
