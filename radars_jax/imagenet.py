@@ -369,8 +369,14 @@ def open_dataset(data_config) -> RecordDataset:
         download=download or manual is not None,
         builder_kwargs={"file_format": "array_record"},
         download_and_prepare_kwargs=prepare_kwargs)
-  except (AssertionError, OSError, ImportError, ValueError,
+  except (AssertionError, OSError, ImportError, ValueError, NotImplementedError,
           tfds.download.DownloadError) as e:
+    if isinstance(e, NotImplementedError) or "File format is already set" in str(e):
+      # prepared, but in a format without random access
+      raise UserError(f"dataset {name} in {data_dir or 'the tfds default data_dir'} is "
+                      "prepared in TFRecord format, which cannot be read by index; pass "
+                      "another --config.data.data_dir=DIR, where radars_jax prepares it in "
+                      "ArrayRecord format") from e
     raise UserError(_missing_message(name, data_dir, manual, e)) from e
   threads = int(data_config.get("reader_threads", None) or min(32, os.cpu_count() or 1))
   size = image_size(data_config)

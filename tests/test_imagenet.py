@@ -57,6 +57,14 @@ def test_imagenet2012_is_prepared_by_tfds_from_the_manual_archives(manual_dir, t
   np.testing.assert_array_equal(again.test.read(range(3))[0], ds.test.read(range(3))[0])
 
 
+def test_imagenet2012_prepared_as_tfrecords_is_refused_in_one_line(manual_dir, tmp_path):
+  tfds.builder("imagenet2012", data_dir=str(tmp_path)).download_and_prepare(
+      download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
+  with pytest.raises(UserError) as raised:
+    imagenet.open_dataset(_data_config("imagenet2012", data_dir=str(tmp_path)))
+  assert "TFRecord" in str(raised.value) and "\n" not in str(raised.value)
+
+
 def test_imagenet2012_without_archives_is_one_line_naming_manual_dir(tmp_path):
   config = _data_config("imagenet2012", data_dir=str(tmp_path / "empty"))
   with pytest.raises(UserError) as raised:
@@ -102,8 +110,10 @@ def test_a_grey_record_is_read_as_three_channels():
   assert labels.tolist() == [3]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def mock_imagenette():
+  """imagenette on tfds's mock data, for one test (the mock is on while the
+  fixture is: every tfds dataset is mocked till its test ends)."""
   with tfds.testing.mock_data(num_examples=48):
     yield imagenet.open_dataset(_data_config("imagenette", image_size=16, reader_threads=2))
 
@@ -290,11 +300,15 @@ def test_two_processes_each_read_their_half_of_a_batch(manual_dir, tmp_path):
                              sharding=parallel.batch_sharded(mesh))(jax.random.key(0), 0)
   coordinator = f"127.0.0.1:{free_port()}"
   runner = Path(__file__).with_name("record_reader_process.py")
+  logs = [open(tmp_path / f"p{i}.log", "w", encoding="utf-8") for i in range(2)]  # pylint: disable=consider-using-with
   procs = [subprocess.Popen([sys.executable, str(runner), coordinator, str(i), data_dir,
                              str(tmp_path / f"p{i}.json")], cwd=runner.parent,
-                            env=env_with_devices(2), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL) for i in range(2)]
-  assert wait_all(procs, 240) == [0, 0]
+                            env=env_with_devices(2), stdout=logs[i], stderr=subprocess.STDOUT)
+           for i in range(2)]
+  codes = wait_all(procs, 240)
+  for log in logs:
+    log.close()
+  assert codes == [0, 0], (tmp_path / "p0.log").read_text()[-3000:]
   for i in range(2):
     result = json.loads((tmp_path / f"p{i}.json").read_text())
     assert result["devices"] == 4 and result["reads"] == 4
