@@ -363,12 +363,24 @@ def open_dataset(data_config) -> RecordDataset:
   prepare_kwargs = {}
   if manual is not None:
     prepare_kwargs["download_config"] = tfds.download.DownloadConfig(manual_dir=manual)
+  open_sources = lambda prepare: tfds.data_source(
+      info.tfds_name, split=["train", info.eval_split], data_dir=data_dir,
+      download=prepare and (download or manual is not None),
+      builder_kwargs={"file_format": "array_record"},
+      download_and_prepare_kwargs=prepare_kwargs)
+  first = jax.process_index() == 0
   try:
-    train, test = tfds.data_source(
-        info.tfds_name, split=["train", info.eval_split], data_dir=data_dir,
-        download=download or manual is not None,
-        builder_kwargs={"file_format": "array_record"},
-        download_and_prepare_kwargs=prepare_kwargs)
+    # Of several processes, the first prepares the dataset (several at once
+    # would write the same files) and the others open it once it is ready.
+    try:
+      if first:
+        train, test = open_sources(True)
+    finally:
+      if jax.process_count() > 1:
+        from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+        multihost_utils.sync_global_devices("radars_jax: dataset prepared")
+    if not first:
+      train, test = open_sources(False)
   except (AssertionError, OSError, ImportError, ValueError, NotImplementedError,
           tfds.download.DownloadError) as e:
     if isinstance(e, NotImplementedError) or "File format is already set" in str(e):

@@ -1,6 +1,6 @@
 """One of two processes reading ImageNet batches from disk as one run
 (tests/test_imagenet.py): `python record_reader_process.py COORDINATOR
-PROCESS_ID DATA_DIR OUT`. Writes how many records this process read and
+PROCESS_ID DATA_DIR MANUAL_DIR OUT`. Writes how many records this process read and
 the whole batch, gathered from both."""
 import json
 import sys
@@ -9,13 +9,14 @@ import jax
 import numpy as np
 
 
-def main(coordinator: str, process_id: int, data_dir: str, out: str) -> None:
+def main(coordinator: str, process_id: int, data_dir: str, manual_dir: str, out: str) -> None:
   jax.distributed.initialize(coordinator, num_processes=2, process_id=process_id)
   from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
   from radars_jax import config_defaults, imagenet, parallel  # pylint: disable=import-outside-toplevel
   from test_imagenet import CountingSource  # pylint: disable=import-outside-toplevel
   config = config_defaults.base_config().data
-  config.update(name="imagenet2012", data_dir=data_dir, image_size=16, reader_threads=1)
+  config.update(name="imagenet2012", data_dir=data_dir, manual_dir=manual_dir, image_size=16,
+                reader_threads=1)
   train = imagenet.open_dataset(config).train
   counting = CountingSource(train.source)
   split = imagenet.RecordSplit(counting, train.indices, 16, True, 1)
@@ -31,4 +32,4 @@ def main(coordinator: str, process_id: int, data_dir: str, out: str) -> None:
 
 
 if __name__ == "__main__":
-  main(sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4])
+  main(sys.argv[1], int(sys.argv[2]), *sys.argv[3:6])

@@ -287,28 +287,28 @@ def test_every_dataset_opens_at_its_size(name):
 
 
 def test_two_processes_each_read_their_half_of_a_batch(manual_dir, tmp_path):
-  """Two processes of 2 CPU devices each, one mesh of 4: each reads the 2
-  rows of a batch of 4 its devices hold (and 2 of the next, read ahead),
-  and the batch they hold together is the one process's batch of 4."""
+  """Two processes of 2 CPU devices each, one mesh of 4: the first prepares
+  the dataset while the other waits; each reads the 2 rows of a batch of 4
+  its devices hold (and 2 of the next, read ahead), and the batch they hold
+  together is the one process's batch of 4."""
   from test_multiprocess import env_with_devices, free_port, wait_all  # pylint: disable=import-outside-toplevel
   data_dir = str(tmp_path / "tfds")
-  config = _data_config("imagenet2012", manual_dir=str(manual_dir), data_dir=data_dir,
-                        image_size=16, reader_threads=1)
-  train = imagenet.open_dataset(config).train   # (prepared here, read there)
-  mesh = parallel.make_mesh(jax.devices()[:4])
-  reference = train.batch_fn(4, (0.5,) * 3, (0.25,) * 3, pad=0, flip=False,
-                             sharding=parallel.batch_sharded(mesh))(jax.random.key(0), 0)
   coordinator = f"127.0.0.1:{free_port()}"
   runner = Path(__file__).with_name("record_reader_process.py")
   logs = [open(tmp_path / f"p{i}.log", "w", encoding="utf-8") for i in range(2)]  # pylint: disable=consider-using-with
   procs = [subprocess.Popen([sys.executable, str(runner), coordinator, str(i), data_dir,
-                             str(tmp_path / f"p{i}.json")], cwd=runner.parent,
+                             str(manual_dir), str(tmp_path / f"p{i}.json")], cwd=runner.parent,
                             env=env_with_devices(2), stdout=logs[i], stderr=subprocess.STDOUT)
            for i in range(2)]
   codes = wait_all(procs, 240)
   for log in logs:
     log.close()
   assert codes == [0, 0], (tmp_path / "p0.log").read_text()[-3000:]
+  train = imagenet.open_dataset(_data_config("imagenet2012", data_dir=data_dir, image_size=16,
+                                             download=False, reader_threads=1)).train
+  mesh = parallel.make_mesh(jax.devices()[:4])
+  reference = train.batch_fn(4, (0.5,) * 3, (0.25,) * 3, pad=0, flip=False,
+                             sharding=parallel.batch_sharded(mesh))(jax.random.key(0), 0)
   for i in range(2):
     result = json.loads((tmp_path / f"p{i}.json").read_text())
     assert result["devices"] == 4 and result["reads"] == 4
