@@ -121,14 +121,28 @@ def config_file(name: str):
   return __import__(name[:-3]).get_config()
 
 
+def _finished(summary: dict, args) -> bool:
+  """Whether a search's summary.json (of an earlier run of this script with
+  `--workdir`) is its end under `args`: found a genotype, or stopped at
+  the same time limit."""
+  return bool(summary.get("genotype")) or (summary.get("stopped") == "time" and
+                                          summary.get("max_seconds") == args.max_seconds)
+
+
 def run_one(setting: str, method: str, seed: int, args, tmp: Path) -> dict:
   """One search and, if it completed, its retraining."""
   search_config, search_flags, train_config, train_flags, retrain = SETTINGS[setting]
   flags = {**search_flags, **dict(o.split("=", 1) for o in args.override), "method": method,
            "seed": seed, "memory_budget_gb": args.budget_gb,
            "search.max_seconds": args.max_seconds}
+  if method in ("darts", "single_darts"):
+    flags["hardware.target"] = None   # (a latency target aims sampled architectures only)
   workdir = tmp / f"{setting}_{method}_{seed}"
-  rc, last, summary = run_main(search_config, workdir, flags)
+  summary_path = workdir / "summary.json"
+  if summary_path.exists() and _finished(json.loads(summary_path.read_text()), args):
+    rc, last, summary = 0, "", json.loads(summary_path.read_text())   # (a rerun of the script)
+  else:
+    rc, last, summary = run_main(search_config, workdir, flags)
   row = {"method": method, "seed": seed}
   if rc == 2 and "per step, budget" in last:
     row.update(outcome="refused (memory)", message=last,
@@ -256,7 +270,9 @@ def main(argv=None) -> dict:
   ap.add_argument("--override", action="append", default=[], metavar="FIELD=VALUE",
                   help="a config field of every search (e.g. radars.max_iterations=2)")
   ap.add_argument("--json", default=None)
-  ap.add_argument("--workdir", default=None, help="keep the runs here (default: a temp dir)")
+  ap.add_argument("--workdir", default=None,
+                  help="keep the runs here (default: a temp dir); run again with the same "
+                  "workdir, the searches that ended are read back")
   args = ap.parse_args(argv)
   methods = args.methods.split(",")
   unknown = sorted(set(methods) - set(METHODS))

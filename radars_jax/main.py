@@ -21,6 +21,7 @@ import sys
 
 from absl import app
 from absl import flags
+import ml_collections
 from ml_collections import config_flags
 
 from radars_jax.errors import UserError
@@ -230,13 +231,39 @@ def _load_error(error: Exception, argv) -> str:
   return f"--config {path}: cannot load it ({type(error).__name__}: {error})"
 
 
+# `--config.a.b=None`: sets a field whose value may be None (an optional
+# one, such as a config file's `hardware.target`) back to None; absl's
+# parsers take only values of the field's type, so these are set after.
+_UNSET = re.compile(r"^--config\.([A-Za-z_][\w.]*)=None$")
+
+
 def parse_flags(argv):
-  """absl's flag parsing, where every error is one line and exit status 2."""
+  """absl's flag parsing, where every error is one line and exit status 2.
+  Returns the remaining arguments, the `--config.a.b=None` ones included."""
+  unset = [arg for arg in argv[1:] if _UNSET.match(arg)]
   try:
-    return flags.FLAGS(argv)
+    return flags.FLAGS([arg for arg in argv if arg not in unset]) + unset
   except Exception as e:  # pylint: disable=broad-except  # flags.Error, the overrides' own
     _fail(_flag_error(e, argv))
   return None
+
+
+def unset_fields(config, args) -> None:
+  """Sets each `--config.a.b=None` of `args` on `config`; a field that is not
+  there or cannot be None is a `UserError`."""
+  for arg in args:
+    path = _UNSET.match(arg).group(1)
+    *parents, leaf = path.split(".")
+    node = config
+    for name in parents:
+      node = node.get(name) if isinstance(node, ml_collections.ConfigDict) else None
+    if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
+      raise UserError(f"config.{path} is not a radars_jax config field")
+    try:
+      node[leaf] = None
+    except (TypeError, ValueError):
+      raise UserError(f"config.{path} cannot be None (its value is a "
+                      f"{type(node[leaf]).__name__})") from None
 
 
 class _WorkdirGuard:
@@ -275,8 +302,9 @@ class _WorkdirGuard:
 
 
 def main(argv):
-  if len(argv) > 1:
-    _fail(f"unexpected arguments: {' '.join(argv[1:])}")
+  unexpected = [arg for arg in argv[1:] if not _UNSET.match(arg)]
+  if unexpected:
+    _fail(f"unexpected arguments: {' '.join(unexpected)}")
   config = _CONFIG.value
   if config is None:
     _fail("--config=configs/NAME.py is required")
@@ -284,6 +312,10 @@ def main(argv):
     mode = config.mode
   except OSError as e:   # config_flags defers a failed load to the first use
     _fail(_load_error(e, sys.argv))
+  try:
+    unset_fields(config, argv[1:])
+  except UserError as e:
+    _fail(str(e))
   workdir = _WORKDIR.value
   guard = _WorkdirGuard(workdir)
   try:

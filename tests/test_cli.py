@@ -68,6 +68,9 @@ def assert_one_error_line(result, needle):
     (["--config=configs/digits.py", "--config.data.batch_size=0"], "config.data.batch_size=0"),
     (["--config=configs/digits.py", "--config.data.batch_size=abc"], "--config.data.batch_size"),
     (["--config=configs/digits.py", "--config.dnas.momentum=1.5"], "config.dnas.momentum=1.5"),
+    (["--config=configs/digits.py", "--config.data.batch_size=None"],
+     "config.data.batch_size=None"),
+    (["--config=configs/digits.py", "--config.nope=None"], "config.nope"),
     (["--config=configs/digits_train.py", "--config.genotype=/no/such/genotype.json"],
      "unknown genotype"),
 ])
@@ -75,6 +78,17 @@ def test_bad_command_lines_exit_2_with_one_line_and_no_workdir(tmp_path, args, n
   workdir = tmp_path / "w"
   assert_one_error_line(run_main_args(*args, f"--workdir={workdir}"), needle)
   assert not workdir.exists()
+
+
+def test_an_optional_field_a_config_file_sets_is_unset_with_none():
+  """`--config.a.b=None` (absl's parsers take only values of the field's
+  type): configs/imagenet_mobile.py aims its search at a latency, and
+  whole-space Single-DARTS takes no target."""
+  result = run_main_args("--config=configs/imagenet_mobile.py", "--config.mode=describe",
+                         "--config.method=single_darts", "--config.hardware.target=None",
+                         "--config.memory_budget_gb=None", *TINY)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert json.loads(result.stdout)["memory_budget_bytes"] is None
 
 
 def test_bad_input_found_late_leaves_an_existing_workdir_as_it_was(tmp_path):
