@@ -1,4 +1,5 @@
 """Smoke tests of the benchmark scripts in experiments/ (tiny spaces; no timing)."""
+import argparse
 import json
 import os
 import subprocess
@@ -241,3 +242,8 @@ def test_compare_methods_without_retraining_sizes_the_network_and_plots_bytes(tm
   compare.plot(result, tmp_path / "plot.png")
   assert (tmp_path / "plot.png").stat().st_size > 0
   assert "| single_darts | 1 refused (memory) | - | 30000.0 ± 0.0 |" in compare.table(result)
+  # a rerun with the same --workdir reads back the searches that ended
+  args = argparse.Namespace(max_seconds=600.0)
+  assert compare._finished({"genotype": {"ops": []}}, args)   # pylint: disable=protected-access
+  assert compare._finished({"stopped": "time", "max_seconds": 600.0}, args)   # pylint: disable=protected-access
+  assert not compare._finished({"stopped": "time", "max_seconds": 300.0}, args)   # pylint: disable=protected-access
