@@ -18,6 +18,30 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 SESSION_CACHE = "RADARS_JAX_TEST_SESSION_CACHE"
 
 
+class Killed(Exception):
+  """A training run "killed" by a test (`killed_after`)."""
+
+
+def killed_after(program, step_fn: str, steps: int):
+  """`retrain.steps.program` whose `step_fn` (`train_step` or
+  `train_on_batch`) raises `Killed` after `steps` calls: a run killed
+  between two checkpoints."""
+  import dataclasses  # pylint: disable=import-outside-toplevel
+
+  def killed_program(spec, mesh):
+    prog = program(spec, mesh)
+    calls = [0]
+
+    def step(*args):
+      calls[0] += 1
+      if calls[0] > steps:
+        raise Killed(f"killed after step {steps}")
+      return getattr(prog, step_fn)(*args)
+    return dataclasses.replace(prog, **{step_fn: step})
+
+  return killed_program
+
+
 def import_experiment(name: str):
   """The module experiments/NAME.py (the benchmark scripts are not a package)."""
   import importlib  # pylint: disable=import-outside-toplevel

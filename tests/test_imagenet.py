@@ -2,7 +2,6 @@
 tfds's real preparation of imagenet2012 from tiny archives, the transforms,
 batches that are a function of (key, step) read once per process, and a
 search and a retraining on `tfds.testing.mock_data`."""
-import dataclasses
 import json
 import subprocess
 import sys
@@ -209,10 +208,6 @@ def _tiny_training(genotype: str):
   return config
 
 
-class Killed(Exception):
-  pass
-
-
 def test_retraining_from_disk_killed_and_resumed_equals_uninterrupted(tmp_path, monkeypatch):
   """Killed after step 3 (its checkpoint at step 2), then run again: the
   same final weights, moving average and test accuracy as an uninterrupted
@@ -222,20 +217,9 @@ def test_retraining_from_disk_killed_and_resumed_equals_uninterrupted(tmp_path, 
   with tfds.testing.mock_data(num_examples=40):
     uninterrupted = train.run_training(config, str(tmp_path / "whole"))
     original_program = retrain_steps.program
-
-    def killed_after_step_3(spec, mesh):
-      prog = original_program(spec, mesh)
-      calls = [0]
-
-      def train_on_batch(state, batch):
-        calls[0] += 1
-        if calls[0] > 3:
-          raise Killed("after step 3")
-        return prog.train_on_batch(state, batch)
-      return dataclasses.replace(prog, train_on_batch=train_on_batch)
-
-    monkeypatch.setattr(retrain_steps, "program", killed_after_step_3)
-    with pytest.raises(Killed):
+    monkeypatch.setattr(retrain_steps, "program",
+                        conftest.killed_after(original_program, "train_on_batch", 3))
+    with pytest.raises(conftest.Killed):
       train.run_training(config, str(tmp_path / "resumed"))
     monkeypatch.setattr(retrain_steps, "program", original_program)
     resumed = train.run_training(config, str(tmp_path / "resumed"))

@@ -1,6 +1,5 @@
 """Final training: published genotypes, faithful network sizes, a retrain on
 digits, exact resume, clear errors."""
-import dataclasses
 import importlib.util
 import json
 import os
@@ -12,6 +11,7 @@ import numpy as np
 import optax
 import pytest
 
+import conftest
 from radars_jax import checkpointing
 from radars_jax import config_defaults
 from radars_jax import data as data_lib
@@ -261,10 +261,6 @@ def test_training_writes_its_report(digits_run):
     assert f"src='{name}'" in page, name
 
 
-class Killed(Exception):
-  pass
-
-
 def test_killed_and_resumed_training_equals_uninterrupted(digits_run, tmp_path, monkeypatch):
   """Killed between two checkpoints (the step after `stop` raises), then a
   fresh run_training in the same workdir: the same final weights, optimiser
@@ -274,20 +270,9 @@ def test_killed_and_resumed_training_equals_uninterrupted(digits_run, tmp_path, 
   every = config.train.checkpoint_every_steps
   stop = every + every // 2   # "killed" between checkpoints
   original_program = steps_lib.program
-
-  def program_killed_after_stop(spec, mesh):
-    prog = original_program(spec, mesh)
-    calls = [0]
-
-    def train_step(state, split):
-      calls[0] += 1
-      if calls[0] > stop:
-        raise Killed(f"killed after step {stop}")
-      return prog.train_step(state, split)
-    return dataclasses.replace(prog, train_step=train_step)
-
-  monkeypatch.setattr(steps_lib, "program", program_killed_after_stop)
-  with pytest.raises(Killed):
+  monkeypatch.setattr(steps_lib, "program",
+                      conftest.killed_after(original_program, "train_step", stop))
+  with pytest.raises(conftest.Killed):
     train.run_training(config, str(tmp_path))
   monkeypatch.setattr(steps_lib, "program", original_program)
   assert not (tmp_path / "eval.json").exists()
