@@ -104,7 +104,8 @@ def main() -> None:
       jax.block_until_ready(batches(key, step))
     train_s = time.perf_counter() - start
     start = time.perf_counter()
-    evaluated = sum(len(labels) for _, _, labels in ds.test.eval_batches(args.batch))
+    evaluated = sum(len(labels) for _, _, labels in
+                    ds.test.eval_batches(args.batch, parallel.batch_sharded(mesh)))
     eval_s = time.perf_counter() - start
   threads = ds.train.threads
   result = {
