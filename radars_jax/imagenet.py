@@ -35,7 +35,6 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import os
-import threading
 from typing import Any, Callable
 
 import jax
@@ -249,10 +248,6 @@ def read_global(split: RecordSplit, rows: np.ndarray, seeds: list, sharding, poo
   return images, labels
 
 
-def _key_seed(key: jax.Array, step: int) -> list[int]:
-  return [int(x) for x in np.asarray(jax.random.key_data(key)).ravel()] + [int(step)]
-
-
 class _RecordBatches:
   """`(key, step) -> {"image", "label"}`: a `RecordSplit`'s batches, as
   `dnas.steps.make_batch_fn` makes them of a device split; `stacked`: `key`
@@ -279,30 +274,29 @@ class _RecordBatches:
     self._finish = jax.jit(finish, out_shardings=sharding)
     self._pool = concurrent.futures.ThreadPoolExecutor(split.threads)
     self._ahead = concurrent.futures.ThreadPoolExecutor(1)
-    self._pending: tuple | None = None
-    self._lock = threading.Lock()
+    self._pending: tuple | None = None   # ((key bytes, step), its batch's future)
 
-  def _global_arrays(self, key, step: int) -> tuple[jax.Array, jax.Array]:
+  def _batch(self, key, key_data: np.ndarray, step: int) -> dict:
+    """The batch's arrays, this process reading only the rows its devices
+    hold; sample `s`'s host augmentation seeded by its key's data and `step`."""
     rows = np.asarray(jax.device_get(self._indices(key, step)))
     rows = rows if self.stacked else rows[None]
-    seeds = [_key_seed(key[s] if self.stacked else key, step) for s in range(len(rows))]
-    return read_global(self.split, rows, seeds, self.sharding, self._pool, self.stacked)
-
-  def _batch(self, key, step: int) -> dict:
-    images, labels = self._global_arrays(key, step)
+    seeds = [[int(x) for x in data] + [step] for data in key_data.reshape(len(rows), -1)]
+    images, labels = read_global(self.split, rows, seeds, self.sharding, self._pool,
+                                 self.stacked)
     return {"image": self._finish(images, key, step), "label": labels}
 
   def __call__(self, key, step) -> dict:
     step = int(step)
-    key_bytes = np.asarray(jax.random.key_data(key)).tobytes()
-    with self._lock:
-      pending, self._pending = self._pending, None
-    if pending is not None and pending[0] == (key_bytes, step):
-      batch = pending[1].result()
+    key_data = np.asarray(jax.random.key_data(key))
+    signature = key_data.tobytes()
+    if self._pending is not None and self._pending[0] == (signature, step):
+      batch = self._pending[1].result()
     else:
-      batch = self._batch(key, step)
-    with self._lock:
-      self._pending = ((key_bytes, step + 1), self._ahead.submit(self._batch, key, step + 1))
+      batch = self._batch(key, key_data, step)
+    # (only this caller's thread reads and sets `_pending`)
+    self._pending = ((signature, step + 1),
+                     self._ahead.submit(self._batch, key, key_data, step + 1))
     return batch
 
 

@@ -72,10 +72,12 @@ def load_search_data(data_config, mesh) -> SearchData:
   transform)."""
   if imagenet.is_streamed(data_config.name):
     ds = imagenet.open_dataset(data_config)
-    n, num_classes = ds.train.num_examples, ds.num_classes
+    n, put = ds.train.num_examples, ds.train.subset
   else:
     ds = data_lib.load_dataset(data_config)
-    n, num_classes = len(ds.train_labels), ds.num_classes
+    n = len(ds.train_labels)
+    put = lambda idx: data_lib.to_device(ds.train_images[idx], ds.train_labels[idx],
+                                         parallel.replicated(mesh))
   holdout = int(data_config.holdout_size)
   if not 0 < holdout < n - 2:
     raise UserError(f"data.holdout_size={holdout} must be between 1 and {n - 3} "
@@ -84,12 +86,7 @@ def load_search_data(data_config, mesh) -> SearchData:
   hold, rest = order[:holdout], order[holdout:]
   half_a, half_b = data_lib.split_in_halves(len(rest), data_config.split_seed)
   idx_w, idx_a = rest[half_a], rest[half_b]
-  if imagenet.is_streamed(data_config.name):
-    put = ds.train.subset
-  else:
-    put = lambda idx: data_lib.to_device(ds.train_images[idx], ds.train_labels[idx],
-                                         parallel.replicated(mesh))
-  return SearchData(ds.name, tuple(ds.image_shape), num_classes, tuple(ds.mean),
+  return SearchData(ds.name, tuple(ds.image_shape), ds.num_classes, tuple(ds.mean),
                     tuple(ds.std), put(idx_w), put(idx_a),
                     put(np.concatenate([idx_w, idx_a])), put(hold))
 
