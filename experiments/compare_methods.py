@@ -17,7 +17,9 @@ in its own workdir. A search ends one of three ways:
   * refused (memory): whole-space `darts` / `single_darts` whose step needs
     more than the budget (the bytes it needs, from `mode=describe`);
   * stopped (time): past `search.max_seconds` (checkpointed; a rerun with a
-    larger limit goes on).
+    larger limit goes on), at its next sample or log step, or, where a
+    compile or a step outlasts the limit by `search.overrun_seconds`, by
+    its watchdog ending the process.
 Per run: the outcome, search seconds, the worst train step's bytes, the
 final search's median decision margin, and for completed ones the retrained
 test accuracy, weights, FLOPs (multiply-adds, one image) and latency (the

@@ -189,6 +189,7 @@ FIELDS: dict[str, Rule] = {
     "distributed.process_id": _int(0, optional=True),
     "distributed.auto": _BOOL,
     "search.max_seconds": _positive(optional=True),
+    "search.overrun_seconds": _float(0.0, optional=True),
     # space
     "space.name": _choice(*spaces_lib.SPACE_NAMES, noun="space"),
     "space.ops": _OPTIONAL_STR,

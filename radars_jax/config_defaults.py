@@ -71,6 +71,9 @@ def search_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   # seconds of search (every method); past them it stops, checkpointed, and says so
   c.max_seconds = ml_collections.FieldReference(None, field_type=float)
+  # a compile or step still running this long past max_seconds: the process
+  # ends, its stopped summary written, the last checkpoint kept (None: wait)
+  c.overrun_seconds = ml_collections.FieldReference(60.0, field_type=float)
   return c
 
 

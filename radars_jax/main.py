@@ -24,6 +24,7 @@ from absl import flags
 import ml_collections
 from ml_collections import config_flags
 
+from radars_jax import time_limit
 from radars_jax.errors import UserError
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -119,11 +120,7 @@ def console_summary(mode: str, result: dict, workdir) -> str:
     lines.append(f"  outputs   {result['plot']}, {path}summary.json, {result['results']}")
     return "\n".join(lines)
   if result.get("stopped"):
-    return (f"radars_jax: {result['method']} search on {result['space']} / "
-            f"{result['dataset']} stopped: {result['stop_reason']}\n"
-            f"  resume    rerun the command with a larger --config.search.max_seconds; "
-            f"it goes on from {path}checkpoints\n"
-            f"  outputs   {path}summary.json")
+    return time_limit.stopped_console(result, workdir)
   if result.get("agents"):
     return agents_summary(result, path)
   lines = [f"radars_jax: {result['method']} search on {result['space']} / "

@@ -21,6 +21,10 @@ MOMENT:
                   (complete on disk), and the run blocks before its next
                   step: `dnas/final`, the RADARS loop's final search;
                   `checkpoints/a2d_search`, A2D's search.
+  overrun_when_stopped
+                  once a moment has stopped the run, `search.max_seconds`
+                  counts as overrun by `search.overrun_seconds`: the
+                  search's watchdog ends the process (no SIGKILL needed).
 
 Nothing here changes what the search computes: the hooks only stop it, and
 the progress plots (`RadarsSearch.write_plots`, drawn at every iteration's
@@ -30,9 +34,18 @@ import sys
 import threading
 
 
+_ANY_STOPPED = threading.Event()
+
+
 def _stopped(what: str) -> None:
   print(f"STOPPED {what}", flush=True)
-  threading.Event().wait()   # until SIGKILL
+  _ANY_STOPPED.set()
+  threading.Event().wait()   # until SIGKILL (or the watchdog ends the process)
+
+
+def _overrun_when_stopped() -> None:
+  from radars_jax import time_limit  # pylint: disable=import-outside-toplevel
+  time_limit.TimeLimit.overrun = lambda self, grace: _ANY_STOPPED.is_set()
 
 
 def _stop_mid_save(step: str) -> None:
@@ -87,6 +100,8 @@ def main() -> None:
       _stop_in_compile_thread()
     elif moment.startswith("saved="):
       _stop_after_save(moment.split("=", 1)[1])
+    elif moment == "overrun_when_stopped":
+      _overrun_when_stopped()
     else:
       raise SystemExit(f"unknown moment {moment!r}")
   from absl import app  # pylint: disable=import-outside-toplevel

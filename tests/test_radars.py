@@ -559,3 +559,38 @@ def test_sigkilled_search_resumes_to_the_uninterrupted_result(uninterrupted, tmp
   assert [h["alive"] for h in history] == [h["alive"] for h in ref_history]
   np.testing.assert_allclose([h["policy_probs"] for h in history],
                              [h["policy_probs"] for h in ref_history], atol=1e-6)
+
+
+def test_a_search_blocked_past_its_limit_ends_by_itself_and_resumes(uninterrupted, tmp_path):
+  """`python -m radars_jax.main` blocked in its final search, after that
+  search's first checkpoint, with `search.max_seconds` counting as
+  overrun from then on (tests/sigkill_runner.py): its watchdog writes the
+  stopped summary and ends the process, status 0, with no signal; the
+  same command then resumes and ends as the uninterrupted run."""
+  config, _, ref = uninterrupted
+  config = copy.deepcopy(config)
+  config.compilation_cache = False   # (this session's cache instead: subprocess_env)
+  config.search.max_seconds, config.search.overrun_seconds = 1000.0, 0.0
+  path = tmp_path / "run"
+  flags = [f"--config={write_config_file(config, tmp_path / 'config.py')}",
+           f"--workdir={path}"]
+  ended = subprocess.run([sys.executable, str(ROOT / "tests" / "sigkill_runner.py"),
+                          "saved=dnas/final,overrun_when_stopped", *flags], cwd=ROOT,
+                         env=subprocess_env(), text=True, capture_output=True, timeout=600)
+  out = ended.stdout + ended.stderr
+  assert ended.returncode == 0, out[-3000:]
+  assert "STOPPED saved 2" in ended.stdout, out[-3000:]
+  assert ("stopped: search.max_seconds=1000 overrun by search.overrun_seconds=0 inside a "
+          "compile or a train step") in ended.stdout, out[-3000:]
+  stopped = json.loads((path / "summary.json").read_text())
+  assert stopped["stopped"] == "time" and stopped["genotype"] is None
+  assert stopped["iterations_done"] == 2
+  assert [p.name for p in (path / "checkpoints" / "dnas" / "final").iterdir()] == ["2"]
+  result = subprocess.run([sys.executable, "-m", "radars_jax.main", *flags], cwd=ROOT,
+                          env=subprocess_env(), text=True, capture_output=True, timeout=600)
+  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+  summary = json.loads((path / "summary.json").read_text())
+  assert summary["genotype"] == ref["genotype"]
+  for a, b in zip(summary["alphas"], ref["alphas"], strict=True):
+    np.testing.assert_allclose(a, b, atol=1e-6)
+  assert summary["search_seconds"] > stopped["search_seconds"]

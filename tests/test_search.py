@@ -1,7 +1,9 @@
 """A whole DNAS search, in process, on tiny synthetic data: reproducible per
 seed, and the same on one device and on four."""
 import json
+import threading
 
+import conftest
 import jax
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ from radars_jax import config_defaults
 from radars_jax.dnas import steps as dnas_steps
 from radars_jax import parallel
 from radars_jax.dnas import search
+from radars_jax import time_limit
 from radars_jax.nas import spaces
 from radars_jax import workdir as workdir_lib
 
@@ -202,3 +205,52 @@ def test_a_whole_space_search_stopped_by_its_time_limit_resumes(tmp_path, monkey
   assert resumed["genotype"] == reference["genotype"]
   np.testing.assert_allclose(resumed["alphas"], reference["alphas"], atol=1e-6)
   assert resumed["search_seconds"] > stopped["search_seconds"]
+
+
+def test_a_search_blocked_past_its_limit_is_ended_by_the_watchdog(tmp_path, monkeypatch):
+  """A train step that has not returned `search.overrun_seconds` past the
+  limit (no log step comes to check it): the watchdog writes the stopped
+  summary and ends the process (here `end_process` is recorded and the
+  blocked step then dies, as the process would); rerun, the search
+  resumes from its last checkpoint and ends as an uninterrupted run."""
+  config = tiny_config(method="darts")
+  config.dnas.derived_finetune_steps = 0
+  config.radars.checkpoint_every_steps = 2
+  reference = search.run_search(config, str(tmp_path / "uninterrupted"))
+  config.search.max_seconds, config.search.overrun_seconds = 1000.0, 7.0
+  blocked, ended, statuses = threading.Event(), threading.Event(), []
+  batch_fn = search.Searcher.batch_fn
+
+  def blocking_batch_fn(self, split_name, sample_mesh=None):
+    gather = batch_fn(self, split_name, sample_mesh)
+
+    def gather_or_block(key, step):
+      if split_name == "weights" and step == 5:
+        blocked.set()
+        assert ended.wait(60), "the watchdog did not end the run"
+        raise conftest.Killed("the process ended")
+      return gather(key, step)
+    return gather_or_block
+
+  def end_process(status):
+    statuses.append(status)
+    ended.set()
+
+  with monkeypatch.context() as patch:
+    patch.setattr(search.Searcher, "batch_fn", blocking_batch_fn)
+    # (the limit is overrun once the step blocks, not before)
+    patch.setattr(time_limit.TimeLimit, "overrun",
+                  lambda self, grace: grace == 7.0 and blocked.is_set())
+    patch.setattr(time_limit, "end_process", end_process)
+    patch.setattr(time_limit.Watchdog, "POLL_SECONDS", 0.01)
+    with pytest.raises(conftest.Killed):
+      search.run_search(config, str(tmp_path / "run"))
+  assert statuses == [0]
+  stopped = workdir_lib.read_json(tmp_path / "run" / "summary.json")
+  assert stopped["stopped"] == "time" and stopped["steps_done"] == 4, stopped
+  assert "overrun by search.overrun_seconds=7 inside a compile or a train step" \
+      in stopped["stop_reason"]
+  config.search.max_seconds = None
+  resumed = search.run_search(config, str(tmp_path / "run"))
+  assert resumed["genotype"] == reference["genotype"]
+  np.testing.assert_allclose(resumed["alphas"], reference["alphas"], atol=1e-6)

@@ -38,7 +38,8 @@ from radars_jax import report
 from radars_jax.retrain import train
 from radars_jax import workdir as workdir_lib
 from radars_jax.errors import UserError
-from radars_jax.time_limit import NO_LIMIT, TimeLimit, TimeLimitReached, stopped_summary
+from radars_jax.time_limit import (NO_LIMIT, TimeLimit, TimeLimitReached, Watchdog,
+                                   stopped_summary)
 
 
 # ---------------------------------------------------------------------------
@@ -481,29 +482,37 @@ def _run_dnas_search(config, path: Path, space: spaces_lib.SearchSpace,
   subspace = space.full_subspace()
   epochs = int(config.dnas.epochs)
   program = searcher.program(subspace, searcher.run_steps(epochs))
-  compiled = searcher.compile_step(program, subspace)
   budget = budget_bytes(config)
-  if budget is not None and compiled.bytes > budget:
-    raise UserError(
-        f"method={config.method} on space {space.name} needs "
-        f"{memory_lib.format_gb(compiled.bytes)} per step, budget "
-        f"{memory_lib.format_gb(budget)}; use method=radars to search it within the budget")
+  compiled = None
   with checkpointing.Checkpointer(path / "checkpoints" / "dnas", max_to_keep=2) as ckpt:
-    resumed = ckpt.latest_step()
-    if resumed is not None:
-      print(f"radars_jax: resuming {config.method} search at step {resumed} from "
-            f"{ckpt.directory}", flush=True)
-    try:
-      result = searcher.run_dnas(subspace, epochs, jax.random.key(config.seed),
-                                 tag=config.method, compiled=compiled,
-                                 checkpoint=(ckpt, int(config.radars.checkpoint_every_steps)))
-    except TimeLimitReached as stop:
-      writer.close()
-      summary = stopped_summary(config, space.name, data.name, limit.elapsed(), str(stop),
+
+    def stopped(reason: str) -> dict:
+      summary = stopped_summary(config, space.name, data.name, limit.elapsed(), reason,
                                 steps_done=ckpt.latest_step(), steps=searcher.run_steps(epochs),
-                                step_bytes=compiled.bytes, memory_budget_bytes=budget)
+                                step_bytes=compiled.bytes if compiled is not None else None,
+                                memory_budget_bytes=budget)
       workdir_lib.write_json(path / "summary.json", summary)
       return summary
+
+    try:
+      with Watchdog(limit, config.search.overrun_seconds, stopped, path):
+        compiled = searcher.compile_step(program, subspace)
+        if budget is not None and compiled.bytes > budget:
+          raise UserError(
+              f"method={config.method} on space {space.name} needs "
+              f"{memory_lib.format_gb(compiled.bytes)} per step, budget "
+              f"{memory_lib.format_gb(budget)}; use method=radars to search it within the "
+              "budget")
+        resumed = ckpt.latest_step()
+        if resumed is not None:
+          print(f"radars_jax: resuming {config.method} search at step {resumed} from "
+                f"{ckpt.directory}", flush=True)
+        result = searcher.run_dnas(subspace, epochs, jax.random.key(config.seed),
+                                   tag=config.method, compiled=compiled,
+                                   checkpoint=(ckpt, int(config.radars.checkpoint_every_steps)))
+    except TimeLimitReached as stop:
+      writer.close()
+      return stopped(str(stop))
   writer.close()
   summary = {
       "method": config.method, "mode": searcher.mode, "space": space.name,

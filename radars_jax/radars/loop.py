@@ -78,7 +78,7 @@ from radars_jax import workdir as workdir_lib
 from radars_jax.dnas import search as search_lib
 from radars_jax.nas import spaces as spaces_lib
 from radars_jax.errors import UserError
-from radars_jax.time_limit import TimeLimit, TimeLimitReached, stopped_summary
+from radars_jax.time_limit import TimeLimit, TimeLimitReached, Watchdog, stopped_summary
 from radars_jax.radars.state import (Batch, LoopState, PoolView, SearchRecord, SearchTime,
                                    ops_of, subspace_of)
 
@@ -186,11 +186,13 @@ class RadarsSearch:
     try:
       with self.time.clock:
         state, record = self.restore()
-        model = self.prepare(record, state.alive)
         try:
-          state = self.loop(state, record, model)
-          if record.phase == "final":
-            self.final(state, record, model)
+          with Watchdog(self.limit, self.config.search.overrun_seconds,
+                        lambda reason: self.stopped_summary(record, reason), self.path):
+            model = self.prepare(record, state.alive)
+            state = self.loop(state, record, model)
+            if record.phase == "final":
+              self.final(state, record, model)
         except TimeLimitReached as stop:
           return self.stopped(record, str(stop))
         return self.finish(state, record, model)
@@ -348,6 +350,11 @@ class RadarsSearch:
     (its checkpoints stay: a rerun goes on from them)."""
     self.writer.close()
     self.ckpt.close()
+    return self.stopped_summary(record, reason)
+
+  def stopped_summary(self, record: SearchRecord, reason: str) -> dict:
+    """`stopped`'s summary and history, written (also by the `Watchdog`,
+    from its thread, while the search is inside a compile or a step)."""
     runs = [r for r in record.runs if r.get("compiled_bytes")]
     # (the run it stopped in is not in `record.runs`, but its steps ran)
     ran = max([r["compiled_bytes"] for r in runs] + [self.running_bytes])
