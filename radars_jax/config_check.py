@@ -499,8 +499,8 @@ def _check_divisible(batch_size: int, what: str) -> None:
 
 
 def _check_agents(config, mode: str) -> None:
-  """`task=agents`: method a2d or radars, a memory budget for radars only
-  (a2d searches the whole space), an agent space, PPO's batch cut into
+  """`task=agents`: method a2d or radars, a memory budget and a time limit
+  for radars only (a2d searches the whole space), an agent space, PPO's batch cut into
   whole minibatches, a teacher workdir that exists."""
   if config.method not in AGENT_METHODS:
     raise UserError(f"task=agents searches with method=a2d or radars, not "
@@ -508,6 +508,9 @@ def _check_agents(config, mode: str) -> None:
   if config.method == "a2d" and config.memory_budget_gb is not None:
     raise UserError("method=a2d searches the whole agent space and takes no memory budget: "
                     "leave memory_budget_gb unset")
+  if config.method == "a2d" and config.search.max_seconds is not None:
+    raise UserError("method=a2d has no time limit (its teacher, search and retraining resume "
+                    "after a kill instead): leave search.max_seconds unset")
   _check_radars_budget(config, mode)
   agent_supernet.check_agent_space(
       spaces_lib.space_from_config(config.space))

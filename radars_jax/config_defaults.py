@@ -69,7 +69,7 @@ def distributed_config() -> ml_collections.ConfigDict:
 def search_config() -> ml_collections.ConfigDict:
   """The `config.search` block: what bounds a search (`radars_jax.time_limit`)."""
   c = ml_collections.ConfigDict()
-  # seconds of search (every method); past them it stops, checkpointed, and says so
+  # seconds of search (every method but a2d); past them it stops, checkpointed, and says so
   c.max_seconds = ml_collections.FieldReference(None, field_type=float)
   # a compile or step still running this long past max_seconds: the process
   # ends, its stopped summary written, the last checkpoint kept (None: wait)

@@ -18,6 +18,7 @@ at a log step does.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import sys
 import threading
@@ -65,6 +66,18 @@ def stopped_summary(config, space_name: str, dataset: str, elapsed: float, reaso
           "seed": int(config.seed), "stopped": "time", "stop_reason": reason,
           "max_seconds": float(config.search.max_seconds), "search_seconds": elapsed,
           "genotype": None, **done}
+
+
+def seconds_before_stop(workdir) -> float:
+  """The seconds of search an earlier run in `workdir` had spent when its
+  time limit stopped it (its summary.json; 0 if none stopped): a resumed
+  search counts on from them."""
+  path = os.path.join(str(workdir), "summary.json")
+  if not os.path.isfile(path):
+    return 0.0
+  with open(path) as f:
+    earlier = json.load(f)
+  return float(earlier["search_seconds"]) if earlier.get("stopped") else 0.0
 
 
 def end_process(status: int) -> None:

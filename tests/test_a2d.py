@@ -134,6 +134,7 @@ def test_an_agents_output_for_an_observation_does_not_depend_on_its_batch(breako
 @pytest.mark.parametrize("override, message", [
     (dict(space="darts"), "NAS-Bench-201 cells"),
     (dict(memory_budget_gb=1.0), "takes no memory budget"),
+    (dict(max_seconds=60.0), "leave search.max_seconds unset"),
     (dict(env="Pong-MinAtar"), "config.agents.env='Pong-MinAtar'"),
     (dict(env="CartPole-v1"), "image observations"),
     (dict(num_minibatches=7), "multiple of agents.num_minibatches"),
@@ -146,6 +147,8 @@ def test_bad_a2d_configs_are_one_line(override, message):
     config.space.ops = None
   if "memory_budget_gb" in override:
     config.memory_budget_gb = override.pop("memory_budget_gb")
+  if "max_seconds" in override:
+    config.search.max_seconds = override.pop("max_seconds")
   config.agents.update(override)
   with pytest.raises(UserError, match=message):
     config_check.check_config(config)

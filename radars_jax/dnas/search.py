@@ -39,7 +39,7 @@ from radars_jax.retrain import train
 from radars_jax import workdir as workdir_lib
 from radars_jax.errors import UserError
 from radars_jax.time_limit import (NO_LIMIT, TimeLimit, TimeLimitReached, Watchdog,
-                                   stopped_summary)
+                                   seconds_before_stop, stopped_summary)
 
 
 # ---------------------------------------------------------------------------
@@ -472,7 +472,7 @@ def _run_dnas_search(config, path: Path, space: spaces_lib.SearchSpace,
   stops it: then summary.json says so and holds its seconds, which a
   rerun counts on from)."""
   start = time.perf_counter()
-  before = _seconds_before(path)
+  before = seconds_before_stop(path)
   limit = TimeLimit(config.search.max_seconds, lambda: before + time.perf_counter() - start)
   config, options = performance.start_run(config)
   mesh = parallel.make_mesh()
@@ -540,16 +540,6 @@ def _run_dnas_search(config, path: Path, space: spaces_lib.SearchSpace,
   workdir_lib.write_json(path / "summary.json", summary)
   report.write_report(path)
   return summary
-
-
-def _seconds_before(path: Path) -> float:
-  """The seconds an earlier run in `path` spent before its time limit
-  stopped it (0 if none did)."""
-  summary_path = path / "summary.json"
-  if not summary_path.is_file():
-    return 0.0
-  earlier = workdir_lib.read_json(summary_path)
-  return float(earlier["search_seconds"]) if earlier.get("stopped") else 0.0
 
 
 def compile_subspace_step(program: dnas_lib.DnasProgram, subspace, image_shape,

@@ -78,7 +78,8 @@ from radars_jax import workdir as workdir_lib
 from radars_jax.dnas import search as search_lib
 from radars_jax.nas import spaces as spaces_lib
 from radars_jax.errors import UserError
-from radars_jax.time_limit import TimeLimit, TimeLimitReached, Watchdog, stopped_summary
+from radars_jax.time_limit import (TimeLimit, TimeLimitReached, Watchdog, seconds_before_stop,
+                                   stopped_summary)
 from radars_jax.radars.state import (Batch, LoopState, PoolView, SearchRecord, SearchTime,
                                    ops_of, subspace_of)
 
@@ -152,6 +153,8 @@ class RadarsSearch:
     if restored is not None:
       _, tree, meta = restored
       state, record = LoopState.from_tree(tree), SearchRecord.from_json(meta)
+      # (a run its time limit stopped counted on past its last checkpoint)
+      record.elapsed_seconds = max(record.elapsed_seconds, seconds_before_stop(self.path))
       self.time.resume_from(record)
       print(f"radars_jax: resuming {self.method} search at iteration {record.iteration}, "
             f"sample {record.sample} from {self.ckpt.directory}", flush=True)
