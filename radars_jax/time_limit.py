@@ -106,6 +106,7 @@ class Watchdog:
   `grace` None, or no limit: does nothing."""
 
   POLL_SECONDS = 1.0
+  WRITE_SECONDS = 60.0   # the longest the summary may take to write
 
   def __init__(self, limit: TimeLimit, grace: float | None,
                write_summary: Callable[[str], dict], workdir):
@@ -138,8 +139,13 @@ class Watchdog:
                   f"search.overrun_seconds={self.grace:g} inside a compile or a train step "
                   f"(after {self.limit.elapsed():.1f} s): the process ended there; a rerun "
                   "resumes from the last checkpoint")
+        # (should writing the summary itself hang, the process ends anyway)
+        backstop = threading.Timer(self.WRITE_SECONDS, end_process, (0,))
+        backstop.daemon = True
+        backstop.start()
         summary = self.write_summary(reason)
         print(stopped_console(summary, self.workdir), flush=True)
         sys.stderr.flush()
         end_process(0)
+        backstop.cancel()   # (reached only where end_process returns: tests)
         return

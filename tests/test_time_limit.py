@@ -48,3 +48,20 @@ def test_a_closed_or_unarmed_watchdog_does_nothing(monkeypatch):
     with watchdog:
       assert watchdog._thread is None   # pylint: disable=protected-access
     assert not ended.is_set() and not written
+
+
+def test_the_watchdog_ends_the_run_even_if_writing_the_summary_hangs(monkeypatch):
+  clock = [100.0]
+  ended = threading.Event()
+  monkeypatch.setattr(time_limit, "end_process", lambda status: ended.set())
+  monkeypatch.setattr(time_limit.Watchdog, "POLL_SECONDS", 0.01)
+  monkeypatch.setattr(time_limit.Watchdog, "WRITE_SECONDS", 0.05)
+  stuck = threading.Event()
+
+  def write(reason):
+    stuck.wait()
+    return {"method": "darts", "space": "nb201", "dataset": "digits", "stop_reason": reason}
+
+  with time_limit.Watchdog(time_limit.TimeLimit(10.0, lambda: clock[0]), 5.0, write, "/tmp/run"):
+    assert ended.wait(10)   # while the summary is still being written
+    stuck.set()

@@ -487,6 +487,7 @@ def _run_dnas_search(config, path: Path, space: spaces_lib.SearchSpace,
   with checkpointing.Checkpointer(path / "checkpoints" / "dnas", max_to_keep=2) as ckpt:
 
     def stopped(reason: str) -> dict:
+      # (also from the watchdog's thread: a save in flight is finished first)
       summary = stopped_summary(config, space.name, data.name, limit.elapsed(), reason,
                                 steps_done=ckpt.latest_step(), steps=searcher.run_steps(epochs),
                                 step_bytes=compiled.bytes if compiled is not None else None,
