@@ -72,6 +72,8 @@ def seconds_before_stop(workdir) -> float:
   """The seconds of search an earlier run in `workdir` had spent when its
   time limit stopped it (its summary.json; 0 if none stopped): a resumed
   search counts on from them."""
+  # (read here, not by `workdir.read_json`: this module stays free of jax,
+  # for `main` imports it before jax starts)
   path = os.path.join(str(workdir), "summary.json")
   if not os.path.isfile(path):
     return 0.0

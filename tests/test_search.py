@@ -1,5 +1,6 @@
 """A whole DNAS search, in process, on tiny synthetic data: reproducible per
 seed, and the same on one device and on four."""
+import copy
 import json
 import threading
 
@@ -179,14 +180,23 @@ def test_scan_edges_is_refused_for_subspace_searches(method):
   config_check.check_config(config)   # whole-space DNAS: accepted
 
 
-def test_a_whole_space_search_stopped_by_its_time_limit_resumes(tmp_path, monkeypatch):
-  """`darts` past `search.max_seconds` at a log step checkpoints and
-  writes a stopped summary; rerun with a larger limit, it resumes there,
-  counts the seconds already spent and ends as an uninterrupted run."""
+@pytest.fixture(scope="module")
+def darts_reference(tmp_path_factory):
+  """A tiny whole-space `darts` search, uninterrupted, and its config (log
+  and checkpoint intervals do not change its numbers)."""
   config = tiny_config(method="darts")
   config.log_every = 1
   config.dnas.derived_finetune_steps = 0
-  reference = search.run_search(config, str(tmp_path / "uninterrupted"))
+  return config, search.run_search(config, str(tmp_path_factory.mktemp("darts") / "run"))
+
+
+def test_a_whole_space_search_stopped_by_its_time_limit_resumes(darts_reference, tmp_path,
+                                                                 monkeypatch):
+  """`darts` past `search.max_seconds` at a log step checkpoints and
+  writes a stopped summary; rerun with a larger limit, it resumes there,
+  counts the seconds already spent and ends as an uninterrupted run."""
+  config, reference = darts_reference
+  config = copy.deepcopy(config)
   config.search.max_seconds = 1000.0
   calls = []
 
@@ -207,16 +217,17 @@ def test_a_whole_space_search_stopped_by_its_time_limit_resumes(tmp_path, monkey
   assert resumed["search_seconds"] > stopped["search_seconds"]
 
 
-def test_a_search_blocked_past_its_limit_is_ended_by_the_watchdog(tmp_path, monkeypatch):
+def test_a_search_blocked_past_its_limit_is_ended_by_the_watchdog(darts_reference, tmp_path,
+                                                                   monkeypatch):
   """A train step that has not returned `search.overrun_seconds` past the
   limit (no log step comes to check it): the watchdog writes the stopped
   summary and ends the process (here `end_process` is recorded and the
   blocked step then dies, as the process would); rerun, the search
   resumes from its last checkpoint and ends as an uninterrupted run."""
-  config = tiny_config(method="darts")
-  config.dnas.derived_finetune_steps = 0
+  config, reference = darts_reference
+  config = copy.deepcopy(config)
+  config.log_every = 1000   # (no log step checks the limit)
   config.radars.checkpoint_every_steps = 2
-  reference = search.run_search(config, str(tmp_path / "uninterrupted"))
   config.search.max_seconds, config.search.overrun_seconds = 1000.0, 7.0
   blocked, ended, statuses = threading.Event(), threading.Event(), []
   batch_fn = search.Searcher.batch_fn
