@@ -292,6 +292,7 @@ FIELDS: dict[str, Rule] = {
     "agents.reward_episodes": _int(1),
     "agents.checkpoint_every": _int(1),
     "agents.baselines": _BOOL,
+    "agents.undistilled": _BOOL,
     # train (mode=train)
     "train.layers": _int(1),
     "train.channels": _int(1),

@@ -310,6 +310,7 @@ def agents_config() -> ml_collections.ConfigDict:
   c.reward_episodes = 32
   c.checkpoint_every = 20      # PPO updates between checkpoints
   c.baselines = True           # also plain DNAS and a small hand-designed agent
+  c.undistilled = True         # also A2D's cell retrained without distillation (a2d_plain)
   return c
 
 

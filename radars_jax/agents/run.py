@@ -10,7 +10,7 @@ whose result is written to WORKDIR/agents/NAME.json when it ends:
 2. `a2d_search`: single-level DNAS of the agent supernet with the teacher
    distilled and the FLOPs term (`agents.a2d`); its genotype is the run's;
 3. `a2d`: the derived agent retrained from scratch with distillation,
-   `a2d_plain` without;
+   and with `agents.undistilled` `a2d_plain`, without;
 and with `agents.baselines`: `dnas_search` / `dnas`, the same search and
 retraining without distillation (plain DNAS for agents), and `small`, a
 hand-designed agent (`networks.MinAtarTorso`) sized to the A2D agent's
@@ -260,8 +260,9 @@ def run_search(config, workdir) -> dict:
     found = a2d.derived_agent(space, searches["a2d_search"]["genotype"], ac, env.num_actions,
                               depthwise_impl=config.supernet.depthwise_impl)
     agents = {"teacher": teacher_result,
-              "a2d": retrain_phase(run, "a2d", found, weights, teacher_params),
-              "a2d_plain": retrain_phase(run, "a2d_plain", found, no_distill, None)}
+              "a2d": retrain_phase(run, "a2d", found, weights, teacher_params)}
+    if ac.undistilled:
+      agents["a2d_plain"] = retrain_phase(run, "a2d_plain", found, no_distill, None)
     if ac.baselines:
       searches["dnas_search"] = search_phase(run, "dnas_search", no_distill, None)
       plain = a2d.derived_agent(space, searches["dnas_search"]["genotype"], ac, env.num_actions,
