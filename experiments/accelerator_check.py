@@ -3,7 +3,7 @@
     python experiments/accelerator_check.py --json $OUT/accelerator_check.json   # GPU / TPU
     python experiments/accelerator_check.py --small --json /tmp/check.json       # CPU, small
 
-Four parts, each in its own process with its own time limit (`--limits`),
+Five parts, each in its own process with its own time limit (`--limits`),
 so a part that fails or runs over leaves the others' figures; the JSON is
 rewritten after every part:
   device      the devices, their memory limit and the budget a search
@@ -11,7 +11,11 @@ rewritten after every part:
               (`radars_jax.memory.fill_budget_from_device`);
   throughput  `experiments/throughput.py`: the supernet step against the
               PyTorch peer on the same device (the peer on CUDA where JAX
-              runs on a GPU; skipped, and said, without torch);
+              runs on a GPU; skipped, and said, without torch), at the
+              defaults (bfloat16 activations on a GPU or TPU);
+  precision   the same single-level step of ours in float32 and in
+              bfloat16 (`supernet.compute_dtype`): what `auto` picks
+              should be the faster (`radars_jax.precision`);
   memory      for several subspaces of the `darts` space at the CIFAR
               search setting (batch 64, 16 channels, 8 cells, 32x32): the
               cost model's estimate (traced, calibrated on the worst cases
@@ -49,9 +53,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PARTS = ("device", "throughput", "memory", "cifar")
-# seconds each part may take on a GPU: together under 8 minutes
-DEFAULT_LIMITS = {"device": 60, "throughput": 150, "memory": 150, "cifar": 150}
+PARTS = ("device", "throughput", "precision", "memory", "cifar")
+# seconds each part may take on a GPU: together 8 minutes
+DEFAULT_LIMITS = {"device": 45, "throughput": 140, "precision": 75, "memory": 110, "cifar": 110}
 MEMORY_SPACE = "darts"
 
 
@@ -127,25 +131,47 @@ def device_part(small: bool) -> dict:
           "torch_cuda": torch_cuda}
 
 
-def throughput_part(small: bool, limit: float, peer: str | None) -> dict:
+def run_throughput(flags: list[str], limit: float) -> dict:
+  """experiments/throughput.py's JSON for `flags`."""
   with tempfile.TemporaryDirectory() as tmp:
     out = Path(tmp) / "throughput.json"
-    flags = (["--small", "--modes", "single_level", "--steps", "2", "--warmup", "1"] if small
-             else ["--steps", "5", "--warmup", "2"])
-    if peer:
-      flags += ["--peer", str(Path(peer).resolve())]
     done = subprocess.run([sys.executable, str(ROOT / "experiments" / "throughput.py"),
                            *flags, "--json", str(out)], capture_output=True, text=True,
                           env=child_env(), cwd=ROOT, timeout=limit)
     if not out.exists():
       raise RuntimeError(f"throughput.py exit {done.returncode}: {done.stderr[-1500:]}")
-    result = json.loads(out.read_text())
+    return json.loads(out.read_text())
+
+
+def throughput_flags(small: bool) -> list[str]:
+  return (["--small", "--modes", "single_level", "--steps", "2", "--warmup", "1"] if small
+          else ["--steps", "5", "--warmup", "2"])
+
+
+def throughput_part(small: bool, limit: float, peer: str | None) -> dict:
+  flags = throughput_flags(small)
+  if peer:
+    flags += ["--peer", str(Path(peer).resolve())]
+  result = run_throughput(flags, limit)
   return {"peer_skipped": result["peer_skipped"], "setting": result["setting"],
           "rows": [{"mode": r["mode"], "compile_s": r["ours"]["compile_s"],
                     "ours_images_per_s": r["ours"]["images_per_s"],
                     "peer_images_per_s": [p["images_per_s"] for p in r["peer_runs"]],
                     "ratio": r["ratio"], "step_bytes": r["ours"]["step_bytes"]}
                    for r in result["rows"]]}
+
+
+def precision_part(small: bool, limit: float) -> dict:
+  """Our single-level step in each compute dtype (no peer)."""
+  start, rows = time.perf_counter(), []
+  for dtype in ("float32", "bfloat16"):
+    left = limit - (time.perf_counter() - start) - 5
+    flags = [*throughput_flags(small), "--modes", "single_level", "--no-peer",
+             "--compute-dtype", dtype]
+    ours = run_throughput(flags, left)["rows"][0]["ours"]
+    rows.append({"compute_dtype": dtype, "compile_s": ours["compile_s"],
+                 "images_per_s": ours["images_per_s"], "step_bytes": ours["step_bytes"]})
+  return {"rows": rows}
 
 
 def memory_setting(small: bool):
@@ -212,7 +238,8 @@ def memory_one(small: bool, subspace_json: str) -> dict:
   subspace = tuple(tuple(int(o) for o in ops) for ops in json.loads(subspace_json))
   mesh = parallel.make_mesh()
   model = supernet.build_supernet(space, subspace, config.supernet, 10)
-  program = dnas_steps.DnasProgram(model, "single_level", config.dnas, 1, mesh, (0.0,), (1.0,))
+  program = dnas_steps.DnasProgram(model, "single_level", config.dnas, 1, mesh, (0.0,), (1.0,),
+                                   compute_dtype=config.supernet.compute_dtype)
   compiled, _ = search.compile_subspace_step(program, subspace, image_shape, batch)
   key = jax.random.key(0)
   alphas = supernet.init_alphas(jax.random.fold_in(key, 1), subspace)
@@ -270,7 +297,8 @@ def run_part(name: str, args) -> dict:
     return memory_one(args.small, args.subspace)
   if name == "throughput":
     return throughput_part(args.small, args.limits[name], args.peer)
-  return {"memory": memory_part, "cifar": cifar_part}[name](args.small, args.limits[name])
+  return {"memory": memory_part, "cifar": cifar_part,
+          "precision": precision_part}[name](args.small, args.limits[name])
 
 
 # ---------------------------------------------------------------------------

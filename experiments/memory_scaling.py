@@ -67,7 +67,8 @@ def compile_bytes(space, subspace, config, image_shape, batch, mesh,
                   mode: str = "single_level") -> tuple[int, float]:
   """XLA's bytes and the compile seconds of the DNAS train step in `mode`."""
   model = supernet.build_supernet(space, subspace, config.supernet, 10)
-  program = dnas_steps.DnasProgram(model, mode, config.dnas, 1, mesh, (0.0,), (1.0,))
+  program = dnas_steps.DnasProgram(model, mode, config.dnas, 1, mesh, (0.0,), (1.0,),
+                                   compute_dtype=config.supernet.compute_dtype)
   compiled, _ = search.compile_subspace_step(program, subspace, image_shape, batch,
                                              bytes_only=True)
   return compiled.bytes, compiled.seconds

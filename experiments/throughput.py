@@ -80,6 +80,8 @@ def parse_args(argv=None):
   ap.add_argument("--scan-edges", type=int, choices=(0, 1), default=None,
                   help="run each cell's edges in a lax.scan, each mixed op recomputed "
                   "in the backward pass (default: auto, on)")
+  ap.add_argument("--compute-dtype", default=None, choices=("float32", "bfloat16", "auto"),
+                  help="float32 | bfloat16 | auto (default: auto, radars_jax.precision)")
   ap.add_argument("--passes-in-loop", type=int, choices=(0, 1), default=0,
                   help="first order: both passes as one lax.scan (dnas.passes_in_loop)")
   ap.add_argument("--space", default="darts")
@@ -121,6 +123,8 @@ def supernet_config(args, mode: str) -> ml_collections.ConfigDict:
     cfg.depthwise_impl = args.depthwise_impl
   if args.scan_edges is not None:
     cfg.scan_edges = bool(args.scan_edges)
+  if args.compute_dtype:
+    cfg.compute_dtype = args.compute_dtype
   return performance.resolve(config)[0].supernet
 
 
@@ -139,7 +143,8 @@ class OurStep:
     dnas_config = config_defaults.base_config().dnas
     dnas_config.max_program_ops = None   # times whole spaces, however large their programs
     dnas_config.passes_in_loop = bool(args.passes_in_loop) and mode == "first_order"
-    program = dnas_lib.DnasProgram(model, mode, dnas_config, 1000, mesh, (0.0,), (1.0,))
+    program = dnas_lib.DnasProgram(model, mode, dnas_config, 1000, mesh, (0.0,), (1.0,),
+                                   compute_dtype=cfg.compute_dtype)
     self.compiled, _ = search_lib.compile_subspace_step(program, subspace, image_shape,
                                                         args.batch)
     key = jax.random.key(0)
@@ -180,6 +185,7 @@ class OurStep:
             "images_per_s": self.batch_size / med,
             "weights": supernet_lib.count_params(self.weights), "loss": loss,
             "depthwise_impl": self.cfg.depthwise_impl,
+            "compute_dtype": self.cfg.compute_dtype,
             "scan_edges": bool(self.cfg.scan_edges),
             "passes_in_loop": self.passes_in_loop, **extra}
 
@@ -282,7 +288,8 @@ def main(argv=None) -> dict:
                    + " s" if peers else "")
     print(f"ours  {mode:13s} compile {ours['compile_s']:6.1f} s   step "
           f"{ours['step_s_median']:7.3f} s   {ours['images_per_s']:7.2f} images/s   "
-          f"({ours['depthwise_impl']} depthwise, {ours['weights']:,} weights{blocks_note})",
+          f"({ours['depthwise_impl']} depthwise, {ours['compute_dtype']}, "
+          f"{ours['weights']:,} weights{blocks_note})",
           flush=True)
     row = {"mode": mode, "ours": ours, "peer_runs": peers, "ratio": None}
     if not skip and not with_peer:

@@ -31,6 +31,7 @@ from radars_jax.agents import supernet as agent_supernet
 from radars_jax.radars import controller as controller_lib
 from radars_jax import data as data_lib
 from radars_jax import imagenet
+from radars_jax import precision
 from radars_jax.nas import depthwise
 from radars_jax.dnas import steps as dnas_lib
 from radars_jax.nas import genotypes as genotypes_lib
@@ -206,6 +207,7 @@ FIELDS: dict[str, Rule] = {
     "supernet.depthwise_impl": _choice(*depthwise.IMPLEMENTATIONS, noun="implementation"),
     "supernet.scan_edges": Rule("bool", optional=True),      # None: auto
     "supernet.scan_switched": Rule("bool", optional=True),
+    "supernet.compute_dtype": _choice(*precision.CHOICES, noun="compute dtype"),
     # dnas
     "dnas.epochs": _int(1),
     "dnas.order": _choice(1, 2, noun="order"),
@@ -310,6 +312,7 @@ FIELDS: dict[str, Rule] = {
     "train.nb201_cells_per_stage": _int(1),
     "train.mobile_width_mult": _positive(),
     "train.depthwise_impl": _choice(*depthwise.IMPLEMENTATIONS, noun="implementation"),
+    "train.compute_dtype": _choice(*precision.CHOICES, noun="compute dtype"),
     "train.log_every": _int(0),
     "train.eval_every": _int(0),
     "train.checkpoint_every_steps": _int(0),

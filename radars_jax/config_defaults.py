@@ -145,6 +145,9 @@ def supernet_config() -> ml_collections.ConfigDict:
   # RADARS's shared programs: each switched cell's edges in a lax.scan (same numbers to float
   # rounding, same weight paths)
   c.scan_switched = config_dict.placeholder(bool)
+  # What the train step computes in: float32 | bfloat16 (activations; weights, optimiser
+  # states and the loss stay float32) | auto (radars_jax.precision)
+  c.compute_dtype = "auto"
   return c
 
 
@@ -334,6 +337,7 @@ def train_config() -> ml_collections.ConfigDict:
   t.nb201_cells_per_stage = 5
   t.mobile_width_mult = 1.0     # mobile genotypes: the widths' scale (radars_jax.nas.mobile)
   t.depthwise_impl = "auto"     # radars_jax.nas.depthwise, radars_jax.performance
+  t.compute_dtype = "auto"      # float32 | bfloat16 | auto (radars_jax.precision)
   t.log_every = 50              # steps between host syncs (metrics, progress)
   t.eval_every = 0              # epochs between test evaluations (0: at the end only)
   t.checkpoint_every_steps = 1000

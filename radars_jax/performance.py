@@ -2,7 +2,7 @@
 picks for the platform and the method.
 
 A performance option changes how a step computes, never what (the same
-numbers to float rounding). Three are `auto` by default, each picked where
+numbers to float rounding). Four are `auto` by default, each picked where
 measurements show it wins (docs/performance.md, "Performance options" and
 "Defaults by platform"):
 - `supernet.depthwise_impl` (and `train.depthwise_impl`): `shifted` on the
@@ -26,6 +26,10 @@ measurements show it wins (docs/performance.md, "Performance options" and
 - `supernet.scan_switched`: on for DARTS cells, whose shared programs
   (`radars`, `rl`, `random`) compile several times faster scanned, in
   fewer bytes; off for NB-201 cells, where scanning won nothing.
+- `supernet.compute_dtype` (and `train.compute_dtype`): mixed precision
+  (`radars_jax.precision`), bfloat16 activations on GPU and TPU, float32
+  on the CPU, where bfloat16 steps ran slower. Not for agent searches,
+  whose networks are small and run in float32.
 A value set in the config (or on the command line) is kept as it is. The
 picks are printed once when a run starts and recorded in its summary.json
 (`performance_options`).
@@ -35,6 +39,7 @@ from __future__ import annotations
 import jax
 import ml_collections
 
+from radars_jax import precision
 from radars_jax.dnas.steps import DNAS_METHODS
 from radars_jax.nas import ops as ops_lib
 from radars_jax.nas import spaces as spaces_lib
@@ -42,7 +47,7 @@ from radars_jax.nas import spaces as spaces_lib
 AUTO = "auto"
 # the options `auto` may pick, as config paths
 AUTO_OPTIONS = ("supernet.depthwise_impl", "supernet.scan_edges", "supernet.scan_switched",
-                "train.depthwise_impl")
+                "supernet.compute_dtype", "train.depthwise_impl", "train.compute_dtype")
 
 
 def is_auto(value) -> bool:
@@ -70,6 +75,8 @@ def pick(name: str, config, backend: str) -> object:
     return space.kind != "mobile" and not ops_lib.without_stacked_form(space.op_names)
   if name == "supernet.scan_switched":
     return spaces_lib.space_from_config(config.space).kind == "darts_cell"
+  if name.endswith("compute_dtype"):
+    return "float32" if is_agent_search(config) else precision.pick(backend)
   raise KeyError(f"{name} is not an auto performance option")
 
 
@@ -102,7 +109,8 @@ def _applies(name: str, config) -> bool:
   """Whether option `name` changes anything in `config`'s run: scanned
   edges are for whole-space DNAS, switched ones for subspace searches,
   neither for agent searches."""
-  if is_agent_search(config) and name.startswith("supernet.scan"):
+  if is_agent_search(config) and (name.startswith("supernet.scan")
+                                  or name == "supernet.compute_dtype"):
     return False
   if name == "supernet.scan_edges":
     return config.method in DNAS_METHODS

@@ -194,8 +194,9 @@ def test_a2d_runs_end_to_end_and_writes_its_outputs(whole_run):
 
 def test_a2d_run_stopped_after_its_search_resumes_to_the_same_result(whole_run, tmp_path,
                                                                       monkeypatch):
-  """A run that dies when its first retraining starts, run again: its
-  search is not repeated and its result is the uninterrupted run's."""
+  """A run that dies when its first retraining starts, run again (without
+  the undistilled retraining): its search is not repeated and its result is
+  the uninterrupted run's."""
   _, whole = whole_run
 
   def die(*args, **kwargs):
@@ -211,11 +212,12 @@ def test_a2d_run_stopped_after_its_search_resumes_to_the_same_result(whole_run, 
   real_search = agents_run.search_phase
   monkeypatch.setattr(agents_run, "search_phase",
                       lambda run, name, *a: searched.append(name) or real_search(run, name, *a))
-  resumed = main_lib.run(tiny_config(), str(tmp_path))
+  resumed = main_lib.run(tiny_config(undistilled=False), str(tmp_path))
   assert searched == ["a2d_search"]   # (called, and answered from its result file)
   assert resumed["genotype"] == whole["genotype"]
   np.testing.assert_array_equal(resumed["alphas"], whole["alphas"])
-  for name in whole["agents"]:
+  assert set(resumed["agents"]) == {"teacher", "a2d"}   # (agents.undistilled off)
+  for name in resumed["agents"]:
     for key in ("mean_return", "std_return", "macs", "params"):
       assert resumed["agents"][name][key] == whole["agents"][name][key], (name, key)
 
@@ -257,6 +259,8 @@ def test_the_comparison_script_aggregates_runs_over_seeds(whole_run, tmp_path):
   assert set(rows) == {"teacher", "a2d"} and rows["a2d"]["seeds"] == 2
   assert rows["a2d"]["return_std"] == 0.0
   assert rows["a2d"]["return_mean"] == summary["agents"]["a2d"]["mean_return"]
+  assert results["Breakout-MinAtar"]["teacher_env_steps_per_second"] == pytest.approx(
+      summary["agents"]["teacher"]["env_steps_per_second"])
   targets = results["Breakout-MinAtar"]["targets"]
   assert targets == summary["targets"]   # (the same claims on the same numbers)
   assert "| Breakout-MinAtar | A2D |" in script.table(results)
@@ -265,3 +269,11 @@ def test_the_comparison_script_aggregates_runs_over_seeds(whole_run, tmp_path):
   script.apply_override(config, "agents.search_updates=7")
   script.apply_override(config, "agents.baselines=false")
   assert config.agents.search_updates == 7 and config.agents.baselines is False
+  args = script.parse_args(["--small", "--set", "agents.teacher_updates=9"])
+  assert args.set == [*script.SMALL_SETTING, "agents.teacher_updates=9"]   # (--set wins)
+  script.check_overrides(args.set)
+  with pytest.raises(UserError, match="no field agents.bogus"):
+    script.check_overrides(["agents.bogus=1"])
+  command = script.run_command("Asterix-MinAtar", 2, tmp_path, args.set, progress=False)
+  assert command[1:3] == ["-m", "radars_jax.main"] and "--config.seed=2" in command
+  assert "--config.agents.undistilled=false" in command

@@ -188,7 +188,8 @@ def test_a_finished_search_prints_a_short_summary_and_a_rerun_loads_its_programs
   summary = json.loads((workdir / "summary.json").read_text())
   lines = result.stdout.strip().splitlines()
   assert lines[0] == ("radars_jax: on cpu, method=single_darts: supernet.depthwise_impl=shifted, "
-                      "supernet.scan_edges=True (auto; docs/performance.md)")
+                      "supernet.scan_edges=True, supernet.compute_dtype=float32 "
+                      "(auto; docs/performance.md)")
   assert lines[1] == "radars_jax: single_darts search on nb201 / synthetic finished (DNAS: single_level)"
   assert len(lines) <= 9 and "{" not in result.stdout, result.stdout
   fields = labelled(result.stdout)

@@ -49,8 +49,10 @@ def test_an_explicit_setting_wins_and_is_not_announced():
   config = _config()
   config.supernet.depthwise_impl = "xla"
   config.supernet.scan_edges = False
+  config.supernet.compute_dtype = "bfloat16"
   resolved, options = performance.resolve(config, backend="cpu")
-  assert (resolved.supernet.depthwise_impl, resolved.supernet.scan_edges) == ("xla", False)
+  assert (resolved.supernet.depthwise_impl, resolved.supernet.scan_edges,
+          resolved.supernet.compute_dtype) == ("xla", False, "bfloat16")
   assert not any(entry["picked"] for entry in options.values())
   assert performance.describe(options, "method=single_darts") is None
   assert config.supernet.scan_edges is False and config.supernet.depthwise_impl == "xla"
@@ -64,9 +66,10 @@ def test_the_picks_are_one_line_and_retraining_picks_its_own_kernels():
   _, options = performance.resolve(_config("radars"), backend="cpu")
   line = performance.describe(options, "method=radars", backend="cpu")
   assert line == ("radars_jax: on cpu, method=radars: supernet.depthwise_impl=xla, "
-                  "supernet.scan_switched=False (auto; docs/performance.md)")
+                  "supernet.scan_switched=False, supernet.compute_dtype=float32 "
+                  "(auto; docs/performance.md)")
   config = _config()
   config.train = config_defaults.train_config()
   resolved, options = performance.resolve(config, "train", backend="cpu")
   assert resolved.train.depthwise_impl == "shifted"
-  assert list(options) == ["train.depthwise_impl"]
+  assert list(options) == ["train.depthwise_impl", "train.compute_dtype"]

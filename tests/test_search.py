@@ -122,7 +122,8 @@ def test_run_search_writes_outputs(tmp_path):
   # the defaults' picks on this CPU, as run (the workdir's config.json keeps auto)
   assert saved["performance_options"] == {
       "supernet.depthwise_impl": {"value": "shifted", "picked": True},
-      "supernet.scan_edges": {"value": True, "picked": True}}
+      "supernet.scan_edges": {"value": True, "picked": True},
+      "supernet.compute_dtype": {"value": "float32", "picked": True}}
   assert workdir_lib.read_json(tmp_path / "config.json")["supernet"]["scan_edges"] is None
   # What the numbers must be, worked out here: an NB-201 genotype keeps the
   # strongest op of each edge's alphas; the accuracy counts holdout examples;

@@ -29,6 +29,7 @@ from radars_jax import memory as memory_lib
 from radars_jax import metrics as metrics_lib
 from radars_jax import parallel
 from radars_jax import performance
+from radars_jax import precision
 from radars_jax.nas import spaces as spaces_lib
 from radars_jax.nas import supernet as supernet_lib
 from radars_jax.nas import weight_pool as pool_lib
@@ -176,7 +177,8 @@ class Searcher:
     return dnas_lib.DnasProgram(
         self.model(subspace), self.mode, self.config.dnas, total_steps, self.mesh,
         self.data.mean, self.data.std,
-        alpha_penalty=None if penalty is None else lambda alphas, _: penalty(alphas, subspace))
+        alpha_penalty=None if penalty is None else lambda alphas, _: penalty(alphas, subspace),
+        compute_dtype=self.config.supernet.compute_dtype)
 
   def compile_step(self, program: dnas_lib.DnasProgram, subspace) -> dnas_lib.CompiledStep:
     """Compiles the train step on abstract inputs: nothing runs."""
@@ -382,8 +384,9 @@ class Searcher:
       template = supernet_lib.param_shapes(model, self.data.image_shape)
       # (per-edge paths: either network may store scanned edges stacked)
       derived_weights = pool_lib.restack(pool_lib.canonical(jax.device_get(weights)), template)
-      evaluator = dnas_lib.Evaluator(dnas_lib.search_logits(model), self.mesh,
-                                     self.data.mean, self.data.std)
+      evaluator = dnas_lib.Evaluator(
+          dnas_lib.search_logits(model, self.config.supernet.compute_dtype), self.mesh,
+          self.data.mean, self.data.std)
     steps = (int(self.config.dnas.derived_finetune_steps) if finetune_steps is None
              else int(finetune_steps))
     if steps > 0:
@@ -397,6 +400,7 @@ class Searcher:
     the gap between the supernet and the discrete network it implies."""
     schedule = dnas_lib.weight_schedule(self.config.dnas, steps)
     tx = dnas_lib.weight_optimizer(self.config.dnas, schedule)
+    model = precision.in_dtype(model, self.config.supernet.compute_dtype)
 
     def step(weights, opt_state, batch, op_scales, slots):
       def loss_fn(w):
@@ -583,7 +587,8 @@ def describe(config) -> dict:
   subspace = space.full_subspace()
   model = supernet_lib.build_supernet(space, subspace, config.supernet, num_classes)
   mode = dnas_lib.dnas_mode(config)
-  program = dnas_lib.DnasProgram(model, mode, config.dnas, 1, mesh, (0.0,), (1.0,))
+  program = dnas_lib.DnasProgram(model, mode, config.dnas, 1, mesh, (0.0,), (1.0,),
+                                 compute_dtype=config.supernet.compute_dtype)
   alphas = jax.eval_shape(lambda: supernet_lib.init_alphas(jax.random.key(0), subspace))
   weights = supernet_lib.param_shapes(model, image_shape, alphas)
   try:

@@ -39,6 +39,7 @@ from jax.sharding import PartitionSpec as P
 from radars_jax import data as data_lib
 from radars_jax import memory as memory_lib
 from radars_jax import parallel
+from radars_jax import precision
 from radars_jax.nas import supernet
 from radars_jax.errors import UserError
 
@@ -122,7 +123,8 @@ def make_train_step(model: nn.Module, mode: str, weight_tx, alpha_tx,
                     update_mask: Callable | None = None,
                     with_train_alpha_grad: bool | None = None,
                     passes_in_loop: bool = False,
-                    alpha_penalty: Callable | None = None) -> Callable:
+                    alpha_penalty: Callable | None = None,
+                    compute_dtype: str | None = None) -> Callable:
   """The pure train step `(state, batch_w, batch_a) -> (state, metrics)`.
 
   `batch_a` is the alpha-half batch (bi-level modes); single-level ignores it.
@@ -154,9 +156,14 @@ def make_train_step(model: nn.Module, mode: str, weight_tx, alpha_tx,
   loss their gradient descends (the hardware objective's cost term,
   `radars_jax.radars.hardware.penalty_fn`); the reported loss leaves it out. Not with
   `passes_in_loop`.
+
+  `compute_dtype`: the dtype the network computes in (`radars_jax.precision`:
+  bfloat16 activations, float32 weights, optimiser states and loss; None:
+  float32).
   """
   if mode not in MODES:
     raise ValueError(f"unknown DNAS mode {mode!r}")
+  model = precision.in_dtype(model, compute_dtype)
   if with_train_alpha_grad is None:
     with_train_alpha_grad = jax.default_backend() == "cpu"
   with_train_alpha_grad = with_train_alpha_grad and mode != "single_level"
@@ -343,11 +350,11 @@ def bytes_only_compiler_options() -> dict | None:
 class DnasProgram:
   """The supernet of one subspace (or a switched supernet: `owners` from
   `supernet.param_owners`) with its optimisers and compiled steps;
-  `alpha_penalty`: see `make_train_step`."""
+  `alpha_penalty`, `compute_dtype`: see `make_train_step`."""
 
   def __init__(self, model: nn.Module, mode: str, dnas_config, total_steps: int,
                mesh, mean, std, owners: dict | None = None,
-               alpha_penalty: Callable | None = None):
+               alpha_penalty: Callable | None = None, compute_dtype: str | None = None):
     self.model, self.mode, self.mesh = model, mode, mesh
     self.schedule = weight_schedule(dnas_config, total_steps)
     self.dnas_config, self.total_steps = dnas_config, total_steps
@@ -359,7 +366,7 @@ class DnasProgram:
     self.step_fn = make_train_step(
         model, mode, self.weight_tx, self.alpha_tx, self.schedule, dnas_config.weight_decay,
         mask, passes_in_loop=mode == "first_order" and bool(dnas_config.passes_in_loop),
-        alpha_penalty=alpha_penalty)
+        alpha_penalty=alpha_penalty, compute_dtype=compute_dtype)
     self.mean, self.std = mean, std
     self.replicated = parallel.replicated(mesh)
     self.batch_sharding = parallel.batch_sharded(mesh)
@@ -522,10 +529,11 @@ class Evaluator:
     return {"accuracy": float(correct) / counted, "loss": float(loss) / counted}
 
 
-def search_logits(model: nn.Module) -> Callable:
+def search_logits(model: nn.Module, compute_dtype: str | None = None) -> Callable:
   """`Evaluator`'s `logits_fn` for a search supernet (or its derived
-  network): inputs `(weights, op_scales, slots)`, slots None unless the
-  supernet is switched."""
+  network) computing in `compute_dtype` (`radars_jax.precision`): inputs
+  `(weights, op_scales, slots)`, slots None unless the supernet is switched."""
+  model = precision.in_dtype(model, compute_dtype)
 
   def logits(inputs, images):
     weights, op_scales, slots = inputs

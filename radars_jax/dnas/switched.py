@@ -68,7 +68,8 @@ class SwitchedSupernet:
           self.model(), self.mode, self.config.dnas, total_steps, self.mesh,
           self.data.mean, self.data.std, owners=self._owners,
           alpha_penalty=(None if self.alpha_penalty is None else
-                         lambda alphas, slots: self.alpha_penalty(alphas, None, slots)))
+                         lambda alphas, slots: self.alpha_penalty(alphas, None, slots)),
+          compute_dtype=self.config.supernet.compute_dtype)
     return self._programs[(k, total_steps)]
 
   def compile_step(self, program: dnas_lib.DnasProgram, k: int) -> dnas_lib.CompiledStep:
@@ -124,6 +125,7 @@ class SwitchedSupernet:
   def evaluator(self) -> dnas_lib.Evaluator:
     """The holdout evaluator of every genotype (one program for all)."""
     if self._evaluator is None:
-      self._evaluator = dnas_lib.Evaluator(dnas_lib.search_logits(self.model()), self.mesh,
-                                           self.data.mean, self.data.std)
+      self._evaluator = dnas_lib.Evaluator(
+          dnas_lib.search_logits(self.model(), self.config.supernet.compute_dtype), self.mesh,
+          self.data.mean, self.data.std)
     return self._evaluator

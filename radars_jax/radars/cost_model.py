@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from radars_jax import precision
 from radars_jax.nas import mixed_ops as mixed_ops_lib
 from radars_jax.nas import spaces as spaces_lib
 from radars_jax.nas import supernet as supernet_lib
@@ -73,18 +74,20 @@ def traced_cost(space, subspace, supernet_config, num_classes: int, image_shape,
   bytes, and its jaxpr's equations. Traced, not compiled. `intercept`: a
   `flax.linen.intercept_methods` interceptor for the trace."""
   model = supernet_lib.build_supernet(space, subspace, supernet_config, num_classes)
-  return network_cost(model, subspace, image_shape, batch_size, intercept)
+  return network_cost(model, subspace, image_shape, batch_size, intercept,
+                      compute_dtype=supernet_config.get("compute_dtype"))
 
 
 def network_cost(model: nn.Module, subspace, input_shape, batch_size: int,
-                 intercept=None) -> tuple[int, int]:
+                 intercept=None, compute_dtype: str | None = None) -> tuple[int, int]:
   """`traced_cost` of any supernet `model` of `subspace` (applied as
-  `model.apply({"params": p}, x, alphas)`) on inputs [batch_size,
-  *input_shape]."""
+  `model.apply({"params": p}, x, alphas)`, in `compute_dtype`:
+  `radars_jax.precision`) on inputs [batch_size, *input_shape]."""
   alphas = tuple(jax.ShapeDtypeStruct((len(a),), jnp.float32) for a in subspace)
   params = supernet_lib.param_shapes(model, input_shape, alphas)
   x = jax.ShapeDtypeStruct((batch_size, *input_shape), jnp.float32)
-  forward = lambda p, a, x: model.apply({"params": p}, x, a)
+  applied = precision.in_dtype(model, compute_dtype)
+  forward = lambda p, a, x: applied.apply({"params": p}, x, a)
   with nn.intercept_methods(intercept) if intercept else contextlib.nullcontext():
     jaxpr = jax.make_jaxpr(forward)(params, alphas, x)
   values, eqns = _jaxpr_size(jaxpr.jaxpr)
@@ -97,14 +100,18 @@ def traced_bytes(space, subspace, supernet_config, num_classes: int, image_shape
   return traced_cost(space, subspace, supernet_config, num_classes, image_shape, batch_size)[0]
 
 
-def mixed_op_cost(mixed_op: mixed_ops_lib.MixedOp, input_shape) -> tuple[int, int]:
+def mixed_op_cost(mixed_op: mixed_ops_lib.MixedOp, input_shape,
+                  compute_dtype: str | None = None) -> tuple[int, int]:
   """(bytes, equations) of one mixed op (`mixed_ops.MixedOp`, weighted) on
-  an input of `input_shape`, as `traced_cost` counts them."""
-  x = jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32)
+  an input of `input_shape`, as `traced_cost` counts them (in a network
+  computing in `compute_dtype`, its input in that dtype)."""
+  dtype = precision.dtype_of(compute_dtype)
+  x = jax.ShapeDtypeStruct(tuple(input_shape), dtype)
   w = jax.ShapeDtypeStruct((len(mixed_op.op_names),), jnp.float32)
   variables = jax.eval_shape(lambda x, w: mixed_op.init(jax.random.key(0), x, w), x, w)
   params = variables.get("params", {})
-  jaxpr = jax.make_jaxpr(lambda p, x, w: mixed_op.apply({"params": p}, x, w))(params, x, w)
+  applied = precision.in_dtype(mixed_op, compute_dtype)
+  jaxpr = jax.make_jaxpr(lambda p, x, w: applied.apply({"params": p}, x, w))(params, x, w)
   values, eqns = _jaxpr_size(jaxpr.jaxpr)
   return values + 4 * _param_bytes(params), eqns
 
@@ -256,7 +263,7 @@ def trace_cost_model(space, supernet_config, num_classes: int, image_shape,
   per_edge = per_edge_config(supernet_config)
   return trace_network_cost_model(
       space, lambda subspace: supernet_lib.build_supernet(space, subspace, per_edge, num_classes),
-      image_shape, batch_size, progress)
+      image_shape, batch_size, progress, compute_dtype=supernet_config.get("compute_dtype"))
 
 
 def per_edge_config(supernet_config):
@@ -296,25 +303,27 @@ def mixed_op_inputs(space, probe: nn.Module, trace) -> tuple[Any, list, dict]:
 
 
 def trace_network_cost_model(space, build, input_shape, batch_size: int,
-                             progress: Any = None) -> CostModel:
+                             progress: Any = None, compute_dtype: str | None = None) -> CostModel:
   """Per-op traced costs of the supernets `build(subspace)` makes (their
-  mixed ops per edge; applied as `network_cost` says) on inputs
-  [batch_size, *input_shape]: one trace of the empty network, so that
-  every mixed op's input is seen, then one trace of each op alone per
+  mixed ops per edge; applied as `network_cost` says, in `compute_dtype`)
+  on inputs [batch_size, *input_shape]: one trace of the empty network, so
+  that every mixed op's input is seen, then one trace of each op alone per
   distinct mixed-op input. `progress`: optional callable(done, total)."""
   empty_subspace = tuple(() for _ in space.choice_points)
   probe = build(empty_subspace)
   (empty, empty_eqns), inputs, contexts = mixed_op_inputs(
       space, probe, lambda record: network_cost(probe, empty_subspace, input_shape,
-                                                batch_size, intercept=record))
+                                                batch_size, intercept=record,
+                                                compute_dtype=compute_dtype))
   done, total = 0, len(contexts)
   costs, without_op = {}, {}   # -> (bytes, equations) of the op; of no op
   for key, module in contexts.items():
     name, stride, channels, shape = key
-    alone = mixed_op_cost(module.clone(parent=None, name=None, op_names=(name,)), shape)
+    alone = mixed_op_cost(module.clone(parent=None, name=None, op_names=(name,)), shape,
+                          compute_dtype)
     if (stride, channels, shape) not in without_op:
       without_op[(stride, channels, shape)] = mixed_op_cost(
-          module.clone(parent=None, name=None, op_names=()), shape)
+          module.clone(parent=None, name=None, op_names=()), shape, compute_dtype)
     costs[key] = tuple(max(a - b, 0) for a, b in zip(alone, without_op[(stride, channels, shape)]))
     done += 1
     if progress is not None:

@@ -30,6 +30,7 @@ from radars_jax import data as data_lib
 from radars_jax.dnas import steps as dnas_lib
 from radars_jax.retrain import networks
 from radars_jax import parallel
+from radars_jax import precision
 
 # Streams folded into the run's key (then each folded with the step).
 _INIT, _DATA, _AUGMENT, _DROP_PATH = 0, 1, 2, 3
@@ -84,6 +85,7 @@ class TrainSpec:
   cutout: int
   label_smoothing: float = 0.0
   ema_decay: float = 0.0       # 0: no weight averaging
+  compute_dtype: str = "float32"   # radars_jax.precision
 
   @classmethod
   def from_config(cls, config, model, image_shape, num_examples: int, mean, std,
@@ -96,7 +98,8 @@ class TrainSpec:
                float(t.momentum), float(t.weight_decay), float(t.grad_clip),
                float(drop_path), float(auxiliary_weight),
                int(config.data.crop_padding), bool(config.data.flip),
-               int(t.cutout), float(t.label_smoothing), float(t.ema_decay))
+               int(t.cutout), float(t.label_smoothing), float(t.ema_decay),
+               precision.resolved(t.get("compute_dtype")))
 
   @property
   def total_steps(self) -> int:
@@ -165,8 +168,9 @@ def make_retrain_step(spec: TrainSpec, tx, batch_sharding) -> tuple[Callable, Ca
   `imagenet.RecordSplit`). The weights-only step of a fixed network, with
   BatchNorm statistics, drop path, the auxiliary head, label smoothing and
   the weights' moving average; the search's step (weights and alphas) is
-  `dnas.make_train_step`."""
-  model = spec.model
+  `dnas.make_train_step`. The network computes in `spec.compute_dtype`
+  (`radars_jax.precision`)."""
+  model = precision.in_dtype(spec.model, spec.compute_dtype)
 
   def cross_entropy(logits, labels):
     if spec.label_smoothing <= 0:
@@ -226,9 +230,11 @@ def evaluated_weights(state: TrainState) -> tuple[Any, Any]:
   return state.params, state.batch_stats
 
 
-def eval_logits(model) -> Callable:
-  """`dnas.Evaluator`'s `logits_fn` for the eval network: inputs
-  `(params, batch_stats)`, running BatchNorm statistics, no auxiliary head."""
+def eval_logits(model, compute_dtype: str | None = None) -> Callable:
+  """`dnas.Evaluator`'s `logits_fn` for the eval network computing in
+  `compute_dtype`: inputs `(params, batch_stats)`, running BatchNorm
+  statistics, no auxiliary head."""
+  model = precision.in_dtype(model, compute_dtype)
 
   def logits(inputs, images):
     params, batch_stats = inputs
@@ -258,4 +264,5 @@ def program(spec: TrainSpec, mesh) -> Program:
       jax.jit(fn, donate_argnums=(0,), out_shardings=replicated)
       for fn in make_retrain_step(spec, tx, parallel.batch_sharded(mesh)))
   return Program(tx, init, train_step, train_on_batch,
-                 dnas_lib.Evaluator(eval_logits(spec.model), mesh, spec.mean, spec.std))
+                 dnas_lib.Evaluator(eval_logits(spec.model, spec.compute_dtype), mesh, spec.mean,
+                                    spec.std))
