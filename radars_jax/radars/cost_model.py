@@ -103,15 +103,16 @@ def traced_bytes(space, subspace, supernet_config, num_classes: int, image_shape
 def mixed_op_cost(mixed_op: mixed_ops_lib.MixedOp, input_shape,
                   compute_dtype: str | None = None) -> tuple[int, int]:
   """(bytes, equations) of one mixed op (`mixed_ops.MixedOp`, weighted) on
-  an input of `input_shape`, as `traced_cost` counts them (in a network
-  computing in `compute_dtype`, its input in that dtype)."""
+  an input of `input_shape`, as `traced_cost` counts them (inside a network
+  computing in `compute_dtype`: its input, op weights and parameters cast to
+  that dtype, its output left in it)."""
   dtype = precision.dtype_of(compute_dtype)
   x = jax.ShapeDtypeStruct(tuple(input_shape), dtype)
-  w = jax.ShapeDtypeStruct((len(mixed_op.op_names),), jnp.float32)
+  w = jax.ShapeDtypeStruct((len(mixed_op.op_names),), dtype)
   variables = jax.eval_shape(lambda x, w: mixed_op.init(jax.random.key(0), x, w), x, w)
-  params = variables.get("params", {})
-  applied = precision.in_dtype(mixed_op, compute_dtype)
-  jaxpr = jax.make_jaxpr(lambda p, x, w: applied.apply({"params": p}, x, w))(params, x, w)
+  params = precision.cast_floating(variables.get("params", {}), jnp.float32)
+  jaxpr = jax.make_jaxpr(lambda p, x, w: mixed_op.apply(
+      {"params": precision.cast_floating(p, dtype)}, x, w))(params, x, w)
   values, eqns = _jaxpr_size(jaxpr.jaxpr)
   return values + 4 * _param_bytes(params), eqns
 
