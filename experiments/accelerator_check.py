@@ -144,12 +144,12 @@ def run_throughput(flags: list[str], limit: float) -> dict:
 
 
 def throughput_flags(small: bool) -> list[str]:
-  return (["--small", "--modes", "single_level", "--steps", "2", "--warmup", "1"] if small
+  return (["--small", "--steps", "2", "--warmup", "1"] if small
           else ["--steps", "5", "--warmup", "2"])
 
 
 def throughput_part(small: bool, limit: float, peer: str | None) -> dict:
-  flags = throughput_flags(small)
+  flags = throughput_flags(small) + (["--modes", "single_level"] if small else [])
   if peer:
     flags += ["--peer", str(Path(peer).resolve())]
   result = run_throughput(flags, limit)
