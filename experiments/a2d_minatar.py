@@ -124,17 +124,17 @@ def run_one(game: str, seed: int, workdir: Path, overrides, log: Path | None = N
 
 def run_all(games, seeds, workdir: Path, overrides, jobs: int) -> dict[str, list[dict]]:
   """{game: [each seed's summary]}, `jobs` runs at once."""
-  runs = [(game, seed) for game in games for seed in seeds]
+  futures = {}
   with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-    futures = {run: pool.submit(run_one, *run, workdir / run[0] / str(run[1]), overrides,
-                                workdir / run[0] / f"{run[1]}.log" if jobs > 1 else None)
-               for run in runs}
-    for (game, seed), future in futures.items():
-      if jobs > 1:
-        future.add_done_callback(
-            lambda f, game=game, seed=seed: print(f"{game} seed {seed}: "
-                                                  f"{'failed' if f.exception() else 'done'}",
-                                                  flush=True))
+    for game in games:
+      for seed in seeds:
+        log = workdir / game / f"{seed}.log" if jobs > 1 else None
+        future = pool.submit(run_one, game, seed, workdir / game / str(seed), overrides, log)
+        if log is not None:
+          future.add_done_callback(
+              lambda f, game=game, seed=seed: print(
+                  f"{game} seed {seed}: {'failed' if f.exception() else 'done'}", flush=True))
+        futures[(game, seed)] = future
     return {game: [futures[(game, seed)].result() for seed in seeds] for game in games}
 
 

@@ -110,7 +110,7 @@ def mixed_op_cost(mixed_op: mixed_ops_lib.MixedOp, input_shape,
   x = jax.ShapeDtypeStruct(tuple(input_shape), dtype)
   w = jax.ShapeDtypeStruct((len(mixed_op.op_names),), dtype)
   variables = jax.eval_shape(lambda x, w: mixed_op.init(jax.random.key(0), x, w), x, w)
-  params = precision.cast_floating(variables.get("params", {}), jnp.float32)
+  params = variables.get("params", {})   # (float32: the ops' parameter dtype)
   jaxpr = jax.make_jaxpr(lambda p, x, w: mixed_op.apply(
       {"params": precision.cast_floating(p, dtype)}, x, w))(params, x, w)
   values, eqns = _jaxpr_size(jaxpr.jaxpr)
