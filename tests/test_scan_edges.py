@@ -90,40 +90,34 @@ def test_kernel_size_is_read_from_every_kind_of_name():
   assert [ops.kernel_size(n) for n in names] == [5, 3, 7, 7, 1, 3, 5]
 
 
-STACKED = [(name, stride) for name in ops.OP_NAMES for stride in (1, 2)
-           if ops.param_schema(name, 4, stride) is not None]
+FUNCTIONAL = [(name, stride) for name in ops.OP_NAMES for stride in (1, 2)
+              if ops.param_schema(name, 4, stride) is not None]
 
 
-@pytest.mark.parametrize("name,stride", STACKED)
-def test_every_stacked_form_equals_its_module(name, stride):
-  """`ops.stacked_op_of_relu` on two stacked edges: the op's module on each edge,
-  in value and in the gradients of its input and weights (the module's
-  parameter tree is the op's `param_schema`)."""
+@pytest.mark.parametrize("name,stride", FUNCTIONAL)
+def test_every_functional_form_equals_its_module(name, stride):
+  """`ops.functional_op_of_relu`: the op's module, in value and in the
+  gradients of its input and weights (the module's parameter tree is the
+  op's `param_schema`)."""
   settings = ops.OpSettings()   # (both forms call the same depthwise kernels)
   module = ops.make_op(name, 4, stride, settings, unbound=True)
-  xs = jax.random.normal(jax.random.key(0), (2, 2, 8, 8, 4))
-  params = [module.init(jax.random.key(i + 1), xs[i])["params"] for i in range(2)]
+  x = jax.random.normal(jax.random.key(0), (2, 8, 8, 4))
+  params = module.init(jax.random.key(1), x)["params"]
   chex.assert_trees_all_equal_shapes(
-      params[0], jax.tree_util.tree_map(jnp.zeros, ops.param_schema(name, 4, stride),
-                                        is_leaf=lambda v: isinstance(v, tuple)))
-  stacked = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *params)
-  out_shape = module.apply({"params": params[0]}, xs[0]).shape
-  cotangent = jax.random.normal(jax.random.key(3), (2, *out_shape))
+      params, jax.tree_util.tree_map(jnp.zeros, ops.param_schema(name, 4, stride),
+                                     is_leaf=lambda v: isinstance(v, tuple)))
+  out_shape = module.apply({"params": params}, x).shape
+  cotangent = jax.random.normal(jax.random.key(3), out_shape)
 
-  def per_edge(ps, xs):
-    return jnp.stack([module.apply({"params": ps[i]}, xs[i]) for i in range(2)])
-
-  ys, grads = jax.value_and_grad(lambda ps, xs: jnp.vdot(per_edge(ps, xs), cotangent),
-                                 argnums=(0, 1))(params, xs)
-  ys_s, grads_s = jax.value_and_grad(
-      lambda ps, xs: jnp.vdot(ops.stacked_op_of_relu(name, ps, ops.relu(xs), stride, settings),
-                                  cotangent),
-      argnums=(0, 1))(stacked, xs)
-  np.testing.assert_allclose(ys_s, ys, rtol=1e-4)
-  chex.assert_trees_all_close(grads_s[0], jax.tree_util.tree_map(lambda *a: jnp.stack(a),
-                                                                 *grads[0]),
-                              atol=1e-4, rtol=1e-3)
-  chex.assert_trees_all_close(grads_s[1], grads[1], atol=1e-4, rtol=1e-3)
+  ys, grads = jax.value_and_grad(
+      lambda p, x: jnp.vdot(module.apply({"params": p}, x), cotangent),
+      argnums=(0, 1))(params, x)
+  ys_f, grads_f = jax.value_and_grad(
+      lambda p, x: jnp.vdot(ops.functional_op_of_relu(name, p, ops.relu(x), stride, settings),
+                            cotangent),
+      argnums=(0, 1))(params, x)
+  np.testing.assert_allclose(ys_f, ys, rtol=1e-4)
+  chex.assert_trees_all_close(grads_f, grads, atol=1e-4, rtol=1e-3)
 
 
 def test_scan_edges_refuses_what_it_cannot_compute(monkeypatch):

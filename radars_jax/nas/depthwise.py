@@ -20,8 +20,7 @@ CPU both are several times slower than the shifted sum below
 
 All give the same numbers up to float rounding. Inputs may carry a leading
 axis of stacked independent problems ([E, B, H, W, C] with a kernel
-[E, k, k, 1, C]): the scanned cells compute the same op on several edges
-at once that way (`radars_jax.nas.edge_scan`).
+[E, k, k, 1, C]).
 """
 from __future__ import annotations
 

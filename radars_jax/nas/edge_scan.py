@@ -67,23 +67,21 @@ def scannable(edges, edge_ops, strides, settings: OpSettings, slot_orders=None) 
 def _mixed_op_fn(op_names, stride: int, settings: OpSettings):
   """One edge's mixed op as a pure function of (its weights, its mixing
   weights or None, its input): the numbers of `MixedOp`. The ops with
-  weights share one ReLU of the input, and every op's output is weighted
-  before it is squeezed, so a scan keeps each activation once."""
+  weights share one ReLU of the input."""
   def run(params, weights, x):
     out, rx = None, None
     for i, name in enumerate(op_names):
       if name == "none":
         continue
       if ops_lib.is_shared(name, stride):
-        y = ops_lib.shared_op(name, x, stride, settings)[None]
+        y = ops_lib.shared_op(name, x, stride, settings)
       else:
-        rx = ops_lib.relu(x[None]) if rx is None else rx
-        p = jax.tree_util.tree_map(lambda a: a[None], params[name])
-        y = ops_lib.stacked_op_of_relu(name, p, rx, stride, settings)
+        rx = ops_lib.relu(x) if rx is None else rx
+        y = ops_lib.functional_op_of_relu(name, params[name], rx, stride, settings)
       if weights is not None:
         y = weights[i].astype(y.dtype) * y
       out = accumulate(out, y)
-    return jnp.zeros_like(x[:, ::stride, ::stride, :]) if out is None else out[0]
+    return jnp.zeros_like(x[:, ::stride, ::stride, :]) if out is None else out
   return run
 
 

@@ -564,63 +564,58 @@ def _lean_normalise_bwd(axes, residuals, g):
 _lean_normalise.defvjp(_lean_normalise_fwd, _lean_normalise_bwd)
 
 
-def _bn_e(x):  # stacked [E, B, H, W, C]: statistics per edge
-  return batch_norm(x, (1, 2, 3))
+def _bn(x):  # one edge's [B, H, W, C]: statistics over all but the channels
+  return batch_norm(x)
 
 
 def _pointwise(x, kernel):
-  """1x1 convolution of stacked inputs [E, B, H, W, Cin] with [E, 1, 1, Cin, Cout]."""
-  return jnp.einsum("ebhwc,ecd->ebhwd", x, kernel[:, 0, 0].astype(x.dtype))
+  """1x1 convolution of [B, H, W, Cin] with [1, 1, Cin, Cout]."""
+  return conv_lib.pointwise_as_matmul(x, kernel.astype(x.dtype))
 
 
-def _conv_stacked(x, kernel, strides, padding):
-  """Dense convolution of stacked inputs [E, B, H, W, Cin] with stacked
-  kernels [E, kh, kw, Cin, Cout], edge by edge: a kernel batched over E
-  would make it a grouped convolution, which XLA's CPU runs much slower."""
-  kernel = kernel.astype(x.dtype)
-  return jnp.stack([jax.lax.conv_general_dilated(x[e], kernel[e], strides, padding,
-                                                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
-                    for e in range(x.shape[0])])
+def _dense_conv(x, kernel, strides, padding):
+  """Dense convolution of [B, H, W, Cin] with [kh, kw, Cin, Cout]."""
+  return jax.lax.conv_general_dilated(x, kernel.astype(x.dtype), strides, padding,
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
-def _dil_stacked(p, rx, k, stride, dilation, impl):
-  """DilConv on stacked inputs, given their ReLU `rx`."""
+def _dil(p, rx, k, stride, dilation, impl):
+  """DilConv given the ReLU `rx` of its input."""
   x = depthwise.depthwise_conv2d(rx, p["DepthwiseConv_0"]["kernel"], stride, dilation,
                                  impl=impl)
-  return _bn_e(_pointwise(x, p["Conv_0"]["kernel"]))
+  return _bn(_pointwise(x, p["Conv_0"]["kernel"]))
 
 
-def stacked_op_of_relu(name: str, params, rx, stride: int, settings: OpSettings):
-  """Op `name` (with a `param_schema`) with stacked weights on the ReLU `rx`
-  of stacked inputs x [E, B, H, W, C]: the same numbers as its module on
-  each edge. Every op with weights starts with a ReLU of its input, so the
-  ops of one edge share it (`radars_jax.nas.edge_scan`)."""
+def functional_op_of_relu(name: str, params, rx, stride: int, settings: OpSettings):
+  """Op `name` (with a `param_schema`) as a function of its weights
+  `params` and the ReLU `rx` of its input x [B, H, W, C]: the same numbers
+  as its module. Every op with weights starts with a ReLU of its input, so
+  the ops of one edge share it (`radars_jax.nas.edge_scan`)."""
   impl = settings.depthwise_impl
   if name.startswith("sep_conv_"):
     k = kernel_size(name)
-    x = _dil_stacked(params["DilConv_0"], rx, k, stride, 1, impl)
-    return _dil_stacked(params["DilConv_1"], relu(x), k, 1, 1, impl)
+    x = _dil(params["DilConv_0"], rx, k, stride, 1, impl)
+    return _dil(params["DilConv_1"], relu(x), k, 1, 1, impl)
   if name.startswith(("dil_conv_", "dil4_conv_")):
-    return _dil_stacked(params, rx, kernel_size(name), stride,
-                        4 if name.startswith("dil4") else 2, impl)
+    return _dil(params, rx, kernel_size(name), stride,
+                4 if name.startswith("dil4") else 2, impl)
   if name.startswith("mbconv_"):
-    h = _bn_e(_pointwise(rx, params["Conv_0"]["kernel"]))
+    h = _bn(_pointwise(rx, params["Conv_0"]["kernel"]))
     h = depthwise.depthwise_conv2d(relu(h), params["DepthwiseConv_0"]["kernel"], stride,
                                    1, impl=impl)
-    return _bn_e(_pointwise(relu(_bn_e(h)), params["Conv_1"]["kernel"]))
+    return _bn(_pointwise(relu(_bn(h)), params["Conv_1"]["kernel"]))
   if name == "nor_conv_1x1":
-    return _bn_e(_pointwise(rx[:, :, ::stride, ::stride, :], params["Conv_0"]["kernel"]))
+    return _bn(_pointwise(rx[:, ::stride, ::stride, :], params["Conv_0"]["kernel"]))
   if name.startswith("nor_conv_"):
     p = kernel_size(name) // 2
-    return _bn_e(_conv_stacked(rx, params["Conv_0"]["kernel"], (stride, stride),
-                               ((p, p), (p, p))))
+    return _bn(_dense_conv(rx, params["Conv_0"]["kernel"], (stride, stride), ((p, p), (p, p))))
   if name.startswith("conv_1x"):   # FactorisedConv: 1 x k, then k x 1
     p = kernel_size(name) // 2
-    x = _conv_stacked(rx, params["Conv_0"]["kernel"], (1, stride), ((0, 0), (p, p)))
-    return _bn_e(_conv_stacked(x, params["Conv_1"]["kernel"], (stride, 1), ((p, p), (0, 0))))
+    x = _dense_conv(rx, params["Conv_0"]["kernel"], (1, stride), ((0, 0), (p, p)))
+    return _bn(_dense_conv(x, params["Conv_1"]["kernel"], (stride, 1), ((p, p), (0, 0))))
   if name == "skip_connect":  # stride 2: FactorizedReduce
     p = params["FactorizedReduce_0"]
-    a = _pointwise(rx[:, :, ::2, ::2, :], p["conv_a"]["kernel"])
-    b = _pointwise(rx[:, :, 1::2, 1::2, :], p["conv_b"]["kernel"])
-    return _bn_e(jnp.concatenate([a, b], axis=-1))
-  raise ValueError(f"op {name!r} has no stacked form")
+    a = _pointwise(rx[:, ::2, ::2, :], p["conv_a"]["kernel"])
+    b = _pointwise(rx[:, 1::2, 1::2, :], p["conv_b"]["kernel"])
+    return _bn(jnp.concatenate([a, b], axis=-1))
+  raise ValueError(f"op {name!r} has no functional form")
