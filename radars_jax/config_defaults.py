@@ -26,7 +26,8 @@ def base_config() -> ml_collections.ConfigDict:
   # line: a repeated or similar run loads its programs instead of compiling
   # them (docs/performance.md). Its directory: compilation_cache_dir, else
   # $RADARS_JAX_CACHE_DIR, else $XDG_CACHE_HOME/radars_jax/xla (default
-  # ~/.cache/radars_jax/xla); delete it to free the space.
+  # ~/.cache/radars_jax/xla); delete it to free the space. The searches
+  # keep their cost model and calibration there too (radars_jax.measurements).
   config.compilation_cache = True
   config.compilation_cache_dir = ml_collections.FieldReference(None, field_type=str)
   config.distributed = distributed_config()

@@ -317,7 +317,9 @@ def main(argv):
   guard = _WorkdirGuard(workdir)
   try:
     if config.compilation_cache and mode != "describe":
-      enable_compilation_cache(compilation_cache_dir(config))   # made by JAX's first compile
+      # (the search keeps its measurements there too: radars_jax.measurements)
+      config.compilation_cache_dir = compilation_cache_dir(config)
+      enable_compilation_cache(config.compilation_cache_dir)   # made by JAX's first compile
     result = run(config, workdir)
   except UserError as e:
     guard.undo()

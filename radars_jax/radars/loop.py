@@ -70,6 +70,7 @@ from radars_jax.radars import knowledge
 from radars_jax.radars import programs
 from radars_jax.radars import summary as loop_summary
 from radars_jax.radars import tasks as tasks_lib
+from radars_jax import measurements as measurements_lib
 from radars_jax import memory as memory_lib
 from radars_jax import metrics as metrics_lib
 from radars_jax import parallel
@@ -138,6 +139,10 @@ class RadarsSearch:
     self.dnas_ckpt_root = path / "checkpoints" / "dnas"
     self.verbose = bool(config.progress_bar)
     self.plots_refreshed_at = time.monotonic()
+    # the cost model and its calibration, kept for reruns of this search
+    self.measurements = measurements_lib.Measurements.for_config(config)
+    self.measured_inputs = {"config": measurements_lib.config_key(config),
+                            "mesh": dict(self.mesh.shape)}
     self.task: tasks_lib.SearchTask = make_task(config, path, space, self.mesh, self.writer,
                                                 time_limit=self.limit)
     # Built by `prepare`, once the cost model exists.
@@ -171,11 +176,16 @@ class RadarsSearch:
     task's programs and sizing; refuses a budget one op per choice point
     does not fit."""
     fresh = record.cost_model is None
-    model = (self.task.trace_cost_model() if fresh
-             else cost_lib.CostModel.from_json(record.cost_model, self.space))
+    if fresh:   # (traced, or as a run of the same search traced it)
+      traced, _ = self.measurements.get(
+          "cost_model", self.measured_inputs, lambda: self.task.trace_cost_model().to_json())
+      model = cost_lib.CostModel.from_json(traced, self.space)
+    else:
+      model = cost_lib.CostModel.from_json(record.cost_model, self.space)
     self.programs, self.sizing = self.task.build(model, self.budget)
     if fresh:
-      programs.calibrate(self.programs, self.sizing, model, alive, record)
+      programs.calibrate(self.programs, self.sizing, model, alive, record,
+                         self.measurements, self.measured_inputs)
     record.cost_model = model.to_json()
     if self.budget is not None and model.largest_k(alive, self.budget) < 1:
       one = model.estimate(model.worst_case(alive, 1))

@@ -30,6 +30,7 @@ from radars_jax.radars import controller as ctrl
 from radars_jax.radars import ppo
 from radars_jax.radars import cost_model as cost_lib
 from radars_jax.dnas import steps as dnas_lib
+from radars_jax import measurements as measurements_lib
 from radars_jax import memory as memory_lib
 from radars_jax.dnas import search as search_lib
 from radars_jax.nas import spaces as spaces_lib
@@ -310,13 +311,17 @@ def without_costliest_op(subspace, mask, model: cost_lib.CostModel, budget, comp
 
 
 def calibrate(programs: LoopPrograms, sizing: Sizing, model: cost_lib.CostModel, alive,
-              record: SearchRecord) -> None:
+              record: SearchRecord,
+              measured: measurements_lib.Measurements = measurements_lib.Measurements(None),
+              measured_inputs=None) -> None:
   """Calibrates `model` on real compiles: the worst cases at k = 1 and at
   the k the uncalibrated model would choose (at least 2), unless the first
   compile's size predicts the second over `dnas.max_program_ops`. Only
   their bytes are read (they never run), so they compile without kernel
-  optimisation. Meanwhile the shared program of the first iteration's
-  likely k compiles in the background."""
+  optimisation; where `measured` holds a compile's bytes and operations
+  from a run of the same search (`measured_inputs`), it is not compiled
+  again. Meanwhile the shared program of the first iteration's likely k
+  compiles in the background."""
   config, budget, space = programs.config, programs.budget, programs.space
   most = int(np.asarray(alive).sum(-1).max())
   k_guess = min(max(2, model.largest_k(alive, budget) if budget else 2), most)
@@ -325,15 +330,20 @@ def calibrate(programs: LoopPrograms, sizing: Sizing, model: cost_lib.CostModel,
     mask = model.worst_case(alive, k)
     if k > 1 and predicted_too_large(config, model, mask) is not None:
       continue
-    try:
-      compiled = programs.compile(space.subspace_from_mask(mask), record, bytes_only=True,
-                                  what=f"calibration, worst case of {k} op{'s' * (k > 1)} "
-                                  "(bytes only)")
-    except dnas_lib.ProgramTooLarge:
-      if k == 1:
-        raise
-      continue
-    model.add_point(mask, compiled.bytes, compiled.ops)
+    inputs = {"search": measured_inputs, "mask": np.asarray(mask).tolist()}
+    point = measured.lookup("calibration", inputs)
+    if point is None:
+      try:
+        compiled = programs.compile(space.subspace_from_mask(mask), record, bytes_only=True,
+                                    what=f"calibration, worst case of {k} op{'s' * (k > 1)} "
+                                    "(bytes only)")
+      except dnas_lib.ProgramTooLarge:
+        if k == 1:
+          raise
+        continue
+      point = {"bytes": int(compiled.bytes), "ops": int(compiled.ops)}
+      measured.store("calibration", inputs, point)
+    model.add_point(mask, point["bytes"], point["ops"])
     if k == 1:
       # (queued after the first compile, which has calibrated the
       # prediction of program sizes that may refuse it)
