@@ -97,6 +97,7 @@ SLOW_FILES_FIRST = ("test_radars.py", "test_budget.py", "test_baselines.py", "te
                     "test_mobile.py",
                     "test_switched.py", "test_scan_edges.py",
                     "test_search.py", "test_a2d.py", "test_agent_radars.py", "test_cli.py",
+                    "test_measurements.py",
                     "test_notebook.py", "test_program_size.py", "test_remat.py",
                     "test_supernet.py", "test_depthwise.py", "test_dnas.py", "test_controller.py")
 
