@@ -27,17 +27,6 @@ def test_shifted_depthwise_conv_matches_xla_values_and_gradients(k, stride, dila
   chex.assert_trees_all_close((got, got_g), (want, want_g), atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("impl", ["xla", "shifted"])
-def test_stacked_depthwise_conv_is_the_per_problem_conv(impl):
-  x = jax.random.normal(jax.random.key(0), (3, 2, 8, 8, 4))
-  kernel = jax.random.normal(jax.random.key(1), (3, 3, 3, 1, 4))
-  conv = lambda x_, k_: depthwise.depthwise_conv2d(x_, k_, 2, 1, impl=impl)
-  each = lambda x_, k_: jnp.stack([depthwise.depthwise_conv2d(x_[e], k_[e], 2, 1, impl="xla")
-                                   for e in range(3)])
-  chex.assert_trees_all_close(_grads(conv, x, kernel), _grads(each, x, kernel),
-                              atol=1e-4, rtol=1e-4)
-
-
 @pytest.mark.parametrize("kind", ["max", "avg"])
 @pytest.mark.parametrize("stride", [1, 2])
 def test_shifted_pooling_matches_xla_values_and_gradients(kind, stride):

@@ -18,9 +18,7 @@ CPU both are several times slower than the shifted sum below
   `select_and_scatter` and PyTorch do). Fast on the CPU.
 - `auto`: `shifted` on the CPU, `xla` on accelerators.
 
-All give the same numbers up to float rounding. Inputs may carry a leading
-axis of stacked independent problems ([E, B, H, W, C] with a kernel
-[E, k, k, 1, C]).
+All give the same numbers up to float rounding.
 """
 from __future__ import annotations
 
@@ -73,19 +71,11 @@ def _windows(xp, k, stride, dilation, h_out, w_out):
           (1,) * lead + (stride, stride, 1))
 
 
-def _tap(kernel, i, j, ndim):
-  """kernel[..., i, j, 0, :] shaped to broadcast against a window of rank `ndim`."""
-  w = kernel[..., i, j, 0, :]
-  if w.ndim == 2:  # stacked kernels [E, C] against [E, B, H, W, C]
-    w = w.reshape(w.shape[0], *([1] * (ndim - 2)), w.shape[1])
-  return w
-
-
 def _tap_sum(xp, kernel, stride, dilation, h_out, w_out):
   """sum_{i,j} kernel[i, j] * window_ij(xp): one fused loop over the output."""
   out = None
   for i, j, window in _windows(xp, kernel.shape[-4], stride, dilation, h_out, w_out):
-    term = window * _tap(kernel, i, j, xp.ndim)
+    term = window * kernel[i, j, 0, :]
     out = term if out is None else out + term
   return out
 
@@ -134,11 +124,10 @@ def _shifted_bwd(stride, dilation, pad, res, g):
   products = tuple(window.astype(acc) * gf for _, _, window in
                    _windows(_pad_hw(x, pad), k, stride, dilation, g.shape[-3], g.shape[-2]))
   n = len(products)
-  stacked = kernel.ndim == 5
-  axes = (1, 2, 3) if stacked else tuple(range(x.ndim - 1))
   sums = jax.lax.reduce(products, tuple(jnp.zeros((), acc) for _ in range(n)),
-                        lambda a, b: tuple(a[t] + b[t] for t in range(n)), axes)
-  grad_kernel = jnp.stack(sums, axis=-2)       # [(E,) k*k, C]
+                        lambda a, b: tuple(a[t] + b[t] for t in range(n)),
+                        tuple(range(x.ndim - 1)))
+  grad_kernel = jnp.stack(sums, axis=-2)       # [k*k, C]
   grad_kernel = grad_kernel.reshape(kernel.shape).astype(kernel.dtype)
   return grad_x.astype(x.dtype), grad_kernel
 
@@ -147,12 +136,6 @@ _shifted_sum.defvjp(_shifted_fwd, _shifted_bwd)
 
 
 def _xla_conv(x, kernel, stride, dilation, pad):
-  if kernel.ndim == 5:  # stacked: the E problems as E*C channel groups
-    e, b = x.shape[0], x.shape[1]
-    xs = jnp.moveaxis(x, 0, -2).reshape(b, *x.shape[2:4], e * x.shape[-1])
-    ks = jnp.moveaxis(kernel, 0, -2).reshape(*kernel.shape[1:4], e * kernel.shape[-1])
-    y = _xla_conv(xs, ks, stride, dilation, pad)
-    return jnp.moveaxis(y.reshape(*y.shape[:3], e, x.shape[-1]), -2, 0)
   return jax.lax.conv_general_dilated(
       x, kernel, window_strides=(stride, stride),
       padding=((pad, pad), (pad, pad)), rhs_dilation=(dilation, dilation),
@@ -163,16 +146,13 @@ def _xla_conv(x, kernel, stride, dilation, pad):
 def depthwise_conv2d(x: jax.Array, kernel: jax.Array, stride: int = 1,
                      dilation: int = 1, padding: int | None = None,
                      impl: str = "xla") -> jax.Array:
-  """Per-channel convolution of `x` [B, H, W, C] with `kernel` [k, k, 1, C]
-  (or of stacked problems: `x` [E, B, H, W, C], `kernel` [E, k, k, 1, C]).
+  """Per-channel convolution of `x` [B, H, W, C] with `kernel` [k, k, 1, C].
 
   Padding is symmetric (`padding` pixels on each side, default: the padding
   that keeps the size at stride 1), as in PyTorch, so output sizes match the
   reference DARTS code.
   """
-  k = kernel.shape[-4]
-  if kernel.ndim == 5 and x.ndim != 5:
-    raise ValueError(f"stacked kernel {kernel.shape} needs a stacked input, got {x.shape}")
+  k = kernel.shape[0]
   pad = _same_padding(k, dilation) if padding is None else padding
   impl = resolve_impl(impl)
   kernel = kernel.astype(x.dtype)
