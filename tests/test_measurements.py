@@ -1,10 +1,9 @@
 """radars_jax.measurements: what a search measures before it trains is kept
 under a key of everything it depends on, and a rerun of the same search
-reads it back instead of tracing and compiling again, to the same result."""
+reads it back instead of tracing and compiling again, to the same cost model."""
 import json
 
 import numpy as np
-import pytest
 
 from radars_jax import measurements
 from radars_jax import workdir as workdir_lib
@@ -68,26 +67,36 @@ def test_config_key_leaves_out_what_measures_nothing():
   assert measurements.config_key(config) != measurements.config_key(other)
 
 
+def _prepared(config, path, space):
+  """A search's cost model, traced and calibrated (`RadarsSearch.prepare`),
+  and its record."""
+  search = radars_loop.RadarsSearch(config, workdir_lib.prepare(path), space)
+  state, record = search.restore()
+  try:
+    return search.prepare(record, state.alive), record
+  finally:
+    search.programs.close()
+
+
 def test_a_rerun_reads_its_cost_model_and_calibration_back(tmp_path, monkeypatch):
   """The same search twice with one cache folder: the second traces no
-  cost model and compiles no calibration, and its cost model and result
-  are the first's."""
+  cost model and compiles no calibration, and its calibrated cost model
+  (what sizes every subspace after it) is the first's."""
   config = budgeted(whole_space_step_bytes())
-  config.radars.max_iterations = 1
-  config.radars.final_epochs = 1.0
   config.compilation_cache_dir = str(tmp_path / "cache")
   space = spaces.make_space("nb201")
-  first = radars_loop.run(config, workdir_lib.prepare(tmp_path / "first"), space)
-  assert [c for c in first["compiles"] if c["what"].startswith("calibration")]
-  assert len(list((tmp_path / "cache" / measurements.FOLDER).glob("*.json"))) >= 2
+  first, record = _prepared(config, tmp_path / "first", space)
+  assert [c["what"] for c in record.compiles.records][:1] == [
+      "calibration, worst case of 1 op (bytes only)"]
+  assert len(first.points) == 2
+  assert len(list((tmp_path / "cache" / measurements.FOLDER).glob("*.json"))) == 3
 
   def no_trace(*args, **kwargs):
     raise AssertionError("traced again")
 
   monkeypatch.setattr(cost_lib, "trace_cost_model", no_trace)
-  second = radars_loop.run(config, workdir_lib.prepare(tmp_path / "second"), space)
-  assert not [c for c in second["compiles"] if c["what"].startswith("calibration")]
-  assert second["cost_model"] == first["cost_model"]
-  assert second["genotype"] == first["genotype"]
-  np.testing.assert_array_equal(second["alive"], first["alive"])
-  assert second["val_accuracy"] == pytest.approx(first["val_accuracy"])
+  second, record = _prepared(config, tmp_path / "second", space)
+  assert not record.compiles.records
+  assert second.to_json() == first.to_json()
+  np.testing.assert_array_equal(second.worst_case(np.ones_like(second.per_op, bool), 2),
+                                first.worst_case(np.ones_like(first.per_op, bool), 2))
