@@ -364,20 +364,18 @@ def make_op(name: str, channels: int, stride: int, settings: OpSettings,
 
 
 # ---------------------------------------------------------------------------
-# Stacked ops: one op on several edges at once.
+# Functional ops: an op as a pure function of its weights and its input.
 #
-# The scanned search cells compute each op once for all the edges of a cell
-# that read states of the same shape (`radars_jax.nas.edge_scan`): inputs
-# [E, B, H, W, C], weights stacked along a leading E axis. There the weights
-# are declared per edge under the same paths the op's module uses
-# (`param_schema` mirrors the modules above), so weight pools and
-# checkpoints see no difference. Only for search settings (BatchNorm without
-# affine parameters or running statistics). Every registry op with weights
-# has a stacked form (tests/test_scan_edges.py checks each against its
-# module); the weightless ones run once per state (`shared_op`).
-# `edge_scan.scanned_dag` uses the same forms with E = 1 inside a `lax.scan`
-# over a cell's edges, its weights stored stacked over the scanned edges
-# (`weight_pool.canonical` gives their per-edge paths).
+# The scanned search cells (`radars_jax.nas.edge_scan.scanned_dag`) run a
+# cell's edges in one `lax.scan`, each op's weights stacked over the
+# scanned edges (the "stacked form": `param_schema` mirrors the modules
+# above, and `weight_pool.canonical` gives the per-edge paths, so weight
+# pools and checkpoints see no difference). Each scan step computes one
+# edge's ops with `functional_op_of_relu` on its [B, H, W, C] input. Only
+# for search settings (BatchNorm without affine parameters or running
+# statistics). Every registry op with weights has a functional form
+# (tests/test_scan_edges.py checks each against its module); the
+# weightless ones run once per state (`shared_op`).
 # ---------------------------------------------------------------------------
 
 def kernel_size(name: str) -> int:
@@ -564,10 +562,6 @@ def _lean_normalise_bwd(axes, residuals, g):
 _lean_normalise.defvjp(_lean_normalise_fwd, _lean_normalise_bwd)
 
 
-def _bn(x):  # one edge's [B, H, W, C]: statistics over all but the channels
-  return batch_norm(x)
-
-
 def _pointwise(x, kernel):
   """1x1 convolution of [B, H, W, Cin] with [1, 1, Cin, Cout]."""
   return conv_lib.pointwise_as_matmul(x, kernel.astype(x.dtype))
@@ -583,7 +577,7 @@ def _dil(p, rx, k, stride, dilation, impl):
   """DilConv given the ReLU `rx` of its input."""
   x = depthwise.depthwise_conv2d(rx, p["DepthwiseConv_0"]["kernel"], stride, dilation,
                                  impl=impl)
-  return _bn(_pointwise(x, p["Conv_0"]["kernel"]))
+  return batch_norm(_pointwise(x, p["Conv_0"]["kernel"]))
 
 
 def functional_op_of_relu(name: str, params, rx, stride: int, settings: OpSettings):
@@ -600,22 +594,23 @@ def functional_op_of_relu(name: str, params, rx, stride: int, settings: OpSettin
     return _dil(params, rx, kernel_size(name), stride,
                 4 if name.startswith("dil4") else 2, impl)
   if name.startswith("mbconv_"):
-    h = _bn(_pointwise(rx, params["Conv_0"]["kernel"]))
+    h = batch_norm(_pointwise(rx, params["Conv_0"]["kernel"]))
     h = depthwise.depthwise_conv2d(relu(h), params["DepthwiseConv_0"]["kernel"], stride,
                                    1, impl=impl)
-    return _bn(_pointwise(relu(_bn(h)), params["Conv_1"]["kernel"]))
+    return batch_norm(_pointwise(relu(batch_norm(h)), params["Conv_1"]["kernel"]))
   if name == "nor_conv_1x1":
-    return _bn(_pointwise(rx[:, ::stride, ::stride, :], params["Conv_0"]["kernel"]))
+    return batch_norm(_pointwise(rx[:, ::stride, ::stride, :], params["Conv_0"]["kernel"]))
   if name.startswith("nor_conv_"):
     p = kernel_size(name) // 2
-    return _bn(_dense_conv(rx, params["Conv_0"]["kernel"], (stride, stride), ((p, p), (p, p))))
+    return batch_norm(_dense_conv(rx, params["Conv_0"]["kernel"], (stride, stride),
+                                  ((p, p), (p, p))))
   if name.startswith("conv_1x"):   # FactorisedConv: 1 x k, then k x 1
     p = kernel_size(name) // 2
     x = _dense_conv(rx, params["Conv_0"]["kernel"], (1, stride), ((0, 0), (p, p)))
-    return _bn(_dense_conv(x, params["Conv_1"]["kernel"], (stride, 1), ((p, p), (0, 0))))
+    return batch_norm(_dense_conv(x, params["Conv_1"]["kernel"], (stride, 1), ((p, p), (0, 0))))
   if name == "skip_connect":  # stride 2: FactorizedReduce
     p = params["FactorizedReduce_0"]
     a = _pointwise(rx[:, ::2, ::2, :], p["conv_a"]["kernel"])
     b = _pointwise(rx[:, 1::2, 1::2, :], p["conv_b"]["kernel"])
-    return _bn(jnp.concatenate([a, b], axis=-1))
+    return batch_norm(jnp.concatenate([a, b], axis=-1))
   raise ValueError(f"op {name!r} has no functional form")
