@@ -60,8 +60,7 @@ def environment() -> dict:
 
 def config_key(config) -> dict:
   """The config as the key sees it: every field but `UNMEASURED_FIELDS`."""
-  values = json.loads(config.to_json_best_effort()) if hasattr(
-      config, "to_json_best_effort") else dict(config)
+  values = json.loads(config.to_json_best_effort())
   return {k: v for k, v in values.items() if k not in UNMEASURED_FIELDS}
 
 
