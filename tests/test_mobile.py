@@ -168,15 +168,18 @@ def test_radars_on_the_mobile_space_stays_in_its_budget(tmp_path):
   range; a RADARS search on a budget the whole space does not fit keeps
   every step within it and draws its mobile genotype in the report."""
   whole = mobile_config("single_darts")
+  whole.space.num_ops = 3   # (MBConv 3x3 e3, 3x3 e6, 5x5 e3: smaller programs to compile)
   whole.supernet.depthwise_impl = "xla"   # (the kernels its cost model adds up)
   described = search.describe(whole)
   low, high = described["architecture_range"]["flops"]
   assert 0 < low < high and described["kind"] == "mobile"
   config = mobile_config()
+  config.space.num_ops = 3
   config.memory_budget_gb = 0.6 * described["full_space_step_bytes"] / 1e9
   config.radars.budget_margin = 0.0
   config.radars.max_iterations = 1
-  summary = radars_loop.run(config, workdir_lib.prepare(tmp_path / "run"), SPACE)
+  summary = radars_loop.run(config, workdir_lib.prepare(tmp_path / "run"),
+                            spaces.make_space("mobile", blocks=BLOCKS, num_ops=3))
   assert summary["genotype"]["space"] == "mobile"
   assert 0 < summary["step_bytes"] <= config.memory_budget_gb * 1e9
   assert summary["over_budget_steps"] == 0

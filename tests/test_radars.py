@@ -149,6 +149,30 @@ def test_op_traces_add_up_to_network_traces(space_name):
       assert network > 100
 
 
+def test_ops_are_traced_once_per_process(monkeypatch):
+  """A second cost model of the same ops and inputs (a notebook's second
+  search, the next method of a comparison) traces no op again and is the
+  same model; other channels are other inputs, traced anew."""
+  monkeypatch.setattr(cost_lib, "_TRACED_OP_COSTS", {})
+  traced = []
+  trace_op = cost_lib._traced_mixed_op_cost   # pylint: disable=protected-access
+  monkeypatch.setattr(cost_lib, "_traced_mixed_op_cost",
+                      lambda *args: traced.append(args) or trace_op(*args))
+  config = tiny_config("single_darts")
+  space = spaces.make_space("nb201")
+  first = cost_lib.trace_cost_model(space, config.supernet, 10, (8, 8, 3), 4)
+  ops_traced = len(traced)
+  assert ops_traced > 0
+  again = cost_lib.trace_cost_model(space, config.supernet, 10, (8, 8, 3), 4)
+  assert len(traced) == ops_traced
+  assert again.empty == first.empty
+  np.testing.assert_array_equal(again.per_op, first.per_op)
+  config.supernet.channels *= 2
+  wider = cost_lib.trace_cost_model(space, config.supernet, 10, (8, 8, 3), 4)
+  assert len(traced) == 2 * ops_traced
+  assert wider.per_op[0, 3] > first.per_op[0, 3]
+
+
 def test_dead_ops_of_an_nb201_cell_cost_nothing():
   space = spaces.make_space("nb201")
   mask = space.mask_from_subspace(((3,), (2,), (3,), (0,), (0,), (0,)))  # node 3 gets none
@@ -510,12 +534,15 @@ def _search_dirs(path: Path) -> list:
 
 def test_sigkilled_search_resumes_to_the_uninterrupted_result(uninterrupted, tmp_path):
   """`python -m radars_jax.main` killed (SIGKILL: nothing runs after it) at
-  moments held by tests/sigkill_runner.py, rerun after each, the last time
-  with its latest checkpoint corrupted: it ends as the uninterrupted run in
-  this process (same config, same four devices)."""
+  moments held by tests/sigkill_runner.py, then blocked past its time
+  limit (its watchdog ends it), rerun after each, the last time with its
+  latest checkpoint corrupted: it ends as the uninterrupted run in this
+  process (same config, same four devices)."""
   config, ref_path, ref = uninterrupted
   config = copy.deepcopy(config)
   config.compilation_cache = False   # (this session's cache instead: subprocess_env)
+  # (a limit no run reaches, unless a moment makes it count as overrun)
+  config.search.max_seconds, config.search.overrun_seconds = 1000.0, 0.0
   path = tmp_path / "run"
   flags = [f"--config={write_config_file(config, tmp_path / 'config.py')}",
            f"--workdir={path}"]
@@ -527,14 +554,26 @@ def test_sigkilled_search_resumes_to_the_uninterrupted_result(uninterrupted, tmp
   left = _search_dirs(path)
   assert "6" not in left and "5" in left, left
   assert any(name.startswith("6.orbax-checkpoint-tmp") for name in left), left
-  # 2. Resumed from 5 (the iteration's end again), killed in the final
-  # search after its DNAS's first checkpoint.
-  out = killed_at("saved=dnas/final", flags)
-  assert "resuming radars search at iteration 1, sample 2" in out, out[-3000:]
+  # 2. Resumed from 5 (the iteration's end again), blocked in the final
+  # search after its DNAS's first checkpoint, with `search.max_seconds`
+  # counting as overrun from then on: its watchdog writes the stopped
+  # summary and ends the process, status 0, with no signal.
+  ended = subprocess.run([sys.executable, str(ROOT / "tests" / "sigkill_runner.py"),
+                          "saved=dnas/final,overrun_when_stopped", *flags], cwd=ROOT,
+                         env=subprocess_env(), text=True, capture_output=True, timeout=600)
+  out = ended.stdout + ended.stderr
+  assert ended.returncode == 0, out[-3000:]
+  assert "resuming radars search at iteration 1, sample 2" in ended.stdout, out[-3000:]
+  assert "STOPPED saved 2" in ended.stdout, out[-3000:]
+  assert ("stopped: search.max_seconds=1000 overrun by search.overrun_seconds=0 inside a "
+          "compile or a train step") in ended.stdout, out[-3000:]
+  stopped = json.loads((path / "summary.json").read_text())
+  assert stopped["stopped"] == "time" and stopped["genotype"] is None
+  assert stopped["iterations_done"] == 2
   assert _search_dirs(path) == ["5", "6"]   # (the temporary directory removed)
   assert [p.name for p in (path / "checkpoints" / "dnas" / "final").iterdir()] == ["2"]
   # 3. Checkpoint 6 corrupted: the same command falls back to 5, and goes on
-  # to the end (its final search from the DNAS checkpoint the kill left).
+  # to the end (its final search from the DNAS checkpoint the stop left).
   for f in (path / "checkpoints" / "search" / "6").rglob("*"):
     if f.is_file() and "meta" not in str(f):
       f.write_bytes(b"garbage")
@@ -550,6 +589,7 @@ def test_sigkilled_search_resumes_to_the_uninterrupted_result(uninterrupted, tmp
   for a, b in zip(summary["alphas"], ref["alphas"], strict=True):
     np.testing.assert_allclose(a, b, atol=1e-6)
   assert summary["val_accuracy"] == pytest.approx(ref["val_accuracy"], abs=1e-6)
+  assert summary["search_seconds"] > stopped["search_seconds"]
   assert ([r["subspace"] for r in summary["subspace_runs"]]
           == [r["subspace"] for r in ref["subspace_runs"]])
   np.testing.assert_allclose([r["reward"] for r in summary["subspace_runs"][:-1]],
@@ -559,38 +599,3 @@ def test_sigkilled_search_resumes_to_the_uninterrupted_result(uninterrupted, tmp
   assert [h["alive"] for h in history] == [h["alive"] for h in ref_history]
   np.testing.assert_allclose([h["policy_probs"] for h in history],
                              [h["policy_probs"] for h in ref_history], atol=1e-6)
-
-
-def test_a_search_blocked_past_its_limit_ends_by_itself_and_resumes(uninterrupted, tmp_path):
-  """`python -m radars_jax.main` blocked in its final search, after that
-  search's first checkpoint, with `search.max_seconds` counting as
-  overrun from then on (tests/sigkill_runner.py): its watchdog writes the
-  stopped summary and ends the process, status 0, with no signal; the
-  same command then resumes and ends as the uninterrupted run."""
-  config, _, ref = uninterrupted
-  config = copy.deepcopy(config)
-  config.compilation_cache = False   # (this session's cache instead: subprocess_env)
-  config.search.max_seconds, config.search.overrun_seconds = 1000.0, 0.0
-  path = tmp_path / "run"
-  flags = [f"--config={write_config_file(config, tmp_path / 'config.py')}",
-           f"--workdir={path}"]
-  ended = subprocess.run([sys.executable, str(ROOT / "tests" / "sigkill_runner.py"),
-                          "saved=dnas/final,overrun_when_stopped", *flags], cwd=ROOT,
-                         env=subprocess_env(), text=True, capture_output=True, timeout=600)
-  out = ended.stdout + ended.stderr
-  assert ended.returncode == 0, out[-3000:]
-  assert "STOPPED saved 2" in ended.stdout, out[-3000:]
-  assert ("stopped: search.max_seconds=1000 overrun by search.overrun_seconds=0 inside a "
-          "compile or a train step") in ended.stdout, out[-3000:]
-  stopped = json.loads((path / "summary.json").read_text())
-  assert stopped["stopped"] == "time" and stopped["genotype"] is None
-  assert stopped["iterations_done"] == 2
-  assert [p.name for p in (path / "checkpoints" / "dnas" / "final").iterdir()] == ["2"]
-  result = subprocess.run([sys.executable, "-m", "radars_jax.main", *flags], cwd=ROOT,
-                          env=subprocess_env(), text=True, capture_output=True, timeout=600)
-  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-  summary = json.loads((path / "summary.json").read_text())
-  assert summary["genotype"] == ref["genotype"]
-  for a, b in zip(summary["alphas"], ref["alphas"], strict=True):
-    np.testing.assert_allclose(a, b, atol=1e-6)
-  assert summary["search_seconds"] > stopped["search_seconds"]

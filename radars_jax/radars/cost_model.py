@@ -100,12 +100,43 @@ def traced_bytes(space, subspace, supernet_config, num_classes: int, image_shape
   return traced_cost(space, subspace, supernet_config, num_classes, image_shape, batch_size)[0]
 
 
+# (bytes, equations) of the mixed ops traced so far in this process, by
+# `_op_cost_key`: a second search (a notebook's, the next method of a
+# comparison, a resumed run) traces none of the ops the first one traced
+_TRACED_OP_COSTS: dict[tuple, tuple[int, int]] = {}
+
+
+def _op_cost_key(mixed_op: nn.Module, input_shape, compute_dtype) -> tuple | None:
+  """What a mixed op's traced cost depends on: its class and fields (ops,
+  channels, stride, settings), input shape and dtype. None if a field is
+  unhashable (then it is traced every time)."""
+  fields = tuple((f.name, getattr(mixed_op, f.name)) for f in dataclasses.fields(mixed_op)
+                 if f.name not in ("parent", "name"))
+  key = (type(mixed_op), fields, tuple(input_shape), compute_dtype)
+  try:
+    hash(key)
+  except TypeError:
+    return None
+  return key
+
+
 def mixed_op_cost(mixed_op: mixed_ops_lib.MixedOp, input_shape,
                   compute_dtype: str | None = None) -> tuple[int, int]:
   """(bytes, equations) of one mixed op (`mixed_ops.MixedOp`, weighted) on
   an input of `input_shape`, as `traced_cost` counts them (inside a network
   computing in `compute_dtype`: its input, op weights and parameters cast to
-  that dtype, its output left in it)."""
+  that dtype, its output left in it). Traced once per process for each
+  `_op_cost_key`."""
+  key = _op_cost_key(mixed_op, input_shape, compute_dtype)
+  if key is not None and key in _TRACED_OP_COSTS:
+    return _TRACED_OP_COSTS[key]
+  cost = _traced_mixed_op_cost(mixed_op, input_shape, compute_dtype)
+  if key is not None:
+    _TRACED_OP_COSTS[key] = cost
+  return cost
+
+
+def _traced_mixed_op_cost(mixed_op, input_shape, compute_dtype) -> tuple[int, int]:
   dtype = precision.dtype_of(compute_dtype)
   x = jax.ShapeDtypeStruct(tuple(input_shape), dtype)
   w = jax.ShapeDtypeStruct((len(mixed_op.op_names),), dtype)
