@@ -92,14 +92,15 @@ def pytest_unconfigure(config):
 # in a run with `--durations=0`): pytest-xdist (`--dist loadfile`) hands
 # files to its workers in collection order as they free up, and a slow file
 # started last would run alone at the end while the other worker sits idle.
-SLOW_FILES_FIRST = ("test_radars.py", "test_budget.py", "test_baselines.py", "test_train.py",
-                    "test_multiprocess.py", "test_experiments.py", "test_parallel_samples.py",
-                    "test_mobile.py",
-                    "test_switched.py", "test_scan_edges.py",
-                    "test_search.py", "test_a2d.py", "test_agent_radars.py", "test_cli.py",
-                    "test_measurements.py",
-                    "test_notebook.py", "test_program_size.py", "test_remat.py",
-                    "test_supernet.py", "test_depthwise.py", "test_dnas.py", "test_controller.py")
+SLOW_FILES_FIRST = ("test_experiments.py", "test_radars.py", "test_multiprocess.py",
+                    "test_train.py", "test_parallel_samples.py", "test_agent_radars.py",
+                    "test_scan_edges.py", "test_mobile.py", "test_a2d.py", "test_budget.py",
+                    "test_baselines.py", "test_cli.py", "test_search.py", "test_notebook.py",
+                    "test_hardware.py", "test_switched.py", "test_imagenet.py",
+                    "test_program_size.py", "test_controller.py", "test_remat.py",
+                    "test_agents.py", "test_tabular.py", "test_depthwise.py", "test_dnas.py",
+                    "test_report.py", "test_supernet.py", "test_precision.py", "test_data.py",
+                    "test_conv.py", "test_measurements.py")
 
 
 def pytest_collection_modifyitems(config, items):
