@@ -310,3 +310,31 @@ def test_second_order_step_matches_the_darts_finite_difference_formula():
     chex.assert_trees_all_close(new.weights, expected_weights, rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(float(metrics["loss"]), float(expected_loss), rtol=1e-6)
     assert int(new.step) == step_number + 1
+
+
+def test_an_evaluator_compiled_ahead_neither_traces_nor_compiles_when_called(monkeypatch):
+  """`Evaluator.compile_ahead` on abstract inputs (RADARS's compile thread
+  does it for the shared supernet's evaluator): `evaluate` then runs that
+  program, with the numbers of an evaluator that compiles on its first
+  call; inputs of other shapes still compile their own."""
+  from radars_jax import data as data_lib  # pylint: disable=import-outside-toplevel
+  mesh = parallel.make_mesh()
+  rng = np.random.default_rng(0)
+  split = data_lib.to_device(rng.integers(0, 256, (20, 4, 4, 3), dtype=np.uint8),
+                             rng.integers(0, 10, 20).astype(np.int32),
+                             parallel.replicated(mesh))
+  logits = lambda w, x: x.mean((1, 2)) @ w
+  weights = jax.random.normal(jax.random.key(0), (3, 10))
+  expected = dnas_steps.Evaluator(logits, mesh, (0.4,) * 3, (0.2,) * 3).evaluate(weights, split, 8)
+  evaluator = dnas_steps.Evaluator(logits, mesh, (0.4,) * 3, (0.2,) * 3)
+  evaluator.compile_ahead(jax.ShapeDtypeStruct((3, 10), jnp.float32), split, 8)
+  jit_calls = []
+  step = evaluator._step   # pylint: disable=protected-access
+  monkeypatch.setattr(evaluator, "_step",
+                      lambda *args, **kwargs: jit_calls.append(1) or step(*args, **kwargs))
+  assert evaluator.evaluate(weights, split, 8) == pytest.approx(expected, rel=1e-6)
+  assert not jit_calls
+  wider = jax.random.normal(jax.random.key(1), (3, 12))
+  expected = dnas_steps.Evaluator(logits, mesh, (0.4,) * 3, (0.2,) * 3).evaluate(wider, split, 8)
+  assert evaluator.evaluate(wider, split, 8) == pytest.approx(expected, rel=1e-6)
+  assert jit_calls

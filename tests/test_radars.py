@@ -25,6 +25,7 @@ from radars_jax import config_defaults
 from radars_jax.radars import cost_model as cost_lib
 from radars_jax.dnas import steps as dnas_steps
 from radars_jax.radars import programs
+from radars_jax.radars import tasks as tasks_lib
 from radars_jax import parallel
 from radars_jax import performance
 from radars_jax.radars import loop as radars_loop
@@ -171,6 +172,34 @@ def test_ops_are_traced_once_per_process(monkeypatch):
   wider = cost_lib.trace_cost_model(space, config.supernet, 10, (8, 8, 3), 4)
   assert len(traced) == 2 * ops_traced
   assert wider.per_op[0, 3] > first.per_op[0, 3]
+
+
+@pytest.mark.parametrize("space_name, scan_edges", [("nb201", False), ("darts", True),
+                                                     ("mobile", False)])
+def test_derived_networks_weights_are_counted_from_the_pool(space_name, scan_edges):
+  """A sample's derived network's weights (summary's
+  `derived_params_millions`), added up from the whole space's pool
+  (`tasks.op_weight_counts`, per-edge paths also where the whole-space
+  supernet stores scanned edges stacked), are those of its own supernet."""
+  config = tiny_config()
+  config.supernet.update(layers=3, scan_edges=scan_edges)
+  if space_name == "mobile":
+    config.supernet.width_mult = 0.25
+  space = spaces.make_space(space_name, **({"blocks": "1,2,1,1,1,1"} if space_name == "mobile"
+                                           else {}))
+  image = (8, 8, 3)
+  whole = supernet.build_supernet(space, space.full_subspace(), config.supernet, 10)
+  pool, _ = tasks_lib.zero_pool(whole, space, image)
+  counts = tasks_lib.op_weight_counts(whole, space, pool)
+  assert sum(counts[1].values()) > 0
+  rng = np.random.default_rng(0)
+  for _ in range(3):
+    alphas = [rng.normal(size=len(cp.ops)) for cp in space.choice_points]
+    genotype = spaces.derive_genotype(space, space.full_subspace(), alphas)
+    derived = spaces.genotype_subspace(space, genotype)
+    network = supernet.build_supernet(space, derived, config.supernet, 10)
+    assert tasks_lib.subspace_weight_count(counts, derived) == supernet.count_params(
+        supernet.param_shapes(network, image))
 
 
 def test_dead_ops_of_an_nb201_cell_cost_nothing():

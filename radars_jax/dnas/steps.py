@@ -496,16 +496,37 @@ class Evaluator:
 
     self._step = jax.jit(eval_step, static_argnums=(4,))
     self._score = jax.jit(score)
+    self._compiled: dict = {}   # `_signature` -> `_step` compiled by `compile_ahead`
+
+  def _signature(self, inputs, split: data_lib.DeviceSplit, batch_size: int) -> tuple:
+    leaves, tree = jax.tree_util.tree_flatten((inputs, split))
+    return batch_size, tree, tuple((tuple(x.shape), str(x.dtype)) for x in leaves)
+
+  def compile_ahead(self, inputs, split: data_lib.Split, batch_size: int) -> None:
+    """Compiles the program `evaluate(inputs, split, batch_size)` runs on a
+    split held on the devices, where `inputs` may be abstract (shapes and
+    dtypes): a background thread can compile it before the first call,
+    which then neither traces nor compiles."""
+    if not isinstance(split, data_lib.DeviceSplit):
+      return
+    batch_size = parallel.largest_divisible(split.num_examples, batch_size, self.mesh)
+    replicated = parallel.replicated(self.mesh)
+    abstract = jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), inputs)
+    compiled = self._step.lower(abstract, split, 0, 0, batch_size).compile()
+    self._compiled[self._signature(abstract, split, batch_size)] = compiled
 
   def _batches(self, split: data_lib.Split, batch_size: int, inputs):
     """Each batch's `(correct, loss, counted)`: sliced on device, or read
     from disk with the evaluation transform."""
     n = split.num_examples
     if isinstance(split, data_lib.DeviceSplit):
+      compiled = self._compiled.get(self._signature(inputs, split, batch_size))
       for start in range(0, n, batch_size):
         start = min(start, n - batch_size)
-        yield start, functools.partial(self._step, inputs, split, start,
-                                       batch_size=batch_size)
+        yield start, (functools.partial(compiled, inputs, split, start) if compiled is not None
+                      else functools.partial(self._step, inputs, split, start,
+                                             batch_size=batch_size))
     else:
       for start, images, labels in split.eval_batches(batch_size,
                                                       parallel.batch_sharded(self.mesh)):

@@ -124,8 +124,21 @@ class SwitchedSupernet:
 
   def evaluator(self) -> dnas_lib.Evaluator:
     """The holdout evaluator of every genotype (one program for all)."""
-    if self._evaluator is None:
-      self._evaluator = dnas_lib.Evaluator(
-          dnas_lib.search_logits(self.model(), self.config.supernet.compute_dtype), self.mesh,
-          self.data.mean, self.data.std)
-    return self._evaluator
+    model = self.model()
+    with self._lock:   # (RADARS compiles it ahead in its compile thread)
+      if self._evaluator is None:
+        self._evaluator = dnas_lib.Evaluator(
+            dnas_lib.search_logits(model, self.config.supernet.compute_dtype),
+            self.mesh, self.data.mean, self.data.std)
+      return self._evaluator
+
+  def compile_evaluator(self) -> None:
+    """Compiles the evaluator's program as `Searcher.score` runs it on
+    the holdout split (a genotype: one op per choice point, in one slot),
+    on abstract inputs: the first genotype scored does not wait for it."""
+    c = self.space.num_choice_points
+    evaluator = self.evaluator()   # (builds the model and its weight shapes)
+    op_scales = tuple(jax.ShapeDtypeStruct((1,), jnp.float32) for _ in range(c))
+    slots = jax.ShapeDtypeStruct((c, 1), jnp.int32)
+    evaluator.compile_ahead((self.shapes, op_scales, slots), self.data.holdout_split,
+                            int(self.config.data.eval_batch_size))

@@ -76,11 +76,16 @@ class ImageTask:
     self.searcher: search_lib.Searcher | None = None
     self.sizing: programs.Sizing | None = None
     self.costs: hardware.HardwareCosts | None = None   # (with hardware.target)
+    # set by `full_pool`: `op_weight_counts` of the whole space
+    self.weight_counts: tuple[int, dict] | None = None
 
   def full_pool(self) -> tuple[dict, dict]:
     model = supernet_lib.build_supernet(self.space, self.space.full_subspace(),
                                         self.config.supernet, self.data.num_classes)
-    return zero_pool(model, self.space, self.data.image_shape)
+    pool, trained = zero_pool(model, self.space, self.data.image_shape)
+    # (each sample's derived network is then counted, not traced)
+    self.weight_counts = op_weight_counts(model, self.space, pool)
+    return pool, trained
 
   def trace_cost_model(self) -> cost_lib.CostModel:
     per_device = int(self.config.data.batch_size) // int(self.mesh.devices.size)
@@ -148,7 +153,8 @@ class ImageTask:
     """A sample's DNAS result as (its weights, its record's fields): the
     reward is the holdout accuracy, with `hardware.target` combined with
     the derived network's cost (`hardware.reward`)."""
-    params_m = params_millions(self.searcher, result.genotype)
+    params_m = subspace_weight_count(
+        self.weight_counts, spaces_lib.genotype_subspace(self.space, result.genotype)) / 1e6
     reward = float(result.val_accuracy)
     fields = {}
     if self.costs is not None:
@@ -214,8 +220,23 @@ def zero_pool(model, space: spaces_lib.SearchSpace, input_shape) -> tuple[dict, 
   return pool, trained
 
 
-def params_millions(searcher: search_lib.Searcher, genotype) -> float:
-  """Millions of parameters of `genotype`'s derived network."""
-  model = searcher.model(spaces_lib.genotype_subspace(searcher.space, genotype))
-  return supernet_lib.count_params(
-      supernet_lib.param_shapes(model, searcher.data.image_shape)) / 1e6
+def op_weight_counts(model, space: spaces_lib.SearchSpace,
+                     pool: dict) -> tuple[int, dict[tuple[int, int], int]]:
+  """(the weights outside every choice point, {(choice point, op): the
+  op's weights there}) of `model`, a supernet of the whole space, from its
+  pool's arrays (`zero_pool`: per-edge paths)."""
+  owners = supernet_lib.param_owners(model, space, pool)
+  base, per_op = 0, {}
+  for path, array in pool.items():
+    if path in owners:
+      per_op[owners[path]] = per_op.get(owners[path], 0) + int(array.size)
+    else:
+      base += int(array.size)
+  return base, per_op
+
+
+def subspace_weight_count(counts: tuple[int, dict], subspace) -> int:
+  """The weights of `subspace`'s supernet (a genotype's: its derived
+  network), from `op_weight_counts`: nothing traced."""
+  base, per_op = counts
+  return base + sum(per_op.get((c, o), 0) for c, ops in enumerate(subspace) for o in ops)
