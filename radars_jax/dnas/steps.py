@@ -506,7 +506,9 @@ class Evaluator:
     """Compiles the program `evaluate(inputs, split, batch_size)` runs on a
     split held on the devices, where `inputs` may be abstract (shapes and
     dtypes): a background thread can compile it before the first call,
-    which then neither traces nor compiles."""
+    which then neither traces nor compiles. The program is `split`'s (its
+    arrays where they are placed now); inputs of other shapes or dtypes,
+    or another split's, compile their own on their first call."""
     if not isinstance(split, data_lib.DeviceSplit):
       return
     batch_size = parallel.largest_divisible(split.num_examples, batch_size, self.mesh)

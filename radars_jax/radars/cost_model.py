@@ -101,8 +101,8 @@ def traced_bytes(space, subspace, supernet_config, num_classes: int, image_shape
 
 
 # (bytes, equations) of the mixed ops traced so far in this process, by
-# `_op_cost_key`: a second search (a notebook's, the next method of a
-# comparison, a resumed run) traces none of the ops the first one traced
+# `_op_cost_key`: a second search in the process (a notebook's, the next
+# method of a comparison) traces none of the ops the first one traced
 _TRACED_OP_COSTS: dict[tuple, tuple[int, int]] = {}
 
 
