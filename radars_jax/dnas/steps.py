@@ -500,7 +500,8 @@ class Evaluator:
 
   def _signature(self, inputs, split: data_lib.DeviceSplit, batch_size: int) -> tuple:
     leaves, tree = jax.tree_util.tree_flatten((inputs, split))
-    return batch_size, tree, tuple((tuple(x.shape), str(x.dtype)) for x in leaves)
+    return (batch_size, tree, tuple((tuple(x.shape), str(x.dtype)) for x in leaves),
+            tuple(x.sharding for x in jax.tree_util.tree_leaves(split)))
 
   def compile_ahead(self, inputs, split: data_lib.Split, batch_size: int) -> None:
     """Compiles the program `evaluate(inputs, split, batch_size)` runs on a
