@@ -179,7 +179,7 @@ def test_radars_on_the_mobile_space_stays_in_its_budget(tmp_path):
   config.radars.budget_margin = 0.0
   config.radars.max_iterations = 1
   summary = radars_loop.run(config, workdir_lib.prepare(tmp_path / "run"),
-                            spaces.make_space("mobile", blocks=BLOCKS, num_ops=3))
+                            spaces.space_from_config(config.space))
   assert summary["genotype"]["space"] == "mobile"
   assert 0 < summary["step_bytes"] <= config.memory_budget_gb * 1e9
   assert summary["over_budget_steps"] == 0

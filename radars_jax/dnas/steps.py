@@ -514,8 +514,9 @@ class Evaluator:
       return
     batch_size = parallel.largest_divisible(split.num_examples, batch_size, self.mesh)
     replicated = parallel.replicated(self.mesh)
-    abstract = jax.tree_util.tree_map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), inputs)
+    abstract = jax.tree_util.tree_map(   # (dtypes as `evaluate`'s device_put makes them)
+        lambda x: jax.ShapeDtypeStruct(x.shape, jax.dtypes.canonicalize_dtype(x.dtype),
+                                       sharding=replicated), inputs)
     compiled = self._step.lower(abstract, split, 0, 0, batch_size).compile()
     self._compiled[self._signature(abstract, split, batch_size)] = compiled
 

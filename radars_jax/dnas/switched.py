@@ -136,9 +136,9 @@ class SwitchedSupernet:
     """Compiles the evaluator's program as `Searcher.score` runs it on
     the holdout split (a genotype: one op per choice point, in one slot),
     on abstract inputs: the first genotype scored does not wait for it."""
-    c = self.space.num_choice_points
     evaluator = self.evaluator()   # (builds the model and its weight shapes)
-    op_scales = tuple(jax.ShapeDtypeStruct((1,), jnp.float32) for _ in range(c))
-    slots = jax.ShapeDtypeStruct((c, 1), jnp.int32)
+    genotype = tuple((ops[0],) for ops in self.space.full_subspace())   # (any one)
+    slots = self.slots(genotype, 1)
+    op_scales = supernet_lib.to_slots([np.ones(1)] * len(genotype), genotype, slots)
     evaluator.compile_ahead((self.shapes, op_scales, slots), self.data.holdout_split,
                             int(self.config.data.eval_batch_size))
