@@ -192,6 +192,7 @@ def test_compare_methods_tiny_runs_refuses_and_retrains(tmp_path):
        "digits_nb201", "--methods", "single_darts,random", "--seeds", "1", "--retrain-epochs", "1",
        "--override", "radars.max_iterations=1", "--override",
        "controller.samples_per_iteration=1", "--override", "radars.subspace_epochs=0.5",
+       "--override", "dnas.epochs=1", "--override", "dnas.derived_finetune_steps=0",
        # (the kernels the quickstart's budget is sized for: just under the
        # whole space's Single-DARTS step; scanned and recomputed it fits)
        "--override", "supernet.scan_edges=False", "--override", "supernet.depthwise_impl=xla",
