@@ -261,35 +261,40 @@ def test_training_writes_its_report(digits_run):
     assert f"src='{name}'" in page, name
 
 
-def test_killed_and_resumed_training_equals_uninterrupted(digits_run, tmp_path, monkeypatch):
+def test_killed_and_resumed_training_equals_uninterrupted(tmp_path, monkeypatch):
   """Killed between two checkpoints (the step after `stop` raises), then a
   fresh run_training in the same workdir: the same final weights, optimiser
   state and metrics. (In one process the runs share the compiled step,
-  `retrain.steps.program`; a new process compiles the same program again.)"""
-  config, workdir, uninterrupted = digits_run
+  `retrain.steps.program`; a new process compiles the same program again.)
+  configs/digits_train.py cut to 2 epochs, a checkpoint every 10 steps."""
+  config = _config_file("digits_train")
+  config.train.update(epochs=2, checkpoint_every_steps=10)
+  workdir = tmp_path / "uninterrupted"
+  uninterrupted = train.run_training(config, str(workdir))
+  killed = tmp_path / "killed"
   every = config.train.checkpoint_every_steps
   stop = every + every // 2   # "killed" between checkpoints
   original_program = steps_lib.program
   monkeypatch.setattr(steps_lib, "program",
                       conftest.killed_after(original_program, "train_step", stop))
   with pytest.raises(conftest.Killed):
-    train.run_training(config, str(tmp_path))
+    train.run_training(config, str(killed))
   monkeypatch.setattr(steps_lib, "program", original_program)
-  assert not (tmp_path / "eval.json").exists()
-  with checkpointing.Checkpointer(tmp_path / "checkpoints") as ckpt:
+  assert not (killed / "eval.json").exists()
+  with checkpointing.Checkpointer(killed / "checkpoints") as ckpt:
     assert ckpt.all_steps() == [every]
-  resumed = train.run_training(config, str(tmp_path))
+  resumed = train.run_training(config, str(killed))
   assert resumed["resumed_from_step"] == every
   for key in ("test_accuracy", "test_loss", "train_loss", "train_accuracy", "history"):
     assert resumed[key] == uninterrupted[key], key
   step_a, state_a = train.load_trained_state(config, str(workdir))
-  step_b, state_b = train.load_trained_state(config, str(tmp_path))
+  step_b, state_b = train.load_trained_state(config, str(killed))
   assert step_a == step_b == uninterrupted["steps"]
   chex.assert_trees_all_equal(state_a.params, state_b.params)
   chex.assert_trees_all_equal(state_a.batch_stats, state_b.batch_stats)
   chex.assert_trees_all_equal(state_a.opt_state, state_b.opt_state)
   # Started again once finished, it trains no further and reports the same.
-  again = train.run_training(config, str(tmp_path))
+  again = train.run_training(config, str(killed))
   assert again["test_accuracy"] == uninterrupted["test_accuracy"]
   assert again["resumed_from_step"] == uninterrupted["steps"]
 
