@@ -11,8 +11,8 @@ import os
 # not change the bytes the budget tests read (tests/test_dnas.py); without
 # the fusion emitters they differ slightly (539,540 against 539,412 for
 # test_radars's whole-space step), and every compile in the suite uses the
-# same setting. The command-line runs that tests start get
-# it too (ONE_DEVICE_XLA_FLAGS: on one device).
+# same setting. The command-line runs that tests start get it too
+# (ONE_DEVICE_XLA_FLAGS: on one device).
 ONE_DEVICE_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
 os.environ.setdefault("XLA_FLAGS",
                       f"--xla_force_host_platform_device_count=4 {ONE_DEVICE_XLA_FLAGS}")

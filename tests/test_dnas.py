@@ -148,8 +148,9 @@ def test_bytes_only_compile_reads_the_same_bytes(monkeypatch):
   if jax.default_backend() == "cpu":
     assert dnas_steps.bytes_only_compiler_options() == {"xla_backend_optimization_level": 0}
   measured = program.compile_train_step(*inputs, bytes_only=True)
-  # the step as it runs outside this suite, at XLA's default optimisation
-  # level (the suite compiles at level 0: conftest.py)
+  # the step at XLA's default optimisation level, as it runs outside this
+  # suite (the suite compiles at level 0, both without the fusion emitters:
+  # conftest.py)
   monkeypatch.setattr(dnas_steps, "bytes_only_compiler_options",
                       lambda: {"xla_backend_optimization_level": 3})
   runs = program.compile_train_step(*inputs, bytes_only=True)
