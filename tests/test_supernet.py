@@ -27,6 +27,21 @@ def test_darts_search_network_has_the_public_weight_count():
   assert supernet.count_params(params) == 1_930_618
 
 
+def test_alphas_are_each_choice_points_own_draw():
+  """Drawn in one program, each choice point's alphas are 1e-3 times the
+  normal draw of its own length from its own key, eagerly and in a trace."""
+  subspace = ((0, 2, 4), (1,), (0, 1, 2, 3, 4), (3, 4))
+  key = jax.random.key(7)
+  keys = jax.random.split(key, len(subspace))
+  expected = [1e-3 * np.asarray(jax.random.normal(k, (len(active),), jnp.float32))
+              for k, active in zip(keys, subspace)]
+  for alphas in (supernet.init_alphas(key, subspace),
+                 jax.jit(lambda k: supernet.init_alphas(k, subspace))(key)):
+    chex.assert_shape(alphas, [(3,), (1,), (5,), (2,)])
+    for got, want in zip(alphas, expected):
+      np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
 def test_spaces_have_the_documented_shape():
   darts = spaces.make_space("darts")
   assert darts.num_choice_points == 28 and darts.op_names == spaces.DARTS_PRIMITIVES

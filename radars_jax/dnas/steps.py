@@ -336,14 +336,16 @@ _STABLEHLO_OP = re.compile(r"stablehlo\.[a-z_]+")
 def bytes_only_compiler_options() -> dict | None:
   """XLA options for a program compiled only to read its bytes.
 
-  On the CPU: no LLVM optimisation of the generated kernels. XLA assigns
-  buffers on the optimised HLO, before code generation, so the bytes are
-  the same (tests/test_dnas.py) and the compile is faster; the kernels
-  would run slower, so only programs that never run use it
-  (docs/performance.md). Elsewhere None (the defaults): not measured on
-  accelerators."""
+  On the CPU: no LLVM optimisation of the generated kernels, and XLA's
+  older fusion emitters in place of its MLIR ones. XLA assigns buffers on
+  the optimised HLO, before code generation, so the bytes are those of the
+  step that runs, or a few hundred bytes more with the older emitters (64
+  to 464 on the digits configs' steps, at most 1 KiB: tests/test_dnas.py),
+  and the compile is faster; the kernels would run slower, so only programs
+  that never run use it (docs/performance.md).
+  Elsewhere None (the defaults): not measured on accelerators."""
   if jax.default_backend() == "cpu":
-    return {"xla_backend_optimization_level": 0}
+    return {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
   return None
 
 
@@ -543,13 +545,15 @@ class Evaluator:
     # One placement for every call: inputs fresh from the host and inputs
     # out of a replicated program would otherwise compile the step twice.
     inputs = jax.device_put(inputs, parallel.replicated(self.mesh))
-    correct = loss = counted = 0
-    previous_end = 0
+    scores, previous_end = [], 0
     for start, scored in self._batches(split, batch_size, inputs):
-      c, l, k = scored(previous_end)
-      correct, loss, counted = correct + c, loss + l, counted + k
+      scores.append(scored(previous_end))
       previous_end = start + batch_size
-    correct, loss, counted = jax.device_get((correct, loss, counted))
+    # summed on the host in the batches' order, in their dtypes: the device's
+    # sums, without a program for each addition
+    correct = loss = counted = 0
+    for c, l, k in jax.device_get(scores):
+      correct, loss, counted = correct + c, loss + l, counted + k
     counted = max(int(counted), 1)
     return {"accuracy": float(correct) / counted, "loss": float(loss) / counted}
 

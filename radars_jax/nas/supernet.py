@@ -194,19 +194,26 @@ def init_alphas(key: jax.Array, subspace: spaces_lib.Subspace,
                 scale: float = 1e-3) -> tuple[jax.Array, ...]:
   """One small random vector per choice point over its active ops (DARTS:
   1e-3 * N(0, 1))."""
-  # (the draws in one program, the scaling on the host: op by op each length
-  # would compile its own programs, and a scaling inside the program would
-  # be fused into the draw, moving the values by up to 2e-10)
-  normals = _unit_normals(key, tuple(len(active) for active in subspace))
-  if any(isinstance(z, jax.core.Tracer) for z in normals):   # (inside a trace)
-    return tuple(scale * z for z in normals)
-  return tuple(jax.device_put(np.asarray(z) * np.float32(scale)) for z in normals)
+  # (the draws in one small program, the scaling on the host: op by op each
+  # length would compile its own programs, and a scaling inside the program
+  # would be fused into the draw, moving the values by up to 2e-10)
+  lengths = [len(active) for active in subspace]
+  normals = _unit_normals(key, (len(lengths), max(lengths)))
+  if isinstance(normals, jax.core.Tracer):   # (inside a trace)
+    return tuple(scale * normals[c, :n] for c, n in enumerate(lengths))
+  normals = np.asarray(normals)
+  return tuple(jax.device_put(normals[c, :n] * np.float32(scale))
+               for c, n in enumerate(lengths))
 
 
 @functools.partial(jax.jit, static_argnums=(1,))
-def _unit_normals(key: jax.Array, lengths: tuple[int, ...]) -> tuple[jax.Array, ...]:
-  keys = jax.random.split(key, len(lengths))
-  return tuple(jax.random.normal(k, (n,), jnp.float32) for k, n in zip(keys, lengths))
+def _unit_normals(key: jax.Array, shape: tuple[int, int]) -> jax.Array:
+  """[choice points, longest] N(0, 1) draws, row c from the c-th key of
+  `key`'s split: row c's first n values are `jax.random.normal(keys[c],
+  (n,))` (threefry draws are counted by index), so every choice point's
+  vector is that of a draw of its own length, from one threefry program."""
+  keys = jax.random.split(key, shape[0])
+  return jax.vmap(lambda k: jax.random.normal(k, (shape[1],), jnp.float32))(keys)
 
 
 def subspace_slots(subspace: spaces_lib.Subspace, k: int, slot_orders=None) -> np.ndarray:
