@@ -341,9 +341,9 @@ def bytes_only_compiler_options() -> dict | None:
   the optimised HLO, before code generation, so the bytes are those of the
   step that runs, or a few hundred bytes more with the older emitters (64
   to 464 on the digits configs' steps, at most 1 KiB: tests/test_dnas.py),
-  and the compile is faster; the kernels would run slower, so only programs
-  that never run use it (docs/performance.md).
-  Elsewhere None (the defaults): not measured on accelerators."""
+  and the compile is faster; the kernels would run slower, so only
+  programs that never run use it (docs/performance.md). Elsewhere None
+  (the defaults): not measured on accelerators."""
   if jax.default_backend() == "cpu":
     return {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
   return None

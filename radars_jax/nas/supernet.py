@@ -209,9 +209,10 @@ def init_alphas(key: jax.Array, subspace: spaces_lib.Subspace,
 @functools.partial(jax.jit, static_argnums=(1,))
 def _unit_normals(key: jax.Array, shape: tuple[int, int]) -> jax.Array:
   """[choice points, longest] N(0, 1) draws, row c from the c-th key of
-  `key`'s split: row c's first n values are `jax.random.normal(keys[c],
-  (n,))` (threefry draws are counted by index), so every choice point's
-  vector is that of a draw of its own length, from one threefry program."""
+  `key`'s split. Row c's first n values are `jax.random.normal(keys[c],
+  (n,))`: with JAX's partitionable threefry (its default) each value is a
+  function of the key and its index only. So every choice point's vector
+  is the draw of its own length, from one threefry program."""
   keys = jax.random.split(key, shape[0])
   return jax.vmap(lambda k: jax.random.normal(k, (shape[1],), jnp.float32))(keys)
 
