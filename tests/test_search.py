@@ -9,6 +9,7 @@ import jax
 import numpy as np
 import pytest
 
+from radars_jax import compile_clock
 from radars_jax import config_check
 from radars_jax import config_defaults
 from radars_jax.dnas import steps as dnas_steps
@@ -102,6 +103,28 @@ def test_second_order_search_runs_the_unrolled_step_and_moves_alphas(monkeypatch
   for cp, a in zip(space.choice_points, result.alphas):
     moved[cp.name.split("/")[0]].append(float(np.abs(a).max()))
   assert min(moved["reduce"]) > 1e-5 and max(moved["normal"]) == 0.0, moved
+
+
+@pytest.mark.parametrize("method", ["single_darts", "darts"])
+def test_batches_compiled_in_another_thread_are_what_the_run_calls(method):
+  """`compile_batches` in a background thread (the RADARS loop's compile
+  queue) compiles the batch programs a run calls: the weights' split, and
+  the alphas' where the search is bi-level; the run's own calls, on its own
+  keys and steps, then compile nothing."""
+  config = tiny_config(method)
+  mesh = parallel.make_mesh(jax.devices()[:1])
+  space = spaces.space_from_config(config.space)
+  searcher = search.Searcher(config, mesh, search.load_search_data(config.data, mesh), space)
+  worker = threading.Thread(target=searcher.compile_batches)
+  worker.start()
+  worker.join()
+  key_w, key_a = search._data_keys(jax.random.key(3))   # pylint: disable=protected-access
+  names = ["weights"] + (["alphas"] if method == "darts" else [])
+  with compile_clock.CompileClock() as clock:
+    for name, key in zip(names, (key_w, key_a)):
+      for step in range(3):
+        jax.block_until_ready(searcher.batch_fn(name)(key, step))
+  assert clock.programs == 0 and clock.total == 0.0, clock.seconds
 
 
 def test_run_search_writes_outputs(tmp_path):

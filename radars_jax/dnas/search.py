@@ -191,7 +191,7 @@ class Searcher:
     """`dnas_lib.make_batch_fn` of a split ("weights" or "alphas"); with
     `sample_mesh`, stacked: one batch per key, for a group step."""
     if (split_name, sample_mesh) not in self._batch_fns:
-      split = {"weights": self.train_split(), "alphas": self.data.alpha_split}[split_name]
+      split = self._split(split_name)
       aug = self.config.data
       sharding = parallel.batch_sharded(self.mesh)
       if sample_mesh is not None:
@@ -204,6 +204,26 @@ class Searcher:
           pad=int(aug.crop_padding), flip=bool(aug.flip), sharding=sharding,
           stacked=sample_mesh is not None)
     return self._batch_fns[(split_name, sample_mesh)]
+
+  def _split(self, name: str) -> data_lib.Split:
+    return {"weights": self.train_split(), "alphas": self.data.alpha_split}[name]
+
+  def compile_batches(self) -> None:
+    """Runs the batch programs of a DNAS run (`batch_fn`: the weights'
+    split, and the alphas' where the search is bi-level) once on a
+    throwaway key: a background thread can compile them (a shuffle, a crop
+    per image) before the first train step, which then finds them. Splits
+    on disk are read on the host: nothing to compile. In a run of several
+    processes nothing runs here: a program over every process's devices
+    runs in the loop's order only."""
+    if jax.process_count() > 1:
+      return
+    names = ["weights"] + (["alphas"] if dnas_lib.dnas_mode(self.config) != "single_level"
+                           else [])
+    keys = _data_keys(jax.random.key(0))
+    for name, key in zip(names, keys):
+      if isinstance(self._split(name), data_lib.DeviceSplit):
+        jax.block_until_ready(self.batch_fn(name)(key, 0))
 
   def init_weights(self, model, subspace, key, pool: pool_lib.WeightPool | None):
     alphas = supernet_lib.init_alphas(jax.random.fold_in(key, 1), subspace,

@@ -2,9 +2,9 @@
 
 XLA compiles on the host; a search spends much of its start and of each
 iteration compiling train steps. The RADARS loop queues the programs it will
-need next (the later samples' train steps, the first shared program and
-its evaluator, the controller update, the final search's step) here; each
-compiles in order on the queue's one thread while the loop trains (on an
+need next (the later samples' train steps, the first shared program, its
+batches and evaluator, the controller update, the final search's step)
+here; each compiles in order on the queue's one thread while the loop trains (on an
 accelerator the host compiles while the device computes), and the loop
 takes it when it gets there. The programs are the ones the loop would
 compile itself, so results do not depend on the queue: with it disabled
@@ -29,7 +29,7 @@ class CompileQueue:
 
   A key is queued at most once until `forget` drops it (or `take` takes it),
   so queuing the same program twice compiles it once. Keys are tuples whose
-  first item names their kind ("static", "shared", "evaluator",
+  first item names their kind ("static", "shared", "batches", "evaluator",
   "controller"), which `forget` and `queued` select by."""
 
   def __init__(self, enabled: bool, thread_name: str = "radars-compile"):

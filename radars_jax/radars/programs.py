@@ -184,7 +184,9 @@ class LoopPrograms:
     if shared_predicted_too_large(self.config, self.space, model) is not None:
       return
     self.queue.put(("shared", k, steps), self.compile_shared_now, k, steps)
-    # (then the evaluator every sample's genotype is scored with)
+    # (then the batch programs the first train step needs, and the
+    # evaluator every sample's genotype is scored with)
+    self.queue.put(("batches",), self.searcher.compile_batches)
     self.queue.put(("evaluator",), self.searcher.shared.compile_evaluator)
 
   def queue_controller_update(self, controller_state, num_samples: int, k: int,
