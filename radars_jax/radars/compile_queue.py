@@ -4,9 +4,9 @@ XLA compiles on the host; a search spends much of its start and of each
 iteration compiling train steps. The RADARS loop queues the programs it will
 need next (the later samples' train steps, the first shared program, its
 batches and evaluator, the controller update, the final search's step)
-here; each compiles in order on the queue's one thread while the loop trains (on an
-accelerator the host compiles while the device computes), and the loop
-takes it when it gets there. The programs are the ones the loop would
+here; each compiles in order on the queue's one thread while the loop
+trains (on an accelerator the host compiles while the device computes),
+and the loop takes it when it gets there. The programs are the ones the loop would
 compile itself, so results do not depend on the queue: with it disabled
 (`radars.compile_ahead=False`) nothing is queued and the loop compiles each
 program when it needs it.

@@ -162,6 +162,9 @@ class LoopPrograms:
       start = time.perf_counter()
       future = self.queue.take(("shared", k, steps))
       compiled = future.result() if future is not None else self.compile_shared_now(k, steps)
+      batches = self.queue.take(("batches",))
+      if batches is not None:
+        batches.result()   # (queued right after it: the loop would compile them again)
       self._shared[(k, steps)] = record.compiles.count(
           compiled, start, f"shared step, {k} ops per choice point", ahead=future is not None)
     return self._shared[(k, steps)]
